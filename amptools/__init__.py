@@ -1,0 +1,96 @@
+"""amptools — Amplitude User Profile API toolkit for analysts in JupyterLab.
+
+>>> import amptools as amp
+>>> client = amp.connect()          # the real API with AMPLITUDE_SECRET_KEY, else the sample org
+>>> profile = client.get_profile("testUser", recs=("testRecId",))
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import sys
+import threading
+from typing import Any
+
+from .client import DEFAULT_BASE_URL, ExposureWarning, ProfileClient
+from .errors import (
+    AmptoolsError,
+    AuthenticationError,
+    ConfigurationError,
+    FetchCancelled,
+    InvalidQueryError,
+    NotFoundError,
+    ProfileAPIError,
+    RedirectError,
+    ResponseFormatError,
+    ServerError,
+    ThrottledError,
+    TransportError,
+    UnknownUserError,
+)
+from .models import Propensity, Recommendation, UserProfile
+from .query import ProfileQuery
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DEFAULT_BASE_URL",
+    "AmptoolsError",
+    "AuthenticationError",
+    "ConfigurationError",
+    "ExposureWarning",
+    "FetchCancelled",
+    "InvalidQueryError",
+    "NotFoundError",
+    "ProfileAPIError",
+    "ProfileClient",
+    "ProfileQuery",
+    "Propensity",
+    "Recommendation",
+    "RedirectError",
+    "ResponseFormatError",
+    "ServerError",
+    "ThrottledError",
+    "TransportError",
+    "UnknownUserError",
+    "UserProfile",
+    "__version__",
+    "connect",
+]
+
+_sample_server: Any = None
+_sample_lock = threading.Lock()
+_announced: set[str] = set()
+
+
+def _announce(kind: str, message: str) -> None:
+    if kind not in _announced:
+        _announced.add(kind)
+        print(f"amptools: {message}", file=sys.stdout)
+
+
+def connect(**kwargs: Any) -> ProfileClient:
+    """A client for the real Profile API when ``AMPLITUDE_SECRET_KEY`` is set, else the sample org.
+
+    Without a key, the embedded sample org (a real HTTP server on 127.0.0.1 with
+    synthetic users and the documented ``testUser``) is started once per process.
+    Which of the two is used is said once. Keyword arguments go to
+    :class:`ProfileClient`.
+    """
+    if os.environ.get("AMPLITUDE_SECRET_KEY", "").strip():
+        client = ProfileClient.from_env(**kwargs)
+        _announce("real", f"using the Amplitude Profile API at {client.base_url} "
+                          "(key from AMPLITUDE_SECRET_KEY).")
+        return client
+    global _sample_server
+    with _sample_lock:
+        if _sample_server is None:
+            from .sample import SampleServer
+
+            _sample_server = SampleServer().start()
+            atexit.register(_sample_server.stop)
+    _announce("sample", f"AMPLITUDE_SECRET_KEY is not set, so this uses the embedded sample org "
+                        f"at {_sample_server.url} (synthetic data, {len(_sample_server.org.user_ids):,} "
+                        "users and the documented testUser). Set the key to use your project.")
+    return _sample_server.client(**kwargs)

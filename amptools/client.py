@@ -1,0 +1,557 @@
+"""ProfileClient: one request to the Profile API, done right.
+
+This is the only module that knows ``requests``. Everything the transport or the
+service can do wrong is mapped to the amptools error tree in two functions,
+:func:`map_response` and :func:`map_transport_error`. Whether to retry and how
+long to wait are plain functions (:func:`should_retry`, :func:`retry_delay`),
+with the jitter in its own function so tests can pin it.
+
+The secret key lives in the ``Authorization`` header of each request and nowhere
+else: not in ``repr``, URLs, exceptions or logs. Redirects are never followed
+(so the key is never sent to another host), and the connections amptools opens
+ignore ``http.client`` debug printing, which would otherwise echo the header.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import logging
+import os
+import random
+import threading
+import time
+import warnings
+from collections.abc import Callable, Mapping
+from email.utils import parsedate_to_datetime
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+import requests
+from requests.adapters import HTTPAdapter
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+
+from .errors import (
+    AuthenticationError,
+    ConfigurationError,
+    FetchCancelled,
+    InvalidQueryError,
+    NotFoundError,
+    ProfileAPIError,
+    RedirectError,
+    ResponseFormatError,
+    ServerError,
+    ThrottledError,
+    TransportError,
+    UnknownUserError,
+)
+from .models import UserProfile
+from .query import ProfileQuery, validate_id
+from .ratelimit import RateLimiter
+
+__all__ = [
+    "DEFAULT_BASE_URL",
+    "ENDPOINT",
+    "ExposureWarning",
+    "ProfileClient",
+    "map_response",
+    "map_transport_error",
+    "retry_delay",
+    "should_retry",
+]
+
+DEFAULT_BASE_URL = "https://profile-api.amplitude.com"
+ENDPOINT = "/v1/userprofile"
+KEY_VARIABLE = "AMPLITUDE_SECRET_KEY"
+URL_VARIABLE = "AMPLITUDE_PROFILE_API_URL"
+THROTTLE_TEXT = "Number of requests per minute exceeds system limit"
+UNKNOWN_USER_TEXT = "not seen before"
+
+log = logging.getLogger("amptools")
+
+
+class ExposureWarning(UserWarning):
+    """Fetching recommendations logs exposure events in Amplitude."""
+
+
+EXPOSURE_MESSAGE = (
+    "Fetching recommendations logs a recommendation exposure event in Amplitude for "
+    "every user asked about, which feeds the measurement of live experiments. Fetch "
+    "only the users you need, and reuse a cache (cache='profiles.sqlite') instead of "
+    "fetching again."
+)
+
+
+# -- connections that never print headers -----------------------------------------
+class _QuietHTTPConnection(HTTPConnection):
+    # http.client prints every header sent (the key included) when its debuglevel is
+    # raised, often globally for troubleshooting; our connections stay silent.
+    debuglevel = property(lambda self: 0, lambda self, value: None)  # type: ignore[assignment]
+
+
+class _QuietHTTPSConnection(HTTPSConnection):
+    debuglevel = property(lambda self: 0, lambda self, value: None)  # type: ignore[assignment]
+
+
+class _QuietHTTPPool(HTTPConnectionPool):
+    ConnectionCls = _QuietHTTPConnection
+
+
+class _QuietHTTPSPool(HTTPSConnectionPool):
+    ConnectionCls = _QuietHTTPSConnection
+
+
+class _QuietAdapter(HTTPAdapter):
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = {"http": _QuietHTTPPool, "https": _QuietHTTPSPool}
+
+
+class _Secret:
+    """Holds the key; prints as asterisks wherever it ends up."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "'***'"
+
+    __str__ = __repr__
+
+    def __reduce__(self) -> Any:
+        raise TypeError("the secret key cannot be pickled")
+
+
+# -- retry policy -----------------------------------------------------------------
+def should_retry(error: BaseException, attempt: int, max_retries: int) -> bool:
+    """Retry transient failures (5xx, throttling, resets, timeouts) up to ``max_retries`` times."""
+    return bool(getattr(error, "retryable", False)) and attempt <= max_retries
+
+
+def jitter(delay: float, rng: random.Random | None = None) -> float:
+    """Equal jitter: half the delay fixed, half random, so retries spread out."""
+    return delay / 2 + (rng or random).random() * delay / 2
+
+
+def retry_delay(
+    attempt: int,
+    retry_after: float | None = None,
+    *,
+    base: float = 0.5,
+    cap: float = 30.0,
+    retry_after_cap: float = 60.0,
+    jitter: Callable[[float], float] = jitter,
+) -> float:
+    """Seconds to wait before retry number ``attempt`` (1 for the first retry).
+
+    The service's ``Retry-After`` wins when it is sent (capped at ``retry_after_cap``);
+    otherwise capped exponential backoff with jitter: ``base * 2**(attempt-1)``.
+    """
+    if retry_after is not None and retry_after >= 0:
+        return min(retry_after, retry_after_cap)
+    return jitter(min(cap, base * 2 ** max(0, attempt - 1)))
+
+
+def _parse_retry_after(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        moment = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, moment.timestamp() - time.time())
+
+
+# -- the mapping of answers to errors -------------------------------------------------
+def map_response(
+    status: int, text: str, headers: Mapping[str, str], url: str
+) -> dict[str, Any] | ProfileAPIError:
+    """Turn one HTTP answer into the JSON payload, or the error it stands for."""
+    context = {"status": status, "body": text, "url": url}
+    error_text = ""
+    payload: Any = None
+    try:
+        payload = json.loads(text) if text.strip() else None
+    except ValueError:
+        payload = None
+    if isinstance(payload, dict) and isinstance(payload.get("error"), str):
+        error_text = payload["error"]
+    if status == 429 or THROTTLE_TEXT in text:
+        return ThrottledError(
+            f"the org is over its requests-per-minute limit (HTTP {status}); amptools slows "
+            "down and retries. Lower rate_limit= if other tools share the org's 600 a minute.",
+            retry_after=_parse_retry_after(headers.get("Retry-After")),
+            **context,
+        )
+    if status == 401:
+        if "Missing" in text:
+            why = ("the request had no valid 'Authorization: Api-Key <key>' header — "
+                   "is the key empty?")
+        else:
+            why = ("the service rejected the secret key (Invalid Api-Key) — check that "
+                   f"{KEY_VARIABLE} holds this project's *secret* key, not its API key")
+        return AuthenticationError(f"authentication failed (HTTP 401): {why}.", **context)
+    if UNKNOWN_USER_TEXT in error_text:
+        return UnknownUserError(
+            f"the service has not seen this user ({error_text}): the id may be mistyped or "
+            "belong to another project.",
+            **context,
+        )
+    if 300 <= status < 400:
+        location = urlsplit(headers.get("Location", ""))
+        return RedirectError(
+            f"the service redirected (HTTP {status}) to {location.scheme}://{location.netloc}; "
+            "amptools never follows redirects so the key is not sent elsewhere. Use the "
+            f"https:// base URL ({DEFAULT_BASE_URL}).",
+            **context,
+        )
+    if status == 404:
+        return NotFoundError(
+            f"nothing at {url.split('?')[0]} (HTTP 404): the base URL or path is wrong; the "
+            f"Profile API lives at {DEFAULT_BASE_URL}{ENDPOINT} (no EU endpoint exists).",
+            **context,
+        )
+    if status >= 500:
+        return ServerError(f"the Profile API failed (HTTP {status}); retried with backoff.", **context)
+    if status >= 400 or error_text:
+        return ProfileAPIError(
+            f"the Profile API refused the request (HTTP {status}): {error_text or text[:200]!s}",
+            **context,
+        )
+    if not isinstance(payload, dict):
+        error = ResponseFormatError(
+            f"the Profile API answered HTTP {status} with a body that is not a JSON object "
+            f"({text[:80]!r}).",
+            **context,
+        )
+        error.field = "(body)"
+        return error
+    return payload
+
+
+def map_transport_error(exc: BaseException, url: str) -> TransportError:
+    """Turn a connection, timeout or cut-body failure into a retryable TransportError."""
+    kind = type(exc).__name__
+    if isinstance(exc, requests.Timeout):
+        what = "the request timed out"
+    elif isinstance(exc, requests.exceptions.ChunkedEncodingError):
+        what = "the response was cut off before its end"
+    elif isinstance(exc, requests.ConnectionError):
+        what = "the connection failed or was reset"
+    else:
+        what = "the request failed in transport"
+    return TransportError(f"{what} ({kind}); retried with backoff.", url=url)
+
+
+def _is_loopback(host: str | None) -> bool:
+    if not host:
+        return False
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _checked_ids(user_id: Any, device_id: Any) -> dict[str, str]:
+    if user_id is None and device_id is None:
+        raise InvalidQueryError(
+            "give a user_id or a device_id (or both): the API needs one to know who to look up."
+        )
+    ids: dict[str, str] = {}
+    if user_id is not None:
+        ids["user_id"] = validate_id(user_id, "user_id")
+    if device_id is not None:
+        ids["device_id"] = validate_id(device_id, "device_id")
+    return ids
+
+
+def _encode_query(params: Mapping[str, str]) -> str:
+    """Percent-encode every value; the commas that join id lists stay literal.
+
+    Single ids (user_id, device_id) are encoded whole, commas included, so an id
+    with a comma cannot be mistaken for two.
+    """
+    lists = {"rec_id", "comp_id", "prediction_id"}
+    pieces = []
+    for name, value in params.items():
+        if name in lists:
+            encoded = ",".join(quote(part, safe="") for part in value.split(","))
+        else:
+            encoded = quote(value, safe="")
+        pieces.append(f"{name}={encoded}")
+    return "&".join(pieces)
+
+
+class ProfileClient:
+    """A client of the Amplitude User Profile API.
+
+    Parameters
+    ----------
+    secret_key : str
+        The project's secret key. Sent only in the ``Authorization`` header.
+    base_url : str
+        ``https://profile-api.amplitude.com`` by default; ``http://`` only for loopback.
+    timeout : float or (connect, read)
+        Seconds; every request has both a connect and a read timeout.
+    max_retries : int
+        Retries after the first attempt for transient failures.
+    rate_limit : int
+        Requests per ``rate_period`` seconds for this client, all threads together.
+        540 a minute leaves 10% of the org's 600 to other tools.
+    rate_period : float
+        The window of ``rate_limit`` in seconds.
+    backoff_base, backoff_cap, retry_after_cap : float
+        The retry delays (see :func:`retry_delay`).
+    sleep, clock : callables
+        Injected by tests; ``time.sleep`` and ``time.monotonic`` otherwise.
+    rng : random.Random, optional
+        Seeds the jitter.
+    """
+
+    def __init__(
+        self,
+        secret_key: str,
+        *,
+        base_url: str = DEFAULT_BASE_URL,
+        timeout: float | tuple[float, float] = (5.0, 30.0),
+        max_retries: int = 4,
+        rate_limit: int = 540,
+        rate_period: float = 60.0,
+        backoff_base: float = 0.5,
+        backoff_cap: float = 30.0,
+        retry_after_cap: float = 60.0,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
+        rng: random.Random | None = None,
+    ) -> None:
+        if not isinstance(secret_key, str) or not secret_key.strip():
+            raise ConfigurationError(
+                "the secret key is empty: pass your project's secret key, set "
+                f"{KEY_VARIABLE}, or use amptools.connect() to try the embedded sample org."
+            )
+        if any(c in secret_key for c in "\r\n"):
+            raise ConfigurationError("the secret key contains a line break; paste it again without one.")
+        self._key = _Secret(secret_key.strip())
+        self.base_url = self._check_base_url(base_url)
+        if isinstance(timeout, (int, float)):
+            timeout = (float(timeout), float(timeout))
+        if len(timeout) != 2 or not all(t > 0 for t in timeout):
+            raise ConfigurationError(f"timeout must be positive seconds or (connect, read), got {timeout!r}.")
+        self.timeout = tuple(timeout)
+        if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
+            raise ConfigurationError(f"max_retries must be a whole number ≥ 0, got {max_retries!r}.")
+        self.max_retries = max_retries
+        self.limiter = RateLimiter(rate_limit, rate_period, clock=clock, sleep=sleep)
+        self.backoff_base = backoff_base
+        self.backoff_cap = backoff_cap
+        self.retry_after_cap = retry_after_cap
+        self._sleep = sleep
+        self._rng = rng or random.Random()
+        self._local = threading.local()
+        self._exposure_warned = False
+        self._exposure_lock = threading.Lock()
+
+    @staticmethod
+    def _check_base_url(base_url: str) -> str:
+        parts = urlsplit(str(base_url))
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ConfigurationError(f"base_url {base_url!r} is not an http(s) URL; use {DEFAULT_BASE_URL}.")
+        if parts.username or parts.password or parts.query:
+            raise ConfigurationError("base_url must not hold credentials or a query string.")
+        if parts.scheme == "http" and not _is_loopback(parts.hostname):
+            raise ConfigurationError(
+                f"base_url {base_url!r} is plain http: the secret key would travel unencrypted. "
+                f"Use https:// ({DEFAULT_BASE_URL}); http is allowed only for 127.0.0.1/localhost."
+            )
+        path = parts.path.rstrip("/")
+        if path.endswith(ENDPOINT):
+            path = path[: -len(ENDPOINT)]
+        return f"{parts.scheme}://{parts.netloc}{path}"
+
+    @classmethod
+    def from_env(cls, **kwargs: Any) -> ProfileClient:
+        """A client for the key in ``AMPLITUDE_SECRET_KEY`` (and ``AMPLITUDE_PROFILE_API_URL``)."""
+        key = os.environ.get(KEY_VARIABLE, "")
+        if not key.strip():
+            raise ConfigurationError(
+                f"{KEY_VARIABLE} is not set. Set it to your Amplitude project's secret key "
+                "(Settings → Projects → your project → General), or try amptools without a "
+                "key on the embedded sample org: amptools.connect() picks it automatically."
+            )
+        if URL_VARIABLE in os.environ and "base_url" not in kwargs:
+            kwargs["base_url"] = os.environ[URL_VARIABLE]
+        return cls(key, **kwargs)
+
+    def __repr__(self) -> str:
+        return (f"<amptools.ProfileClient {self.base_url} "
+                f"rate_limit={self.limiter.limit}/{self.limiter.period:g}s>")
+
+    def __reduce__(self) -> Any:
+        raise TypeError("a ProfileClient holds the secret key and cannot be pickled; "
+                        "create one in each process with ProfileClient.from_env().")
+
+    @property
+    def endpoint(self) -> str:
+        return self.base_url + ENDPOINT
+
+    @property
+    def is_sample(self) -> bool:
+        """True when the client talks to a local server (the embedded sample org)."""
+        return _is_loopback(urlsplit(self.base_url).hostname)
+
+    def _session(self) -> requests.Session:
+        # One session per thread: requests does not promise Session is thread-safe.
+        session = getattr(self._local, "session", None)
+        if session is None:
+            session = requests.Session()
+            adapter = _QuietAdapter(pool_connections=1, pool_maxsize=4, max_retries=0)
+            session.mount("http://", adapter)
+            session.mount("https://", adapter)
+            session.headers["User-Agent"] = "amptools/0.1 (+python-requests)"
+            self._local.session = session
+        return session
+
+    def warn_exposure(self, query: ProfileQuery) -> None:
+        """Warn once per client that fetching recommendations logs exposure events."""
+        if not query.asks_recommendations:
+            return
+        with self._exposure_lock:
+            if self._exposure_warned:
+                return
+            self._exposure_warned = True
+        warnings.warn(EXPOSURE_MESSAGE, ExposureWarning, stacklevel=3)
+
+    # -- one request -------------------------------------------------------------
+    def request(
+        self, params: Mapping[str, str], *, cancel: threading.Event | None = None
+    ) -> tuple[dict[str, Any], int]:
+        """Send one query, retrying transient failures; return (payload, attempts).
+
+        Raises the mapped :class:`ProfileAPIError` leaf (with ``attempts`` set) when the
+        answer is an error that retrying cannot fix or the retries are used up, and
+        :class:`FetchCancelled` when ``cancel`` is set while waiting.
+        """
+        url = f"{self.endpoint}?{_encode_query(params)}"
+        headers = {"Authorization": f"Api-Key {self._key.reveal()}", "Accept": "application/json"}
+        attempt = 0
+        while True:
+            attempt += 1
+            result = self._send_once(url, headers, cancel)
+            if not isinstance(result, ProfileAPIError):
+                return result, attempt
+            result.attempts = attempt
+            if not should_retry(result, attempt, self.max_retries):
+                raise result
+            delay = retry_delay(
+                attempt,
+                result.retry_after,
+                base=self.backoff_base,
+                cap=self.backoff_cap,
+                retry_after_cap=self.retry_after_cap,
+                jitter=lambda d: jitter(d, self._rng),
+            )
+            if isinstance(result, ThrottledError):
+                self.limiter.pause(delay)
+            log.info("retrying after %s (attempt %d of %d) in %.2fs",
+                     type(result).__name__, attempt, self.max_retries + 1, delay)
+            if cancel is not None:
+                if cancel.wait(delay):
+                    raise FetchCancelled("cancelled while waiting to retry")
+            else:
+                self._sleep(delay)
+
+    def _send_once(
+        self, url: str, headers: Mapping[str, str], cancel: threading.Event | None
+    ) -> dict[str, Any] | ProfileAPIError:
+        with self.limiter.permit(cancel):
+            try:
+                response = self._session().get(
+                    url, headers=headers, timeout=self.timeout, allow_redirects=False
+                )
+                text = response.content.decode("utf-8", errors="replace")
+            except requests.RequestException as exc:
+                error: ProfileAPIError = map_transport_error(exc, url)
+                # Chained for debugging, but the cause is dropped from the traceback
+                # text shown to users so no transport internals leak.
+                error.__cause__ = None
+                return error
+        return map_response(response.status_code, text, response.headers, url)
+
+    def fetch_payloads(
+        self,
+        query: ProfileQuery,
+        *,
+        user_id: Any = None,
+        device_id: Any = None,
+        cancel: threading.Event | None = None,
+    ) -> tuple[list[dict[str, Any]], int]:
+        """The raw bodies for one user (one per ``query.parts()``) and the attempts made.
+
+        Raises :class:`InvalidQueryError` before any request when no id is given or
+        an id is blank; otherwise as :meth:`request`, with ``attempts`` counting
+        every request made for this user.
+        """
+        ids = _checked_ids(user_id, device_id)
+        payloads = []
+        attempts = 0
+        for part in query.parts():
+            try:
+                payload, used = self.request({**ids, **part.to_params()}, cancel=cancel)
+            except ProfileAPIError as error:
+                error.attempts += attempts
+                raise
+            attempts += used
+            payloads.append(payload)
+        return payloads, attempts
+
+    def get_profile(
+        self,
+        user_id: str | None = None,
+        *,
+        device_id: str | None = None,
+        query: ProfileQuery | None = None,
+        **options: Any,
+    ) -> UserProfile:
+        """Fetch one user's profile.
+
+        Parameters
+        ----------
+        user_id, device_id : str
+            Who to ask about; at least one. Both may be given.
+        query : ProfileQuery, optional
+            What to ask for; ``**options`` is shorthand (``recs=("testRecId",)``).
+
+        Returns
+        -------
+        UserProfile
+
+        Raises
+        ------
+        InvalidQueryError
+            Before any request, when the ids or options are bad.
+        ProfileAPIError
+            One of its leaves, when the service refuses or fails.
+        """
+        query = ProfileQuery.from_options(query, **options)
+        ids = _checked_ids(user_id, device_id)
+        self.warn_exposure(query)
+        payloads, _ = self.fetch_payloads(query, **ids)
+        return UserProfile.from_payloads(payloads, query)
+
+    def get_profiles(self, ids: Any, query: ProfileQuery | None = None, **kwargs: Any) -> Any:
+        """Fetch many users; see :func:`amptools.bulk.fetch_profiles`."""
+        from .bulk import fetch_profiles
+
+        return fetch_profiles(self, ids, query, **kwargs)

@@ -1,0 +1,367 @@
+"""Parsed profiles: :class:`UserProfile`, :class:`Recommendation`, :class:`Propensity`.
+
+``UserProfile.from_json`` turns one response body into a profile. It keeps "not
+asked for" (None) apart from "asked, and empty" (an empty tuple or dict), turns
+``last_updated`` into a UTC datetime, keeps item order (position is rank), keeps
+the raw payload, and normalises the spellings the API has used over time:
+
+- cohorts as ``cohort_ids`` or ``cohort_memberships``;
+- propensities as ``propensity`` (one value), ``propensities`` (a list of
+  ``{prop, pred_id, prop_type}``) or ``predictions`` (a list of
+  ``{name, pred_id, probability, percentile}``).
+
+Computations arrive inside ``amp_props`` keyed by name, as strings. Which keys
+are computations is only knowable from the query: when only computations were
+asked, all of ``amp_props`` is computations; when a list of computation ids was
+asked, those keys are; a query that asked for both and for *all* computations is
+split into two requests by the client (see ``ProfileQuery.parts``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+from .errors import ResponseFormatError
+from .query import ProfileQuery
+
+__all__ = ["Propensity", "Recommendation", "UserProfile"]
+
+_RECOMMENDATION_FIELDS = frozenset(
+    {"rec_id", "child_rec_id", "items", "is_control", "recommendation_source", "last_updated"}
+)
+
+
+def _bad(field_path: str, message: str) -> ResponseFormatError:
+    error = ResponseFormatError(f"unexpected response shape at {field_path}: {message}")
+    error.field = field_path
+    return error
+
+
+def _optional_text(value: Any, path: str) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)
+    raise _bad(path, f"expected text, got {type(value).__name__}")
+
+
+def _timestamp(value: Any, path: str) -> datetime | None:
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        raise _bad(path, "expected Unix seconds, got a boolean")
+    if isinstance(value, (int, float)):
+        if not math.isfinite(value):
+            raise _bad(path, f"expected Unix seconds, got {value!r}")
+        # Some Amplitude payloads carry milliseconds; no profile predates 2001-09-09.
+        seconds = value / 1000 if value > 1e11 else value
+        return datetime.fromtimestamp(seconds, tz=timezone.utc)
+    if isinstance(value, str):
+        try:
+            parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            try:
+                return _timestamp(float(value), path)
+            except ValueError:
+                raise _bad(path, f"expected Unix seconds, got {value!r}") from None
+        return parsed.astimezone(timezone.utc) if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+    raise _bad(path, f"expected Unix seconds, got {type(value).__name__}")
+
+
+def _optional_bool(value: Any, path: str) -> bool | None:
+    if value is None or isinstance(value, bool):
+        return value
+    if value in (0, 1) and not isinstance(value, float):
+        return bool(value)
+    if isinstance(value, str) and value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    raise _bad(path, f"expected true or false, got {value!r}")
+
+
+def _number(value: Any, path: str) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        raise _bad(path, "expected a number, got a boolean")
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            raise _bad(path, f"expected a number, got {value!r}") from None
+    raise _bad(path, f"expected a number, got {type(value).__name__}")
+
+
+@dataclass(frozen=True)
+class Recommendation:
+    """One recommendation set for one user.
+
+    ``items`` keeps the service's order: position ``i`` is rank ``i + 1``. For a user
+    in the control group (``is_control``) the items are a random selection, not
+    the model's choice. ``extra`` keeps fields the documentation does not name.
+    """
+
+    rec_id: str
+    child_rec_id: str | None
+    items: tuple[str, ...]
+    is_control: bool | None
+    recommendation_source: str | None
+    last_updated: datetime | None
+    extra: Mapping[str, Any] = field(default_factory=dict, hash=False, compare=False, repr=False)
+
+    @classmethod
+    def from_json(cls, data: Any, path: str = "recommendations[0]") -> Recommendation:
+        if not isinstance(data, Mapping):
+            raise _bad(path, f"expected an object, got {type(data).__name__}")
+        rec_id = data.get("rec_id")
+        if not isinstance(rec_id, str):
+            raise _bad(f"{path}.rec_id", f"expected text, got {rec_id!r}")
+        items = data.get("items")
+        if items is None:
+            items = []
+        if not isinstance(items, list):
+            raise _bad(f"{path}.items", f"expected a list, got {type(items).__name__}")
+        clean: list[str] = []
+        for index, item in enumerate(items):
+            if isinstance(item, str):
+                clean.append(item)
+            elif isinstance(item, (int, float)) and not isinstance(item, bool):
+                clean.append(str(item))
+            else:
+                raise _bad(f"{path}.items[{index}]", f"expected an item id, got {item!r}")
+        return cls(
+            rec_id=rec_id,
+            child_rec_id=_optional_text(data.get("child_rec_id"), f"{path}.child_rec_id"),
+            items=tuple(clean),
+            is_control=_optional_bool(data.get("is_control"), f"{path}.is_control"),
+            recommendation_source=_optional_text(
+                data.get("recommendation_source"), f"{path}.recommendation_source"
+            ),
+            last_updated=_timestamp(data.get("last_updated"), f"{path}.last_updated"),
+            extra={k: v for k, v in data.items() if k not in _RECOMMENDATION_FIELDS},
+        )
+
+
+@dataclass(frozen=True)
+class Propensity:
+    """A prediction's propensity: ``score`` (probability 0–1) or ``pct`` (percentile 0–100)."""
+
+    prediction_id: str | None
+    propensity_type: str | None
+    value: float | None
+
+
+@dataclass(frozen=True)
+class UserProfile:
+    """One user's profile as the Profile API returned it.
+
+    A field is None when it was not asked for (or the service sent nothing), and
+    an empty tuple or dict when it was asked for and is empty. ``raw`` is the whole
+    response body; ``raw_computations`` the body of the separate computations
+    request when the query was split (see ``ProfileQuery.parts``).
+    """
+
+    user_id: str | None
+    device_id: str | None
+    recommendations: tuple[Recommendation, ...] | None
+    amp_props: Mapping[str, Any] | None = field(default=None, hash=False)
+    cohort_ids: tuple[str, ...] | None = None
+    computations: Mapping[str, str | None] | None = field(default=None, hash=False)
+    propensities: tuple[Propensity, ...] | None = None
+    raw: Mapping[str, Any] = field(default_factory=dict, hash=False, compare=False, repr=False)
+    raw_computations: Mapping[str, Any] | None = field(
+        default=None, hash=False, compare=False, repr=False
+    )
+
+    @property
+    def id(self) -> str | None:
+        """The user id, or the device id for an anonymous user."""
+        return self.user_id if self.user_id is not None else self.device_id
+
+    def recommendation(self, rec_id: str) -> Recommendation | None:
+        """The recommendation set ``rec_id``, or None."""
+        for rec in self.recommendations or ():
+            if rec.rec_id == rec_id:
+                return rec
+        return None
+
+    # -- parsing -------------------------------------------------------------------
+    @classmethod
+    def from_json(cls, payload: Any, query: ProfileQuery | None = None) -> UserProfile:
+        """Parse one response body.
+
+        Parameters
+        ----------
+        payload : dict
+            The JSON body, ``{"userData": {...}}``.
+        query : ProfileQuery, optional
+            The query that produced it; tells computations apart from properties.
+
+        Raises
+        ------
+        ResponseFormatError
+            When the body is not the documented shape; ``error.field`` names the field.
+        """
+        data = _user_data(payload)
+        amp_props = data.get("amp_props", data.get("user_properties"))
+        if amp_props is not None and not isinstance(amp_props, Mapping):
+            raise _bad("userData.amp_props", f"expected an object, got {type(amp_props).__name__}")
+        amp_props = dict(amp_props) if amp_props is not None else None
+        computations = data.get("computations")
+        if computations is not None:
+            # A sibling spelling: computations in their own object.
+            if not isinstance(computations, Mapping):
+                raise _bad("userData.computations", "expected an object")
+            computations = {str(k): _computation_text(v) for k, v in computations.items()}
+        elif query is not None and query.asks_computations and amp_props is not None:
+            amp_props, computations = _split_computations(amp_props, query)
+        return cls(
+            user_id=_optional_text(data.get("user_id"), "userData.user_id"),
+            device_id=_optional_text(data.get("device_id"), "userData.device_id"),
+            recommendations=_recommendations(data.get("recommendations")),
+            amp_props=amp_props,
+            cohort_ids=_cohorts(data),
+            computations=computations,
+            propensities=_propensities(data, query),
+            raw=payload,
+        )
+
+    @classmethod
+    def from_payloads(
+        cls, payloads: Sequence[Mapping[str, Any]], query: ProfileQuery | None = None
+    ) -> UserProfile:
+        """Parse the one or two bodies that ``query.parts()`` asked for, as one profile."""
+        if query is None or len(payloads) == 1:
+            return cls.from_json(payloads[0], query)
+        parts = query.parts()
+        if len(parts) != len(payloads):
+            raise ValueError(f"expected {len(parts)} payloads for this query, got {len(payloads)}")
+        main = cls.from_json(payloads[0], parts[0])
+        computed = cls.from_json(payloads[1], parts[1])
+        return cls(
+            user_id=main.user_id,
+            device_id=main.device_id,
+            recommendations=main.recommendations,
+            amp_props=main.amp_props,
+            cohort_ids=main.cohort_ids,
+            computations=computed.computations if computed.computations is not None else {},
+            propensities=main.propensities,
+            raw=payloads[0],
+            raw_computations=payloads[1],
+        )
+
+
+def _user_data(payload: Any) -> Mapping[str, Any]:
+    if not isinstance(payload, Mapping):
+        raise _bad("(body)", f"expected a JSON object, got {type(payload).__name__}")
+    data = payload.get("userData")
+    if data is None:
+        if "error" in payload:
+            raise _bad("userData", f"the service answered an error: {payload['error']!r}")
+        raise _bad("userData", "missing")
+    if not isinstance(data, Mapping):
+        raise _bad("userData", f"expected an object, got {type(data).__name__}")
+    return data
+
+
+def _recommendations(value: Any) -> tuple[Recommendation, ...] | None:
+    if value is None:
+        return None
+    if not isinstance(value, list):
+        raise _bad("userData.recommendations", f"expected a list, got {type(value).__name__}")
+    return tuple(
+        Recommendation.from_json(item, f"userData.recommendations[{i}]")
+        for i, item in enumerate(value)
+    )
+
+
+def _cohorts(data: Mapping[str, Any]) -> tuple[str, ...] | None:
+    name = "cohort_ids" if data.get("cohort_ids") is not None else "cohort_memberships"
+    value = data.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, list):
+        raise _bad(f"userData.{name}", f"expected a list, got {type(value).__name__}")
+    out: list[str] = []
+    for i, item in enumerate(value):
+        if isinstance(item, Mapping):
+            item = item.get("cohort_id", item.get("id"))
+        text = _optional_text(item, f"userData.{name}[{i}]")
+        if text is None:
+            raise _bad(f"userData.{name}[{i}]", "expected a cohort id, got null")
+        out.append(text)
+    return tuple(out)
+
+
+def _computation_text(value: Any) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def _split_computations(
+    amp_props: dict[str, Any], query: ProfileQuery
+) -> tuple[dict[str, Any] | None, dict[str, str | None] | None]:
+    ids = query.computation_ids
+    if not query.amp_props:
+        # Only computations were asked: everything in amp_props is one.
+        return None, {k: _computation_text(v) for k, v in amp_props.items()}
+    if ids is not None:
+        computations = {k: _computation_text(amp_props.get(k)) for k in ids}
+        props = {k: v for k, v in amp_props.items() if k not in computations}
+        return props, computations
+    # Properties and all computations in one merged object: not separable here.
+    return amp_props, None
+
+
+def _propensities(data: Mapping[str, Any], query: ProfileQuery | None) -> tuple[Propensity, ...] | None:
+    listed = data.get("propensities")
+    if listed is not None:
+        if not isinstance(listed, list):
+            raise _bad("userData.propensities", f"expected a list, got {type(listed).__name__}")
+        out = []
+        for i, entry in enumerate(listed):
+            path = f"userData.propensities[{i}]"
+            if not isinstance(entry, Mapping):
+                raise _bad(path, f"expected an object, got {type(entry).__name__}")
+            out.append(
+                Propensity(
+                    prediction_id=_optional_text(entry.get("pred_id"), f"{path}.pred_id"),
+                    propensity_type=_optional_text(entry.get("prop_type"), f"{path}.prop_type"),
+                    value=_number(entry.get("prop"), f"{path}.prop"),
+                )
+            )
+        return tuple(out)
+    predictions = data.get("predictions")
+    if predictions is not None:
+        if not isinstance(predictions, list):
+            raise _bad("userData.predictions", f"expected a list, got {type(predictions).__name__}")
+        out = []
+        for i, entry in enumerate(predictions):
+            path = f"userData.predictions[{i}]"
+            if not isinstance(entry, Mapping):
+                raise _bad(path, f"expected an object, got {type(entry).__name__}")
+            pred_id = _optional_text(entry.get("pred_id", entry.get("name")), f"{path}.pred_id")
+            for key, kind in (("probability", "score"), ("percentile", "pct")):
+                if entry.get(key) is not None:
+                    out.append(Propensity(pred_id, kind, _number(entry[key], f"{path}.{key}")))
+        return tuple(out)
+    if "propensity" in data:
+        value = _number(data["propensity"], "userData.propensity")
+        if value is None:
+            return ()
+        pred_id = None
+        kind = None
+        if query is not None and len(query.predictions) == 1:
+            pred_id, kind = query.predictions[0], query.propensity_type
+        return (Propensity(pred_id, kind, value),)
+    if query is not None and query.asks_propensities:
+        return ()
+    return None

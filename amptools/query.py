@@ -1,0 +1,228 @@
+"""What to ask the Profile API for: :class:`ProfileQuery` and id validation.
+
+A query is immutable and hashable, validates itself on construction (so a bad
+option is refused before any request is made) and has a canonical string form
+that serves as a cache key.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, fields, replace
+from typing import Any, Literal
+
+from .errors import InvalidQueryError
+
+__all__ = ["ID_TYPES", "PROPENSITY_TYPES", "REC_TYPES", "ProfileQuery", "validate_id"]
+
+ID_TYPES = ("user_id", "device_id")
+PROPENSITY_TYPES = ("score", "pct")
+# The documented rec_type values; the service may add others, so any plain token is
+# let through (strict in what we send: no spaces, commas or punctuation).
+REC_TYPES = ("model", "random")
+_TOKEN = re.compile(r"^[A-Za-z0-9_\-]+$")
+_PROPENSITY_ALIASES = {"percentile": "pct", "probability": "score"}
+
+IdType = Literal["user_id", "device_id"]
+
+
+def validate_id(value: Any, name: str = "user_id") -> str:
+    """Return ``value`` as an id string, or raise :class:`InvalidQueryError`.
+
+    Ids may hold any characters (they are URL-encoded when sent), but must be
+    non-empty and not only white space. Integers are accepted and turned into text
+    (ids read from spreadsheets often arrive as numbers); floats, booleans and
+    None are refused because their text form is ambiguous (``1e21``, ``1.0``).
+    """
+    if isinstance(value, bool) or value is None or isinstance(value, float):
+        raise InvalidQueryError(
+            f"{name} must be text, got {type(value).__name__} {value!r}; "
+            "pass ids as strings (read CSV columns with dtype=str to keep leading zeros)."
+        )
+    if isinstance(value, int):
+        value = str(value)
+    if not isinstance(value, str):
+        raise InvalidQueryError(f"{name} must be text, got {type(value).__name__}.")
+    if not value.strip():
+        raise InvalidQueryError(f"{name} is empty or blank; give a non-empty id.")
+    return value
+
+
+def _id_list(value: Any, name: str) -> tuple[str, ...]:
+    """Normalise one id or an iterable of ids into a de-duplicated tuple."""
+    if value is None or value is False:
+        return ()
+    if isinstance(value, str):
+        items: Iterable[Any] = (value,)
+    elif isinstance(value, Iterable):
+        items = value
+    else:
+        raise InvalidQueryError(f"{name} must be a string or a list of strings, got {value!r}.")
+    out: list[str] = []
+    for item in items:
+        item = validate_id(item, name)
+        if "," in item:
+            raise InvalidQueryError(
+                f"{name} {item!r} contains a comma: the API joins several ids with commas, "
+                "so this id cannot be asked for. Check the id (a pasted list?) or pass "
+                "the ids as a Python list."
+            )
+        if item not in out:
+            out.append(item)
+    return tuple(out)
+
+
+@dataclass(frozen=True)
+class ProfileQuery:
+    """What to fetch for each user.
+
+    Parameters
+    ----------
+    recs : str or sequence of str
+        Recommendation ids to return (``get_recs=true&rec_id=a,b``). Empty: none.
+    rec_type : str, optional
+        Override the experiment's control setting: ``"model"`` or ``"random"``.
+    amp_props : bool
+        Return the user's properties (not including computations).
+    cohort_ids : bool
+        Return the ids of the tracked cohorts the user is in.
+    computations : bool or sequence of str
+        ``True`` for every computation, or a list of computation ids.
+    predictions : str or sequence of str
+        Prediction ids whose propensity to return.
+    propensity_type : {"score", "pct"}
+        Raw probability (0–1) or percentile (0–100).
+    split_computations : bool
+        The API returns computations merged into ``amp_props``. When both are asked
+        for, amptools sends two requests per user (one without computations) so
+        the two stay apart. ``False`` sends one request and keeps everything in
+        ``amp_props`` (computations then stay None).
+    """
+
+    recs: tuple[str, ...] = ()
+    rec_type: str | None = None
+    amp_props: bool = False
+    cohort_ids: bool = False
+    computations: bool | tuple[str, ...] = False
+    predictions: tuple[str, ...] = ()
+    propensity_type: str = "score"
+    split_computations: bool = True
+
+    def __post_init__(self) -> None:
+        set_ = object.__setattr__
+        set_(self, "recs", _id_list(self.recs, "rec_id"))
+        for name in ("amp_props", "cohort_ids", "split_computations"):
+            value = getattr(self, name)
+            if not isinstance(value, bool):
+                raise InvalidQueryError(f"{name} must be True or False, got {value!r}.")
+        computations = self.computations
+        if not isinstance(computations, bool):
+            computations = _id_list(computations, "comp_id")
+            if not computations:
+                raise InvalidQueryError(
+                    "computations is an empty list: pass True for all computations, "
+                    "False for none, or a list of computation ids."
+                )
+        set_(self, "computations", computations)
+        set_(self, "predictions", _id_list(self.predictions, "prediction_id"))
+
+        rec_type = self.rec_type
+        if rec_type is not None:
+            if not isinstance(rec_type, str) or not _TOKEN.match(rec_type):
+                raise InvalidQueryError(
+                    f"rec_type {rec_type!r} is not valid; use one of {', '.join(REC_TYPES)} "
+                    "(or None to keep the experiment's own control setting)."
+                )
+            if not self.recs:
+                raise InvalidQueryError(
+                    "rec_type is set but no recommendation ids are asked for: "
+                    "add recs=('your-rec-id',) or drop rec_type."
+                )
+        ptype = self.propensity_type
+        ptype = _PROPENSITY_ALIASES.get(ptype, ptype) if isinstance(ptype, str) else ptype
+        if ptype not in PROPENSITY_TYPES:
+            raise InvalidQueryError(
+                f"propensity_type {self.propensity_type!r} is unknown; use 'score' "
+                "(probability 0–1) or 'pct' (percentile 0–100)."
+            )
+        set_(self, "propensity_type", ptype)
+
+    # -- what is asked ---------------------------------------------------------
+    @property
+    def asks_recommendations(self) -> bool:
+        return bool(self.recs)
+
+    @property
+    def asks_computations(self) -> bool:
+        return self.computations is not False
+
+    @property
+    def asks_propensities(self) -> bool:
+        return bool(self.predictions)
+
+    @property
+    def computation_ids(self) -> tuple[str, ...] | None:
+        """The computation ids asked for, or None for "all" or "none"."""
+        return self.computations if isinstance(self.computations, tuple) else None
+
+    # -- what is sent ----------------------------------------------------------
+    def to_params(self) -> dict[str, str]:
+        """The query-string parameters for this query, without the user's id.
+
+        Only what is asked for is sent; booleans are the lowercase word ``true``
+        and lists are joined with commas (each id URL-encoded by the client).
+        """
+        params: dict[str, str] = {}
+        if self.recs:
+            params["get_recs"] = "true"
+            params["rec_id"] = ",".join(self.recs)
+            if self.rec_type is not None:
+                params["rec_type"] = self.rec_type
+        if self.amp_props:
+            params["get_amp_props"] = "true"
+        if self.cohort_ids:
+            params["get_cohort_ids"] = "true"
+        if self.computations is True:
+            params["get_computations"] = "true"
+        elif self.computations:
+            params["comp_id"] = ",".join(self.computations)
+        if self.predictions:
+            params["get_propensity"] = "true"
+            params["prediction_id"] = ",".join(self.predictions)
+            params["propensity_type"] = self.propensity_type
+        return params
+
+    def parts(self) -> tuple[ProfileQuery, ...]:
+        """The requests one user needs: one, or two when computations must stay apart."""
+        if self.split_computations and self.amp_props and self.asks_computations:
+            main = replace(self, computations=False)
+            only_computations = ProfileQuery(computations=self.computations)
+            return (main, only_computations)
+        return (self,)
+
+    # -- identity --------------------------------------------------------------
+    def canonical(self) -> str:
+        """A stable text form: equal queries give equal strings (the cache key)."""
+        data: dict[str, Any] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            data[f.name] = list(value) if isinstance(value, tuple) else value
+        return json.dumps(data, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+
+    @classmethod
+    def from_options(cls, query: ProfileQuery | None = None, **options: Any) -> ProfileQuery:
+        """Build a query from keyword shorthand, or extend ``query`` with it."""
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(options) - names)
+        if unknown:
+            raise InvalidQueryError(
+                f"unknown query option(s) {', '.join(unknown)}; "
+                f"valid options are {', '.join(sorted(names))}."
+            )
+        if query is None:
+            return cls(**options)
+        if not isinstance(query, ProfileQuery):
+            raise InvalidQueryError(f"query must be a ProfileQuery, got {type(query).__name__}.")
+        return replace(query, **options) if options else query

@@ -1,0 +1,46 @@
+"""Shared fixtures: the documented sample payloads and a running sample org."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLES = ROOT / "data" / "samples"
+
+# The six documented responses of PROFILE_API.md, by file stem, with the query
+# string that produces each one.
+DOCUMENTED_QUERIES: dict[str, dict[str, str]] = {
+    "one_rec": {"get_recs": "true", "rec_id": "testRecId"},
+    "two_recs": {"get_recs": "true", "rec_id": "testRecId,testRecId2"},
+    "user_properties": {"get_amp_props": "true"},
+    "cohort_ids": {"get_cohort_ids": "true"},
+    "one_computation": {"comp_id": "computed-prop-2"},
+    "all_computations": {"get_computations": "true"},
+}
+
+
+def load_sample(name: str) -> dict[str, Any]:
+    """One documented response from data/samples/<name>.json."""
+    return json.loads((SAMPLES / f"{name}.json").read_text(encoding="utf-8"))
+
+
+@pytest.fixture(scope="session")
+def sample_server():
+    """One embedded sample org for the session (tests must not change its faults)."""
+    from amptools.sample import SampleServer
+
+    with SampleServer() as server:
+        yield server
+
+
+@pytest.fixture
+def fresh_server():
+    """A sample org of the test's own, free to fault and throttle."""
+    from amptools.sample import SampleServer
+
+    with SampleServer() as server:
+        yield server

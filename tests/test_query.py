@@ -1,0 +1,104 @@
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from amptools import InvalidQueryError, ProfileQuery
+from amptools.query import validate_id
+
+
+def test_defaults_send_nothing_extra():
+    assert ProfileQuery().to_params() == {}
+
+
+def test_every_documented_parameter():
+    q = ProfileQuery(
+        recs=("a", "b"), rec_type="random", amp_props=True, cohort_ids=True,
+        computations=("c1", "c2"), predictions=("p1",), propensity_type="pct",
+    )
+    assert q.to_params() == {
+        "get_recs": "true", "rec_id": "a,b", "rec_type": "random",
+        "get_amp_props": "true", "get_cohort_ids": "true", "comp_id": "c1,c2",
+        "get_propensity": "true", "prediction_id": "p1", "propensity_type": "pct",
+    }
+    assert ProfileQuery(computations=True).to_params() == {"get_computations": "true"}
+
+
+def test_single_string_is_one_id_and_duplicates_collapse():
+    assert ProfileQuery(recs="testRecId").recs == ("testRecId",)
+    assert ProfileQuery(recs=["a", "b", "a"]).recs == ("a", "b")
+
+
+def test_immutable_hashable_and_canonical():
+    a = ProfileQuery(recs=["x"], amp_props=True)
+    b = ProfileQuery(recs=("x",), amp_props=True)
+    assert a == b and hash(a) == hash(b) and a.canonical() == b.canonical()
+    assert a.canonical() != ProfileQuery(recs=("x",)).canonical()
+    assert len({a, b}) == 1
+    with pytest.raises(AttributeError):
+        a.recs = ("y",)  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "words"),
+    [
+        ({"recs": ("a,b",)}, "contains a comma"),
+        ({"recs": ("",)}, "empty or blank"),
+        ({"recs": ("  ",)}, "empty or blank"),
+        ({"computations": ("x,y",)}, "comma"),
+        ({"predictions": ("p,q",)}, "comma"),
+        ({"propensity_type": "percent"}, "'score'"),
+        ({"rec_type": "model"}, "no recommendation ids"),
+        ({"recs": ("a",), "rec_type": "model; drop"}, "rec_type"),
+        ({"computations": []}, "empty list"),
+        ({"amp_props": "yes"}, "True or False"),
+    ],
+)
+def test_bad_input_says_what_to_fix(kwargs, words):
+    with pytest.raises(InvalidQueryError, match=words):
+        ProfileQuery(**kwargs)
+
+
+def test_invalid_query_error_is_a_value_error():
+    with pytest.raises(ValueError):
+        ProfileQuery(propensity_type="x")
+
+
+def test_percentile_alias():
+    assert ProfileQuery(predictions="p", propensity_type="percentile").propensity_type == "pct"
+
+
+def test_parts_split_computations_from_properties():
+    q = ProfileQuery(recs=("r",), amp_props=True, computations=True)
+    main, comps = q.parts()
+    assert "get_computations" not in main.to_params() and main.to_params()["get_amp_props"] == "true"
+    assert comps.to_params() == {"get_computations": "true"}
+    assert ProfileQuery(amp_props=True, computations=True, split_computations=False).parts() == (
+        ProfileQuery(amp_props=True, computations=True, split_computations=False),
+    )
+    assert len(ProfileQuery(computations=True).parts()) == 1
+
+
+def test_from_options_rejects_unknown_names():
+    with pytest.raises(InvalidQueryError, match="unknown query option"):
+        ProfileQuery.from_options(recz=("a",))
+    base = ProfileQuery(recs="a")
+    assert ProfileQuery.from_options(base, amp_props=True) == ProfileQuery(recs="a", amp_props=True)
+
+
+@pytest.mark.parametrize("bad", [None, 1.0, True, "", " \t", b"bytes"])
+def test_validate_id_refuses(bad):
+    with pytest.raises(InvalidQueryError):
+        validate_id(bad)
+
+
+def test_validate_id_accepts_ints_and_any_text():
+    assert validate_id(123) == "123"
+    assert validate_id(" a b ") == " a b "
+
+
+@given(st.lists(st.text(min_size=1).filter(lambda s: s.strip() and "," not in s), min_size=1, max_size=5))
+def test_any_unicode_rec_ids_roundtrip_through_params(ids):
+    q = ProfileQuery(recs=ids)
+    assert q.to_params()["rec_id"].split(",") == list(dict.fromkeys(ids))
