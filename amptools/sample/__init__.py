@@ -1,0 +1,21 @@
+"""The embedded User Profile API: a deterministic sample org and a real HTTP server.
+
+>>> from amptools.sample import SampleServer
+>>> with SampleServer() as srv:  # doctest: +SKIP
+...     client = srv.client()
+"""
+
+from __future__ import annotations
+
+from amptools.sample.dataset import SampleOrg, SampleRequestError, load_definition
+from amptools.sample.server import Arrival, Faults, SampleServer, serve
+
+__all__ = [
+    "Arrival",
+    "Faults",
+    "SampleOrg",
+    "SampleRequestError",
+    "SampleServer",
+    "load_definition",
+    "serve",
+]
