@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import atexit
+import importlib
 import os
 import sys
 import threading
@@ -35,10 +36,10 @@ from .query import ProfileQuery
 __version__ = "0.1.0"
 
 __all__ = [
-    "DEFAULT_BASE_URL",
     "AmptoolsError",
     "AuthenticationError",
     "ConfigurationError",
+    "DEFAULT_BASE_URL",
     "ExposureWarning",
     "FetchCancelled",
     "InvalidQueryError",
@@ -56,8 +57,32 @@ __all__ = [
     "UnknownUserError",
     "UserProfile",
     "__version__",
+    "bulk",
     "connect",
+    "export",
+    "metrics",
+    "notebooks",
+    "plots",
+    "sample",
+    "tables",
+    "widgets",
 ]
+
+# Submodules load on first use: `import amptools` stays fast, and ipywidgets or
+# plotly are imported only by those who use the explorer or the figures.
+_SUBMODULES = frozenset({"bulk", "export", "metrics", "notebooks", "plots", "sample", "tables", "widgets"})
+
+
+def __getattr__(name: str) -> Any:
+    if name in _SUBMODULES:
+        module = importlib.import_module(f".{name}", __name__)
+        globals()[name] = module
+        return module
+    raise AttributeError(f"module 'amptools' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | _SUBMODULES)
 
 _sample_server: Any = None
 _sample_lock = threading.Lock()

@@ -319,3 +319,27 @@ def test_any_unicode_id_reaches_the_server_intact(sample_server, user_id):
     arrival = sample_server.arrivals[before]
     assert arrival.params["user_id"] == user_id
     assert arrival.params["device_id"] == user_id + "-dev"
+
+
+def test_connect_without_a_key_uses_the_sample_org_and_says_so_once():
+    import os
+    import subprocess
+    import sys
+
+    script = ("import amptools as amp\n"
+              "a = amp.connect(); b = amp.connect(rate_limit=100)\n"
+              "assert a.is_sample and b.limiter.limit == 100\n"
+              "print(a.get_profile('testUser', cohort_ids=True).cohort_ids)\n")
+    env = {k: v for k, v in os.environ.items() if k != "AMPLITUDE_SECRET_KEY"}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          env=env, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.count("embedded sample org") == 1
+    assert "('cohort1', 'cohort3', 'cohort7')" in done.stdout
+
+
+def test_connect_with_a_key_uses_it(monkeypatch, sample_server):
+    monkeypatch.setenv("AMPLITUDE_SECRET_KEY", sample_server.secret_key)
+    monkeypatch.setenv("AMPLITUDE_PROFILE_API_URL", sample_server.url)
+    client = amp.connect()
+    assert client.get_profile("testUser").user_id == "testUser"

@@ -1,0 +1,60 @@
+"""The public surface: __all__ is sorted, complete, and matches DESIGN.md's contract."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+
+import pytest
+
+import amptools as amp
+
+
+def test_all_is_sorted_and_resolves():
+    assert amp.__all__ == sorted(amp.__all__)
+    for name in amp.__all__:
+        assert getattr(amp, name) is not None
+
+
+def test_every_public_class_and_error_is_exported():
+    exported = set(amp.__all__)
+    for module_name in ("errors", "models", "query"):
+        module = importlib.import_module(f"amptools.{module_name}")
+        for name in module.__all__:
+            obj = getattr(module, name)
+            if inspect.isclass(obj):
+                assert name in exported, f"amptools.{module_name}.{name} is not in amptools.__all__"
+
+
+CONTRACT = {
+    "tables": ["recommendations", "properties", "cohorts", "cohort_matrix", "computations",
+               "propensities", "summary"],
+    "metrics": ["jaccard", "rbo", "overlap_matrix", "coverage", "personalization"],
+    "export": ["to_csv", "marketing_table"],
+    "notebooks": ["build_report"],
+    "widgets": ["ProfileExplorer"],
+    "sample": ["SampleServer"],
+}
+
+
+@pytest.mark.parametrize("module", sorted(CONTRACT))
+def test_design_contract_names_exist(module):
+    mod = getattr(amp, module)
+    for name in CONTRACT[module]:
+        assert callable(getattr(mod, name)), f"amp.{module}.{name}"
+        assert name in mod.__all__
+
+
+def test_client_signature_is_keyword_only_after_the_key():
+    params = inspect.signature(amp.ProfileClient).parameters
+    assert list(params)[0] == "secret_key"
+    for name in ("base_url", "timeout", "max_retries", "rate_limit"):
+        assert params[name].kind is inspect.Parameter.KEYWORD_ONLY
+    assert params["rate_limit"].default == 540
+    assert params["base_url"].default == amp.DEFAULT_BASE_URL == "https://profile-api.amplitude.com"
+
+
+def test_query_defaults_match_the_contract():
+    q = amp.ProfileQuery()
+    assert (q.recs, q.rec_type, q.amp_props, q.cohort_ids, q.computations, q.predictions,
+            q.propensity_type) == ((), None, False, False, False, (), "score")
