@@ -67,7 +67,9 @@ class RateLimiter:
         return f"<RateLimiter {self.limit} per {self.period:g}s>"
 
     def _wait_needed(self, now: float) -> float:
-        while self._done and self._done[0] <= now - self.period:
+        # Same arithmetic as the wait below, so a float edge cannot leave an expired entry
+        # counted while the wait says it expired (that let two grants share a window).
+        while self._done and self._done[0] + self.period <= now:
             self._done.popleft()
         wait = self._not_before - now
         if self._in_flight + len(self._done) >= self.limit:

@@ -1,0 +1,769 @@
+"""Many ids -> :class:`ProfileSet`: workers, pacing, progress, an outcome per id, resume.
+
+An org may make 600 requests a minute across all its endpoints and there is no
+batch endpoint, so bulk work is pacing, retrying and never asking twice:
+
+- every worker thread of a run takes its permits from the client's one
+  :class:`~amptools.ratelimit.RateLimiter` (retries included; a throttle answer
+  pauses all of them);
+- duplicate ids are asked once, and with a cache (:mod:`amptools.cache`) nothing
+  already answered is asked again;
+- every unique id ends with exactly one outcome, ``ok``, ``not_found`` or
+  ``failed``, so ``ok + not_found + failed == unique ids`` always holds.
+
+Stopping
+--------
+An :class:`AuthenticationError` (HTTP 401) stops the run at once: no new request
+is sent after it, the requests already in flight are awaited, and the error is
+raised with the partial :class:`ProfileSet` as ``error.partial``.
+
+A cancelled run — the ``cancel`` event set from another thread, :meth:`BulkFetch.cancel`,
+or Ctrl-C (KeyboardInterrupt) — sends no new request, waits for the ones in
+flight (their answers are kept and cached), and *returns* the partial
+:class:`ProfileSet` with ``cancelled=True``. Ids it never fetched are counted as
+``failed`` with the error ``"cancelled before it was fetched"`` (attempts 0, no
+HTTP status), so the invariant holds and a rerun with the same cache fetches
+exactly those. Ctrl-C also issues an :class:`IncompleteFetchWarning`; pressing it
+a second time abandons the requests still in flight.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+import warnings
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+
+from .cache import ProfileCache, open_cache
+from .errors import (
+    AuthenticationError,
+    ConfigurationError,
+    FetchCancelled,
+    InvalidQueryError,
+    ProfileAPIError,
+    UnknownUserError,
+)
+from .models import UserProfile
+from .query import ID_TYPES, ProfileQuery, validate_id
+
+if TYPE_CHECKING:
+    import os
+
+    from .client import ProfileClient
+
+__all__ = [
+    "FAILURE_COLUMNS",
+    "OUTCOME_COLUMNS",
+    "STATUSES",
+    "BulkFetch",
+    "IncompleteFetchWarning",
+    "Outcome",
+    "ProfileSet",
+    "fetch_profiles",
+    "start_fetch",
+    "unique_ids",
+]
+
+log = logging.getLogger("amptools")
+
+STATUSES = ("ok", "not_found", "failed")
+FAILURE_COLUMNS = ("user_id", "device_id", "status", "http_status", "attempts", "error")
+OUTCOME_COLUMNS = ("id", "status", "http_status", "attempts", "error", "from_cache")
+_FAILURE_DTYPES = {"user_id": "str", "device_id": "str", "status": "str",
+                   "http_status": "Int64", "attempts": "int64", "error": "str"}
+_OUTCOME_DTYPES = {"id": "str", "status": "str", "http_status": "Int64", "attempts": "int64",
+                   "error": "str", "from_cache": "bool"}
+
+CANCELLED_ERROR = "cancelled before it was fetched"
+STOPPED_BY_AUTH_ERROR = "not fetched: the run stopped at an authentication failure (HTTP 401)"
+_BAD_IDS_SHOWN = 5
+# How often the coordinating thread looks at the cancel event while it waits.
+_POLL = 0.05
+
+ProgressHook = Callable[[int, int, Mapping[str, int]], None]
+
+
+class IncompleteFetchWarning(UserWarning):
+    """A bulk fetch stopped before every id was fetched (Ctrl-C); the result is partial."""
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How one unique id ended.
+
+    Attributes
+    ----------
+    id : str
+        The user id or device id that was asked for.
+    status : {"ok", "not_found", "failed"}
+    http_status : int or None
+        The last HTTP status seen (None when no answer arrived).
+    attempts : int
+        Requests made for this id in this run (the original fetch's, when cached).
+    error : str or None
+        Why it is not ``ok``.
+    from_cache : bool
+        True when the answer came from the cache, not the network.
+    profile : UserProfile or None
+        The parsed profile, for ``ok``.
+    """
+
+    id: str
+    status: str
+    http_status: int | None = None
+    attempts: int = 0
+    error: str | None = None
+    from_cache: bool = False
+    profile: UserProfile | None = field(default=None, repr=False)
+
+
+class ProfileSet:
+    """The result of a bulk fetch: profiles in input order and one outcome per unique id.
+
+    Iterating yields the fetched profiles and ``len`` is their number.
+
+    Attributes
+    ----------
+    query : ProfileQuery
+        What was asked for each id.
+    id_type : {"user_id", "device_id"}
+        Which id the ids are.
+    cancelled : bool
+        True when the run was cancelled (cancel event or Ctrl-C) before it ended.
+    elapsed : float
+        Seconds the run took.
+    """
+
+    def __init__(
+        self,
+        outcomes: Iterable[Outcome],
+        *,
+        query: ProfileQuery,
+        id_type: str = "user_id",
+        cancelled: bool = False,
+        elapsed: float = 0.0,
+    ) -> None:
+        self._outcomes: dict[str, Outcome] = {}
+        for outcome in outcomes:
+            if outcome.status not in STATUSES:
+                raise ValueError(f"unknown outcome status {outcome.status!r}")
+            self._outcomes[outcome.id] = outcome
+        self.query = query
+        self.id_type = id_type
+        self.cancelled = cancelled
+        self.elapsed = elapsed
+
+    # -- what came back --------------------------------------------------------------
+    @property
+    def profiles(self) -> list[UserProfile]:
+        """The fetched profiles, in the order the ids were given (first occurrence)."""
+        return [o.profile for o in self._outcomes.values() if o.profile is not None]
+
+    @property
+    def ids(self) -> list[str]:
+        """The unique ids, in input order."""
+        return list(self._outcomes)
+
+    def outcome(self, id: str) -> Outcome:
+        """The outcome of one id (KeyError when it was not asked)."""
+        return self._outcomes[id]
+
+    def get(self, id: str) -> UserProfile | None:
+        """The profile fetched for ``id``, or None."""
+        outcome = self._outcomes.get(id)
+        return outcome.profile if outcome is not None else None
+
+    @property
+    def counts(self) -> dict[str, int]:
+        """``{"ok": n, "not_found": n, "failed": n}``; the values sum to the unique ids."""
+        counts = dict.fromkeys(STATUSES, 0)
+        for outcome in self._outcomes.values():
+            counts[outcome.status] += 1
+        return counts
+
+    @property
+    def ok(self) -> int:
+        return self.counts["ok"]
+
+    @property
+    def not_found(self) -> int:
+        return self.counts["not_found"]
+
+    @property
+    def failed(self) -> int:
+        return self.counts["failed"]
+
+    @property
+    def from_cache(self) -> int:
+        """How many outcomes were taken from the cache."""
+        return sum(o.from_cache for o in self._outcomes.values())
+
+    @property
+    def failures(self) -> pd.DataFrame:
+        """Every id that did not come back with a profile (``not_found`` and ``failed``).
+
+        Returns
+        -------
+        DataFrame
+            One row per such id, in input order: ``user_id``, ``device_id`` (the id in
+            the column of ``id_type``, the other missing), ``status`` (``not_found`` or
+            ``failed``), ``http_status`` (Int64, last HTTP status), ``attempts`` (int64),
+            ``error`` (str).
+        """
+        rows = []
+        for o in self._outcomes.values():
+            if o.status == "ok":
+                continue
+            rows.append({
+                "user_id": o.id if self.id_type == "user_id" else None,
+                "device_id": o.id if self.id_type == "device_id" else None,
+                "status": o.status, "http_status": o.http_status,
+                "attempts": o.attempts, "error": o.error,
+            })
+        return _frame(rows, FAILURE_COLUMNS, _FAILURE_DTYPES)
+
+    @property
+    def outcomes(self) -> pd.DataFrame:
+        """One row per unique id, in input order.
+
+        Returns
+        -------
+        DataFrame
+            ``id`` (str), ``status`` (``ok``/``not_found``/``failed``), ``http_status``
+            (Int64), ``attempts`` (int64), ``error`` (str, missing for ``ok``),
+            ``from_cache`` (bool).
+        """
+        rows = [{"id": o.id, "status": o.status, "http_status": o.http_status,
+                 "attempts": o.attempts, "error": o.error, "from_cache": o.from_cache}
+                for o in self._outcomes.values()]
+        return _frame(rows, OUTCOME_COLUMNS, _OUTCOME_DTYPES)
+
+    # -- combining -------------------------------------------------------------------
+    def __add__(self, other: ProfileSet) -> ProfileSet:
+        """Both sets' ids; where both hold an id, the later set's outcome wins unless it
+        is ``failed`` and the earlier one is not (so a retry run patches holes)."""
+        if not isinstance(other, ProfileSet):
+            return NotImplemented
+        if other.query != self.query or other.id_type != self.id_type:
+            raise ValueError("only ProfileSets of the same query and id_type can be combined")
+        merged = dict(self._outcomes)
+        for id_, outcome in other._outcomes.items():
+            known = merged.get(id_)
+            if known is None or outcome.status != "failed" or known.status == "failed":
+                merged[id_] = outcome
+        return ProfileSet(merged.values(), query=self.query, id_type=self.id_type,
+                          cancelled=other.cancelled, elapsed=self.elapsed + other.elapsed)
+
+    # -- container protocol ----------------------------------------------------------
+    def __iter__(self) -> Iterator[UserProfile]:
+        return iter(self.profiles)
+
+    def __len__(self) -> int:
+        return sum(o.profile is not None for o in self._outcomes.values())
+
+    def __repr__(self) -> str:
+        c = self.counts
+        tail = ", cancelled" if self.cancelled else ""
+        return (f"<ProfileSet {c['ok']} ok, {c['not_found']} not_found, {c['failed']} failed "
+                f"of {len(self._outcomes)} ids{tail}>")
+
+
+def _frame(rows: list[dict[str, Any]], columns: tuple[str, ...], dtypes: dict[str, str]) -> pd.DataFrame:
+    frame = pd.DataFrame(rows, columns=list(columns))
+    return frame.astype(dtypes)
+
+
+# -- input -----------------------------------------------------------------------------
+def unique_ids(ids: Any, id_type: str = "user_id") -> list[str]:
+    """Validate every id and return the unique ones in input order.
+
+    Raises
+    ------
+    InvalidQueryError
+        Before any request, listing the first few bad ids and their positions.
+    """
+    if isinstance(ids, (str, bytes)):
+        ids = [ids]
+    elif isinstance(ids, pd.DataFrame):
+        raise InvalidQueryError(
+            "ids is a DataFrame; pass one column of it, e.g. df['user_id']."
+        )
+    elif not isinstance(ids, Iterable):
+        raise InvalidQueryError(
+            f"ids must be an iterable of ids (a list, a pandas Series, a generator), "
+            f"got {type(ids).__name__}."
+        )
+    seen: dict[str, None] = {}
+    bad: list[tuple[int, Any, str]] = []
+    n_bad = 0
+    for position, value in enumerate(ids):
+        if hasattr(value, "item") and type(value).__module__ == "numpy" and not isinstance(value, float):
+            value = value.item()  # numpy integers from arrays are plain ids too
+        try:
+            seen[validate_id(value, id_type)] = None
+        except InvalidQueryError as error:
+            n_bad += 1
+            if len(bad) < _BAD_IDS_SHOWN:
+                bad.append((position, value, str(error).split(";")[0]))
+    if n_bad:
+        shown = "; ".join(f"position {p}: {v!r} ({why})" for p, v, why in bad)
+        more = f" (and {n_bad - len(bad)} more)" if n_bad > len(bad) else ""
+        raise InvalidQueryError(
+            f"{n_bad} {id_type}{'s are' if n_bad > 1 else ' is'} not valid, nothing was fetched: "
+            f"{shown}{more}. Ids must be non-blank text (integers are accepted); read CSV "
+            "columns with dtype=str and drop missing values first."
+        )
+    return list(seen)
+
+
+# -- the run -----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class _Result:
+    """What a worker hands the coordinating thread for one id."""
+
+    outcome: Outcome
+    payloads: list[dict[str, Any]] | None = None
+    auth_error: AuthenticationError | None = None
+
+
+class _Run:
+    """One bulk fetch: validation at construction, the work in :meth:`run`."""
+
+    def __init__(
+        self,
+        client: ProfileClient,
+        ids: Any,
+        query: ProfileQuery | None,
+        *,
+        id_type: str,
+        workers: int,
+        progress: bool,
+        cache: ProfileCache | str | os.PathLike[str] | None,
+        max_age: float | timedelta | None,
+        cancel: threading.Event | None,
+        on_progress: ProgressHook | None,
+        options: dict[str, Any],
+    ) -> None:
+        if id_type not in ID_TYPES:
+            raise InvalidQueryError(f"id_type must be one of {', '.join(ID_TYPES)}, got {id_type!r}.")
+        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+            raise ConfigurationError(f"workers must be a whole number ≥ 1, got {workers!r}.")
+        if on_progress is not None and not callable(on_progress):
+            raise ConfigurationError("on_progress must be a callable (done, total, counts).")
+        self.client = client
+        self.query = ProfileQuery.from_options(query, **options)
+        self.id_type = id_type
+        self.ids = unique_ids(ids, id_type)
+        self.workers = workers
+        self.progress = progress
+        self.cache_arg = cache
+        self.max_age = max_age
+        self.user_cancel = cancel
+        self.on_progress = on_progress
+        self.stop = threading.Event()
+        self.outcomes: dict[str, Outcome] = {}
+        self.counts = dict.fromkeys(STATUSES, 0)
+        self.auth_error: AuthenticationError | None = None
+        self.cancelled = False
+        self.interrupted = False
+        self._hook_failed = False
+        self._bar: Any = None
+        self.n_cached = 0
+
+    # -- bookkeeping (coordinating thread only) ------------------------------------------
+    def _record(self, result: _Result, cache: ProfileCache | None) -> None:
+        """Cache, then count, one result. Idempotent: a Ctrl-C anywhere in here leaves the
+        result queued, and processing it again neither loses nor double-counts it."""
+        outcome = result.outcome
+        if outcome.id in self.outcomes:
+            return
+        if result.auth_error is not None:
+            self.stop.set()
+            if self.auth_error is None:
+                self.auth_error = result.auth_error
+        if cache is not None:
+            if outcome.status == "ok":
+                cache.put(self.id_type, outcome.id, self.query, result.payloads or [],
+                          attempts=outcome.attempts, http_status=outcome.http_status)
+            else:
+                cache.record(self.id_type, outcome.id, self.query, outcome.status,
+                             http_status=outcome.http_status, attempts=outcome.attempts,
+                             error=outcome.error)
+        self._count(outcome)
+
+    def _count(self, outcome: Outcome, *, report: bool = True) -> None:
+        self.outcomes[outcome.id] = outcome
+        self.counts[outcome.status] += 1
+        if not report:
+            return
+        if self._bar is not None:
+            self._bar.update(1)
+            if outcome.status != "ok":
+                self._set_postfix(refresh=False)
+        self._notify()
+
+    def _set_postfix(self, refresh: bool = True) -> None:
+        postfix = {"failed": self.counts["failed"], "not_found": self.counts["not_found"]}
+        if self.n_cached:
+            postfix["cached"] = self.n_cached
+        self._bar.set_postfix(postfix, refresh=refresh)
+
+    def _notify(self) -> None:
+        if self.on_progress is None:
+            return
+        try:
+            self.on_progress(len(self.outcomes), len(self.ids), dict(self.counts))
+        except Exception:  # a broken widget callback must not lose the run
+            if not self._hook_failed:
+                self._hook_failed = True
+                log.exception("on_progress raised; the fetch goes on without it")
+
+    # -- one id (worker threads) ---------------------------------------------------------
+    def _fetch_one(self, id_: str) -> _Result | None:
+        try:
+            payloads, attempts = self.client.fetch_payloads(
+                self.query, **{self.id_type: id_}, cancel=self.stop
+            )
+        except FetchCancelled:
+            return None  # counted as cancelled by the coordinating thread
+        except UnknownUserError as error:
+            return _Result(Outcome(id_, "not_found", error.status, error.attempts, str(error)))
+        except AuthenticationError as error:
+            # Stop the other workers before anything else: no new request after a 401.
+            self.stop.set()
+            return _Result(Outcome(id_, "failed", error.status, error.attempts, str(error)),
+                           auth_error=error)
+        except ProfileAPIError as error:
+            return _Result(Outcome(id_, "failed", error.status, error.attempts, str(error)))
+        except Exception as error:  # never lose an id to a surprise
+            log.exception("unexpected error fetching %s %r", self.id_type, id_)
+            return _Result(Outcome(id_, "failed", None, 1, f"{type(error).__name__}: {error}"))
+        try:
+            profile = UserProfile.from_payloads(payloads, self.query)
+        except ProfileAPIError as error:
+            return _Result(Outcome(id_, "failed", 200, attempts, str(error)))
+        except Exception as error:
+            return _Result(Outcome(id_, "failed", 200, attempts,
+                                   f"unexpected response: {type(error).__name__}: {error}"))
+        return _Result(Outcome(id_, "ok", 200, attempts, None, False, profile), payloads)
+
+    def _worker(self, pending: queue.SimpleQueue[str], results: deque[_Result],
+                ready: threading.Event) -> None:
+        while not self.stop.is_set():
+            try:
+                id_ = pending.get_nowait()
+            except queue.Empty:
+                return
+            result = self._fetch_one(id_)
+            if result is not None:
+                results.append(result)
+                ready.set()
+
+    # -- the whole run -------------------------------------------------------------------
+    def run(self) -> ProfileSet:
+        started = time.monotonic()
+        cache, owned = open_cache(self.cache_arg)
+        try:
+            return self._run(cache, started)
+        finally:
+            if self._bar is not None:
+                self._bar.close()
+            if owned and cache is not None:
+                cache.close()
+
+    def _run(self, cache: ProfileCache | None, started: float) -> ProfileSet:
+        cached: list[Outcome] = []
+        if cache is not None and self.ids:
+            for id_, hit in cache.lookup(self.id_type, self.ids, self.query,
+                                         max_age=self.max_age).items():
+                if hit.status == "not_found":
+                    cached.append(Outcome(id_, "not_found", hit.http_status, hit.attempts,
+                                          "User id and device id not seen before (cached)", True))
+                    continue
+                try:
+                    profile = UserProfile.from_payloads(hit.payloads or [], self.query)
+                except Exception:
+                    continue  # an unreadable entry is fetched again
+                cached.append(Outcome(id_, "ok", hit.http_status, hit.attempts, None, True, profile))
+        self.n_cached = len(cached)
+        known = {o.id for o in cached}
+        to_fetch = [id_ for id_ in self.ids if id_ not in known]
+
+        if to_fetch:
+            self.client.warn_exposure(self.query)
+        for outcome in cached:
+            self._count(outcome, report=False)
+        if self.progress:
+            from tqdm.auto import tqdm
+
+            # Cached ids start the bar as done (initial) so they do not inflate rate or ETA.
+            self._bar = tqdm(total=len(self.ids), initial=len(cached), desc="profiles",
+                             unit="id", mininterval=0.2, dynamic_ncols=True)
+            self._set_postfix()
+        self._notify()
+
+        if to_fetch and not (self.user_cancel is not None and self.user_cancel.is_set()):
+            self._fetch_all(to_fetch, cache)
+        elif to_fetch:
+            self.cancelled = True
+
+        # Every id ends with one outcome, whatever stopped the run.
+        reason = STOPPED_BY_AUTH_ERROR if self.auth_error is not None else CANCELLED_ERROR
+        for id_ in to_fetch:
+            if id_ not in self.outcomes:
+                self._count(Outcome(id_, "failed", None, 0, reason))
+        if len(self.outcomes) != len(self.ids):  # the invariant, checked rather than assumed
+            raise AssertionError(f"bulk fetch ended with {len(self.outcomes)} outcomes "
+                                 f"for {len(self.ids)} ids")
+
+        result = ProfileSet(
+            (self.outcomes[id_] for id_ in self.ids),
+            query=self.query, id_type=self.id_type,
+            cancelled=self.cancelled and self.auth_error is None,
+            elapsed=time.monotonic() - started,
+        )
+        if self.auth_error is not None:
+            self.auth_error.partial = result
+            raise self.auth_error
+        if self.interrupted:
+            warnings.warn(
+                f"the fetch was interrupted: {result.counts['ok']} ok, "
+                f"{result.counts['not_found']} not_found kept; "
+                f"{sum(o.error == CANCELLED_ERROR for o in self.outcomes.values())} ids were not "
+                "fetched (counted as failed). Run again with the same cache= to fetch only those.",
+                IncompleteFetchWarning, stacklevel=4,
+            )
+        return result
+
+    def _fetch_all(self, to_fetch: list[str], cache: ProfileCache | None) -> None:
+        pending: queue.SimpleQueue[str] = queue.SimpleQueue()
+        for id_ in to_fetch:
+            pending.put(id_)
+        # A result leaves the deque only after it is cached and counted, so a Ctrl-C at
+        # any moment cannot drop an answer that arrived (see _record).
+        results: deque[_Result] = deque()
+        ready = threading.Event()
+        n_threads = min(self.workers, len(to_fetch))
+        # Daemon threads: a run abandoned by a second Ctrl-C must not block the exit.
+        threads = [threading.Thread(target=self._worker, args=(pending, results, ready),
+                                    daemon=True, name=f"amptools-bulk-{i}")
+                   for i in range(n_threads)]
+        for thread in threads:
+            thread.start()
+        try:
+            self._collect(threads, results, ready, cache)
+        except BaseException:
+            # A failing cache write (disk full, ...) or a bug here: send nothing more.
+            self.stop.set()
+            raise
+        if self.stop.is_set() and self.auth_error is None:
+            self.cancelled = True
+
+    def _collect(self, threads: list[threading.Thread], results: deque[_Result],
+                 ready: threading.Event, cache: ProfileCache | None) -> None:
+        """Cache and count the workers' results until they are all done (or abandoned)."""
+        abandoned = False
+        while True:
+            try:
+                if (self.user_cancel is not None and self.user_cancel.is_set()
+                        and not self.stop.is_set()):
+                    self.stop.set()
+                    self.cancelled = True
+                if results:
+                    self._record(results[0], cache)
+                    results.popleft()
+                    continue
+                if abandoned or not any(thread.is_alive() for thread in threads):
+                    if not results:
+                        break
+                    continue
+                ready.wait(_POLL)
+                ready.clear()
+            except KeyboardInterrupt:
+                if self.interrupted:
+                    abandoned = True  # second Ctrl-C: keep what arrived, stop waiting
+                    continue
+                self.interrupted = self.cancelled = True
+                self.stop.set()
+                log.warning("interrupted: waiting for the requests in flight "
+                            "(press Ctrl-C again to abandon them)")
+
+
+def fetch_profiles(
+    client: ProfileClient,
+    ids: Any,
+    query: ProfileQuery | None = None,
+    *,
+    id_type: str = "user_id",
+    workers: int = 8,
+    progress: bool = True,
+    cache: ProfileCache | str | os.PathLike[str] | None = None,
+    max_age: float | timedelta | None = None,
+    cancel: threading.Event | None = None,
+    on_progress: ProgressHook | None = None,
+    **options: Any,
+) -> ProfileSet:
+    """Fetch many users' profiles at the client's rate limit; one outcome per unique id.
+
+    ``client.get_profiles(ids, query, ...)`` calls this.
+
+    Parameters
+    ----------
+    client : ProfileClient
+        Its limiter paces every request of the run (retries included).
+    ids : iterable
+        User ids (or device ids, see ``id_type``): a list, a pandas Series, a
+        generator. Integers are taken as text; blanks, None and floats are refused
+        up front. Duplicates are asked once.
+    query : ProfileQuery, optional
+        What to ask for each user; ``**options`` is shorthand (``recs=("testRecId",)``).
+    id_type : {"user_id", "device_id"}
+        Which parameter the ids are sent as.
+    workers : int
+        Threads sending requests; all share the client's one limiter.
+    progress : bool
+        A tqdm bar (a widget in Jupyter, text in a terminal) with done/total, rate,
+        ETA and failures so far. ``False`` is silent.
+    cache : str, path or ProfileCache, optional
+        Raw responses and outcomes are kept there as they arrive; ids it already
+        answered (``ok`` or ``not_found``) are not asked again.
+    max_age : float or timedelta, optional
+        Cached answers older than this many seconds are fetched again.
+    cancel : threading.Event, optional
+        Set it (from any thread) to stop the run: see Returns.
+    on_progress : callable, optional
+        ``on_progress(done, total, counts)`` after every id (``counts`` is
+        ``{"ok", "not_found", "failed"}``); called in the thread running the fetch.
+
+    Returns
+    -------
+    ProfileSet
+        ``.profiles`` in input order, ``.failures``, ``.outcomes``, ``.counts``.
+        When cancelled (the event, or Ctrl-C, which also warns) it is partial:
+        ``cancelled=True`` and the ids never fetched are ``failed`` with error
+        ``"cancelled before it was fetched"``; rerun with the same cache to fetch them.
+
+    Raises
+    ------
+    InvalidQueryError
+        Before any request, for bad ids (the first few, with positions) or options.
+    AuthenticationError
+        On a 401: the run stops at once; ``error.partial`` is the partial ProfileSet.
+    """
+    run = _Run(client, ids, query, id_type=id_type, workers=workers, progress=progress,
+               cache=cache, max_age=max_age, cancel=cancel, on_progress=on_progress,
+               options=options)
+    return run.run()
+
+
+class BulkFetch:
+    """A bulk fetch running in a background thread (for widgets); see :func:`start_fetch`.
+
+    Attributes
+    ----------
+    total : int
+        The unique ids of the run.
+    """
+
+    def __init__(self, run: _Run) -> None:
+        self._run = run
+        self._cancel = run.user_cancel if run.user_cancel is not None else threading.Event()
+        run.user_cancel = self._cancel
+        self.total = len(run.ids)
+        self._done = 0
+        self._counts = dict.fromkeys(STATUSES, 0)
+        self._hook = run.on_progress
+        run.on_progress = self._on_progress
+        self._result: ProfileSet | None = None
+        self._error: BaseException | None = None
+        self._finished = threading.Event()
+        self._thread = threading.Thread(target=self._main, name="amptools-bulk", daemon=True)
+
+    def _on_progress(self, done: int, total: int, counts: Mapping[str, int]) -> None:
+        self._done, self._counts = done, dict(counts)
+        if self._hook is not None:
+            self._hook(done, total, counts)
+
+    def _main(self) -> None:
+        try:
+            self._result = self._run.run()
+        except BaseException as error:  # handed to result()
+            self._error = error
+        finally:
+            self._finished.set()
+
+    def cancel(self) -> None:
+        """Ask the run to stop: no new request is sent; :meth:`result` returns the partial set."""
+        self._cancel.set()
+
+    @property
+    def progress(self) -> tuple[int, int, dict[str, int]]:
+        """``(done, total, counts)`` as last reported."""
+        return self._done, self.total, dict(self._counts)
+
+    def done(self) -> bool:
+        """True once the run has ended (finished, cancelled or failed)."""
+        return self._finished.is_set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait for the run to end; False when ``timeout`` ran out first."""
+        return self._finished.wait(timeout)
+
+    def result(self, timeout: float | None = None) -> ProfileSet:
+        """The ProfileSet, once the run ended; re-raises its error (e.g. AuthenticationError).
+
+        Raises
+        ------
+        TimeoutError
+            When ``timeout`` seconds pass first.
+        """
+        if not self._finished.wait(timeout):
+            raise TimeoutError("the bulk fetch is still running")
+        if self._error is not None:
+            raise self._error
+        assert self._result is not None
+        return self._result
+
+    def __repr__(self) -> str:
+        state = "done" if self.done() else ("cancelling" if self._cancel.is_set() else "running")
+        return f"<amptools.BulkFetch {self._done}/{self.total} {state}>"
+
+
+def start_fetch(
+    client: ProfileClient,
+    ids: Any,
+    query: ProfileQuery | None = None,
+    *,
+    progress: bool = False,
+    **kwargs: Any,
+) -> BulkFetch:
+    """Start :func:`fetch_profiles` in a background thread and return its handle at once.
+
+    Ids and options are checked before this returns (``InvalidQueryError``). Takes
+    the arguments of :func:`fetch_profiles`; ``progress`` defaults to False because a
+    widget shows progress itself through ``on_progress``.
+
+    Examples
+    --------
+    >>> job = start_fetch(client, ids, recs=("testRecId",), on_progress=show)  # doctest: +SKIP
+    >>> job.cancel()                      # from a button's callback
+    >>> ps = job.result()                 # partial, ps.cancelled is True
+    """
+    options = {k: v for k, v in kwargs.items() if k not in
+               ("id_type", "workers", "cache", "max_age", "cancel", "on_progress")}
+    run = _Run(client, ids, query,
+               id_type=kwargs.get("id_type", "user_id"), workers=kwargs.get("workers", 8),
+               progress=progress, cache=kwargs.get("cache"), max_age=kwargs.get("max_age"),
+               cancel=kwargs.get("cancel"), on_progress=kwargs.get("on_progress"),
+               options=options)
+    job = BulkFetch(run)
+    job._thread.start()
+    return job
