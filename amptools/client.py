@@ -19,6 +19,7 @@ import json
 import logging
 import os
 import random
+import sys
 import threading
 import time
 import warnings
@@ -253,6 +254,19 @@ def map_transport_error(exc: BaseException, url: str) -> TransportError:
     return TransportError(f"{what} ({kind}); retried with backoff.", url=url)
 
 
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
+def _user_stacklevel() -> int:
+    """The stacklevel that points a warning at the first frame outside amptools."""
+    frame = sys._getframe(1)
+    level = 1
+    while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE_DIR):
+        frame = frame.f_back
+        level += 1
+    return level
+
+
 def _is_loopback(host: str | None) -> bool:
     if not host:
         return False
@@ -431,7 +445,7 @@ class ProfileClient:
             if self._exposure_warned:
                 return
             self._exposure_warned = True
-        warnings.warn(EXPOSURE_MESSAGE, ExposureWarning, stacklevel=3)
+        warnings.warn(EXPOSURE_MESSAGE, ExposureWarning, stacklevel=_user_stacklevel())
 
     # -- one request -------------------------------------------------------------
     def request(

@@ -88,6 +88,7 @@ def test_recommendations_warn_once_about_exposure(fresh_server):
         client.get_profile("testUser", amp_props=True)
     exposure = [w for w in caught if issubclass(w.category, amp.ExposureWarning)]
     assert len(exposure) == 1 and "exposure" in str(exposure[0].message)
+    assert exposure[0].filename == __file__  # points at the caller's line, not amptools' own
 
 
 # -- errors: every row of PROFILE_API.md's table ----------------------------------------
