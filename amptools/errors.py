@@ -6,6 +6,7 @@ Every error amptools raises on purpose is an :class:`AmptoolsError`::
     ├── InvalidQueryError (ValueError)   bad input, refused before any request
     ├── ConfigurationError (ValueError)  no key, unsafe base URL, bad settings
     ├── FetchCancelled                   the caller cancelled; partial results kept
+    ├── PersonalDataError (ValueError)   personal data asked for without include_pii=True
     └── ProfileAPIError                  the service (or the way to it) failed
         ├── AuthenticationError          401: missing or wrong secret key
         ├── UnknownUserError             "User id and device id not seen before"
@@ -33,6 +34,7 @@ __all__ = [
     "FetchCancelled",
     "InvalidQueryError",
     "NotFoundError",
+    "PersonalDataError",
     "ProfileAPIError",
     "RedirectError",
     "ResponseFormatError",
@@ -53,6 +55,10 @@ class InvalidQueryError(AmptoolsError, ValueError):
 
 class ConfigurationError(AmptoolsError, ValueError):
     """The client is set up wrongly (no key, unsafe URL, bad limit). Retrying cannot help."""
+
+
+class PersonalDataError(AmptoolsError, ValueError):
+    """A property that looks like personal data was asked for without ``include_pii=True``."""
 
 
 class ProfileAPIError(AmptoolsError):

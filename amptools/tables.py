@@ -1,0 +1,808 @@
+"""Profiles to tidy pandas DataFrames.
+
+Every function here accepts the same input and follows the same rules:
+
+- **Input**: a ``ProfileSet`` (anything with a ``.profiles`` list), a list (or
+  other iterable) of :class:`~amptools.models.UserProfile`, raw response dicts
+  (``{"userData": {...}}``, parsed with :meth:`UserProfile.from_json` and the
+  optional ``query``), or a single profile or response dict.
+- **Never changes its input**: profiles are frozen, and raw dicts are only read.
+- **Fixed columns and dtypes**: the columns are the module constants
+  (``RECOMMENDATION_COLUMNS`` ...), in that order, with the dtypes in
+  ``*_DTYPES`` — also when the input is empty.
+- **Rows follow the input order** of the profiles.
+
+Dtypes used throughout:
+
+=====================  =====================================================
+``user_id``,           ``"str"`` — pandas' default string dtype (missing is
+``device_id``          NaN). In pandas 3 this is ``StringDtype(na_value=nan)``.
+repeated strings       ``category`` with ``"str"`` categories, sorted
+                       (``rec_id``, ``child_rec_id``, ``recommendation_source``,
+                       ``item``, ``cohort_id``, ``computation``,
+                       ``prediction_id``, ``propensity_type``)
+flags that can be      ``"boolean"`` (nullable: ``<NA>`` when unknown)
+missing
+counts, ranks          ``int64``, or ``"Int64"`` where "not asked" must show
+timestamps             ``datetime64[us, UTC]`` (:data:`TIMESTAMP_DTYPE`)
+numbers                ``float64``
+=====================  =====================================================
+
+"Not asked" and "asked, and empty" differ in the profile (None versus an empty
+tuple or dict). Long tables cannot show the difference (both give no rows), so
+:func:`summary` does: its counts are ``<NA>`` when the part was not asked for
+(or not returned) and ``0`` when it came back empty. :func:`cohort_matrix` shows
+``<NA>`` flags for users whose cohorts were not asked for.
+"""
+
+from __future__ import annotations
+
+import re
+from itertools import chain
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from pandas.api.types import infer_dtype
+
+from .models import UserProfile
+from .query import ProfileQuery
+
+__all__ = [
+    "COHORT_COLUMNS",
+    "COHORT_DTYPES",
+    "COMPUTATION_COLUMNS",
+    "COMPUTATION_DTYPES",
+    "ID_COLUMNS",
+    "ID_DTYPE",
+    "PROPENSITY_COLUMNS",
+    "PROPENSITY_DTYPES",
+    "RECOMMENDATION_COLUMNS",
+    "RECOMMENDATION_DTYPES",
+    "STATUS_DTYPE",
+    "STATUSES",
+    "SUMMARY_COLUMNS",
+    "SUMMARY_DTYPES",
+    "TIMESTAMP_DTYPE",
+    "as_profiles",
+    "cohort_matrix",
+    "cohorts",
+    "computations",
+    "properties",
+    "propensities",
+    "recommendations",
+    "summary",
+]
+
+ID_DTYPE = "str"
+"""The dtype of ``user_id`` and ``device_id`` in every table: pandas' string dtype."""
+
+TIMESTAMP_DTYPE = pd.DatetimeTZDtype(unit="us", tz="UTC")
+"""``datetime64[us, UTC]``: the unit pandas 3 infers for Python datetimes."""
+
+ID_COLUMNS: tuple[str, ...] = ("user_id", "device_id")
+
+RECOMMENDATION_COLUMNS: tuple[str, ...] = (
+    "user_id",
+    "device_id",
+    "rec_id",
+    "child_rec_id",
+    "recommendation_source",
+    "is_control",
+    "last_updated",
+    "rank",
+    "item",
+)
+RECOMMENDATION_DTYPES: dict[str, Any] = {
+    "user_id": ID_DTYPE,
+    "device_id": ID_DTYPE,
+    "rec_id": "category",
+    "child_rec_id": "category",
+    "recommendation_source": "category",
+    "is_control": "boolean",
+    "last_updated": TIMESTAMP_DTYPE,
+    "rank": "int64",
+    "item": "category",
+}
+
+COHORT_COLUMNS: tuple[str, ...] = ("user_id", "device_id", "cohort_id")
+COHORT_DTYPES: dict[str, Any] = {"user_id": ID_DTYPE, "device_id": ID_DTYPE, "cohort_id": "category"}
+
+COMPUTATION_COLUMNS: tuple[str, ...] = ("user_id", "device_id", "computation", "value", "raw")
+COMPUTATION_DTYPES: dict[str, Any] = {
+    "user_id": ID_DTYPE,
+    "device_id": ID_DTYPE,
+    "computation": "category",
+    "value": "float64",
+    "raw": "str",
+}
+
+PROPENSITY_COLUMNS: tuple[str, ...] = (
+    "user_id",
+    "device_id",
+    "prediction_id",
+    "propensity_type",
+    "value",
+)
+PROPENSITY_DTYPES: dict[str, Any] = {
+    "user_id": ID_DTYPE,
+    "device_id": ID_DTYPE,
+    "prediction_id": "category",
+    "propensity_type": "category",
+    "value": "float64",
+}
+
+STATUSES: tuple[str, ...] = ("ok", "not_found", "failed")
+STATUS_DTYPE = pd.CategoricalDtype(pd.Index(list(STATUSES), dtype="str"))
+"""``category`` with the categories ``ok``, ``not_found``, ``failed`` (in that order)."""
+
+SUMMARY_COLUMNS: tuple[str, ...] = (
+    "user_id",
+    "device_id",
+    "status",
+    "has_recommendations",
+    "has_properties",
+    "has_cohorts",
+    "has_computations",
+    "has_propensities",
+    "n_recommendation_sets",
+    "n_items",
+    "n_cohorts",
+    "n_properties",
+    "n_computations",
+    "n_computations_null",
+    "n_propensities",
+    "in_control",
+    "http_status",
+    "attempts",
+    "error",
+)
+SUMMARY_DTYPES: dict[str, Any] = {
+    "user_id": ID_DTYPE,
+    "device_id": ID_DTYPE,
+    "status": STATUS_DTYPE,
+    "has_recommendations": "boolean",
+    "has_properties": "boolean",
+    "has_cohorts": "boolean",
+    "has_computations": "boolean",
+    "has_propensities": "boolean",
+    "n_recommendation_sets": "Int64",
+    "n_items": "Int64",
+    "n_cohorts": "Int64",
+    "n_properties": "Int64",
+    "n_computations": "Int64",
+    "n_computations_null": "Int64",
+    "n_propensities": "Int64",
+    "in_control": "boolean",
+    "http_status": "Int64",
+    "attempts": "Int64",
+    "error": "str",
+}
+
+_GP_PREFIX = "gp:"
+_ISO_DATE = re.compile(
+    r"^\d{4}-\d{2}-\d{2}"
+    r"(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d{1,9})?)?(?:Z|[+-]\d{2}:?\d{2})?)?$"
+)
+
+
+# -- input ---------------------------------------------------------------------------
+def as_profiles(data: Any, *, query: ProfileQuery | None = None) -> list[UserProfile]:
+    """Turn any accepted input into a new list of profiles, in input order.
+
+    Parameters
+    ----------
+    data : ProfileSet, iterable of UserProfile or dict, UserProfile or dict
+        A ``ProfileSet`` (anything with ``.profiles``), profiles, raw response
+        bodies (``{"userData": {...}}``), or a single one of these.
+    query : ProfileQuery, optional
+        Passed to :meth:`UserProfile.from_json` for raw bodies; it tells
+        computations apart from user properties (without it, computations that
+        came back inside ``amp_props`` stay properties).
+
+    Returns
+    -------
+    list of UserProfile
+        A new list; ``data`` is not changed.
+
+    Raises
+    ------
+    TypeError
+        For anything else (a DataFrame, a string, numbers...).
+    ResponseFormatError
+        When a raw body is not the documented shape.
+    """
+    if isinstance(data, UserProfile):
+        return [data]
+    if isinstance(data, Mapping):
+        return [UserProfile.from_json(data, query)]
+    profiles = getattr(data, "profiles", None)
+    if profiles is not None and not isinstance(data, pd.DataFrame):
+        data = profiles
+    if isinstance(data, (str, bytes, pd.DataFrame)) or not isinstance(data, Iterable):
+        raise TypeError(
+            "expected a ProfileSet, a list of UserProfile or a list of response dicts, "
+            f"got {type(data).__name__}"
+        )
+    out: list[UserProfile] = []
+    for index, item in enumerate(data):
+        if isinstance(item, UserProfile):
+            out.append(item)
+        elif isinstance(item, Mapping):
+            out.append(UserProfile.from_json(item, query))
+        else:
+            raise TypeError(
+                f"item {index} is a {type(item).__name__}; expected a UserProfile or a "
+                "response dict ({'userData': {...}})"
+            )
+    return out
+
+
+# -- column builders -------------------------------------------------------------------
+def _objects(values: Sequence[Any]) -> np.ndarray:
+    # np.fromiter never unpacks nested lists, unlike np.array(values, dtype=object).
+    return np.fromiter(values, dtype=object, count=len(values))
+
+
+def _text(values: Sequence[Any]) -> pd.api.extensions.ExtensionArray:
+    return pd.array(_objects(values), dtype=ID_DTYPE)
+
+
+def _categorical(values: Sequence[Any]) -> pd.Categorical:
+    """Sorted ``str`` categories; None becomes NaN."""
+    codes, uniques = pd.factorize(_objects(values), sort=True, use_na_sentinel=True)
+    categories = pd.Index(np.asarray(uniques, dtype=object), dtype="str")
+    return pd.Categorical.from_codes(codes, categories=categories)
+
+
+def _repeat_categorical(values: Sequence[Any], repeats: np.ndarray) -> pd.Categorical:
+    cat = _categorical(values)
+    return pd.Categorical.from_codes(np.repeat(cat.codes, repeats), dtype=cat.dtype)
+
+
+def _booleans(values: Sequence[bool | None]) -> pd.arrays.BooleanArray:
+    mask = np.fromiter((v is None for v in values), dtype=bool, count=len(values))
+    data = np.fromiter((v is True for v in values), dtype=bool, count=len(values))
+    return pd.arrays.BooleanArray(data, mask)
+
+
+def _id_columns(profiles: Sequence[UserProfile], rows: np.ndarray | None = None) -> dict[str, Any]:
+    """user_id and device_id for the given profile positions (all when ``rows`` is None)."""
+    user_ids = pd.array(_objects([p.user_id for p in profiles]), dtype=ID_DTYPE)
+    device_ids = pd.array(_objects([p.device_id for p in profiles]), dtype=ID_DTYPE)
+    if rows is not None:
+        # take() copies references without re-validating every string.
+        user_ids = user_ids.take(rows)
+        device_ids = device_ids.take(rows)
+    return {"user_id": user_ids, "device_id": device_ids}
+
+
+def _frame(columns: dict[str, Any], order: Sequence[str], dtypes: Mapping[str, Any]) -> pd.DataFrame:
+    frame = pd.DataFrame({name: columns[name] for name in order}, copy=False)
+    # Empty inputs give object columns; cast so the dtypes hold for every input.
+    wrong = {name: dtype for name, dtype in dtypes.items() if frame[name].dtype != dtype}
+    return frame.astype(wrong) if wrong else frame
+
+
+def _empty_categorical(n: int = 0) -> pd.Categorical:
+    return pd.Categorical.from_codes(
+        np.full(n, -1, dtype=np.int8), categories=pd.Index([], dtype="str")
+    )
+
+
+# -- recommendations -----------------------------------------------------------------------
+def _recommendation_frame(profiles: Sequence[UserProfile]) -> tuple[pd.DataFrame, np.ndarray]:
+    """The recommendations table and, per row, the position of its profile."""
+    set_rows: list[int] = []
+    sets: list[Any] = []
+    for position, profile in enumerate(profiles):
+        recs = profile.recommendations
+        if recs:
+            set_rows.extend([position] * len(recs))
+            sets.extend(recs)
+    # One comprehension per field is much faster than appending field by field.
+    lengths = [len(rec.items) for rec in sets]
+    items = list(chain.from_iterable([rec.items for rec in sets]))
+    repeats = np.asarray(lengths, dtype=np.int64)
+    rows = np.repeat(np.asarray(set_rows, dtype=np.int64), repeats)
+    # Build each per-set column once (one value per set), then repeat it per item.
+    starts = np.cumsum(repeats) - repeats
+    rank = np.arange(len(items), dtype=np.int64) - np.repeat(starts, repeats) + 1
+    control = _booleans([rec.is_control for rec in sets])
+    control = pd.arrays.BooleanArray(
+        np.repeat(control._data, repeats), np.repeat(control._mask, repeats)
+    )
+    stamps = pd.DatetimeIndex(
+        pd.to_datetime([rec.last_updated for rec in sets], utc=True)
+    ).as_unit("us")
+    last_updated = pd.DatetimeIndex(np.repeat(stamps.tz_localize(None).values, repeats)).tz_localize("UTC")
+    columns = _id_columns(profiles, rows)
+    columns.update(
+        rec_id=_repeat_categorical([rec.rec_id for rec in sets], repeats),
+        child_rec_id=_repeat_categorical([rec.child_rec_id for rec in sets], repeats),
+        recommendation_source=_repeat_categorical(
+            [rec.recommendation_source for rec in sets], repeats
+        ),
+        is_control=control,
+        last_updated=last_updated,
+        rank=rank,
+        item=_categorical(items),
+    )
+    return _frame(columns, RECOMMENDATION_COLUMNS, RECOMMENDATION_DTYPES), rows
+
+
+def recommendations(data: Any, *, query: ProfileQuery | None = None) -> pd.DataFrame:
+    """One row per (user, recommendation set, item): the long recommendations table.
+
+    Parameters
+    ----------
+    data : ProfileSet, list of UserProfile, or list of response dicts
+        The profiles (see :func:`as_profiles`).
+    query : ProfileQuery, optional
+        Used only to parse raw response dicts.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns (:data:`RECOMMENDATION_COLUMNS`), with dtypes:
+
+        - ``user_id``, ``device_id`` : str
+        - ``rec_id`` : category — the set, as requested
+        - ``child_rec_id`` : category — Amplitude's finer experiment id
+        - ``recommendation_source`` : category — the model's name
+        - ``is_control`` : boolean — True for the control group, whose items are a
+          random selection; ``<NA>`` when the service did not say
+        - ``last_updated`` : datetime64[us, UTC]
+        - ``rank`` : int64 — 1-based position in the set
+        - ``item`` : category
+
+        A set with no items gives no rows; users without recommendations too
+        (see :func:`summary` for who had none).
+    """
+    return _recommendation_frame(as_profiles(data, query=query))[0]
+
+
+# -- properties --------------------------------------------------------------------------
+def _typed_column(array: np.ndarray, parse_dates: bool) -> Any:
+    """One property column with the narrowest honest dtype; mixed types stay object.
+
+    ``array`` is an object array with None where the user has no value.
+    """
+    kind = infer_dtype(array, skipna=True)
+    if kind in ("boolean", "integer", "floating", "mixed-integer-float"):
+        missing = pd.isna(array)
+        present = array[~missing]
+        if kind == "boolean":
+            data = np.zeros(len(array), dtype=bool)
+            data[~missing] = present.astype(bool)
+            return pd.arrays.BooleanArray(data, missing)
+        if kind == "integer":
+            try:
+                data = np.zeros(len(array), dtype=np.int64)
+                data[~missing] = present.astype(np.int64)
+            except (OverflowError, TypeError, ValueError):
+                return array.copy()  # beyond int64: keep Python ints exactly
+            return pd.arrays.IntegerArray(data, missing)
+        data = np.full(len(array), np.nan)
+        data[~missing] = present.astype(np.float64)
+        return data
+    if kind == "string":
+        if parse_dates and all(
+            v is None or _ISO_DATE.match(v) for v in array.tolist()
+        ):
+            try:
+                parsed = pd.to_datetime(pd.Series(array), utc=True, format="ISO8601")
+            except (ValueError, OverflowError):
+                pass
+            else:
+                return parsed.dt.as_unit("us").array
+        return pd.array(array, dtype="str")
+    # Mixed types (text and numbers, numbers and booleans, nested values) and
+    # all-null columns: the values are kept exactly as the API sent them.
+    return array.copy()  # a copy, so the frame holds no view of a larger grid
+
+
+def _unique_name(name: str, taken: set[str], prefix: str) -> str:
+    if name not in taken:
+        return name
+    candidate = prefix + name
+    while candidate in taken:
+        candidate = prefix + candidate
+    return candidate
+
+
+def properties(
+    data: Any,
+    *,
+    parse_dates: bool = False,
+    strip_gp: bool = False,
+    query: ProfileQuery | None = None,
+) -> pd.DataFrame:
+    """One row per user, one column per user property (``amp_props``).
+
+    Computations are never columns here: only ``profile.amp_props`` is read (the
+    models keep computations in ``profile.computations``).
+
+    Parameters
+    ----------
+    data : ProfileSet, list of UserProfile, or list of response dicts
+        The profiles (see :func:`as_profiles`).
+    parse_dates : bool, default False
+        Turn text columns whose every value is an ISO 8601 date or timestamp
+        (``"2020-01-13"``, ``"2021-03-24T10:00:00Z"``) into ``datetime64[us, UTC]``;
+        values without an offset are taken as UTC. Columns with any other text
+        stay text.
+    strip_gp : bool, default False
+        Drop the ``gp:`` prefix of custom properties (``gp:email`` -> ``email``).
+        **Collision rule**: when the stripped name is already a column (both ``x``
+        and ``gp:x`` exist for some user, or ``gp:user_id``), the ``gp:`` column
+        keeps its full name, so no two properties are ever merged and no value is
+        lost.
+    query : ProfileQuery, optional
+        Used only to parse raw response dicts.
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``user_id``, ``device_id`` (str), then one column per property in order of
+        first appearance. A property named ``user_id`` or ``device_id`` becomes
+        ``property:user_id`` / ``property:device_id``. Column dtypes follow the
+        values (missing values, and users whose properties were not asked for,
+        are missing in every column):
+
+        - only booleans: ``boolean``
+        - only integers: ``Int64`` (Python ints beyond int64 stay ``object``)
+        - numbers with a fraction: ``float64``
+        - only text: ``str`` (or ``datetime64[us, UTC]`` with ``parse_dates``)
+        - anything else (text and numbers, numbers and booleans, lists, all null):
+          ``object`` holding the values exactly as sent.
+    """
+    profiles = as_profiles(data, query=query)
+    # Flatten every (user, name, value) once with C-level extends, then cut the
+    # flat arrays into columns with numpy: no per-cell Python work.
+    counts: list[int] = []
+    keys: list[str] = []
+    values: list[Any] = []
+    for profile in profiles:
+        props = profile.amp_props
+        if props:
+            counts.append(len(props))
+            keys.extend(props)
+            values.extend(props.values())
+        else:
+            counts.append(0)
+    rows = np.repeat(np.arange(len(profiles), dtype=np.int64), np.asarray(counts, dtype=np.int64))
+    codes, names = pd.factorize(_objects(keys), sort=False)
+    # One (user x property) grid filled in a single scatter; None where unset.
+    grid = np.full((len(names), len(profiles)), None, dtype=object)
+    grid[codes, rows] = _objects(values)
+    columns = _id_columns(profiles)
+    taken = set(ID_COLUMNS) | set(names.tolist())
+    for code, name in enumerate(names.tolist()):
+        label = name
+        if strip_gp and name.startswith(_GP_PREFIX):
+            stripped = name[len(_GP_PREFIX):]
+            if stripped and stripped not in taken:
+                label = stripped
+                taken.add(stripped)
+        if label in ID_COLUMNS:
+            label = _unique_name("property:" + label, taken, "property:")
+            taken.add(label)
+        columns[label] = _typed_column(grid[code], parse_dates)
+    frame = pd.DataFrame(columns, copy=False)
+    return frame.astype({"user_id": ID_DTYPE, "device_id": ID_DTYPE}) if not profiles else frame
+
+
+# -- cohorts -------------------------------------------------------------------------------
+def _cohort_frame(profiles: Sequence[UserProfile]) -> tuple[pd.DataFrame, np.ndarray]:
+    rows: list[int] = []
+    ids: list[str] = []
+    for position, profile in enumerate(profiles):
+        cohort_ids = profile.cohort_ids
+        if cohort_ids:
+            rows.extend([position] * len(cohort_ids))
+            ids.extend(cohort_ids)
+    positions = np.asarray(rows, dtype=np.int64)
+    columns = _id_columns(profiles, positions)
+    columns["cohort_id"] = _categorical(ids)
+    return _frame(columns, COHORT_COLUMNS, COHORT_DTYPES), positions
+
+
+def cohorts(data: Any, *, query: ProfileQuery | None = None) -> pd.DataFrame:
+    """One row per (user, cohort the user is in).
+
+    Parameters
+    ----------
+    data : ProfileSet, list of UserProfile, or list of response dicts
+        The profiles (see :func:`as_profiles`).
+    query : ProfileQuery, optional
+        Used only to parse raw response dicts.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns (:data:`COHORT_COLUMNS`): ``user_id``, ``device_id`` (str),
+        ``cohort_id`` (category). Users in no cohort, or not asked, give no rows.
+    """
+    return _cohort_frame(as_profiles(data, query=query))[0]
+
+
+def cohort_matrix(
+    data: Any,
+    *,
+    cohorts: Sequence[str] | None = None,
+    query: ProfileQuery | None = None,
+) -> pd.DataFrame:
+    """One row per user, one flag column per cohort.
+
+    Parameters
+    ----------
+    data : ProfileSet, list of UserProfile, or list of response dicts
+        The profiles (see :func:`as_profiles`).
+    cohorts : sequence of str, optional
+        The cohort columns, in this order (cohorts no user is in give all-False
+        columns). Default: every cohort seen, sorted.
+    query : ProfileQuery, optional
+        Used only to parse raw response dicts.
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``user_id``, ``device_id`` (str), then one ``boolean`` column per cohort:
+        True when the user is in it, False when not, ``<NA>`` when the user's
+        cohorts were not asked for. A cohort named ``user_id`` or ``device_id``
+        becomes ``cohort:user_id`` / ``cohort:device_id``.
+    """
+    profiles = as_profiles(data, query=query)
+    if cohorts is None:
+        seen: set[str] = set()
+        for profile in profiles:
+            seen.update(profile.cohort_ids or ())
+        names = sorted(seen)
+    else:
+        if isinstance(cohorts, str):
+            cohorts = [cohorts]
+        names = list(dict.fromkeys(cohorts))
+    index = {name: i for i, name in enumerate(names)}
+    flags = np.zeros((len(profiles), len(names)), dtype=bool)
+    not_asked = np.fromiter(
+        (p.cohort_ids is None for p in profiles), dtype=bool, count=len(profiles)
+    )
+    for position, profile in enumerate(profiles):
+        for cohort_id in profile.cohort_ids or ():
+            column = index.get(cohort_id)
+            if column is not None:
+                flags[position, column] = True
+    columns = _id_columns(profiles)
+    taken = set(ID_COLUMNS) | set(names)
+    for name, i in index.items():
+        label = name if name not in ID_COLUMNS else _unique_name("cohort:" + name, taken, "cohort:")
+        columns[label] = pd.arrays.BooleanArray(flags[:, i].copy(), not_asked.copy())
+    return pd.DataFrame(columns, copy=False)
+
+
+# -- computations ----------------------------------------------------------------------------
+def computations(data: Any, *, query: ProfileQuery | None = None) -> pd.DataFrame:
+    """One row per (user, computation): the computed user properties.
+
+    Only ``profile.computations`` is read, never ``amp_props``: user properties
+    never become computations.
+
+    Parameters
+    ----------
+    data : ProfileSet, list of UserProfile, or list of response dicts
+        The profiles (see :func:`as_profiles`). Raw dicts need ``query`` for their
+        computations to be recognised (the API merges them into ``amp_props``).
+    query : ProfileQuery, optional
+        Used only to parse raw response dicts.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns (:data:`COMPUTATION_COLUMNS`):
+
+        - ``user_id``, ``device_id`` : str
+        - ``computation`` : category — the computation's name
+        - ``value`` : float64 — the text as a number; NaN when it is null or does
+          not parse (``"n/a"``, ``"true"``)
+        - ``raw`` : str — the text exactly as the API sent it (NaN for null)
+    """
+    profiles = as_profiles(data, query=query)
+    rows: list[int] = []
+    names: list[str] = []
+    raws: list[str | None] = []
+    for position, profile in enumerate(profiles):
+        computed = profile.computations
+        if computed:
+            rows.extend([position] * len(computed))
+            names.extend(computed)
+            raws.extend(computed.values())
+    raw_array = _objects(raws)
+    columns = _id_columns(profiles, np.asarray(rows, dtype=np.int64))
+    columns["computation"] = _categorical(names)
+    columns["value"] = _to_float(raw_array)
+    columns["raw"] = pd.array(raw_array, dtype="str")
+    return _frame(columns, COMPUTATION_COLUMNS, COMPUTATION_DTYPES)
+
+
+def _to_float(values: np.ndarray) -> np.ndarray:
+    """float(text) where it parses, else NaN; never raises."""
+    if not len(values):
+        return np.empty(0, dtype=np.float64)
+    try:
+        return pd.to_numeric(values, errors="coerce").astype(np.float64, copy=False)
+    except (TypeError, ValueError):
+        out = np.full(len(values), np.nan)
+        for i, value in enumerate(values):
+            try:
+                out[i] = float(value)
+            except (TypeError, ValueError):
+                pass
+        return out
+
+
+# -- propensities ----------------------------------------------------------------------------
+def propensities(data: Any, *, query: ProfileQuery | None = None) -> pd.DataFrame:
+    """One row per (user, prediction): propensity scores or percentiles.
+
+    Parameters
+    ----------
+    data : ProfileSet, list of UserProfile, or list of response dicts
+        The profiles (see :func:`as_profiles`).
+    query : ProfileQuery, optional
+        Used only to parse raw response dicts (it names a lone ``propensity``).
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns (:data:`PROPENSITY_COLUMNS`):
+
+        - ``user_id``, ``device_id`` : str
+        - ``prediction_id`` : category (NaN when the response did not name it)
+        - ``propensity_type`` : category — ``score`` (0–1) or ``pct`` (0–100), as
+          each entry said
+        - ``value`` : float64 — NaN for an unknown prediction
+    """
+    profiles = as_profiles(data, query=query)
+    rows: list[int] = []
+    ids: list[str | None] = []
+    kinds: list[str | None] = []
+    values: list[float] = []
+    for position, profile in enumerate(profiles):
+        for entry in profile.propensities or ():
+            rows.append(position)
+            ids.append(entry.prediction_id)
+            kinds.append(entry.propensity_type)
+            values.append(np.nan if entry.value is None else entry.value)
+    columns = _id_columns(profiles, np.asarray(rows, dtype=np.int64))
+    columns["prediction_id"] = _categorical(ids)
+    columns["propensity_type"] = _categorical(kinds)
+    columns["value"] = np.asarray(values, dtype=np.float64)
+    return _frame(columns, PROPENSITY_COLUMNS, PROPENSITY_DTYPES)
+
+
+# -- summary -----------------------------------------------------------------------------------
+def _count(part: Any) -> int | None:
+    return None if part is None else len(part)
+
+
+def summary(data: Any, *, query: ProfileQuery | None = None) -> pd.DataFrame:
+    """One row per user: what came back, how much, and whether the fetch worked.
+
+    Parameters
+    ----------
+    data : ProfileSet, list of UserProfile, or list of response dicts
+        The profiles (see :func:`as_profiles`). When ``data`` has a ``failures``
+        DataFrame (a ``ProfileSet``), its users are listed too, after the
+        profiles, with their status.
+    query : ProfileQuery, optional
+        Used only to parse raw response dicts.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns (:data:`SUMMARY_COLUMNS`):
+
+        - ``user_id``, ``device_id`` : str
+        - ``status`` : category ``ok`` / ``not_found`` / ``failed`` (other
+          statuses a ``failures`` table holds are kept as extra categories)
+        - ``has_recommendations``, ``has_properties``, ``has_cohorts``,
+          ``has_computations``, ``has_propensities`` : boolean — the part came back
+          (possibly empty); False when not asked for or not returned; ``<NA>`` for
+          failed users
+        - ``n_recommendation_sets``, ``n_items`` (over all sets), ``n_cohorts``,
+          ``n_properties``, ``n_computations``, ``n_computations_null`` (came back
+          null: unknown or not computed), ``n_propensities`` : Int64 — ``<NA>``
+          when the part did not come back, ``0`` when it came back empty
+        - ``in_control`` : boolean — True when any set put the user in the control
+          group; ``<NA>`` without recommendation sets
+        - ``http_status``, ``attempts`` : Int64, ``error`` : str — from
+          ``failures``; missing for ok rows
+    """
+    profiles = as_profiles(data, query=query)
+    failures = getattr(data, "failures", None)
+    columns: dict[str, list[Any]] = {name: [] for name in SUMMARY_COLUMNS}
+    for profile in profiles:
+        recs = profile.recommendations
+        comps = profile.computations
+        columns["user_id"].append(profile.user_id)
+        columns["device_id"].append(profile.device_id)
+        columns["status"].append("ok")
+        columns["has_recommendations"].append(recs is not None)
+        columns["has_properties"].append(profile.amp_props is not None)
+        columns["has_cohorts"].append(profile.cohort_ids is not None)
+        columns["has_computations"].append(comps is not None)
+        columns["has_propensities"].append(profile.propensities is not None)
+        columns["n_recommendation_sets"].append(_count(recs))
+        columns["n_items"].append(None if recs is None else sum(len(r.items) for r in recs))
+        columns["n_cohorts"].append(_count(profile.cohort_ids))
+        columns["n_properties"].append(_count(profile.amp_props))
+        columns["n_computations"].append(_count(comps))
+        columns["n_computations_null"].append(
+            None if comps is None else sum(v is None for v in comps.values())
+        )
+        columns["n_propensities"].append(_count(profile.propensities))
+        columns["in_control"].append(
+            any(r.is_control is True for r in recs)
+            if recs and any(r.is_control is not None for r in recs)
+            else None
+        )
+        columns["http_status"].append(None)
+        columns["attempts"].append(None)
+        columns["error"].append(None)
+    if isinstance(failures, pd.DataFrame) and len(failures):
+        _add_failures(columns, failures)
+    statuses = columns.pop("status")
+    extra = sorted({s for s in statuses if s not in STATUSES})
+    status_dtype = (
+        STATUS_DTYPE if not extra else pd.CategoricalDtype(pd.Index([*STATUSES, *extra], dtype="str"))
+    )
+    out: dict[str, Any] = {
+        "user_id": _text(columns.pop("user_id")),
+        "device_id": _text(columns.pop("device_id")),
+        "status": pd.Categorical(statuses, dtype=status_dtype),
+    }
+    for name, values in columns.items():
+        dtype = SUMMARY_DTYPES[name]
+        if dtype == "boolean":
+            out[name] = _booleans(values)
+        else:
+            out[name] = pd.array(_objects(values), dtype=dtype)
+    dtypes = {**SUMMARY_DTYPES, "status": status_dtype}
+    return _frame(out, SUMMARY_COLUMNS, dtypes)
+
+
+def _add_failures(columns: dict[str, list[Any]], failures: pd.DataFrame) -> None:
+    n = len(failures)
+
+    def column(name: str) -> list[Any]:
+        if name not in failures.columns:
+            return [None] * n
+        return [None if _missing(v) else v for v in failures[name].tolist()]
+
+    def whole(values: list[Any]) -> list[Any]:
+        out = []
+        for v in values:
+            try:
+                out.append(None if v is None else int(v))
+            except (TypeError, ValueError):
+                out.append(None)
+        return out
+
+    columns["user_id"].extend(column("user_id"))
+    columns["device_id"].extend(column("device_id"))
+    columns["status"].extend(
+        "failed" if s is None else str(s) for s in column("status")
+    )
+    for name in SUMMARY_COLUMNS[3:16]:
+        columns[name].extend([None] * n)
+    columns["http_status"].extend(whole(column("http_status")))
+    columns["attempts"].extend(whole(column("attempts")))
+    columns["error"].extend(None if e is None else str(e) for e in column("error"))
+
+
+def _missing(value: Any) -> bool:
+    if value is None or value is pd.NA or value is pd.NaT:
+        return True
+    return isinstance(value, float) and value != value

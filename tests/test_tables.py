@@ -1,0 +1,409 @@
+"""Tests for amptools.tables: columns, dtypes, the documented fixtures, edge cases."""
+
+from __future__ import annotations
+
+import copy
+import json
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from amptools import tables
+from amptools.models import UserProfile
+from amptools.query import ProfileQuery
+
+SAMPLES = Path(__file__).resolve().parent.parent / "data" / "samples"
+NAMES = ("one_rec", "two_recs", "user_properties", "cohort_ids", "one_computation", "all_computations")
+QUERIES = {
+    "one_rec": ProfileQuery(recs=("testRecId",)),
+    "two_recs": ProfileQuery(recs=("testRecId", "testRecId2")),
+    "user_properties": ProfileQuery(amp_props=True),
+    "cohort_ids": ProfileQuery(cohort_ids=True),
+    "one_computation": ProfileQuery(computations=("computed-prop-2",)),
+    "all_computations": ProfileQuery(computations=True),
+}
+
+
+def sample(name: str) -> dict[str, Any]:
+    return json.loads((SAMPLES / f"{name}.json").read_text(encoding="utf-8"))
+
+
+def profile(name: str) -> UserProfile:
+    return UserProfile.from_json(sample(name), QUERIES[name])
+
+
+def payload(user_id: str = "u1", **data: Any) -> dict[str, Any]:
+    body = {"recommendations": None, "user_id": user_id, "device_id": f"d-{user_id}",
+            "amp_props": None, "cohort_ids": None}
+    body.update(data)
+    return {"userData": body}
+
+
+class StandInProfileSet:
+    """A duck-typed ProfileSet: .profiles and .failures."""
+
+    def __init__(self, profiles: list[UserProfile], failures: pd.DataFrame) -> None:
+        self.profiles = profiles
+        self.failures = failures
+
+
+ALL_TABLES = {
+    "recommendations": (tables.recommendations, tables.RECOMMENDATION_COLUMNS, tables.RECOMMENDATION_DTYPES),
+    "cohorts": (tables.cohorts, tables.COHORT_COLUMNS, tables.COHORT_DTYPES),
+    "computations": (tables.computations, tables.COMPUTATION_COLUMNS, tables.COMPUTATION_DTYPES),
+    "propensities": (tables.propensities, tables.PROPENSITY_COLUMNS, tables.PROPENSITY_DTYPES),
+    "summary": (tables.summary, tables.SUMMARY_COLUMNS, tables.SUMMARY_DTYPES),
+}
+
+
+# -- columns and dtypes -------------------------------------------------------------------
+@pytest.mark.parametrize("name", sorted(ALL_TABLES))
+@pytest.mark.parametrize("empty", [[], (), StandInProfileSet([], pd.DataFrame())])
+def test_empty_input_keeps_columns_and_dtypes(name: str, empty: Any) -> None:
+    function, columns, dtypes = ALL_TABLES[name]
+    frame = function(empty)
+    assert tuple(frame.columns) == columns
+    assert len(frame) == 0
+    for column in columns:
+        assert frame[column].dtype == dtypes[column], column
+
+
+@pytest.mark.parametrize("name", sorted(ALL_TABLES))
+def test_dtypes_equal_for_empty_and_full_input(name: str) -> None:
+    function, columns, _ = ALL_TABLES[name]
+    full = function([sample(n) for n in NAMES])
+    empty = function([])
+    assert tuple(full.columns) == columns
+    for column in columns:
+        if isinstance(full[column].dtype, pd.CategoricalDtype):
+            assert isinstance(empty[column].dtype, pd.CategoricalDtype)
+        else:
+            assert full[column].dtype == empty[column].dtype, column
+
+
+@pytest.mark.parametrize("function", [tables.properties, tables.cohort_matrix])
+def test_wide_tables_empty(function: Any) -> None:
+    frame = function([])
+    assert list(frame.columns) == ["user_id", "device_id"]
+    assert (frame.dtypes == "str").all()
+
+
+def test_id_dtype_is_pandas_string() -> None:
+    frame = tables.cohorts(sample("cohort_ids"))
+    assert frame["user_id"].dtype == "str"
+    assert isinstance(frame["user_id"].dtype, pd.StringDtype)
+
+
+# -- recommendations ---------------------------------------------------------------------------
+def test_recommendations_two_recs_exact() -> None:
+    frame = tables.recommendations([sample("two_recs")])
+    assert list(frame["item"]) == [
+        "cookie", "cracker", "chocolate milk", "donut", "croissant",
+        "bulgogi", "bibimbap", "kimchi", "croffles", "samgyeopsal",
+    ]
+    assert list(frame["rank"]) == [1, 2, 3, 4, 5] * 2
+    assert list(frame["rec_id"]) == ["testRecId"] * 5 + ["testRecId2"] * 5
+    assert list(frame["child_rec_id"]) == ["testRecId"] * 5 + ["testRecId2"] * 5
+    assert list(frame["recommendation_source"]) == ["model"] * 5 + ["model2"] * 5
+    assert not frame["is_control"].any()
+    assert frame["last_updated"].iloc[0] == pd.Timestamp(1608670720, unit="s", tz="UTC")
+    assert frame["last_updated"].iloc[5] == pd.Timestamp(1608670658, unit="s", tz="UTC")
+    assert frame["last_updated"].dtype == tables.TIMESTAMP_DTYPE == "datetime64[us, UTC]"
+    assert set(frame["user_id"]) == {"testUser"}
+    assert set(frame["device_id"]) == {"ffff-ffff-ffff-ffff"}
+    assert frame["rank"].dtype == np.int64
+
+
+def test_recommendations_one_rec_and_none() -> None:
+    frame = tables.recommendations([sample("one_rec"), sample("user_properties")])
+    assert len(frame) == 5
+    assert list(frame.columns) == list(tables.RECOMMENDATION_COLUMNS)
+
+
+def test_is_control_missing_is_na_and_rows_follow_input_order() -> None:
+    bodies = [
+        payload("a", recommendations=[{"rec_id": "r", "items": ["x", "y"], "is_control": None}]),
+        payload("b", recommendations=[{"rec_id": "r", "items": ["z"], "is_control": True,
+                                       "last_updated": None}]),
+    ]
+    frame = tables.recommendations(bodies)
+    assert list(frame["user_id"]) == ["a", "a", "b"]
+    assert frame["is_control"].dtype == "boolean"
+    assert frame["is_control"].isna().tolist() == [True, True, False]
+    assert bool(frame["is_control"].iloc[2]) is True
+    assert frame["last_updated"].isna().all()
+    assert frame["child_rec_id"].isna().all()
+
+
+def test_recommendation_categories_are_str() -> None:
+    frame = tables.recommendations(sample("one_rec"))
+    assert frame["item"].cat.categories.dtype == "str"
+
+
+# -- properties --------------------------------------------------------------------------------
+def test_properties_documented_fixture() -> None:
+    frame = tables.properties(sample("user_properties"))
+    assert list(frame.columns) == [
+        "user_id", "device_id", "library", "first_used", "last_used",
+        "number_property", "boolean_property",
+    ]
+    row = frame.iloc[0]
+    assert row["library"] == "http/1.0"
+    assert row["first_used"] == "2020-01-13"  # not parsed unless asked
+    assert frame["number_property"].dtype == "Int64" and row["number_property"] == 12
+    assert frame["boolean_property"].dtype == "boolean" and bool(row["boolean_property"])
+    assert frame["library"].dtype == "str"
+
+
+def test_properties_parse_dates() -> None:
+    frame = tables.properties(sample("user_properties"), parse_dates=True)
+    assert frame["first_used"].dtype == "datetime64[us, UTC]"
+    assert frame["first_used"].iloc[0] == pd.Timestamp("2020-01-13", tz="UTC")
+    assert frame["library"].dtype == "str"  # "http/1.0" is not a date
+
+
+def test_properties_parse_dates_keeps_text_with_a_non_date() -> None:
+    bodies = [payload("a", amp_props={"d": "2020-01-13"}), payload("b", amp_props={"d": "soon"})]
+    frame = tables.properties(bodies, parse_dates=True)
+    assert frame["d"].dtype == "str"
+    assert list(frame["d"]) == ["2020-01-13", "soon"]
+
+
+def test_properties_mixed_types_do_not_crash() -> None:
+    bodies = [
+        payload("a", amp_props={"mix": "text", "num": 1, "flag": True, "nested": [1, 2],
+                                "big": 2**70, "frac": 1, "null": None}),
+        payload("b", amp_props={"mix": 3, "num": 2.5, "flag": 1, "nested": {"k": "v"},
+                                "big": 1, "frac": 2}),
+        payload("c", amp_props={}),
+        payload("d"),
+    ]
+    frame = tables.properties(bodies)
+    assert frame["mix"].dtype == object and list(frame["mix"][:2]) == ["text", 3]
+    assert frame["num"].dtype == "float64" and frame["num"].iloc[1] == 2.5
+    assert frame["flag"].dtype == object  # booleans and numbers are not merged
+    assert frame["flag"].iloc[0] is True and frame["flag"].iloc[1] == 1
+    assert frame["nested"].iloc[0] == [1, 2] and frame["nested"].iloc[1] == {"k": "v"}
+    assert frame["big"].iloc[0] == 2**70
+    assert frame["frac"].dtype == "Int64"
+    assert frame["null"].isna().all()
+    assert frame.iloc[2:, 2:].isna().all().all()
+
+
+def test_properties_strip_gp_collision_rule() -> None:
+    bodies = [
+        payload("a", amp_props={"x": 1, "gp:x": 2, "gp:y": "why", "gp:user_id": "u"}),
+        payload("b", amp_props={"gp:z": True}),
+    ]
+    plain = tables.properties(bodies)
+    assert list(plain.columns) == ["user_id", "device_id", "x", "gp:x", "gp:y", "gp:user_id", "gp:z"]
+    stripped = tables.properties(bodies, strip_gp=True)
+    # x exists, so gp:x keeps its prefix; gp:user_id would hide the id column.
+    assert list(stripped.columns) == ["user_id", "device_id", "x", "gp:x", "y", "gp:user_id", "z"]
+    assert stripped["x"].iloc[0] == 1 and stripped["gp:x"].iloc[0] == 2
+    assert stripped["user_id"].iloc[0] == "a"
+
+
+def test_properties_named_like_id_columns_are_renamed() -> None:
+    frame = tables.properties(payload("a", amp_props={"user_id": "other", "device_id": "dev"}))
+    assert list(frame.columns) == ["user_id", "device_id", "property:user_id", "property:device_id"]
+    assert frame["user_id"].iloc[0] == "a" and frame["property:user_id"].iloc[0] == "other"
+
+
+# -- computations and their separation from properties ----------------------------------------------
+def test_computations_documented_fixtures() -> None:
+    frame = tables.computations([profile("all_computations"), profile("one_computation")])
+    assert list(frame["computation"]) == ["computed-prop-1", "computed-prop-2", "computed-prop-2"]
+    assert list(frame["raw"]) == ["5000000.0", "3", "3"]
+    assert list(frame["value"]) == [5000000.0, 3.0, 3.0]
+    assert frame["value"].dtype == "float64" and frame["raw"].dtype == "str"
+
+
+def test_computations_from_raw_dicts_need_the_query() -> None:
+    query = ProfileQuery(computations=True)
+    assert len(tables.computations(sample("all_computations"), query=query)) == 2
+    # Without the query the API's merged amp_props cannot be told apart: no rows, no leak.
+    assert len(tables.computations(sample("all_computations"))) == 0
+
+
+def test_computation_values_that_do_not_parse_are_nan() -> None:
+    query = ProfileQuery(computations=("a", "b", "c", "d"))
+    body = payload("u", amp_props={"a": "n/a", "b": None, "c": "1e3", "d": "true"})
+    frame = tables.computations(body, query=query)
+    assert frame["value"].isna().tolist() == [True, True, False, True]
+    assert frame["value"].iloc[2] == 1000.0
+    assert frame["raw"].iloc[0] == "n/a" and pd.isna(frame["raw"].iloc[1])
+
+
+def test_computations_and_properties_never_leak() -> None:
+    query = ProfileQuery(amp_props=True, computations=("computed-prop-1",))
+    body = payload("u", amp_props={"plan": "free", "computed-prop-1": "7"})
+    parsed = UserProfile.from_json(body, query)
+    props = tables.properties([parsed])
+    comps = tables.computations([parsed])
+    assert "computed-prop-1" not in props.columns and "plan" in props.columns
+    assert list(comps["computation"]) == ["computed-prop-1"]
+    # A profile built by hand: computations only come from .computations.
+    hand = UserProfile(user_id="h", device_id=None, recommendations=None,
+                       amp_props={"p": "1"}, computations={"c": "2"})
+    assert list(tables.properties([hand]).columns) == ["user_id", "device_id", "p"]
+    assert list(tables.computations([hand])["computation"]) == ["c"]
+
+
+def test_split_payloads_keep_apart() -> None:
+    query = ProfileQuery(amp_props=True, computations=True)
+    main = payload("u", amp_props={"plan": "free"})
+    comps = payload("u", amp_props={"orders": "3"})
+    parsed = UserProfile.from_payloads([main, comps], query)
+    assert list(tables.properties([parsed]).columns)[2:] == ["plan"]
+    assert list(tables.computations([parsed])["computation"]) == ["orders"]
+
+
+# -- cohorts -------------------------------------------------------------------------------------------
+def test_cohorts_documented_fixture() -> None:
+    frame = tables.cohorts(sample("cohort_ids"))
+    assert list(frame["cohort_id"]) == ["cohort1", "cohort3", "cohort7"]
+    assert frame["cohort_id"].dtype == "category"
+
+
+def test_cohort_matrix_not_asked_vs_empty() -> None:
+    bodies = [payload("a", cohort_ids=["c2", "c1"]), payload("b", cohort_ids=[]), payload("c")]
+    frame = tables.cohort_matrix(bodies)
+    assert list(frame.columns) == ["user_id", "device_id", "c1", "c2"]
+    assert (frame.dtypes[2:] == "boolean").all()
+    assert frame["c1"].tolist()[:2] == [True, False]
+    assert frame["c1"].isna().tolist() == [False, False, True]
+    chosen = tables.cohort_matrix(bodies, cohorts=["c9", "c2"])
+    assert list(chosen.columns) == ["user_id", "device_id", "c9", "c2"]
+    assert chosen["c9"].tolist()[:2] == [False, False]
+
+
+# -- propensities ---------------------------------------------------------------------------------------
+def test_propensities_list_and_single() -> None:
+    body = payload("u", propensity=None, propensities=[
+        {"prop": 0.5, "pred_id": "0x10x", "prop_type": "score"},
+        {"prop": None, "pred_id": "nope", "prop_type": "score"},
+    ])
+    frame = tables.propensities(body)
+    assert list(frame["prediction_id"]) == ["0x10x", "nope"]
+    assert frame["value"].iloc[0] == 0.5 and np.isnan(frame["value"].iloc[1])
+    single = tables.propensities(
+        payload("u", propensity=0.25), query=ProfileQuery(predictions=("p1",), propensity_type="pct")
+    )
+    assert list(single["prediction_id"]) == ["p1"] and list(single["propensity_type"]) == ["pct"]
+
+
+# -- summary ----------------------------------------------------------------------------------------------
+def test_summary_not_asked_vs_asked_empty() -> None:
+    bodies = [payload("a", cohort_ids=[], recommendations=[]), payload("b")]
+    frame = tables.summary(bodies)
+    assert frame["n_cohorts"].tolist()[0] == 0 and pd.isna(frame["n_cohorts"].iloc[1])
+    assert frame["has_cohorts"].tolist() == [True, False]
+    assert frame["n_recommendation_sets"].iloc[0] == 0
+    assert pd.isna(frame["in_control"].iloc[0])
+
+
+def test_summary_documented_fixtures() -> None:
+    frame = tables.summary([profile(n) for n in NAMES])
+    assert frame["n_items"].tolist()[:2] == [5, 10]
+    assert frame["n_recommendation_sets"].tolist()[:2] == [1, 2]
+    assert frame["n_properties"].iloc[2] == 5
+    assert frame["n_cohorts"].iloc[3] == 3
+    assert frame["n_computations"].tolist()[4:] == [1, 2]
+    assert frame["in_control"].tolist()[:2] == [False, False]
+    assert (frame["status"] == "ok").all()
+
+
+def test_summary_lists_failures_with_status() -> None:
+    failures = pd.DataFrame({
+        "user_id": ["ghost", "flaky"], "device_id": [None, None],
+        "status": ["not_found", "failed"], "http_status": [200, 503],
+        "attempts": [1, 4], "error": ["User id and device id not seen before", "ServerError"],
+    })
+    ps = StandInProfileSet([profile("one_rec")], failures)
+    frame = tables.summary(ps)
+    assert list(frame["user_id"]) == ["testUser", "ghost", "flaky"]
+    assert list(frame["status"]) == ["ok", "not_found", "failed"]
+    assert frame["status"].dtype == tables.STATUS_DTYPE
+    assert frame["http_status"].tolist()[1:] == [200, 503]
+    assert frame["attempts"].tolist()[1:] == [1, 4]
+    assert pd.isna(frame["n_items"].iloc[1]) and pd.isna(frame["has_recommendations"].iloc[2])
+    assert frame["error"].iloc[1].startswith("User id")
+    for column in tables.SUMMARY_COLUMNS:
+        assert frame[column].dtype == tables.SUMMARY_DTYPES[column], column
+    # The other tables use .profiles only.
+    assert len(tables.recommendations(ps)) == 5
+
+
+def test_summary_with_real_profileset() -> None:
+    bulk = pytest.importorskip("amptools.bulk")
+    ps = bulk.ProfileSet(
+        [
+            bulk.Outcome(id="testUser", status="ok", http_status=200, attempts=1,
+                         profile=profile("one_rec")),
+            bulk.Outcome(id="ghost", status="not_found", http_status=200, attempts=1,
+                         error="User id and device id not seen before"),
+        ],
+        query=QUERIES["one_rec"],
+    )
+    frame = tables.summary(ps)
+    assert list(frame["user_id"]) == ["testUser", "ghost"]
+    assert list(frame["status"]) == ["ok", "not_found"]
+    assert frame["http_status"].tolist()[1] == 200
+    assert len(tables.recommendations(ps)) == 5
+
+
+# -- input handling -------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "function",
+    [tables.recommendations, tables.properties, tables.cohorts, tables.cohort_matrix,
+     tables.computations, tables.propensities, tables.summary],
+)
+def test_inputs_never_mutated_and_forms_agree(function: Any) -> None:
+    bodies = [sample(n) for n in NAMES]
+    before = copy.deepcopy(bodies)
+    from_dicts = function(bodies)
+    assert bodies == before
+    profiles = [UserProfile.from_json(b) for b in bodies]
+    profiles_before = list(profiles)
+    from_profiles = function(profiles)
+    assert profiles == profiles_before
+    from_set = function(StandInProfileSet(profiles, pd.DataFrame()))
+    pd.testing.assert_frame_equal(from_dicts, from_profiles)
+    pd.testing.assert_frame_equal(from_profiles, from_set)
+
+
+def test_bad_input_is_a_clear_type_error() -> None:
+    with pytest.raises(TypeError, match="ProfileSet"):
+        tables.recommendations("testUser")
+    with pytest.raises(TypeError, match="item 1"):
+        tables.recommendations([sample("one_rec"), 42])
+
+
+def test_sample_org_users_tabulate() -> None:
+    dataset = pytest.importorskip("amptools.sample.dataset")
+    org = dataset.SampleOrg(n_users=40)
+    query = ProfileQuery(recs=("home-feed", "similar-items"), amp_props=True, cohort_ids=True,
+                         computations=True, predictions=("0x10x", "0x2a7c"))
+    profiles = [
+        UserProfile.from_payloads([org.payload(i, part.to_params()) for part in query.parts()], query)
+        for i in range(40)
+    ]
+    recs = tables.recommendations(profiles)
+    assert set(recs["rank"]) <= set(range(1, 11))
+    props = tables.properties(profiles)
+    comps = tables.computations(profiles)
+    assert not set(comps["computation"].cat.categories) & set(props.columns)
+    assert len(tables.propensities(profiles)) == 2 * 40
+    summary = tables.summary(profiles)
+    assert len(summary) == 40 and (summary["status"] == "ok").all()
+    assert summary["n_items"].sum() == len(recs)
+
+
+def test_last_updated_matches_model() -> None:
+    frame = tables.recommendations(sample("one_rec"))
+    assert frame["last_updated"].iloc[0].to_pydatetime() == datetime.fromtimestamp(1608670720, timezone.utc)
