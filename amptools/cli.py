@@ -1,0 +1,336 @@
+"""The ``amptools`` command line: fetch, report, demo, sample-server.
+
+It composes the library and holds no logic of its own beyond reading arguments
+and files. Exit codes: 0 all fetched, 1 some users failed (listed on stderr),
+2 bad usage or input, 3 authentication failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import csv
+import io
+import sys
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+from .errors import AmptoolsError, AuthenticationError, ConfigurationError, InvalidQueryError
+from .query import PROPENSITY_TYPES, ProfileQuery
+
+__all__ = ["main", "read_ids"]
+
+EXIT_OK, EXIT_FAILURES, EXIT_USAGE, EXIT_AUTH = 0, 1, 2, 3
+TABLES = ("summary", "recommendations", "properties", "cohorts", "cohort_matrix",
+          "computations", "propensities")
+DEMO_USERS = 300
+
+
+class UsageError(Exception):
+    """Bad arguments or input file; the message says what to do."""
+
+
+# -- ids -------------------------------------------------------------------------
+def read_ids(source: TextIO, column: str | None = None) -> tuple[list[str], str | None]:
+    """Read ids from a CSV with a ``user_id``/``device_id`` column, or one id per line.
+
+    Returns the ids (as text, exactly as written: leading zeros kept) and the id
+    column's name when the file had a header naming it (which tells the id type).
+    """
+    text = source.read().lstrip("\ufeff")
+    rows = [row for row in csv.reader(io.StringIO(text)) if any(cell.strip() for cell in row)]
+    if not rows:
+        raise UsageError("no ids found: give a CSV with a user_id or device_id column, or one id per line.")
+    header = [cell.strip() for cell in rows[0]]
+    wanted = [column] if column else ["user_id", "device_id"]
+    for name in wanted:
+        if name in header:
+            index = header.index(name)
+            ids = [row[index] for row in rows[1:] if index < len(row) and row[index].strip()]
+            return ids, name
+    if column:
+        raise UsageError(f"no column named {column!r}; the header has: {', '.join(header)}.")
+    if any(len(row) > 1 for row in rows):
+        raise UsageError(
+            "the file has several columns and none is named user_id or device_id: "
+            f"name the id column with --ids-column (header: {', '.join(header)})."
+        )
+    return [row[0] for row in rows], None
+
+
+# -- the parser ------------------------------------------------------------------------
+def _comma_list(value: str) -> tuple[str, ...]:
+    return tuple(part for part in value.split(",") if part)
+
+
+def _add_query_flags(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("what to fetch (mirrors ProfileQuery)")
+    group.add_argument("--recs", type=_comma_list, default=(), metavar="ID[,ID…]",
+                       help="recommendation ids to return (logs exposure events in Amplitude)")
+    group.add_argument("--rec-type", choices=("model", "random"),
+                       help="override the experiment's control setting")
+    group.add_argument("--props", action="store_true", help="return user properties")
+    group.add_argument("--cohorts", action="store_true", help="return tracked cohort ids")
+    group.add_argument("--computations", nargs="?", const="all", default=None, metavar="ID[,ID…]",
+                       help="return computations: all, or the listed comp ids")
+    group.add_argument("--predictions", type=_comma_list, default=(), metavar="ID[,ID…]",
+                       help="prediction ids whose propensity to return")
+    group.add_argument("--propensity-type", choices=PROPENSITY_TYPES, default="score",
+                       help="score (probability 0–1) or pct (percentile 0–100)")
+
+
+def _add_fetch_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("ids", nargs="?", default="-",
+                        help="CSV with a user_id or device_id column, or one id per line; - for stdin")
+    parser.add_argument("--ids-column", help="the id column's name when it is neither user_id nor device_id")
+    parser.add_argument("--id-type", choices=("user_id", "device_id"),
+                        help="send the ids as user_id or device_id (default: the CSV header, else user_id)")
+    _add_query_flags(parser)
+    run = parser.add_argument_group("how to fetch")
+    run.add_argument("--sample", action="store_true",
+                     help="use the embedded sample org (no key needed)")
+    run.add_argument("--cache", help="SQLite cache file: resumes, and never fetches a user twice")
+    run.add_argument("--max-age", type=float, help="refetch cached answers older than this many seconds")
+    run.add_argument("--rate-limit", type=int, default=540, help="requests per minute (default 540)")
+    run.add_argument("--workers", type=int, default=8, help="parallel requests (default 8)")
+    run.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="amptools",
+        description="Fetch Amplitude user profiles and turn them into tables, reports and "
+                    "an Excel-safe marketing CSV. The key comes from AMPLITUDE_SECRET_KEY; "
+                    "--sample uses the embedded sample org instead.",
+        epilog="Exit codes: 0 all fetched, 1 some users failed, 2 bad usage or input, "
+               "3 authentication failed.",
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    fetch = commands.add_parser("fetch", help="fetch profiles and write every table as CSV",
+                                description="Fetch profiles and write every table, failures.csv "
+                                            "and optionally marketing.csv into --out.")
+    _add_fetch_flags(fetch)
+    out = fetch.add_argument_group("output")
+    out.add_argument("--out", default="out", help="output folder (default: out)")
+    out.add_argument("--format", choices=("csv", "parquet"), default="csv",
+                     help="table format; parquet needs pyarrow")
+    out.add_argument("--marketing", action="store_true", help="also write marketing.csv")
+    out.add_argument("--marketing-rec-id", help="the recommendation set for marketing.csv")
+    out.add_argument("--top-n", type=int, default=5, help="items per user in marketing.csv")
+    out.add_argument("--marketing-props", type=_comma_list, default=(), metavar="NAME[,NAME…]",
+                     help="user properties to include in marketing.csv")
+    out.add_argument("--include-pii", action="store_true",
+                     help="allow personal data (e-mail, phone, names) in marketing.csv")
+
+    report = commands.add_parser("report", help="write a re-runnable analysis notebook",
+                                 description="Write an analysis notebook (nbformat) that fetches "
+                                             "through the cache and shows the tables and figures.")
+    _add_fetch_flags(report)
+    report.add_argument("--out", default="report.ipynb", help="the notebook to write")
+    report.add_argument("--title", help="the report's title")
+    report.add_argument("--execute", action="store_true", help="run the notebook after writing it")
+    report.add_argument("--html", action="store_true",
+                        help="also write a self-contained HTML copy (implies --execute)")
+
+    demo = commands.add_parser("demo", help="the whole job headless on the sample org")
+    demo.add_argument("--out", default="out", help="output folder (default: out)")
+    demo.add_argument("--users", type=int, default=DEMO_USERS, help="how many sample users")
+
+    server = commands.add_parser("sample-server", help="run the embedded sample org in the foreground")
+    server.add_argument("--port", type=int, default=8765)
+    server.add_argument("--rate-limit", type=int, default=600, help="requests per window")
+    server.add_argument("--window", type=float, default=60.0, help="rate-limit window in seconds")
+    server.add_argument("--latency", type=float, default=0.0, help="seconds added to every answer")
+    return parser
+
+
+def _query(args: argparse.Namespace) -> ProfileQuery:
+    computations: bool | tuple[str, ...] = False
+    if args.computations == "all":
+        computations = True
+    elif args.computations:
+        computations = _comma_list(args.computations)
+    return ProfileQuery(recs=args.recs, rec_type=args.rec_type, amp_props=args.props,
+                        cohort_ids=args.cohorts, computations=computations,
+                        predictions=args.predictions, propensity_type=args.propensity_type)
+
+
+def _load_ids(args: argparse.Namespace) -> tuple[list[str], str]:
+    if args.ids == "-":
+        ids, header = read_ids(sys.stdin, args.ids_column)
+    else:
+        path = Path(args.ids)
+        if not path.is_file():
+            raise UsageError(f"no ids file at {path}: give a CSV path, or - to read ids from stdin.")
+        with path.open(encoding="utf-8-sig", newline="") as handle:
+            ids, header = read_ids(handle, args.ids_column)
+    id_type = args.id_type or (header if header in ("user_id", "device_id") else "user_id")
+    return ids, id_type
+
+
+@contextlib.contextmanager
+def _client(sample: bool, **kwargs: Any) -> Iterator[Any]:
+    if sample:
+        from .sample import SampleServer
+
+        with SampleServer() as server:
+            yield server.client(**kwargs)
+        return
+    from .client import ProfileClient
+
+    try:
+        yield ProfileClient.from_env(**kwargs)
+    except ConfigurationError as error:
+        raise UsageError(f"{error} Or add --sample to use the embedded sample org.") from None
+
+
+def _write_table(frame: Any, path: Path, fmt: str) -> Path:
+    from . import export
+
+    if fmt == "parquet":
+        try:
+            frame.to_parquet(path.with_suffix(".parquet"), index=False)
+        except ImportError:
+            raise UsageError("--format parquet needs pyarrow: pip install pyarrow") from None
+        return path.with_suffix(".parquet")
+    return Path(export.to_csv(frame, path.with_suffix(".csv")))
+
+
+def write_outputs(profile_set: Any, out: Path, *, fmt: str = "csv", marketing: bool = False,
+                  marketing_options: dict[str, Any] | None = None) -> list[Path]:
+    """Write every table, failures and (optionally) marketing.csv; return the paths."""
+    from . import export, tables
+
+    out.mkdir(parents=True, exist_ok=True)
+    written = [_write_table(getattr(tables, name)(profile_set), out / name, fmt) for name in TABLES]
+    written.append(_write_table(profile_set.failures, out / "failures", fmt))
+    if marketing:
+        table = export.marketing_table(profile_set, **(marketing_options or {}))
+        written.append(Path(export.to_csv(table, out / "marketing.csv")))
+    return written
+
+
+def _fetch(args: argparse.Namespace) -> Any:
+    ids, id_type = _load_ids(args)
+    query = _query(args)
+    with _client(args.sample, rate_limit=args.rate_limit) as client:
+        return client.get_profiles(ids, query=query, id_type=id_type, workers=args.workers,
+                                   progress=not args.no_progress, cache=args.cache,
+                                   max_age=args.max_age)
+
+
+def _report_failures(profile_set: Any, stderr: TextIO) -> int:
+    failures = profile_set.failures
+    if len(failures) == 0:
+        return EXIT_OK
+    print(f"{len(failures)} of the users were not fetched:", file=stderr)
+    for row in failures.head(20).itertuples(index=False):
+        ident = row.user_id if isinstance(row.user_id, str) else row.device_id
+        print(f"  {ident}: {row.status} — {row.error}", file=stderr)
+    if len(failures) > 20:
+        print(f"  … and {len(failures) - 20} more (see failures.csv)", file=stderr)
+    return EXIT_FAILURES
+
+
+def cmd_fetch(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
+    profile_set = _fetch(args)
+    options = {"rec_id": args.marketing_rec_id, "top_n": args.top_n,
+               "props": args.marketing_props, "include_pii": args.include_pii}
+    written = write_outputs(profile_set, Path(args.out), fmt=args.format,
+                            marketing=args.marketing, marketing_options=options)
+    print(f"{profile_set!r}", file=stdout)
+    print(f"wrote {len(written)} files to {Path(args.out).resolve()}", file=stdout)
+    return _report_failures(profile_set, stderr)
+
+
+def cmd_report(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
+    from . import notebooks
+
+    ids, id_type = _load_ids(args)
+    path = notebooks.build_report(args.out, ids, _query(args), title=args.title, cache=args.cache,
+                                  id_type=id_type, sample=args.sample)
+    print(f"wrote {path}", file=stdout)
+    if args.execute or args.html:
+        executed = notebooks.execute_report(path, html=args.html)
+        for item in executed:
+            print(f"wrote {item}", file=stdout)
+    return EXIT_OK
+
+
+def cmd_demo(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
+    from . import notebooks
+    from .sample import SampleOrg
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    org = SampleOrg()
+    ids = ["testUser", *org.user_ids[: max(0, args.users - 1)]]
+    query = notebooks.DEMO_QUERY
+    cache = out / "profiles.sqlite"
+    from .sample import SampleServer
+
+    with SampleServer() as server:
+        client = server.client()
+        profile_set = client.get_profiles(ids, query=query, cache=cache, progress=True)
+    written = write_outputs(profile_set, out, marketing=True,
+                            marketing_options={"rec_id": query.recs[0], "props": ("country", "plan")})
+    report = notebooks.build_report(out / "report.ipynb", ids, query, title="amptools demo report",
+                                    cache=cache.name, sample=True)
+    written += notebooks.execute_report(report, html=True)
+    print(f"{profile_set!r}", file=stdout)
+    for path in written:
+        print(f"wrote {path}", file=stdout)
+    print(f"open {(out / 'report.html').resolve()} in a browser, "
+          f"or {(out / 'marketing.csv').resolve()} in Excel", file=stdout)
+    return _report_failures(profile_set, stderr)
+
+
+def cmd_sample_server(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
+    from .sample import serve
+
+    serve(args.port, rate_limit=args.rate_limit, window=args.window, latency=args.latency)
+    return EXIT_OK
+
+
+COMMANDS = {"fetch": cmd_fetch, "report": cmd_report, "demo": cmd_demo,
+            "sample-server": cmd_sample_server}
+
+
+def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None,
+         stderr: TextIO | None = None) -> int:
+    """Run the command line; return the exit code (never calls sys.exit itself)."""
+    stdout = stdout or sys.stdout
+    stderr = stderr or sys.stderr
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit_:
+        return EXIT_OK if exit_.code in (0, None) else EXIT_USAGE
+    try:
+        return COMMANDS[args.command](args, stdout, stderr)
+    except AuthenticationError as error:
+        print(f"amptools: {error}", file=stderr)
+        partial = getattr(error, "partial", None)
+        if partial is not None:
+            print(f"amptools: kept what was fetched before: {partial!r}", file=stderr)
+        return EXIT_AUTH
+    except (UsageError, InvalidQueryError, ConfigurationError) as error:
+        print(f"amptools: {error}", file=stderr)
+        return EXIT_USAGE
+    except AmptoolsError as error:
+        print(f"amptools: {type(error).__name__}: {error}", file=stderr)
+        return EXIT_FAILURES
+    except KeyboardInterrupt:
+        print("amptools: interrupted", file=stderr)
+        return 130
+
+
+def main_entry() -> None:
+    """Console-script entry point."""
+    raise SystemExit(main())
+
+
+if __name__ == "__main__":
+    main_entry()

@@ -1,0 +1,219 @@
+"""Shareable analysis notebooks: :func:`build_report` writes one with nbformat.
+
+The report is a plain notebook a colleague can open and re-run: a parameters
+cell tagged ``parameters`` (papermill-style), a short narrative, a fetch through
+the cache (so re-running asks the service for nothing it already has), then the
+tables and figures that fit what the query asked for. It holds no key: the
+client comes from ``amp.connect()`` (``AMPLITUDE_SECRET_KEY``, else the sample org).
+This module composes the rest of amptools and holds no analysis of its own.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+import nbformat
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+
+from .query import ProfileQuery
+
+__all__ = ["DEMO_QUERY", "build_report", "execute_report"]
+
+# Beyond this many ids the list goes to a CSV beside the notebook, not into it.
+INLINE_IDS = 1000
+DEMO_QUERY = ProfileQuery(
+    recs=("home-feed", "similar-items", "email-picks"), amp_props=True, cohort_ids=True,
+    computations=True, predictions=("0x2a7c", "0x3f1e"), propensity_type="score",
+)
+KERNELSPEC = {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}
+
+
+def _parameters(path: Path, ids: list[str], query: ProfileQuery, id_type: str,
+                cache: str | None, sample: bool) -> str:
+    if len(ids) > INLINE_IDS:
+        ids_file = path.with_suffix(".ids.csv")
+        with ids_file.open("w", encoding="utf-8", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow([id_type])
+            writer.writerows([i] for i in ids)
+        ids_line = (f"IDS_FILE = {ids_file.name!r}  # {len(ids):,} ids, one per row\n"
+                    f"IDS = pd.read_csv(IDS_FILE, dtype=str)[{id_type!r}].tolist()")
+    else:
+        ids_line = f"IDS = {ids!r}"
+    query_dict = json.loads(query.canonical())
+    return "\n".join([
+        "# Parameters: change them and re-run every cell.",
+        ids_line,
+        f"ID_TYPE = {id_type!r}",
+        f"QUERY = {query_dict!r}",
+        f"CACHE = {cache!r}  # SQLite file: re-running fetches nothing it already holds",
+        f"SAMPLE = {sample!r}  # True: the embedded sample org, whatever the environment says",
+    ])
+
+
+def build_report(
+    path: str | os.PathLike[str],
+    ids: Iterable[str],
+    query: ProfileQuery,
+    *,
+    title: str | None = None,
+    cache: str | os.PathLike[str] | None = None,
+    id_type: str = "user_id",
+    sample: bool = False,
+) -> Path:
+    """Write an analysis notebook for ``ids`` and ``query``; return its path.
+
+    Parameters
+    ----------
+    path : path
+        Where to write the ``.ipynb``.
+    ids : iterable of str
+        The users to analyse. More than 1,000 go to ``<name>.ids.csv`` beside it.
+    query : ProfileQuery
+        What to fetch; the report shows the tables and figures that fit it.
+    title : str, optional
+        The heading; "Profile report" by default.
+    cache : path, optional
+        The SQLite cache the report fetches through, relative to the notebook.
+    id_type : {"user_id", "device_id"}
+    sample : bool
+        Run on the embedded sample org even when a key is set.
+
+    Returns
+    -------
+    pathlib.Path
+        The notebook's path. It is stored without outputs; run it with
+        :func:`execute_report` or open it in JupyterLab.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ids = [str(i) for i in ids]
+    title = title or "Profile report"
+    asked = []
+    if query.recs:
+        asked.append(f"recommendation sets {', '.join(query.recs)}")
+    if query.amp_props:
+        asked.append("user properties")
+    if query.cohort_ids:
+        asked.append("cohort membership")
+    if query.asks_computations:
+        asked.append("computed properties")
+    if query.predictions:
+        asked.append(f"propensities ({query.propensity_type}) for {', '.join(query.predictions)}")
+    cache_text = str(cache) if cache is not None else None
+
+    cells = [
+        new_markdown_cell(
+            f"# {title}\n\nThis report fetches {len(ids):,} users' profiles from the Amplitude "
+            f"User Profile API — {', '.join(asked) or 'ids only'} — and turns them into tables "
+            "and figures. Re-run it top to bottom (Run → Run All Cells) to refresh it; with a "
+            "cache, users already fetched are not asked for again."
+            + ("\n\n**Recommendations:** fetching them logs an exposure event in Amplitude for "
+               "every user not yet in the cache." if query.recs else "")
+        ),
+        new_code_cell(_parameters(path, ids, query, id_type, cache_text, sample),
+                      metadata={"tags": ["parameters"]}),
+        new_code_cell(
+            "import pandas as pd\nimport plotly.io as pio\n\nimport amptools as amp\n\n"
+            "# Figures show in JupyterLab and stay visible in an HTML export.\n"
+            'pio.renderers.default = "plotly_mimetype+notebook"\n'
+            "client = amp.sample.SampleServer().start().client() if SAMPLE else amp.connect()\n"
+            "query = amp.ProfileQuery(**QUERY)\n"
+            "profiles = client.get_profiles(IDS, query=query, id_type=ID_TYPE, cache=CACHE, progress=False)\n"
+            "profiles"
+        ),
+        new_markdown_cell("## Who came back\n\nOne row per user: what the service returned and "
+                          "how many of each thing. Users it does not know, or that failed, are "
+                          "listed with the reason."),
+        new_code_cell("summary = amp.tables.summary(profiles)\n"
+                      "summary.groupby('status').size().rename('users').to_frame()"),
+        new_code_cell("profiles.failures.head(20)"),
+    ]
+    if query.recs:
+        cells += [
+            new_markdown_cell("## Recommendation sets\n\nOne row per user, set and item; `rank` "
+                              "is the position in the list. Users in the control group "
+                              "(`is_control`) see random items, so they are compared apart."),
+            new_code_cell("recs = amp.tables.recommendations(profiles)\nrecs.head(12)"),
+            new_code_cell("amp.metrics.coverage(recs)"),
+            new_code_cell("amp.plots.item_frequency(recs)"),
+            new_code_cell("amp.plots.control_vs_treatment(recs)"),
+            new_code_cell("amp.plots.long_tail(recs)"),
+        ]
+        if len(query.recs) > 1:
+            cells += [
+                new_markdown_cell("How similar are the sets for the same users? Jaccard counts "
+                                  "shared items; rank-biased overlap weights the top of the lists."),
+                new_code_cell("amp.plots.rec_overlap_heatmap(recs, metric='rbo')"),
+                new_code_cell(
+                    "first_user = recs['user_id'].iloc[0]\n"
+                    "amp.plots.user_lists(recs, user_id=first_user)"
+                ),
+            ]
+    if query.cohort_ids:
+        cells += [
+            new_markdown_cell("## Cohorts\n\nOnly cohorts set up for tracking are returned."),
+            new_code_cell("cohorts = amp.tables.cohorts(profiles)\namp.plots.cohort_sizes(cohorts)"),
+            new_code_cell("amp.plots.cohort_overlap(cohorts)"),
+            new_code_cell("amp.plots.cohort_upset(cohorts)"),
+        ]
+    if query.amp_props:
+        cells += [
+            new_markdown_cell("## User properties\n\nOne row per user. `gp:` properties are custom "
+                              "ones; some (e-mail, names) are personal data — handle with care."),
+            new_code_cell("amp.tables.properties(profiles).head(10)"),
+        ]
+    if query.asks_computations:
+        cells += [
+            new_markdown_cell("## Computed properties\n\nThe API returns them as text; `value` is "
+                              "the number where the text is one, and `raw` keeps the original."),
+            new_code_cell("comps = amp.tables.computations(profiles)\n"
+                          "comps.groupby('computation', observed=True)['value'].describe()"),
+            new_code_cell(
+                "first_computation = comps['computation'].dropna().iloc[0]\n"
+                "amp.plots.computation_distribution(comps, computation=first_computation"
+                + (", groups=cohorts, color='cohort_id', kind='box')" if query.cohort_ids else ")")
+            ),
+        ]
+    if query.predictions:
+        cells += [
+            new_markdown_cell("## Propensities"),
+            new_code_cell("props = amp.tables.propensities(profiles)\n"
+                          "amp.plots.propensity_distribution(props"
+                          + (", groups=cohorts, color='cohort_id')" if query.cohort_ids else ")")),
+        ]
+    notebook = new_notebook(cells=cells, metadata={"kernelspec": KERNELSPEC,
+                                                   "language_info": {"name": "python"},
+                                                   "title": title})
+    nbformat.validate(notebook)
+    nbformat.write(notebook, path)
+    return path
+
+
+def execute_report(path: str | os.PathLike[str], *, html: bool = False,
+                   timeout: int = 600) -> list[Path]:
+    """Run the notebook at ``path`` in place (a real kernel); optionally write HTML beside it.
+
+    Returns the paths written: the executed notebook and, with ``html``, a
+    self-contained ``.html`` (plotly's JavaScript is embedded, no network needed).
+    """
+    from nbclient import NotebookClient
+
+    path = Path(path)
+    notebook = nbformat.read(path, as_version=4)
+    NotebookClient(notebook, timeout=timeout, kernel_name="python3",
+                   resources={"metadata": {"path": str(path.parent.resolve())}}).execute()
+    nbformat.write(notebook, path)
+    written = [path]
+    if html:
+        from nbconvert import HTMLExporter
+
+        body, _ = HTMLExporter().from_notebook_node(notebook)
+        html_path = path.with_suffix(".html")
+        html_path.write_text(body, encoding="utf-8")
+        written.append(html_path)
+    return written

@@ -1,0 +1,124 @@
+"""The command line, run in-process through main(argv) and once as a real subprocess."""
+
+from __future__ import annotations
+
+import csv
+import io
+import subprocess
+import sys
+
+import pytest
+
+from amptools.cli import main, read_ids
+
+
+def run(argv, stdin_text=None, monkeypatch=None):
+    out, err = io.StringIO(), io.StringIO()
+    if stdin_text is not None:
+        monkeypatch.setattr(sys, "stdin", io.StringIO(stdin_text))
+    code = main(argv, stdout=out, stderr=err)
+    return code, out.getvalue(), err.getvalue()
+
+
+def read_csv(path):
+    with open(path, encoding="utf-8-sig", newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+@pytest.mark.parametrize(
+    ("text", "ids", "header"),
+    [
+        ("user_id,plan\n007,pro\ntestUser,free\n", ["007", "testUser"], "user_id"),
+        ("\ufeffdevice_id\nffff-ffff-ffff-ffff\n\n", ["ffff-ffff-ffff-ffff"], "device_id"),
+        ("a\n\nb\n  \nc\n", ["a", "b", "c"], None),
+    ],
+)
+def test_read_ids(text, ids, header):
+    assert read_ids(io.StringIO(text)) == (ids, header)
+
+
+def test_read_ids_refuses_ambiguous_files():
+    with pytest.raises(Exception, match="--ids-column"):
+        read_ids(io.StringIO("id,plan\n1,pro\n"))
+    assert read_ids(io.StringIO("id,plan\n1,pro\n"), "id") == (["1"], "id")
+
+
+def test_fetch_writes_every_table_and_marketing(tmp_path, monkeypatch):
+    ids = tmp_path / "ids.csv"
+    ids.write_text("user_id\ntestUser\nno-such-user\n", encoding="utf-8")
+    out = tmp_path / "out"
+    code, stdout, stderr = run(
+        ["fetch", str(ids), "--sample", "--recs", "testRecId,testRecId2", "--props", "--cohorts",
+         "--computations", "--out", str(out), "--marketing", "--marketing-rec-id", "testRecId",
+         "--no-progress"])
+    assert code == 1  # one user is unknown to the org
+    assert "no-such-user: not_found" in stderr
+    names = sorted(p.name for p in out.iterdir())
+    assert names == sorted(["summary.csv", "recommendations.csv", "properties.csv", "cohorts.csv",
+                            "cohort_matrix.csv", "computations.csv", "propensities.csv",
+                            "failures.csv", "marketing.csv"])
+    recs = read_csv(out / "recommendations.csv")
+    assert [r["item"] for r in recs if r["rec_id"] == "testRecId"] == [
+        "cookie", "cracker", "chocolate milk", "donut", "croissant"]
+    assert {r["computation"]: r["raw"] for r in read_csv(out / "computations.csv")} == {
+        "computed-prop-1": "5000000.0", "computed-prop-2": "3"}
+    assert [r["user_id"] for r in read_csv(out / "failures.csv")] == ["no-such-user"]
+    marketing = read_csv(out / "marketing.csv")
+    assert marketing[0]["user_id"] == "testUser" and marketing[0]["rec_1"] == "cookie"
+
+
+def test_fetch_reads_stdin_and_device_ids(tmp_path, monkeypatch):
+    code, stdout, _ = run(["fetch", "-", "--sample", "--id-type", "device_id", "--cohorts",
+                           "--out", str(tmp_path), "--no-progress"],
+                          stdin_text="ffff-ffff-ffff-ffff\n", monkeypatch=monkeypatch)
+    assert code == 0, stdout
+    assert [r["cohort_id"] for r in read_csv(tmp_path / "cohorts.csv")] == ["cohort1", "cohort3", "cohort7"]
+
+
+@pytest.mark.parametrize(
+    ("argv", "words"),
+    [
+        (["fetch", "missing.csv", "--sample"], "no ids file"),
+        (["fetch", "IDS", "--sample", "--recs", ",", "--rec-type", "model"], "rec_type"),
+        (["fetch", "IDS"], "AMPLITUDE_SECRET_KEY is not set"),
+        (["fetch", "IDS", "--sample", "--format", "nope"], "invalid choice"),
+        (["nonsense"], "invalid choice"),
+    ],
+)
+def test_bad_usage_exits_2_with_a_message(argv, words, tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv("AMPLITUDE_SECRET_KEY", raising=False)
+    ids = tmp_path / "ids.csv"
+    ids.write_text("testUser\n", encoding="utf-8")
+    argv = [str(ids) if a == "IDS" else a for a in argv]
+    code, _, stderr = run(argv + ["--out", str(tmp_path / "o")] if argv[0] == "fetch" else argv)
+    assert code == 2
+    assert words in stderr + capsys.readouterr().err
+
+
+def test_wrong_key_exits_3(tmp_path, monkeypatch, sample_server):
+    monkeypatch.setenv("AMPLITUDE_SECRET_KEY", "not-the-key")
+    monkeypatch.setenv("AMPLITUDE_PROFILE_API_URL", sample_server.url)
+    ids = tmp_path / "ids.csv"
+    ids.write_text("testUser\n", encoding="utf-8")
+    code, _, stderr = run(["fetch", str(ids), "--out", str(tmp_path / "o"), "--no-progress"])
+    assert code == 3 and "Invalid Api-Key" in stderr and "not-the-key" not in stderr
+
+
+def test_help_is_complete(capsys):
+    assert main(["fetch", "--help"]) == 0
+    text = capsys.readouterr().out
+    for flag in ("--recs", "--rec-type", "--props", "--cohorts", "--computations", "--predictions",
+                 "--propensity-type", "--cache", "--rate-limit", "--workers", "--sample", "--out",
+                 "--format", "--marketing", "--id-type"):
+        assert flag in text
+
+
+def test_console_script_runs_as_a_process(tmp_path):
+    ids = tmp_path / "ids.csv"
+    ids.write_text("user_id\ntestUser\n", encoding="utf-8")
+    done = subprocess.run(
+        [sys.executable, "-m", "amptools", "fetch", str(ids), "--sample", "--props",
+         "--out", str(tmp_path / "out")],
+        capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "out" / "properties.csv").exists()
