@@ -1,0 +1,888 @@
+"""The logic behind the profile explorer: plain functions and a controller, no widgets.
+
+:mod:`amptools.widgets` is a thin shell over this module: its callbacks read
+widget values, hand them to the functions here and show what comes back. Every
+step therefore works (and is tested) without ipywidgets:
+
+- choosing users: :func:`parse_ids` (pasted text), :func:`parse_id_file` (an
+  uploaded CSV), :func:`sample_ids` (a pick of the sample org's users);
+- choosing what to ask: :func:`build_query` turns plain values into a
+  :class:`~amptools.query.ProfileQuery` and :func:`check_query` gives the message to
+  show instead of raising;
+- fetching: :class:`ExplorerController` runs :func:`amptools.bulk.start_fetch` in a
+  background thread with cancel and progress callbacks, notes the recommendation
+  exposure once, and afterwards builds tables (:mod:`amptools.tables`), figures
+  (:mod:`amptools.plots`, through the :data:`CHARTS` registry) and exports
+  (:mod:`amptools.export`);
+- offering a file: :func:`download_link` makes the HTML link the widget shows.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import html
+import io
+import mimetypes
+import random
+import re
+import threading
+import warnings
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+
+from . import tables as _tables
+from .errors import AmptoolsError, InvalidQueryError
+from .query import ID_TYPES, ProfileQuery
+
+if TYPE_CHECKING:
+    import plotly.graph_objects as go
+
+    from .bulk import BulkFetch, ProfileSet
+    from .client import ProfileClient
+
+__all__ = [
+    "CHARTS",
+    "COMPUTATION_MODES",
+    "DEFAULT_EXPORT_FOLDER",
+    "SEPARATORS",
+    "TABLE_NAMES",
+    "ChartOption",
+    "ChartSpec",
+    "ExplorerController",
+    "ParsedIds",
+    "build_query",
+    "check_query",
+    "download_link",
+    "parse_id_file",
+    "parse_ids",
+    "sample_ids",
+    "table_html",
+]
+
+#: How pasted text may be split; ``auto`` is explained in :func:`parse_ids`.
+SEPARATORS = ("auto", "lines", "commas", "whitespace")
+#: Computations: none, every one enabled for the user, or the chosen ids.
+COMPUTATION_MODES = ("none", "all", "chosen")
+#: The tables the explorer builds, in the order of its tabs.
+TABLE_NAMES = (
+    "summary",
+    "recommendations",
+    "properties",
+    "cohorts",
+    "cohort_matrix",
+    "computations",
+    "propensities",
+    "failures",
+)
+DEFAULT_EXPORT_FOLDER = "exports"
+#: Files up to this size are offered as a ``data:`` URI (works in JupyterLab 4 with
+#: no server round trip); larger ones are only named (open them from the file browser).
+MAX_INLINE_BYTES = 5_000_000
+TEST_USER = "testUser"
+
+_COLUMN_NAMES = {"user_id": "user_id", "userid": "user_id", "user": "user_id",
+                 "device_id": "device_id", "deviceid": "device_id", "device": "device_id"}
+_QUOTES = "\"'"
+
+
+# ---------------------------------------------------------------------------- choosing users
+@dataclass(frozen=True)
+class ParsedIds:
+    """Ids read from pasted text or a file, with what was left out.
+
+    Attributes
+    ----------
+    ids : list of str
+        The unique ids, in the order they first appear.
+    duplicates : list of str
+        Ids that appeared more than once (each listed once), in first-seen order.
+    blanks : int
+        Blank entries that were ignored (empty lines, doubled separators).
+    id_type : {"user_id", "device_id"} or None
+        The id type a CSV header named (``user_id`` or ``device_id`` column);
+        None when the input did not say.
+    """
+
+    ids: list[str] = field(default_factory=list)
+    duplicates: list[str] = field(default_factory=list)
+    blanks: int = 0
+    id_type: str | None = None
+
+    @property
+    def message(self) -> str:
+        """One line for the analyst: how many ids, and which duplicates were dropped."""
+        if not self.ids:
+            return "No ids yet."
+        kind = {"user_id": "user id", "device_id": "device id"}.get(self.id_type or "", "id")
+        text = f"{len(self.ids):,} {kind}{'s' if len(self.ids) != 1 else ''}"
+        if self.duplicates:
+            shown = ", ".join(repr(d) for d in self.duplicates[:5])
+            more = f" and {len(self.duplicates) - 5} more" if len(self.duplicates) > 5 else ""
+            text += (f"; {len(self.duplicates)} duplicate{'s' if len(self.duplicates) != 1 else ''}"
+                     f" asked once: {shown}{more}")
+        return text + "."
+
+
+def _dedupe(tokens: Iterable[str], *, blanks: int = 0, id_type: str | None = None) -> ParsedIds:
+    seen: dict[str, None] = {}
+    duplicates: dict[str, None] = {}
+    for token in tokens:
+        token = token.strip()
+        if len(token) >= 2 and token[0] == token[-1] and token[0] in _QUOTES:
+            token = token[1:-1].strip()
+        if not token:
+            blanks += 1
+            continue
+        if token in seen:
+            duplicates[token] = None
+        else:
+            seen[token] = None
+    return ParsedIds(list(seen), list(duplicates), blanks, id_type)
+
+
+def parse_ids(text: str, *, separator: str = "auto") -> ParsedIds:
+    """Split pasted text into ids.
+
+    Parameters
+    ----------
+    text : str
+        What the analyst pasted.
+    separator : {"auto", "lines", "commas", "whitespace"}
+        ``lines``: one id per line (ids may then hold spaces and commas, as some
+        real ids do). ``commas``: commas and line breaks. ``whitespace``: any run of
+        spaces, tabs or line breaks. ``auto``: one id per line when the text has
+        several non-blank lines; a single line is split on commas when it has any,
+        else on white space.
+
+    Returns
+    -------
+    ParsedIds
+        Unique ids in first-seen order, the duplicates, the count of blank entries.
+        Surrounding quotes (``"a"``) are removed; blank entries are ignored.
+    """
+    if separator not in SEPARATORS:
+        raise InvalidQueryError(f"separator must be one of {', '.join(SEPARATORS)}, got {separator!r}.")
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    if separator == "auto":
+        lines = [line for line in text.split("\n") if line.strip()]
+        if len(lines) > 1:
+            separator = "lines"
+        elif lines and "," in lines[0]:
+            separator = "commas"
+        else:
+            separator = "whitespace"
+    if separator == "lines":
+        tokens = text.split("\n")
+    elif separator == "commas":
+        tokens = re.split(r"[,\n]", text)
+    else:
+        tokens = text.split()
+    blanks = 0
+    if separator == "lines":
+        # A trailing newline is not a blank entry worth reporting.
+        blanks = sum(1 for t in tokens[:-1] if not t.strip())
+        tokens = [t for t in tokens if t.strip()]
+    return _dedupe(tokens, blanks=blanks)
+
+
+def _decode(content: bytes | bytearray | memoryview | str) -> str:
+    if isinstance(content, str):
+        return content
+    raw = bytes(content)
+    for encoding in ("utf-8-sig", "utf-16") if raw[:2] in (b"\xff\xfe", b"\xfe\xff") else ("utf-8-sig",):
+        try:
+            return raw.decode(encoding)
+        except UnicodeDecodeError:
+            continue
+    # Excel on Windows saves CSV in the ANSI code page.
+    return raw.decode("cp1252", errors="replace")
+
+
+def parse_id_file(content: bytes | bytearray | memoryview | str, *, id_type: str | None = None) -> ParsedIds:
+    """Read ids from an uploaded CSV.
+
+    Parameters
+    ----------
+    content : bytes or str
+        The file's content (UTF-8 with or without BOM, UTF-16, or Windows-1252).
+    id_type : {"user_id", "device_id"}, optional
+        Which column to prefer when the header has both.
+
+    Returns
+    -------
+    ParsedIds
+        When the first row has a ``user_id`` or ``device_id`` column (any case;
+        ``userid``/``user`` and ``deviceid``/``device`` too), the ids of that column and
+        ``id_type`` set to it; otherwise one id per line (the whole line) and
+        ``id_type`` None. Values are kept as text (leading zeros survive).
+
+    Raises
+    ------
+    InvalidQueryError
+        When the file has a recognised header but no column for the ids asked for.
+    """
+    text = _decode(content).replace("\r\n", "\n").replace("\r", "\n")
+    lines = text.split("\n")
+    first = next((line for line in lines if line.strip()), "")
+    try:
+        dialect: Any = csv.Sniffer().sniff(first, delimiters=",;\t|") if first else csv.excel
+    except csv.Error:
+        dialect = csv.excel
+    header = next(csv.reader([first], dialect)) if first else []
+    columns = {_COLUMN_NAMES.get(name.strip().strip(_QUOTES).lower()): i for i, name in enumerate(header)}
+    columns.pop(None, None)
+    if not columns:
+        blanks = sum(1 for line in lines[:-1] if not line.strip())
+        return _dedupe((line for line in lines if line.strip()), blanks=blanks)
+    if id_type is not None and id_type not in ID_TYPES:
+        raise InvalidQueryError(f"id_type must be one of {', '.join(ID_TYPES)}, got {id_type!r}.")
+    chosen = id_type if id_type in columns else ("user_id" if "user_id" in columns else "device_id")
+    index = columns[chosen]
+    rows = list(csv.reader(io.StringIO("\n".join(lines[lines.index(first) + 1:])), dialect))
+    values: list[str] = []
+    blanks = 0
+    for row in rows:
+        if not any(cell.strip() for cell in row):
+            continue  # an empty line
+        value = row[index] if index < len(row) else ""
+        if value.strip():
+            values.append(value)
+        else:
+            blanks += 1
+    return _dedupe(values, blanks=blanks, id_type=chosen)
+
+
+def sample_ids(
+    org_ids: Sequence[str], n: int, *, seed: int = 0, include: Sequence[str] = (TEST_USER,)
+) -> list[str]:
+    """A reproducible pick of ``n`` ids from an org's ids.
+
+    Parameters
+    ----------
+    org_ids : sequence of str
+        Every id of the org (for the sample org: ``SampleServer.org.user_ids``).
+    n : int
+        How many ids to return (at most ``len(org_ids)``).
+    seed : int
+        Another seed gives another pick.
+    include : sequence of str
+        Ids always in the pick, first, when they belong to the org (``testUser``).
+
+    Returns
+    -------
+    list of str
+    """
+    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+        raise InvalidQueryError(f"the number of users must be a whole number ≥ 0, got {n!r}.")
+    total = len(org_ids)
+    n = min(n, total)
+    chosen: list[str] = [i for i in include if i in org_ids][:n]
+    taken = set(chosen)
+    rng = random.Random(seed)
+    # Index sampling, not list(org_ids): an org's id sequence may be computed lazily.
+    for index in rng.sample(range(total), min(total, n + len(taken))):
+        if len(chosen) >= n:
+            break
+        value = org_ids[index]
+        if value not in taken:
+            taken.add(value)
+            chosen.append(value)
+    return chosen
+
+
+# ---------------------------------------------------------------------------- choosing what to ask
+def build_query(
+    *,
+    recs: Sequence[str] = (),
+    rec_type: str | None = None,
+    amp_props: bool = False,
+    cohort_ids: bool = False,
+    computations: str | bool | Sequence[str] = "none",
+    computation_ids: Sequence[str] = (),
+    predictions: Sequence[str] = (),
+    propensity_type: str = "score",
+) -> ProfileQuery:
+    """A :class:`ProfileQuery` from the plain values a form holds.
+
+    Parameters
+    ----------
+    recs : sequence of str
+        Recommendation ids (tags); blank tags are ignored.
+    rec_type : str or None
+        ``"model"``, ``"random"``, or None / ``""`` for the experiment's own setting.
+    amp_props, cohort_ids : bool
+        Ask for user properties / cohort ids.
+    computations : {"none", "all", "chosen"} or bool or sequence of str
+        ``"chosen"`` asks for ``computation_ids``; a bool or a sequence is passed on
+        to ``ProfileQuery`` as is.
+    computation_ids : sequence of str
+        The computation ids for ``"chosen"``.
+    predictions : sequence of str
+        Prediction ids whose propensity to ask for.
+    propensity_type : {"score", "pct"}
+
+    Returns
+    -------
+    ProfileQuery
+
+    Raises
+    ------
+    InvalidQueryError
+        With a message saying what to fix (the query's own, or about ``computations``).
+    """
+    if isinstance(computations, str):
+        if computations not in COMPUTATION_MODES:
+            raise InvalidQueryError(
+                f"computations must be one of {', '.join(COMPUTATION_MODES)}, got {computations!r}."
+            )
+        if computations == "chosen":
+            chosen = tuple(c for c in computation_ids if str(c).strip())
+            if not chosen:
+                raise InvalidQueryError(
+                    "computations is set to 'chosen' but no computation id is given: "
+                    "add computation ids, or choose 'all' or 'none'."
+                )
+            comp_value: bool | tuple[str, ...] = chosen
+        else:
+            comp_value = computations == "all"
+    elif isinstance(computations, bool):
+        comp_value = computations
+    else:
+        comp_value = tuple(computations)
+    return ProfileQuery(
+        recs=tuple(r for r in recs if str(r).strip()),
+        rec_type=rec_type or None,
+        amp_props=amp_props,
+        cohort_ids=cohort_ids,
+        computations=comp_value,
+        predictions=tuple(p for p in predictions if str(p).strip()),
+        propensity_type=propensity_type,
+    )
+
+
+def check_query(**values: Any) -> tuple[ProfileQuery | None, str | None]:
+    """:func:`build_query` that returns ``(query, None)`` or ``(None, message)``."""
+    try:
+        query = build_query(**values)
+    except InvalidQueryError as error:
+        return None, str(error)
+    if not query.to_params():
+        return None, "Nothing is asked for: choose recommendations, properties, cohorts, computations or propensities."
+    return query, None
+
+
+# ---------------------------------------------------------------------------- showing tables and files
+def table_html(frame: pd.DataFrame, *, max_rows: int = 200) -> str:
+    """An HTML table of the first ``max_rows`` rows (escaped), with a line saying how many."""
+    if frame.empty:
+        return "<p><i>Nothing to show.</i></p>"
+    shown = frame.head(max_rows)
+    note = f"{len(frame):,} rows × {frame.shape[1]} columns"
+    if len(frame) > max_rows:
+        note += f" (first {max_rows:,} shown; export the table for all of it)"
+    body = shown.to_html(index=False, escape=True, na_rep="", border=0,
+                         classes="amptools-table", max_cols=60)
+    style = ("<style>.amptools-table td,.amptools-table th{white-space:nowrap;padding:2px 8px;"
+             "text-align:left}</style>")
+    return (f"{style}<div style='overflow:auto;max-height:420px'>{body}</div>"
+            f"<p><small>{html.escape(note)}</small></p>")
+
+
+def download_link(path: str | Path, *, label: str | None = None, max_inline_bytes: int = MAX_INLINE_BYTES) -> str:
+    """An HTML link that downloads ``path`` from the notebook.
+
+    Parameters
+    ----------
+    path : str or Path
+        The written file.
+    label : str, optional
+        The link text; the file name by default.
+    max_inline_bytes : int
+        Files up to this size become a ``<a download>`` with a base64 ``data:`` URI,
+        which JupyterLab 4 shows in widgets and the browser saves with the file's
+        name. Larger files are only named, with where they were written.
+
+    Returns
+    -------
+    str
+        HTML.
+    """
+    path = Path(path)
+    name = path.name
+    size = path.stat().st_size
+    shown = html.escape(label or name)
+    where = html.escape(str(path))
+    if size > max_inline_bytes:
+        return (f"<span>Written to <code>{where}</code> ({size:,} bytes, too large for a "
+                "download link: open it from JupyterLab's file browser).</span>")
+    mime = mimetypes.guess_type(name)[0] or "application/octet-stream"
+    data = base64.b64encode(path.read_bytes()).decode("ascii")
+    return (f'<a download="{html.escape(name)}" href="data:{mime};base64,{data}" '
+            f'target="_blank">⬇ {shown}</a> <small>(written to <code>{where}</code>, {size:,} bytes)</small>')
+
+
+# ---------------------------------------------------------------------------- charts
+@dataclass(frozen=True)
+class ChartOption:
+    """One option of a chart: a choice among values, or a whole number.
+
+    Attributes
+    ----------
+    name : str
+        The keyword of the figure function (or of the spec's builder).
+    label : str
+        What the form shows.
+    choices : tuple
+        ``(label, value)`` pairs for a choice; empty for a number.
+    default : Any
+        The initial value.
+    minimum, maximum : int
+        Bounds of a number.
+    """
+
+    name: str
+    label: str
+    choices: tuple[tuple[str, Any], ...] = ()
+    default: Any = None
+    minimum: int = 1
+    maximum: int = 100
+
+    @property
+    def is_number(self) -> bool:
+        return not self.choices
+
+
+Tables = Mapping[str, pd.DataFrame]
+
+
+@dataclass(frozen=True)
+class ChartSpec:
+    """A figure the explorer offers: the table it needs, its options, how to build it.
+
+    Attributes
+    ----------
+    name : str
+        Registry key.
+    label : str
+        What the picker shows.
+    table : str
+        The table (of :data:`TABLE_NAMES`) that must be non-empty for this chart.
+    options : callable
+        ``options(tables) -> list[ChartOption]``, choices taken from the data.
+    build : callable
+        ``build(tables, **options) -> go.Figure``, calling :mod:`amptools.plots`.
+    """
+
+    name: str
+    label: str
+    table: str
+    options: Callable[[Tables], list[ChartOption]]
+    build: Callable[..., go.Figure]
+
+
+def _plots() -> Any:
+    from . import plots
+
+    return plots
+
+
+def _choices(values: Iterable[Any], limit: int = 500) -> tuple[tuple[str, Any], ...]:
+    out: list[tuple[str, Any]] = []
+    for value in pd.unique(pd.Series(list(values), dtype="object").dropna()):
+        out.append((str(value), value))
+        if len(out) >= limit:
+            break
+    return tuple(out)
+
+
+_KIND = ChartOption("kind", "Kind", (("histogram", "histogram"), ("box", "box"), ("violin", "violin")), "histogram")
+_SPLIT = ChartOption("split", "Split by", (("cohort", "cohort"), ("control / treatment", "control"),
+                                          ("nothing", "none")), "cohort")
+
+
+def _groups(tables: Tables, split: str) -> pd.DataFrame | None:
+    if split == "cohort" and not tables["cohorts"].empty:
+        return tables["cohorts"]
+    if split == "control" and not tables["recommendations"].empty:
+        return tables["recommendations"]
+    return None
+
+
+def _computation_options(tables: Tables) -> list[ChartOption]:
+    names = _choices(tables["computations"]["computation"])
+    return [ChartOption("computation", "Computed property", names, names[0][1] if names else None),
+            _SPLIT, _KIND]
+
+
+def _scatter_options(tables: Tables) -> list[ChartOption]:
+    names = _choices(tables["computations"]["computation"])
+    second = names[1][1] if len(names) > 1 else (names[0][1] if names else None)
+    return [ChartOption("x", "x", names, names[0][1] if names else None),
+            ChartOption("y", "y", names, second), _SPLIT]
+
+
+def _user_options(tables: Tables) -> list[ChartOption]:
+    users = _choices(tables["recommendations"]["user_id"])
+    return [ChartOption("user_id", "User", users, users[0][1] if users else None)]
+
+
+def _propensity_options(tables: Tables) -> list[ChartOption]:
+    ids = _choices(tables["propensities"]["prediction_id"])
+    return [ChartOption("prediction_id", "Prediction", (("all", None), *ids), None), _SPLIT, _KIND]
+
+
+_REC_COLOR = ChartOption("color", "Colour by", (("rec set", "rec_id"), ("model", "recommendation_source"),
+                                                 ("nothing", None)), "rec_id")
+_TOP_N = ChartOption("top_n", "Top", default=10, minimum=1, maximum=100)
+
+
+def _no_options(tables: Tables) -> list[ChartOption]:
+    return []
+
+
+CHARTS: dict[str, ChartSpec] = {spec.name: spec for spec in (
+    ChartSpec("item_frequency", "Most recommended items", "recommendations",
+              lambda t: [_REC_COLOR, _TOP_N],
+              lambda t, **o: _plots().item_frequency(t["recommendations"], **o)),
+    ChartSpec("rec_overlap_heatmap", "Overlap between recommendation sets", "recommendations",
+              lambda t: [ChartOption("by", "Compare", (("rec sets", "rec_id"), ("models", "recommendation_source")),
+                                     "rec_id"),
+                         ChartOption("metric", "Metric", (("Jaccard", "jaccard"), ("overlap", "overlap"),
+                                                          ("rank-biased overlap", "rbo")), "jaccard")],
+              lambda t, **o: _plots().rec_overlap_heatmap(t["recommendations"], **o)),
+    ChartSpec("control_vs_treatment", "Control vs treatment", "recommendations",
+              lambda t: [_TOP_N],
+              lambda t, **o: _plots().control_vs_treatment(t["recommendations"], **o)),
+    ChartSpec("long_tail", "Long tail of items", "recommendations",
+              lambda t: [ChartOption("color", "Colour by", (("model", "recommendation_source"),
+                                                            ("rec set", "rec_id"), ("nothing", None)),
+                                     "recommendation_source")],
+              lambda t, **o: _plots().long_tail(t["recommendations"], **o)),
+    ChartSpec("user_lists", "One user's lists", "recommendations", _user_options,
+              lambda t, **o: _plots().user_lists(t["recommendations"], **o)),
+    ChartSpec("cohort_sizes", "Cohort sizes", "cohorts", _no_options,
+              lambda t, **o: _plots().cohort_sizes(t["cohorts"], **o)),
+    ChartSpec("cohort_overlap", "Cohort overlap", "cohorts", _no_options,
+              lambda t, **o: _plots().cohort_overlap(t["cohorts"], **o)),
+    ChartSpec("cohort_upset", "Cohort intersections", "cohorts", _no_options,
+              lambda t, **o: _plots().cohort_upset(t["cohorts"], **o)),
+    ChartSpec("computation_distribution", "Computed property distribution", "computations",
+              _computation_options,
+              lambda t, split="cohort", **o: _plots().computation_distribution(
+                  t["computations"], groups=_groups(t, split), **o)),
+    ChartSpec("computation_scatter", "Two computed properties", "computations", _scatter_options,
+              lambda t, split="cohort", **o: _plots().computation_scatter(
+                  t["computations"], groups=_groups(t, split), **o)),
+    ChartSpec("propensity_distribution", "Propensity distribution", "propensities", _propensity_options,
+              lambda t, split="cohort", **o: _plots().propensity_distribution(
+                  t["propensities"], groups=_groups(t, split), **o)),
+)}
+
+
+# ---------------------------------------------------------------------------- the controller
+ProgressCallback = Callable[[int, int, Mapping[str, int]], None]
+DoneCallback = Callable[["ExplorerController"], None]
+
+
+class ExplorerController:
+    """The explorer's state and actions, with no widget in sight.
+
+    Parameters
+    ----------
+    client : ProfileClient
+        Who fetches.
+    workers : int
+        Threads of a fetch (they share the client's rate limiter).
+    cache : str or path, optional
+        Passed on to the bulk fetch: answers kept there are not asked again.
+    export_folder : str or path
+        Where :meth:`export` writes (created when needed).
+
+    Examples
+    --------
+    >>> ctl = ExplorerController(client)                      # doctest: +SKIP
+    >>> ctl.start(["testUser"], build_query(recs=["testRecId"]))
+    >>> ctl.wait(30)
+    True
+    >>> ctl.table("recommendations")
+    """
+
+    def __init__(
+        self,
+        client: ProfileClient,
+        *,
+        workers: int = 4,
+        cache: str | Path | None = None,
+        export_folder: str | Path = DEFAULT_EXPORT_FOLDER,
+    ) -> None:
+        self.client = client
+        self.workers = workers
+        self.cache = cache
+        self.export_folder = Path(export_folder)
+        self.result: ProfileSet | None = None
+        self.error: BaseException | None = None
+        self.notes: list[str] = []
+        self.export_warnings: list[str] = []
+        self._exposure_noted = False
+        self._job: BulkFetch | None = None
+        self._finished = threading.Event()
+        self._finished.set()
+        self._tables: dict[str, pd.DataFrame] = {}
+        self._lock = threading.Lock()
+
+    # -- fetching --------------------------------------------------------------------
+    @property
+    def running(self) -> bool:
+        """True while a fetch (or the work after it) is going on."""
+        return not self._finished.is_set()
+
+    @property
+    def progress(self) -> tuple[int, int, dict[str, int]]:
+        """``(done, total, counts)`` of the current or last fetch."""
+        if self._job is None:
+            return 0, 0, {}
+        return self._job.progress
+
+    def exposure_note(self, query: ProfileQuery) -> str | None:
+        """The recommendation-exposure message the first time ``query`` asks for recommendations; else None."""
+        if not query.asks_recommendations or self._exposure_noted:
+            return None
+        self._exposure_noted = True
+        from .client import EXPOSURE_MESSAGE
+
+        return EXPOSURE_MESSAGE
+
+    def start(
+        self,
+        ids: Sequence[str],
+        query: ProfileQuery,
+        *,
+        id_type: str = "user_id",
+        on_progress: ProgressCallback | None = None,
+        on_done: DoneCallback | None = None,
+    ) -> str | None:
+        """Start fetching ``ids`` in the background and return at once.
+
+        Parameters
+        ----------
+        ids : sequence of str
+            Who to fetch.
+        query : ProfileQuery
+            What to ask.
+        id_type : {"user_id", "device_id"}
+        on_progress : callable, optional
+            ``on_progress(done, total, counts)``, called in the fetch's thread.
+        on_done : callable, optional
+            ``on_done(controller)`` once the fetch ended and the tables are built
+            (or :attr:`error` is set); called in a background thread.
+
+        Returns
+        -------
+        str or None
+            The exposure note when this is the first fetch asking for recommendations.
+
+        Raises
+        ------
+        InvalidQueryError
+            Before any request: no ids, bad ids, bad options.
+        RuntimeError
+            When a fetch is already running.
+        """
+        from .bulk import start_fetch, unique_ids
+
+        if self.running:
+            raise RuntimeError("a fetch is already running; cancel it or wait for it first.")
+        if not ids:
+            raise InvalidQueryError("no users chosen: give at least one id.")
+        if id_type not in ID_TYPES:
+            raise InvalidQueryError(f"id_type must be one of {', '.join(ID_TYPES)}, got {id_type!r}.")
+        ids = unique_ids(ids, id_type)  # bad ids are refused before the exposure is noted
+        # The client warns once with a Python warning; the explorer says it in its own
+        # note instead, so the warning is taken here (not in the fetch's thread).
+        with warnings.catch_warnings(record=True):
+            warnings.simplefilter("always")
+            self.client.warn_exposure(query)
+        job = start_fetch(self.client, list(ids), query, id_type=id_type, workers=self.workers,
+                          cache=self.cache, on_progress=on_progress)
+        note = self.exposure_note(query)
+        if note:
+            self.notes.append(note)
+        self._job = job
+        self.error = None
+        self._finished.clear()
+        threading.Thread(target=self._follow, args=(job, on_done), name="amptools-explorer",
+                         daemon=True).start()
+        return note
+
+    def _follow(self, job: BulkFetch, on_done: DoneCallback | None) -> None:
+        try:
+            try:
+                result = job.result()
+            except AmptoolsError as error:
+                result = getattr(error, "partial", None)
+                self.error = error
+            except BaseException as error:  # shown to the analyst, not lost in a thread
+                result = None
+                self.error = error
+            if result is not None:
+                self.set_result(result)
+            if on_done is not None:
+                on_done(self)
+        finally:
+            self._finished.set()
+
+    def cancel(self) -> None:
+        """Stop the running fetch: no new request; the answers so far are kept."""
+        if self._job is not None:
+            self._job.cancel()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait until the fetch ended and ``on_done`` ran; False when ``timeout`` ran out first."""
+        return self._finished.wait(timeout)
+
+    # -- results -----------------------------------------------------------------------
+    def set_result(self, result: ProfileSet) -> None:
+        """Take a :class:`ProfileSet` (from a fetch, or made elsewhere) and build its tables."""
+        built = {
+            "summary": _tables.summary(result),
+            "recommendations": _tables.recommendations(result),
+            "properties": _tables.properties(result),
+            "cohorts": _tables.cohorts(result),
+            "cohort_matrix": _tables.cohort_matrix(result),
+            "computations": _tables.computations(result),
+            "propensities": _tables.propensities(result),
+            "failures": result.failures,
+        }
+        with self._lock:
+            self.result = result
+            self._tables = built
+
+    @property
+    def tables(self) -> dict[str, pd.DataFrame]:
+        """Every table of the last result by name (:data:`TABLE_NAMES`); empty before one."""
+        with self._lock:
+            return dict(self._tables)
+
+    def table(self, name: str) -> pd.DataFrame:
+        """One table of the last result.
+
+        Raises
+        ------
+        KeyError
+            For an unknown name (the message lists the names).
+        LookupError
+            Before any result.
+        """
+        if name not in TABLE_NAMES:
+            raise KeyError(f"unknown table {name!r}; tables are {', '.join(TABLE_NAMES)}.")
+        tables = self.tables
+        if not tables:
+            raise LookupError("no results yet: fetch first.")
+        return tables[name]
+
+    def status_text(self) -> str:
+        """One line on the last fetch: counts, whether it was cancelled, the error."""
+        if self.error is not None and self.result is None:
+            return f"The fetch failed: {self.error}"
+        if self.result is None:
+            return ""
+        counts = self.result.counts
+        text = (f"{counts['ok']:,} fetched, {counts['not_found']:,} not found, "
+                f"{counts['failed']:,} failed in {self.result.elapsed:.1f}s")
+        if self.result.cancelled:
+            text += " — cancelled: the results so far are kept (ids never fetched are listed as failed)"
+        if self.error is not None:
+            text += f" — stopped: {self.error}"
+        return text + "."
+
+    # -- charts ------------------------------------------------------------------------
+    def available_charts(self) -> list[str]:
+        """Names of the :data:`CHARTS` whose table has rows in the last result."""
+        tables = self.tables
+        return [name for name, spec in CHARTS.items() if not tables.get(spec.table, pd.DataFrame()).empty]
+
+    def chart_options(self, name: str) -> list[ChartOption]:
+        """The options of chart ``name``, their choices taken from the last result."""
+        return CHARTS[name].options(self.tables)
+
+    def figure(self, name: str, **options: Any) -> go.Figure:
+        """Build chart ``name`` from the last result; unset options take their defaults.
+
+        Raises
+        ------
+        KeyError
+            Unknown chart (the message lists the charts).
+        LookupError
+            When there is no result or the chart's table is empty.
+        """
+        if name not in CHARTS:
+            raise KeyError(f"unknown chart {name!r}; charts are {', '.join(CHARTS)}.")
+        spec = CHARTS[name]
+        tables = self.tables
+        if not tables or tables[spec.table].empty:
+            raise LookupError(f"{spec.label} needs the {spec.table} table, which is empty: "
+                              f"ask for {spec.table} and fetch.")
+        values = {option.name: option.default for option in spec.options(tables)}
+        values.update(options)
+        return spec.build(tables, **values)
+
+    # -- export ------------------------------------------------------------------------
+    def marketing_table(self, **options: Any) -> pd.DataFrame:
+        """:func:`amptools.export.marketing_table` of the last result."""
+        from . import export
+
+        if self.result is None:
+            raise LookupError("no results yet: fetch first.")
+        return export.marketing_table(self.result, **options)
+
+    def export(
+        self,
+        name: str,
+        *,
+        folder: str | Path | None = None,
+        filename: str | None = None,
+        **options: Any,
+    ) -> Path:
+        """Write a table (or ``"marketing"``) as an Excel-safe CSV and return its path.
+
+        Parameters
+        ----------
+        name : str
+            ``"marketing"`` or one of :data:`TABLE_NAMES`.
+        folder : str or Path, optional
+            Where to write; :attr:`export_folder` by default. Created when needed.
+        filename : str, optional
+            ``<name>-<YYYYmmdd-HHMMSS>.csv`` by default.
+        **options
+            For ``"marketing"``: passed to :func:`amptools.export.marketing_table`
+            (``rec_id``, ``top_n``, ``cohorts``, ``props``, ``include_pii``).
+
+        Returns
+        -------
+        Path
+        """
+        from . import export
+
+        frame = self.marketing_table(**options) if name == "marketing" else self.table(name)
+        target_folder = Path(folder) if folder is not None else self.export_folder
+        target_folder.mkdir(parents=True, exist_ok=True)
+        if filename is None:
+            filename = f"{name}-{datetime.now():%Y%m%d-%H%M%S}.csv"
+        elif not filename.lower().endswith(".csv"):
+            filename += ".csv"
+        if Path(filename).name != filename:
+            raise InvalidQueryError(f"file name {filename!r} must not contain a folder; set the folder instead.")
+        path = target_folder / filename
+        # Warnings (e.g. cells Excel would reformat) are kept to be shown, not printed
+        # from a button callback where nobody sees them.
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            export.to_csv(frame, path)
+        self.export_warnings = [str(w.message) for w in caught]
+        return path
