@@ -271,9 +271,10 @@ class ProfileSet:
 
     def __repr__(self) -> str:
         c = self.counts
+        cached = f", {self.from_cache} from cache" if self.from_cache else ""
         tail = ", cancelled" if self.cancelled else ""
         return (f"<ProfileSet {c['ok']} ok, {c['not_found']} not_found, {c['failed']} failed "
-                f"of {len(self._outcomes)} ids{tail}>")
+                f"of {len(self._outcomes)} ids{cached}{tail}>")
 
 
 def _frame(rows: list[dict[str, Any]], columns: tuple[str, ...], dtypes: dict[str, str]) -> pd.DataFrame:

@@ -122,3 +122,23 @@ def test_console_script_runs_as_a_process(tmp_path):
         capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "out" / "properties.csv").exists()
+
+
+@pytest.mark.slow
+def test_demo_writes_tables_marketing_and_an_html_report(tmp_path):
+    code, stdout, stderr = run(["demo", "--out", str(tmp_path), "--users", "30"])
+    assert code == 0, stderr
+    assert "30 ok, 0 not_found, 0 failed of 30 ids" in stdout
+    for name in ("summary.csv", "recommendations.csv", "marketing.csv", "report.ipynb", "report.html"):
+        assert (tmp_path / name).stat().st_size > 0, name
+    marketing = read_csv(tmp_path / "marketing.csv")
+    assert len(marketing) == 30 and "gp:email" not in marketing[0]
+    assert "note: Fetching recommendations logs" in stderr  # said as a note, once
+    assert stderr.count("note: Fetching recommendations") == 1
+
+
+def test_report_command_writes_a_notebook(tmp_path):
+    ids = tmp_path / "ids.csv"
+    ids.write_text("user_id\ntestUser\n", encoding="utf-8")
+    code, stdout, _ = run(["report", str(ids), "--sample", "--cohorts", "--out", str(tmp_path / "r.ipynb")])
+    assert code == 0 and (tmp_path / "r.ipynb").exists() and "wrote" in stdout
