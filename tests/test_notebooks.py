@@ -33,6 +33,18 @@ def offline(monkeypatch):
         monkeypatch.delenv(name, raising=False)
 
 
+# What each notebook must show once it has run: things only a working run produces.
+EXPECTED = {
+    "01_quickstart": ["chocolate milk", "bulgogi", "UnknownUserError", "'computed-prop-2': '3'",
+                      "0x10x"],
+    "02_compare_recommendations": ["application/vnd.plotly.v1+json", "Rank-biased", "two-tower-v1"],
+    "03_cohorts_and_computations": ["application/vnd.plotly.v1+json", "orders_90d", "cohort1"],
+    "04_marketing_export": ["(True, 301, 300)", "include_pii", "report.ipynb"],
+    "05_explorer": ["application/vnd.jupyter.widget-view+json"],
+}
+MIN_FIGURES = {"02_compare_recommendations": 7, "03_cohorts_and_computations": 7}
+
+
 def test_there_are_tour_notebooks():
     assert len(NOTEBOOKS) >= 5, [p.name for p in NOTEBOOKS]
 
@@ -55,3 +67,7 @@ def test_notebook_runs_top_to_bottom(path, tmp_path, offline):
     assert '"output_type": "error"' not in text
     assert "embedded sample org" in text  # it said, once, which org it used
     assert text.count("embedded sample org") == 1
+    for expected in EXPECTED.get(path.stem, []):
+        assert expected in text, f"{path.name}: {expected!r} not in its outputs"
+    figures = text.count('"application/vnd.plotly.v1+json"')
+    assert figures >= MIN_FIGURES.get(path.stem, 0), f"{path.name}: only {figures} figures"
