@@ -142,3 +142,30 @@ def test_report_command_writes_a_notebook(tmp_path):
     ids.write_text("user_id\ntestUser\n", encoding="utf-8")
     code, stdout, _ = run(["report", str(ids), "--sample", "--cohorts", "--out", str(tmp_path / "r.ipynb")])
     assert code == 0 and (tmp_path / "r.ipynb").exists() and "wrote" in stdout
+
+
+def test_sample_server_command_serves_the_api(tmp_path):
+    import socket
+    import time
+
+    import requests
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    process = subprocess.Popen([sys.executable, "-m", "amptools", "sample-server", "--port", str(port)],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                answer = requests.get(f"http://127.0.0.1:{port}/v1/userprofile",
+                                      params={"user_id": "testUser"}, timeout=2)
+                break
+            except requests.ConnectionError:
+                assert time.monotonic() < deadline, "the sample server did not start"
+                time.sleep(0.2)
+        assert answer.status_code == 401 and answer.text == "Missing Api-Key in Authorization header"
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
