@@ -75,6 +75,8 @@ Kind = Literal["histogram", "box", "violin"]
 
 # ---------------------------------------------------------------------------- shared docstrings
 
+_MISSING = object()  # stands for NaN / pd.NA as a dict key
+
 _DOCS: dict[str, str] = {
     "recs": """recs : DataFrame
         The recommendations table from ``amptools.tables.recommendations``.""",
@@ -588,7 +590,7 @@ def _membership(cohorts: pd.DataFrame, function: str) -> tuple[np.ndarray, list[
     if "cohort_id" in cohorts.columns:
         _require_columns(cohorts, list(COHORT_COLUMNS), function)
         long = cohorts.dropna(subset=["cohort_id"])
-        user_code = metrics._user_codes(long)  # shared fast (user_id, device_id) coding
+        user_code = metrics.user_codes(long)
         first_row = np.unique(user_code, return_index=True)[1]
         cohort_code, cohort_names = pd.factorize(long["cohort_id"].astype(object))
         matrix = np.zeros((len(first_row), len(cohort_names)), dtype=bool)
@@ -605,6 +607,21 @@ def _membership(cohorts: pd.DataFrame, function: str) -> tuple[np.ndarray, list[
         )
     matrix = cohorts[cohort_columns].fillna(False).to_numpy(dtype=bool)
     return matrix, cohort_columns, cohorts[list(USER_KEY)].reset_index(drop=True)
+
+
+def _shared_counts(matrix: np.ndarray) -> np.ndarray:
+    """``matrix.T @ matrix`` for a boolean users × cohorts matrix, exactly, without BLAS.
+
+    Each cohort's column is packed into 64-bit words and pairs are counted with
+    AND + popcount: no float matmul, whose BLAS threads spin on a busy machine.
+    """
+    n_users, n_cohorts = matrix.shape
+    bits = np.packbits(np.ascontiguousarray(matrix.T), axis=1)  # cohorts × bytes
+    bits = np.pad(bits, ((0, 0), (0, -bits.shape[1] % 8))).view(np.uint64)
+    shared = np.empty((n_cohorts, n_cohorts), dtype=np.int64)
+    for i in range(n_cohorts):
+        shared[i] = np.bitwise_count(bits & bits[i]).sum(axis=1, dtype=np.int64)
+    return shared
 
 
 def _cohort_order(matrix: np.ndarray, names: list[Hashable], top_n: int | None) -> tuple[np.ndarray, list[Hashable], np.ndarray]:
@@ -739,8 +756,7 @@ def cohort_overlap(
                       else f"Overlap between the {len(names)} largest cohorts (Jaccard similarity of members)")
     if not names:
         return _empty_figure(title, height=height, width=width)
-    as_float = matrix.astype(np.float32)
-    shared = (as_float.T @ as_float).astype(np.int64)
+    shared = _shared_counts(matrix)
     union = sizes[:, None] + sizes[None, :] - shared
     with np.errstate(divide="ignore", invalid="ignore"):
         jaccard = np.where(union > 0, shared / union, np.nan)
@@ -851,13 +867,36 @@ def _attach_groups(values: pd.DataFrame, groups: pd.DataFrame | None, color: str
             raise ValueError(f"{function}(): pass color= naming the column of `groups` to split by "
                              f"(e.g. 'cohort_id' or 'is_control'); `groups` has {list(map(str, groups.columns))}")
     _require_columns(groups, [*USER_KEY, color], function)
-    membership = groups[[*USER_KEY, color]].drop_duplicates()
-    membership = membership.assign(_group=membership[color].astype(object)).drop(columns=color)
-    frame = frame.merge(membership, on=list(USER_KEY), how="inner")
-    sizes = frame.groupby("_group", sort=False)[list(USER_KEY)].size().sort_values(ascending=False, kind="stable")
-    kept = sizes.index[:max_groups]
-    frame = frame[frame["_group"].isin(kept)]
-    return frame, color, max(0, len(sizes) - max_groups)
+    # an inner join on (user_id, device_id) done on integer codes: both frames' users
+    # are coded together, memberships de-duplicated on (user, group) codes
+    n_values = len(frame)
+    keys = pd.concat([frame[list(USER_KEY)], groups[list(USER_KEY)]], ignore_index=True)
+    user = metrics.user_codes(keys)
+    value_user, member_user = user[:n_values], user[n_values:]
+    group_code, group_values = pd.factorize(groups[color], use_na_sentinel=False)
+    member_key = member_user * max(len(group_values), 1) + group_code
+    first = ~pd.Series(member_key).duplicated().to_numpy()
+    member_user, group_code = member_user[first], group_code[first]
+    order = np.argsort(member_user, kind="stable")
+    sorted_user = member_user[order]
+    start = np.searchsorted(sorted_user, value_user, side="left")
+    n_matches = np.searchsorted(sorted_user, value_user, side="right") - start
+    value_row = np.repeat(np.arange(n_values), n_matches)
+    offsets = np.arange(len(value_row)) - np.repeat(np.cumsum(n_matches) - n_matches, n_matches)
+    member = order[np.repeat(start, n_matches) + offsets]
+    frame = frame.iloc[value_row].reset_index(drop=True)
+    member_group = group_code[member]
+    sizes = np.bincount(member_group, minlength=len(group_values))
+    sizes[np.asarray(pd.isna(pd.Index(group_values)), dtype=bool)] = 0  # a missing group is no group
+    first_seen = np.full(len(group_values), len(member_group), dtype=np.int64)
+    first_seen[member_group[::-1]] = np.arange(len(member_group) - 1, -1, -1)
+    by_size = np.lexsort((first_seen, -sizes))  # largest first, ties in order of first appearance
+    n_present = int((sizes > 0).sum())
+    kept = by_size[: min(max_groups, n_present)]
+    keep = np.isin(member_group, kept)
+    frame = frame[keep].reset_index(drop=True)
+    frame["_group"] = np.asarray(pd.Index(group_values).astype(object))[member_group[keep]]
+    return frame, color, max(0, n_present - max_groups)
 
 
 def _group_order(frame: pd.DataFrame) -> list[Hashable]:
@@ -897,8 +936,14 @@ def _distribution_traces(frame: pd.DataFrame, kind: Kind, nbins: int, value_name
         return traces
     values_all = finite["value"].to_numpy(dtype=float)
     edges = bins if bins is not None else np.histogram_bin_edges(values_all, bins=nbins)
+    group_code, group_values = pd.factorize(finite["_group"], use_na_sentinel=False)
+    by_group = np.argsort(group_code, kind="stable")
+    bounds = np.searchsorted(group_code[by_group], np.arange(len(group_values) + 1))
+    code_of = {(_MISSING if pd.isna(value) else value): code for code, value in enumerate(group_values)}
     for position, key in enumerate(_group_order(finite)):
-        values = finite.loc[finite["_group"] == key, "value"].to_numpy(dtype=float)
+        code = code_of.get(_MISSING if pd.isna(key) else key)
+        rows = by_group[bounds[code]:bounds[code + 1]] if code is not None else np.zeros(0, dtype=np.int64)
+        values = values_all[np.sort(rows)]
         name = _label(key, labels)
         colour = palette[position % len(palette)]
         common = {"name": name, "legendgroup": name, "showlegend": show_legend}

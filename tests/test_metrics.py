@@ -326,3 +326,80 @@ def test_metrics_do_not_change_input():
     metrics.long_tail(recs)
     metrics.personalization(recs)
     pd.testing.assert_frame_equal(recs, before)
+
+
+def _as_plain(recs: pd.DataFrame) -> pd.DataFrame:
+    """The same table with every categorical / str column as plain Python objects."""
+    return recs.astype({c: object for c in recs.columns if c not in ("rank", "last_updated")})
+
+
+def _as_table_dtypes(recs: pd.DataFrame) -> pd.DataFrame:
+    """The same table with amptools.tables' dtypes: str ids, nullable boolean control."""
+    return recs.astype({"user_id": "str", "device_id": "str", "is_control": "boolean"})
+
+
+def _messy_recs(seed: int = 3) -> pd.DataFrame:
+    """Shuffled rows, repeated items inside lists, missing ids and a missing control flag."""
+    recs = random_recs(40, n_sets=3, k=6, n_items=15, seed=seed)
+    rng = np.random.default_rng(seed)
+    recs = recs.iloc[rng.permutation(len(recs))].reset_index(drop=True)
+    recs.loc[rng.random(len(recs)) < 0.1, "item"] = recs["item"].iloc[0]  # repeats within lists
+    recs["user_id"] = recs["user_id"].astype(object)
+    recs.loc[recs["user_id"] == recs["user_id"].iloc[1], "user_id"] = None
+    recs["is_control"] = recs["is_control"].astype("boolean")
+    recs.loc[recs.index[:7], "is_control"] = pd.NA
+    return recs
+
+
+def _missing_as_none(frame: pd.DataFrame) -> pd.DataFrame:
+    """NaN and pd.NA group labels both mean "missing": spell them None to compare."""
+    def relabel(index: pd.Index) -> pd.Index:
+        return pd.Index([None if pd.isna(v) else v for v in index], dtype=object, name=index.name)
+    return frame.set_axis(relabel(frame.index), axis=0).set_axis(relabel(frame.columns), axis=1)
+
+
+@pytest.mark.parametrize("variant", [_as_plain, _as_table_dtypes])
+@pytest.mark.parametrize("messy", [False, True])
+def test_table_metrics_do_not_depend_on_dtypes(variant, messy):
+    recs = _messy_recs() if messy else random_recs(60, n_sets=3, k=8, n_items=30, seed=5)
+    other = variant(recs)
+    for by in ("rec_id", "recommendation_source", "is_control"):
+        for metric in ("jaccard", "overlap", "rbo"):
+            left = [_missing_as_none(f) for f in metrics.overlap_matrix(recs, by=by, metric=metric, return_counts=True)]
+            right = [_missing_as_none(f) for f in metrics.overlap_matrix(other, by=by, metric=metric, return_counts=True)]
+            pd.testing.assert_frame_equal(left[0], right[0], check_index_type=False, check_column_type=False,
+                                          check_names=True, rtol=0, atol=1e-15)
+            pd.testing.assert_frame_equal(left[1], right[1], check_index_type=False, check_column_type=False)
+    for by in (None, "rec_id", ["rec_id", "is_control"]):
+        left, right = metrics.item_frequency(recs, by=by), metrics.item_frequency(other, by=by)
+        as_objects = {c: object for c in left.columns if c in ("item", "rec_id", "is_control")}
+        pd.testing.assert_frame_equal(left.astype(as_objects), right.astype(as_objects), check_dtype=False)
+        assert left["n_lists"].sum() == right["n_lists"].sum()
+    as_objects = {"recommendation_source": object, "item": object}
+    pd.testing.assert_frame_equal(metrics.long_tail(recs).astype(as_objects), metrics.long_tail(other).astype(as_objects))
+    pd.testing.assert_series_equal(metrics.personalization(recs), metrics.personalization(other),
+                                   check_index_type=False, check_index=False)
+
+
+def test_overlap_matrix_messy_rows_against_scalar_metrics():
+    """Shuffled rows, repeated items and a missing user id still give the per-user mean."""
+    recs = _messy_recs(seed=11)
+    result = metrics.overlap_matrix(recs, by="rec_id", metric="rbo", p=0.8)
+    keys = recs["user_id"].astype(object).where(recs["user_id"].notna(), None).map(repr) + "|" + recs["device_id"].astype(str)
+    ordered = recs.assign(_user=keys.to_numpy()).sort_values("rank", kind="stable")
+    lists = {key: list(group["item"].astype(object)) for key, group in ordered.groupby(["_user", "rec_id"], observed=True)}
+    sets = list(result.index)
+    for a, b in itertools.combinations(sets, 2):
+        users = sorted({u for u, r in lists if r == a} & {u for u, r in lists if r == b})
+        expected = np.mean([metrics.rbo(lists[(u, a)], lists[(u, b)], p=0.8) for u in users])
+        assert result.loc[a, b] == pytest.approx(expected, abs=1e-12)
+
+
+def test_user_codes_number_pairs_in_first_appearance_order():
+    frame = pd.DataFrame({"user_id": pd.array(["a", "a", "b", None, "a", None, "b"], dtype="str"),
+                          "device_id": ["x", "x", "y", "z", "y", "z", "y"]})
+    expected = pd.factorize(frame["user_id"].fillna("<na>") + "|" + frame["device_id"])[0]
+    np.testing.assert_array_equal(metrics.user_codes(frame), expected)
+    np.testing.assert_array_equal(metrics.user_codes(frame.astype({"user_id": "category", "device_id": "category"})), expected)
+    np.testing.assert_array_equal(metrics.user_codes(frame.astype({"user_id": "string"})), expected)
+    assert metrics.user_codes(frame.iloc[:0]).shape == (0,)
