@@ -129,6 +129,20 @@ class _Secret:
         raise TypeError("the secret key cannot be pickled")
 
 
+class _ApiKeyAuth(requests.auth.AuthBase):
+    """Sets ``Authorization: Api-Key <key>`` on each prepared request."""
+
+    def __init__(self, secret: _Secret) -> None:
+        self._secret = secret
+
+    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
+        request.headers["Authorization"] = "Api-Key " + self._secret.reveal()
+        return request
+
+    def __repr__(self) -> str:
+        return "<ApiKeyAuth ***>"
+
+
 # -- retry policy -----------------------------------------------------------------
 def should_retry(error: BaseException, attempt: int, max_retries: int) -> bool:
     """Retry transient failures (5xx, throttling, resets, timeouts) up to ``max_retries`` times."""
@@ -267,6 +281,16 @@ def _user_stacklevel() -> int:
     return level
 
 
+def _key_problem(secret_key: Any) -> str | None:
+    """What is wrong with a secret key, or None; never raises, never quotes the key."""
+    if not isinstance(secret_key, str) or not secret_key.strip():
+        return ("the secret key is empty: pass your project's secret key, set "
+                f"{KEY_VARIABLE}, or use amptools.connect() to try the embedded sample org.")
+    if any(c in secret_key for c in "\r\n"):
+        return "the secret key contains a line break; paste it again without one."
+    return None
+
+
 def _is_loopback(host: str | None) -> bool:
     if not host:
         return False
@@ -350,14 +374,13 @@ class ProfileClient:
         clock: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
     ) -> None:
-        if not isinstance(secret_key, str) or not secret_key.strip():
-            raise ConfigurationError(
-                "the secret key is empty: pass your project's secret key, set "
-                f"{KEY_VARIABLE}, or use amptools.connect() to try the embedded sample org."
-            )
-        if any(c in secret_key for c in "\r\n"):
-            raise ConfigurationError("the secret key contains a line break; paste it again without one.")
-        self._key = _Secret(secret_key.strip())
+        problem = _key_problem(secret_key)
+        self._auth = _ApiKeyAuth(_Secret(secret_key.strip())) if problem is None else None
+        # No frame of a raised error may hold the key in a local (verbose tracebacks,
+        # error trackers and `pytest -l` print locals), so drop it before anything raises.
+        del secret_key
+        if problem is not None:
+            raise ConfigurationError(problem)
         self.base_url = self._check_base_url(base_url)
         if isinstance(timeout, (int, float)):
             timeout = (float(timeout), float(timeout))
@@ -397,8 +420,7 @@ class ProfileClient:
     @classmethod
     def from_env(cls, **kwargs: Any) -> ProfileClient:
         """A client for the key in ``AMPLITUDE_SECRET_KEY`` (and ``AMPLITUDE_PROFILE_API_URL``)."""
-        key = os.environ.get(KEY_VARIABLE, "")
-        if not key.strip():
+        if not os.environ.get(KEY_VARIABLE, "").strip():
             raise ConfigurationError(
                 f"{KEY_VARIABLE} is not set. Set it to your Amplitude project's secret key "
                 "(Settings → Projects → your project → General), or try amptools without a "
@@ -406,11 +428,13 @@ class ProfileClient:
             )
         if URL_VARIABLE in os.environ and "base_url" not in kwargs:
             kwargs["base_url"] = os.environ[URL_VARIABLE]
-        return cls(key, **kwargs)
+        return cls(os.environ[KEY_VARIABLE], **kwargs)
 
     def __repr__(self) -> str:
-        return (f"<amptools.ProfileClient {self.base_url} "
-                f"rate_limit={self.limiter.limit}/{self.limiter.period:g}s>")
+        # Robust while __init__ is still running: verbose tracebacks repr `self`.
+        limiter = getattr(self, "limiter", None)
+        rate = f" rate_limit={limiter.limit}/{limiter.period:g}s" if limiter else ""
+        return f"<amptools.ProfileClient {getattr(self, 'base_url', '(not set up)')}{rate}>"
 
     def __reduce__(self) -> Any:
         raise TypeError("a ProfileClient holds the secret key and cannot be pickled; "
@@ -458,11 +482,10 @@ class ProfileClient:
         :class:`FetchCancelled` when ``cancel`` is set while waiting.
         """
         url = f"{self.endpoint}?{_encode_query(params)}"
-        headers = {"Authorization": f"Api-Key {self._key.reveal()}", "Accept": "application/json"}
         attempt = 0
         while True:
             attempt += 1
-            result = self._send_once(url, headers, cancel)
+            result = self._send_once(url, cancel)
             if not isinstance(result, ProfileAPIError):
                 return result, attempt
             result.attempts = attempt
@@ -487,12 +510,15 @@ class ProfileClient:
                 self._sleep(delay)
 
     def _send_once(
-        self, url: str, headers: Mapping[str, str], cancel: threading.Event | None
+        self, url: str, cancel: threading.Event | None
     ) -> dict[str, Any] | ProfileAPIError:
         with self.limiter.permit(cancel):
             try:
+                # The key is added by the auth hook on the prepared request, so no
+                # frame of ours holds it in a local that a verbose traceback shows.
                 response = self._session().get(
-                    url, headers=headers, timeout=self.timeout, allow_redirects=False
+                    url, auth=self._auth, headers={"Accept": "application/json"},
+                    timeout=self.timeout, allow_redirects=False,
                 )
                 text = response.content.decode("utf-8", errors="replace")
             except requests.RequestException as exc:

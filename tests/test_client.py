@@ -273,6 +273,12 @@ def test_from_env_reads_the_key(monkeypatch, fresh_server):
 CANARY = "CANARY-sk-7f3a9c1e55d04b2b"
 
 
+def with_locals(error: BaseException) -> str:
+    """The traceback as verbose tools show it: every frame's locals included."""
+    exception = traceback.TracebackException.from_exception(error, capture_locals=True)
+    return "".join(exception.format())
+
+
 def test_the_key_never_shows_even_with_debug_logging(capfd, caplog):
     seen: list[str] = []
     old_level = http.client.HTTPConnection.debuglevel
@@ -296,11 +302,14 @@ def test_the_key_never_shows_even_with_debug_logging(capfd, caplog):
                 with pytest.raises(amp.ProfileAPIError) as info:
                     call()
                 error = info.value
-                seen += [str(error), repr(error), repr(vars(error)),
-                         "".join(traceback.format_exception(error))]
+                seen += [str(error), repr(error), repr(vars(error)), with_locals(error)]
             seen.append(repr(server.arrivals))
         with pytest.raises(TypeError):
             pickle.dumps(client)
+        for bad_setting in ({"base_url": "http://example.com"}, {"timeout": -1}):
+            with pytest.raises(amp.ConfigurationError) as info:
+                amp.ProfileClient(CANARY, **bad_setting)
+            seen.append(with_locals(info.value))
     finally:
         http.client.HTTPConnection.debuglevel = old_level
     out, err = capfd.readouterr()
