@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import csv
-import io
 import sys
 import warnings
 from collections.abc import Iterator, Sequence
@@ -18,9 +16,10 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from .errors import AmptoolsError, AuthenticationError, ConfigurationError, InvalidQueryError
+from .ids import parse_id_file
 from .query import PROPENSITY_TYPES, ProfileQuery
 
-__all__ = ["main", "read_ids"]
+__all__ = ["main"]
 
 EXIT_OK, EXIT_FAILURES, EXIT_USAGE, EXIT_AUTH = 0, 1, 2, 3
 TABLES = ("summary", "recommendations", "properties", "cohorts", "cohort_matrix",
@@ -30,34 +29,6 @@ DEMO_USERS = 300
 
 class UsageError(Exception):
     """Bad arguments or input file; the message says what to do."""
-
-
-# -- ids -------------------------------------------------------------------------
-def read_ids(source: TextIO, column: str | None = None) -> tuple[list[str], str | None]:
-    """Read ids from a CSV with a ``user_id``/``device_id`` column, or one id per line.
-
-    Returns the ids (as text, exactly as written: leading zeros kept) and the id
-    column's name when the file had a header naming it (which tells the id type).
-    """
-    text = source.read().lstrip("\ufeff")
-    rows = [row for row in csv.reader(io.StringIO(text)) if any(cell.strip() for cell in row)]
-    if not rows:
-        raise UsageError("no ids found: give a CSV with a user_id or device_id column, or one id per line.")
-    header = [cell.strip() for cell in rows[0]]
-    wanted = [column] if column else ["user_id", "device_id"]
-    for name in wanted:
-        if name in header:
-            index = header.index(name)
-            ids = [row[index] for row in rows[1:] if index < len(row) and row[index].strip()]
-            return ids, name
-    if column:
-        raise UsageError(f"no column named {column!r}; the header has: {', '.join(header)}.")
-    if any(len(row) > 1 for row in rows):
-        raise UsageError(
-            "the file has several columns and none is named user_id or device_id: "
-            f"name the id column with --ids-column (header: {', '.join(header)})."
-        )
-    return [row[0] for row in rows], None
 
 
 # -- the parser ------------------------------------------------------------------------
@@ -160,15 +131,18 @@ def _query(args: argparse.Namespace) -> ProfileQuery:
 
 def _load_ids(args: argparse.Namespace) -> tuple[list[str], str]:
     if args.ids == "-":
-        ids, header = read_ids(sys.stdin, args.ids_column)
+        content: str | bytes = sys.stdin.read()
     else:
         path = Path(args.ids)
         if not path.is_file():
             raise UsageError(f"no ids file at {path}: give a CSV path, or - to read ids from stdin.")
-        with path.open(encoding="utf-8-sig", newline="") as handle:
-            ids, header = read_ids(handle, args.ids_column)
-    id_type = args.id_type or (header if header in ("user_id", "device_id") else "user_id")
-    return ids, id_type
+        content = path.read_bytes()
+    parsed = parse_id_file(content, id_type=args.id_type, column=args.ids_column)
+    if not parsed.ids:
+        raise UsageError("no ids found: give a CSV with a user_id or device_id column, "
+                         "or one id per line.")
+    id_type = args.id_type or parsed.id_type or "user_id"
+    return parsed.ids, id_type
 
 
 @contextlib.contextmanager
@@ -236,9 +210,17 @@ def _report_failures(profile_set: Any, stderr: TextIO) -> int:
 
 
 def cmd_fetch(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
-    profile_set = _fetch(args)
     options = {"rec_id": args.marketing_rec_id, "top_n": args.top_n,
                "props": args.marketing_props, "include_pii": args.include_pii}
+    try:
+        profile_set = _fetch(args)
+    except AuthenticationError as error:
+        # Nothing already fetched is lost: the tables of the partial run are written.
+        if error.partial is not None and error.partial.counts["ok"]:
+            write_outputs(error.partial, Path(args.out), fmt=args.format)
+            print(f"amptools: wrote what was fetched before the failure to {Path(args.out).resolve()}",
+                  file=stderr)
+        raise
     written = write_outputs(profile_set, Path(args.out), fmt=args.format,
                             marketing=args.marketing, marketing_options=options)
     print(f"{profile_set!r}", file=stdout)

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from amptools.cli import main, read_ids
+from amptools.cli import main
 
 
 def run(argv, stdin_text=None, monkeypatch=None):
@@ -26,21 +26,31 @@ def read_csv(path):
 
 
 @pytest.mark.parametrize(
-    ("text", "ids", "header"),
+    ("text", "extra", "expected", "exit_code"),
     [
-        ("user_id,plan\n007,pro\ntestUser,free\n", ["007", "testUser"], "user_id"),
-        ("\ufeffdevice_id\nffff-ffff-ffff-ffff\n\n", ["ffff-ffff-ffff-ffff"], "device_id"),
-        ("a\n\nb\n  \nc\n", ["a", "b", "c"], None),
+        ("user_id;plan\n007;pro\ntestUser;free\n", [], ["007", "testUser"], 1),  # Excel in Europe
+        ("\ufeffdevice_id\nffff-ffff-ffff-ffff\n\n", [], ["ffff-ffff-ffff-ffff"], 0),
+        ("testUser\n\nno-one\n  \n", [], ["no-one", "testUser"], 1),
+        ("customer,plan\ntestUser,pro\n", ["--ids-column", "customer"], ["testUser"], 0),
     ],
 )
-def test_read_ids(text, ids, header):
-    assert read_ids(io.StringIO(text)) == (ids, header)
+def test_ids_files_of_every_shape(tmp_path, text, extra, expected, exit_code):
+    ids = tmp_path / "ids.csv"
+    ids.write_bytes(text.encode("utf-8"))
+    code, _, stderr = run(["fetch", str(ids), "--sample", "--cohorts", "--out", str(tmp_path / "o"),
+                           "--no-progress", *extra])
+    summary = read_csv(tmp_path / "o" / "summary.csv")
+    column = "device_id" if "device_id" in text else "user_id"
+    assert sorted(row[column] for row in summary) == expected  # leading zeros kept
+    assert code == exit_code, stderr
 
 
-def test_read_ids_refuses_ambiguous_files():
-    with pytest.raises(Exception, match="--ids-column"):
-        read_ids(io.StringIO("id,plan\n1,pro\n"))
-    assert read_ids(io.StringIO("id,plan\n1,pro\n"), "id") == (["1"], "id")
+def test_a_missing_ids_column_is_named(tmp_path):
+    ids = tmp_path / "ids.csv"
+    ids.write_text("customer,plan\ntestUser,pro\n", encoding="utf-8")
+    code, _, stderr = run(["fetch", str(ids), "--sample", "--ids-column", "client",
+                           "--out", str(tmp_path / "o")])
+    assert code == 2 and "no column named 'client'" in stderr and "customer, plan" in stderr
 
 
 def test_fetch_writes_every_table_and_marketing(tmp_path, monkeypatch):
