@@ -19,6 +19,7 @@ from pathlib import Path
 import nbformat
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
+from .bulk import unique_ids
 from .query import ProfileQuery
 
 __all__ = ["DEMO_QUERY", "build_report", "execute_report"]
@@ -41,7 +42,7 @@ def _parameters(path: Path, ids: list[str], query: ProfileQuery, id_type: str,
             writer.writerow([id_type])
             writer.writerows([i] for i in ids)
         ids_line = (f"IDS_FILE = {ids_file.name!r}  # {len(ids):,} ids, one per row\n"
-                    f"IDS = pd.read_csv(IDS_FILE, dtype=str)[{id_type!r}].tolist()")
+                    f"IDS = pd.read_csv(IDS_FILE, dtype=str, keep_default_na=False)[{id_type!r}].tolist()")
     else:
         ids_line = f"IDS = {ids!r}"
     query_dict = json.loads(query.canonical())
@@ -91,7 +92,7 @@ def build_report(
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    ids = [str(i) for i in ids]
+    ids = unique_ids(ids, id_type)  # refuses blank, None and float ids before writing anything
     title = title or "Profile report"
     asked = []
     if query.recs:

@@ -38,17 +38,46 @@ def test_report_structure_follows_the_query(tmp_path):
     assert "cohort_sizes" in code and "recommendations" not in code and "exposure" not in only_cohorts.cells[0].source
 
 
-def test_many_ids_go_to_a_csv_beside_the_report(tmp_path):
-    ids = [f"u{i:05d}" for i in range(1500)]
+def test_many_ids_go_to_a_csv_beside_the_report_and_read_back_exactly(tmp_path):
+    # Ids pandas would turn into NaN, numbers with leading zeros, commas and quotes.
+    awkward = ["NA", "null", "nan", "None", "007", "a,b", 'say "hi"', "12345678901234567890"]
+    ids = awkward + [f"u{i:05d}" for i in range(1500)]
     path = build_report(tmp_path / "big.ipynb", ids, amp.ProfileQuery(cohort_ids=True))
-    assert (tmp_path / "big.ids.csv").read_text(encoding="utf-8").splitlines()[:2] == ["user_id", "u00000"]
     assert "u00001" not in path.read_text(encoding="utf-8")
+    nb = nbformat.read(path, as_version=4)
+    params = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
+    namespace = {}
+    import os
+    here = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        exec("import pandas as pd\n" + params.source, namespace)  # the cell as the kernel runs it
+    finally:
+        os.chdir(here)
+    assert namespace["IDS"] == ids
 
 
-def test_the_key_never_enters_a_report(tmp_path, monkeypatch):
-    monkeypatch.setenv("AMPLITUDE_SECRET_KEY", "CANARY-report-key")
-    path = build_report(tmp_path / "r.ipynb", ["testUser"], DEMO_QUERY)
-    assert "CANARY" not in path.read_text(encoding="utf-8")
+def test_bad_ids_are_refused_before_a_report_is_written(tmp_path):
+    with pytest.raises(amp.InvalidQueryError, match="not valid"):
+        build_report(tmp_path / "r.ipynb", ["ok", None, 3.5, ""], amp.ProfileQuery(cohort_ids=True))
+    assert not (tmp_path / "r.ipynb").exists()
+
+
+@pytest.mark.slow
+def test_the_key_never_enters_a_report_even_after_it_ran(tmp_path, monkeypatch):
+    from amptools.sample import SampleServer
+
+    canary = "CANARY-report-key-91c2"
+    with SampleServer(secret_key=canary) as server:
+        monkeypatch.setenv("AMPLITUDE_SECRET_KEY", canary)
+        monkeypatch.setenv("AMPLITUDE_PROFILE_API_URL", server.url)
+        ids = ["testUser", "not-a-user", *server.org.user_ids[1:6]]
+        path = build_report(tmp_path / "r.ipynb", ids, DEMO_QUERY, cache="c.sqlite")
+        written = execute_report(path, html=True)
+        assert len(server.arrivals) > 0  # the report really used this keyed server
+    for item in [*written, *tmp_path.glob("c.sqlite*")]:
+        assert canary.encode() not in item.read_bytes(), item.name
+    assert "using the Amplitude Profile API" in path.read_text(encoding="utf-8")
 
 
 @pytest.mark.slow
