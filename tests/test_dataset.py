@@ -10,20 +10,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import DOCUMENTED_QUERIES
 
 from amptools.sample import SampleOrg, SampleRequestError
 from amptools.sample.dataset import ORG_DEFINITION_PATH, load_definition
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE_DIR = ROOT / "data" / "samples"
-DOCUMENTED: dict[str, dict[str, str]] = {
-    "one_rec": {"get_recs": "true", "rec_id": "testRecId"},
-    "two_recs": {"get_recs": "true", "rec_id": "testRecId,testRecId2"},
-    "user_properties": {"get_amp_props": "true"},
-    "cohort_ids": {"get_cohort_ids": "true"},
-    "one_computation": {"comp_id": "computed-prop-2"},
-    "all_computations": {"get_computations": "true"},
-}
+DOCUMENTED = DOCUMENTED_QUERIES
 REC_IDS = "home-feed,similar-items,email-picks,trending-now"
 EVERYTHING: dict[str, str] = {
     "get_recs": "true",

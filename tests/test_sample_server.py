@@ -13,6 +13,7 @@ from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 import pytest
+from conftest import DOCUMENTED_QUERIES
 import requests
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -23,14 +24,7 @@ from amptools.sample.server import ENDPOINT, THROTTLE_BODY, parse_params
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE_DIR = ROOT / "data" / "samples"
-DOCUMENTED: dict[str, dict[str, str]] = {
-    "one_rec": {"get_recs": "true", "rec_id": "testRecId"},
-    "two_recs": {"get_recs": "true", "rec_id": "testRecId,testRecId2"},
-    "user_properties": {"get_amp_props": "true"},
-    "cohort_ids": {"get_cohort_ids": "true"},
-    "one_computation": {"comp_id": "computed-prop-2"},
-    "all_computations": {"get_computations": "true"},
-}
+DOCUMENTED = DOCUMENTED_QUERIES
 THROTTLE_JSON = {
     "error": "Number of requests per minute exceeds system limit. "
     "Contact Support if you need this limit raised"
@@ -382,11 +376,11 @@ def test_parse_params_semantics() -> None:
 
 # ------------------------------------------------------------------- client
 def test_client_factory(server: SampleServer) -> None:
-    client_module = pytest.importorskip("amptools.client")
-    if not hasattr(client_module, "ProfileClient"):
-        pytest.skip("ProfileClient not written yet")
+    from amptools.client import ProfileClient
+
     client = server.client()
-    assert isinstance(client, client_module.ProfileClient)
+    assert isinstance(client, ProfileClient)
+    assert client.get_profile("testUser").user_id == "testUser"
     assert server.secret_key not in repr(client)
 
 
