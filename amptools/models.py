@@ -19,6 +19,7 @@ split into two requests by the client (see ``ProfileQuery.parts``).
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -238,7 +239,7 @@ class UserProfile:
         """Parse the one or two bodies that ``query.parts()`` asked for, as one profile."""
         if query is None or len(payloads) == 1:
             return cls.from_json(payloads[0], query)
-        parts = query.parts()
+        parts = _parts(query)
         if len(parts) != len(payloads):
             raise ValueError(f"expected {len(parts)} payloads for this query, got {len(payloads)}")
         main = cls.from_json(payloads[0], parts[0])
@@ -254,6 +255,20 @@ class UserProfile:
             raw=payloads[0],
             raw_computations=payloads[1],
         )
+
+
+@functools.lru_cache(maxsize=64)
+def _cached_parts(query: ProfileQuery) -> tuple[ProfileQuery, ...]:
+    return query.parts()
+
+
+def _parts(query: ProfileQuery) -> tuple[ProfileQuery, ...]:
+    """``query.parts()``, built once per query: a bulk parse asks for it per user, and
+    building the two sub-queries (with their validation) cost a fifth of the parse."""
+    try:
+        return _cached_parts(query)
+    except TypeError:  # an unhashable query (a subclass with list fields)
+        return query.parts()
 
 
 def _user_data(payload: Any) -> Mapping[str, Any]:

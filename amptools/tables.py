@@ -38,8 +38,9 @@ tuple or dict). Long tables cannot show the difference (both give no rows), so
 from __future__ import annotations
 
 import re
-from itertools import chain
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence, Sized
+from itertools import chain, repeat
+from operator import attrgetter, is_, methodcaller
 from typing import Any
 
 import numpy as np
@@ -240,39 +241,77 @@ def as_profiles(data: Any, *, query: ProfileQuery | None = None) -> list[UserPro
 
 
 # -- column builders -------------------------------------------------------------------
-def _objects(values: Sequence[Any]) -> np.ndarray:
-    # np.fromiter never unpacks nested lists, unlike np.array(values, dtype=object).
-    return np.fromiter(values, dtype=object, count=len(values))
+# The tables are built column-wise: one C-level pass (map, chain, np.fromiter) per
+# field over all profiles, then numpy repeats and takes. No per-row Python
+# objects are created for the long tables, which keeps both time and the number
+# of objects the garbage collector must walk down.
+_USER_ID = attrgetter("user_id")
+_DEVICE_ID = attrgetter("device_id")
+_RECOMMENDATIONS = attrgetter("recommendations")
+_AMP_PROPS = attrgetter("amp_props")
+_COMPUTATIONS = attrgetter("computations")
+_VALUES = methodcaller("values")
+_NONE_TYPE = type(None)
+_ITEMS = attrgetter("items")
+_IS_CONTROL = attrgetter("is_control")
+_LAST_UPDATED = attrgetter("last_updated")
+_REC_ID = attrgetter("rec_id")
+_CHILD_REC_ID = attrgetter("child_rec_id")
+_RECOMMENDATION_SOURCE = attrgetter("recommendation_source")
+
+
+def _objects(values: Iterable[Any], count: int | None = None) -> np.ndarray:
+    """An object array of ``values``; never unpacks nested lists (unlike np.array)."""
+    if count is None:
+        values = values if isinstance(values, Sized) else list(values)
+        count = len(values)
+    return np.fromiter(values, dtype=object, count=count)
+
+
+def _flags(values: Iterable[Any], target: Any, count: int) -> np.ndarray:
+    """``value is target`` for each value, as a bool array (identity, as the models use)."""
+    return np.fromiter(map(is_, values, repeat(target)), dtype=bool, count=count)
 
 
 def _text(values: Sequence[Any]) -> pd.api.extensions.ExtensionArray:
     return pd.array(_objects(values), dtype=ID_DTYPE)
 
 
-def _categorical(values: Sequence[Any]) -> pd.Categorical:
-    """Sorted ``str`` categories; None becomes NaN."""
-    codes, uniques = pd.factorize(_objects(values), sort=True, use_na_sentinel=True)
+def _categorical(values: Any) -> pd.Categorical:
+    """Sorted ``str`` categories; None becomes NaN. ``values``: a sequence or object array."""
+    array = values if isinstance(values, np.ndarray) else _objects(values)
+    codes, uniques = pd.factorize(array, sort=True, use_na_sentinel=True)
     categories = pd.Index(np.asarray(uniques, dtype=object), dtype="str")
     return pd.Categorical.from_codes(codes, categories=categories)
 
 
-def _repeat_categorical(values: Sequence[Any], repeats: np.ndarray) -> pd.Categorical:
+def _repeat_categorical(values: Any, repeats: np.ndarray) -> pd.Categorical:
     cat = _categorical(values)
     return pd.Categorical.from_codes(np.repeat(cat.codes, repeats), dtype=cat.dtype)
 
 
 def _booleans(values: Sequence[bool | None]) -> pd.arrays.BooleanArray:
-    mask = np.fromiter((v is None for v in values), dtype=bool, count=len(values))
-    data = np.fromiter((v is True for v in values), dtype=bool, count=len(values))
+    mask = _flags(values, None, len(values))
+    data = _flags(values, True, len(values))
     return pd.arrays.BooleanArray(data, mask)
+
+
+def _lengths(parts: Sequence[Any]) -> np.ndarray:
+    return np.fromiter(map(len, parts), dtype=np.int64, count=len(parts))
+
+
+def _positions(counts: np.ndarray) -> np.ndarray:
+    """The profile position of every row, when profile ``i`` gives ``counts[i]`` rows."""
+    return np.repeat(np.arange(len(counts), dtype=np.int64), counts)
 
 
 def _id_columns(profiles: Sequence[UserProfile], rows: np.ndarray | None = None) -> dict[str, Any]:
     """user_id and device_id for the given profile positions (all when ``rows`` is None)."""
-    user_ids = pd.array(_objects([p.user_id for p in profiles]), dtype=ID_DTYPE)
-    device_ids = pd.array(_objects([p.device_id for p in profiles]), dtype=ID_DTYPE)
+    n = len(profiles)
+    # Validate each profile's id once; take() then copies references per row.
+    user_ids = pd.array(_objects(map(_USER_ID, profiles), n), dtype=ID_DTYPE)
+    device_ids = pd.array(_objects(map(_DEVICE_ID, profiles), n), dtype=ID_DTYPE)
     if rows is not None:
-        # take() copies references without re-validating every string.
         user_ids = user_ids.take(rows)
         device_ids = device_ids.take(rows)
     return {"user_id": user_ids, "device_id": device_ids}
@@ -292,42 +331,45 @@ def _empty_categorical(n: int = 0) -> pd.Categorical:
 
 
 # -- recommendations -----------------------------------------------------------------------
+def _recommendation_sets(profiles: Sequence[UserProfile]) -> tuple[list[Any], np.ndarray]:
+    """Every recommendation set in input order, and how many each profile has."""
+    per_profile = [recs or () for recs in map(_RECOMMENDATIONS, profiles)]
+    return list(chain.from_iterable(per_profile)), _lengths(per_profile)
+
+
 def _recommendation_frame(profiles: Sequence[UserProfile]) -> tuple[pd.DataFrame, np.ndarray]:
     """The recommendations table and, per row, the position of its profile."""
-    set_rows: list[int] = []
-    sets: list[Any] = []
-    for position, profile in enumerate(profiles):
-        recs = profile.recommendations
-        if recs:
-            set_rows.extend([position] * len(recs))
-            sets.extend(recs)
-    # One comprehension per field is much faster than appending field by field.
-    lengths = [len(rec.items) for rec in sets]
-    items = list(chain.from_iterable([rec.items for rec in sets]))
-    repeats = np.asarray(lengths, dtype=np.int64)
-    rows = np.repeat(np.asarray(set_rows, dtype=np.int64), repeats)
-    # Build each per-set column once (one value per set), then repeat it per item.
+    sets, set_counts = _recommendation_sets(profiles)
+    n_sets = len(sets)
+    # map(attrgetter) per field, not one getter for all fields: that would allocate
+    # a tuple per set, and hundreds of thousands of new containers make the cyclic
+    # garbage collector walk every profile in memory (seconds, at random moments).
+    item_lists = list(map(_ITEMS, sets))
+    controls = list(map(_IS_CONTROL, sets))
+    repeats = _lengths(item_lists)
+    n_rows = int(repeats.sum())
+    rows = np.repeat(_positions(set_counts), repeats)
+    # Each per-set column is built once (one value per set), then repeated per item.
     starts = np.cumsum(repeats) - repeats
-    rank = np.arange(len(items), dtype=np.int64) - np.repeat(starts, repeats) + 1
-    control = _booleans([rec.is_control for rec in sets])
+    rank = np.arange(1, n_rows + 1, dtype=np.int64) - np.repeat(starts, repeats)
     control = pd.arrays.BooleanArray(
-        np.repeat(control._data, repeats), np.repeat(control._mask, repeats)
+        np.repeat(_flags(controls, True, n_sets), repeats),
+        np.repeat(_flags(controls, None, n_sets), repeats),
     )
-    stamps = pd.DatetimeIndex(
-        pd.to_datetime([rec.last_updated for rec in sets], utc=True)
-    ).as_unit("us")
-    last_updated = pd.DatetimeIndex(np.repeat(stamps.tz_localize(None).values, repeats)).tz_localize("UTC")
+    times = pd.DatetimeIndex(pd.to_datetime(list(map(_LAST_UPDATED, sets)), utc=True))
+    # Repeat the int64 microseconds; NaT is a sentinel integer and survives the repeat.
+    micros = np.repeat(times.as_unit("us").asi8, repeats).view("M8[us]")
     columns = _id_columns(profiles, rows)
     columns.update(
-        rec_id=_repeat_categorical([rec.rec_id for rec in sets], repeats),
-        child_rec_id=_repeat_categorical([rec.child_rec_id for rec in sets], repeats),
+        rec_id=_repeat_categorical(_objects(map(_REC_ID, sets), n_sets), repeats),
+        child_rec_id=_repeat_categorical(_objects(map(_CHILD_REC_ID, sets), n_sets), repeats),
         recommendation_source=_repeat_categorical(
-            [rec.recommendation_source for rec in sets], repeats
+            _objects(map(_RECOMMENDATION_SOURCE, sets), n_sets), repeats
         ),
         is_control=control,
-        last_updated=last_updated,
+        last_updated=pd.array(micros, dtype=TIMESTAMP_DTYPE),
         rank=rank,
-        item=_categorical(items),
+        item=_categorical(_objects(chain.from_iterable(item_lists), n_rows)),
     )
     return _frame(columns, RECOMMENDATION_COLUMNS, RECOMMENDATION_DTYPES), rows
 
@@ -369,7 +411,7 @@ def _typed_column(array: np.ndarray, parse_dates: bool) -> Any:
 
     ``array`` is an object array with None where the user has no value.
     """
-    kind = infer_dtype(array, skipna=True)
+    kind = _kind(array)
     if kind in ("boolean", "integer", "floating", "mixed-integer-float"):
         missing = pd.isna(array)
         present = array[~missing]
@@ -401,6 +443,48 @@ def _typed_column(array: np.ndarray, parse_dates: bool) -> Any:
     # Mixed types (text and numbers, numbers and booleans, nested values) and
     # all-null columns: the values are kept exactly as the API sent them.
     return array.copy()  # a copy, so the frame holds no view of a larger grid
+
+
+_SIMPLE_KINDS = {
+    frozenset(): "empty",
+    frozenset({bool}): "boolean",
+    frozenset({int}): "integer",
+    frozenset({str}): "string",
+}
+
+
+def _kind(array: np.ndarray) -> str:
+    """``infer_dtype(array, skipna=True)``, answered from the set of exact types when simple.
+
+    One C-level pass of ``type()`` is several times cheaper than ``infer_dtype``;
+    anything with floats (NaN is skipped by ``infer_dtype``), subclasses or mixed
+    types goes to ``infer_dtype`` itself, so the answer is always the same.
+    """
+    types = set(map(type, array))
+    types.discard(_NONE_TYPE)
+    kind = _SIMPLE_KINDS.get(frozenset(types))
+    return kind if kind is not None else infer_dtype(array, skipna=True)
+
+
+def _property_grid(props_per_profile: list[Any]) -> tuple[list[Any], np.ndarray]:
+    """The property names in order of first appearance, and a (name x profile) grid.
+
+    Every (user, name, value) is flattened once with C-level passes, then cut into
+    columns with one numpy scatter; the grid holds None where a user has no value.
+    (Grouping users by their exact list of names was tried: the sample org has
+    thousands of such lists, and hashing them cost more than it saved.)
+    """
+    counts = np.fromiter(
+        (len(p) if p else 0 for p in props_per_profile), dtype=np.int64, count=len(props_per_profile)
+    )
+    present = [p for p in props_per_profile if p]
+    total = int(counts.sum())
+    keys = _objects(chain.from_iterable(present), total)
+    values = _objects(chain.from_iterable(map(_VALUES, present)), total)
+    codes, names = pd.factorize(keys, sort=False)
+    grid = np.full((len(names), len(props_per_profile)), None, dtype=object)
+    grid[codes, _positions(counts)] = values
+    return names.tolist(), grid
 
 
 def _unique_name(name: str, taken: set[str], prefix: str) -> str:
@@ -459,27 +543,10 @@ def properties(
           ``object`` holding the values exactly as sent.
     """
     profiles = as_profiles(data, query=query)
-    # Flatten every (user, name, value) once with C-level extends, then cut the
-    # flat arrays into columns with numpy: no per-cell Python work.
-    counts: list[int] = []
-    keys: list[str] = []
-    values: list[Any] = []
-    for profile in profiles:
-        props = profile.amp_props
-        if props:
-            counts.append(len(props))
-            keys.extend(props)
-            values.extend(props.values())
-        else:
-            counts.append(0)
-    rows = np.repeat(np.arange(len(profiles), dtype=np.int64), np.asarray(counts, dtype=np.int64))
-    codes, names = pd.factorize(_objects(keys), sort=False)
-    # One (user x property) grid filled in a single scatter; None where unset.
-    grid = np.full((len(names), len(profiles)), None, dtype=object)
-    grid[codes, rows] = _objects(values)
+    names, grid = _property_grid([props or None for props in map(_AMP_PROPS, profiles)])
     columns = _id_columns(profiles)
-    taken = set(ID_COLUMNS) | set(names.tolist())
-    for code, name in enumerate(names.tolist()):
+    taken = set(ID_COLUMNS) | set(names)
+    for code, name in enumerate(names):
         label = name
         if strip_gp and name.startswith(_GP_PREFIX):
             stripped = name[len(_GP_PREFIX):]
@@ -609,21 +676,29 @@ def computations(data: Any, *, query: ProfileQuery | None = None) -> pd.DataFram
         - ``raw`` : str — the text exactly as the API sent it (NaN for null)
     """
     profiles = as_profiles(data, query=query)
-    rows: list[int] = []
-    names: list[str] = []
-    raws: list[str | None] = []
-    for position, profile in enumerate(profiles):
-        computed = profile.computations
-        if computed:
-            rows.extend([position] * len(computed))
-            names.extend(computed)
-            raws.extend(computed.values())
-    raw_array = _objects(raws)
-    columns = _id_columns(profiles, np.asarray(rows, dtype=np.int64))
-    columns["computation"] = _categorical(names)
-    columns["value"] = _to_float(raw_array)
-    columns["raw"] = pd.array(raw_array, dtype="str")
+    computed = [comps or {} for comps in map(_COMPUTATIONS, profiles)]
+    counts = _lengths(computed)
+    total = int(counts.sum())
+    columns = _id_columns(profiles, _positions(counts))
+    columns["computation"] = _categorical(_objects(chain.from_iterable(computed), total))
+    raw_array = _objects(chain.from_iterable(map(_VALUES, computed)), total)
+    columns["value"], columns["raw"] = _numbers_and_text(raw_array)
     return _frame(columns, COMPUTATION_COLUMNS, COMPUTATION_DTYPES)
+
+
+def _numbers_and_text(raw: np.ndarray) -> tuple[np.ndarray, Any]:
+    """``_to_float(raw)`` and ``raw`` as ``str``, parsing each distinct text once.
+
+    Computation values repeat a lot (counts, flags), so parsing the distinct texts
+    and taking by code is cheaper. Only when every distinct value is exactly a
+    ``str``: factorize would merge ``1``, ``1.0`` and ``True``, which differ as text.
+    """
+    codes, uniques = pd.factorize(raw, use_na_sentinel=True)
+    if len(raw) and all(type(u) is str for u in uniques):
+        unique_values = np.append(_to_float(np.asarray(uniques, dtype=object)), np.nan)
+        text = pd.array(np.asarray(uniques, dtype=object), dtype="str").take(codes, allow_fill=True)
+        return unique_values[codes], text
+    return _to_float(raw), pd.array(raw, dtype="str")
 
 
 def _to_float(values: np.ndarray) -> np.ndarray:

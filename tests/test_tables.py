@@ -407,3 +407,96 @@ def test_sample_org_users_tabulate() -> None:
 def test_last_updated_matches_model() -> None:
     frame = tables.recommendations(sample("one_rec"))
     assert frame["last_updated"].iloc[0].to_pydatetime() == datetime.fromtimestamp(1608670720, timezone.utc)
+
+
+# -- fast paths against straightforward references ----------------------------------------
+VARIED_BODIES = [
+    payload("a", recommendations=[
+        {"rec_id": "r1", "child_rec_id": "c", "items": ["é", "x", "🎁"], "is_control": False,
+         "recommendation_source": "m", "last_updated": 1608670720},
+        {"rec_id": "r0", "items": [], "is_control": None, "last_updated": "2021-03-24T10:00:00Z"},
+    ], amp_props={"s": "Zoë", "i": 1, "b": True, "f": 1.5, "n": None, "mix": "x", "nan": None},
+        cohort_ids=["c2", "c1"]),
+    payload("Zoë & Łukasz #194", recommendations=[], amp_props={}, cohort_ids=[]),
+    payload("c", recommendations=[{"rec_id": "r1", "items": ["x", 3], "is_control": True,
+                                   "last_updated": 1608670720123}],
+            amp_props={"s": None, "i": 2**70, "b": False, "f": 2, "mix": 3, "nan": float("nan")},
+            cohort_ids=["c1"]),
+    payload("d"),
+]
+
+
+def test_kind_matches_infer_dtype() -> None:
+    from pandas.api.types import infer_dtype
+
+    nan = float("nan")
+    for values in ([], [None], [True, None], [1, None], [1, True], ["a", None], ["a", nan],
+                   [1.0, nan], [nan], [1, 2.5], ["a", 1], [[1], None], [np.int64(1)],
+                   [np.str_("a")], [pd.NA, "a"]):
+        array = np.empty(len(values), dtype=object)
+        array[:] = values
+        assert tables._kind(array) == infer_dtype(array, skipna=True), values
+
+
+def test_numbers_and_text_match_reference() -> None:
+    raw = np.array(["1", None, "n/a", "1", "2.5", "", "1e3", "true", "é", None, "1"], dtype=object)
+    values, text = tables._numbers_and_text(raw)
+    expected = pd.to_numeric(raw, errors="coerce").astype(np.float64)
+    np.testing.assert_array_equal(values, expected)
+    pd.testing.assert_extension_array_equal(text, pd.array(raw, dtype="str"))
+    # Non-text values are never merged by hashing (1 == 1.0 == True).
+    mixed = np.array([1, 1.0, True, "1"], dtype=object)
+    values, text = tables._numbers_and_text(mixed)
+    assert list(text) == ["1", "1.0", "True", "1"]
+    empty_values, empty_text = tables._numbers_and_text(np.empty(0, dtype=object))
+    assert len(empty_values) == 0 and len(empty_text) == 0
+
+
+def _reference_recommendations(profiles: list[UserProfile]) -> pd.DataFrame:
+    rows = []
+    for p in profiles:
+        for rec in p.recommendations or ():
+            for rank, item in enumerate(rec.items, start=1):
+                rows.append((p.user_id, p.device_id, rec.rec_id, rec.child_rec_id,
+                             rec.recommendation_source, rec.is_control, rec.last_updated, rank, item))
+    frame = pd.DataFrame(rows, columns=list(tables.RECOMMENDATION_COLUMNS))
+    # Set-level categories come from every set, also sets without items (as before).
+    seen = {name: {getattr(rec, name) for p in profiles for rec in p.recommendations or ()}
+            for name in ("rec_id", "child_rec_id", "recommendation_source")}
+    seen["item"] = set(frame["item"])
+    out = {}
+    for name, dtype in tables.RECOMMENDATION_DTYPES.items():
+        column = frame[name]
+        if dtype == "category":
+            categories = pd.Index(sorted(v for v in seen[name] if pd.notna(v)), dtype="str")
+            out[name] = pd.Categorical(column.astype(object), categories=categories)
+        elif name == "last_updated":
+            out[name] = pd.to_datetime(column, utc=True).dt.as_unit("us")
+        elif name == "is_control":
+            out[name] = pd.array(column.tolist(), dtype="boolean")
+        else:
+            out[name] = column.astype(dtype)
+    return pd.DataFrame(out)
+
+
+@pytest.mark.parametrize("bodies", [VARIED_BODIES, VARIED_BODIES[1:2], VARIED_BODIES[3:], []])
+def test_fast_tables_match_reference(bodies: list[dict[str, Any]]) -> None:
+    profiles = [UserProfile.from_json(b) for b in bodies]
+    pd.testing.assert_frame_equal(
+        tables.recommendations(profiles), _reference_recommendations(profiles), check_dtype=True
+    )
+    comps = [UserProfile(user_id=f"u{i}", device_id=None, recommendations=None,
+                         computations=c)
+             for i, c in enumerate([{"a": "1", "b": None}, {}, None, {"é": "n/a", "a": "1"}])]
+    frame = tables.computations(comps)
+    assert list(frame["user_id"]) == ["u0", "u0", "u3", "u3"]
+    assert list(frame["computation"]) == ["a", "b", "é", "a"]
+    assert frame["value"].tolist()[0] == 1.0 and frame["value"].isna().tolist() == [False, True, True, False]
+    props = tables.properties(profiles)
+    if profiles:
+        assert len(props) == len(profiles)
+    if bodies is VARIED_BODIES:
+        assert props["s"].dtype == "str" and props["b"].dtype == "boolean"
+        assert props["i"].dtype == object and props["i"].iloc[2] == 2**70
+        assert props["f"].dtype == "float64" and props["mix"].dtype == object
+        assert props["nan"].dtype == object
