@@ -25,12 +25,30 @@ flight (their answers are kept and cached), and *returns* the partial
 HTTP status), so the invariant holds and a rerun with the same cache fetches
 exactly those. Ctrl-C also issues an :class:`IncompleteFetchWarning`; pressing it
 a second time abandons the requests still in flight.
+
+Cache
+-----
+Entries are scoped by the client's base URL and a fingerprint of its key
+(:func:`amptools.cache.client_scope`), so one cache file never serves one project's
+answers to another. A query that ``ProfileQuery.parts()`` splits into two requests
+is cached part by part as each answer arrives; a later run asks only for the parts
+the cache lacks, so a user's recommendations are never fetched (and exposure-logged)
+twice because the other request failed. A 200 body that cannot be read is kept in
+the cache with its error (the id is ``failed``); a rerun does not fetch it again
+when it asked for recommendations (see :mod:`amptools.cache`).
+
+When writing to the cache fails (the file is locked by another program for longer
+than its timeout, the disk is full, the file is read-only), the run goes on in
+memory: a :class:`~amptools.cache.CacheWarning` names the file and the error once,
+nothing more is written to the cache in that run, and the returned
+:class:`ProfileSet` holds every answer, with the error as ``cache_error``.
 """
 
 from __future__ import annotations
 
 import logging
 import queue
+import sqlite3
 import threading
 import time
 import warnings
@@ -42,13 +60,14 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from .cache import ProfileCache, open_cache
+from .cache import CacheWarning, ProfileCache, StoredParts, client_scope, open_cache
 from .errors import (
     AuthenticationError,
     ConfigurationError,
     FetchCancelled,
     InvalidQueryError,
     ProfileAPIError,
+    ResponseFormatError,
     UnknownUserError,
 )
 from .models import UserProfile
@@ -140,6 +159,9 @@ class ProfileSet:
         True when the run was cancelled (cancel event or Ctrl-C) before it ended.
     elapsed : float
         Seconds the run took.
+    cache_error : Exception or None
+        Why writing to the cache failed during the run (the results are complete in
+        memory but were not all kept in the cache); None when all went well.
     """
 
     def __init__(
@@ -150,6 +172,7 @@ class ProfileSet:
         id_type: str = "user_id",
         cancelled: bool = False,
         elapsed: float = 0.0,
+        cache_error: BaseException | None = None,
     ) -> None:
         self._outcomes: dict[str, Outcome] = {}
         for outcome in outcomes:
@@ -160,6 +183,7 @@ class ProfileSet:
         self.id_type = id_type
         self.cancelled = cancelled
         self.elapsed = elapsed
+        self.cache_error = cache_error
 
     # -- what came back --------------------------------------------------------------
     @property
@@ -260,7 +284,8 @@ class ProfileSet:
             if known is None or outcome.status != "failed" or known.status == "failed":
                 merged[id_] = outcome
         return ProfileSet(merged.values(), query=self.query, id_type=self.id_type,
-                          cancelled=other.cancelled, elapsed=self.elapsed + other.elapsed)
+                          cancelled=other.cancelled, elapsed=self.elapsed + other.elapsed,
+                          cache_error=other.cache_error or self.cache_error)
 
     # -- container protocol ----------------------------------------------------------
     def __iter__(self) -> Iterator[UserProfile]:
@@ -273,6 +298,8 @@ class ProfileSet:
         c = self.counts
         cached = f", {self.from_cache} from cache" if self.from_cache else ""
         tail = ", cancelled" if self.cancelled else ""
+        if self.cache_error is not None:
+            tail += ", not all kept in the cache"
         return (f"<ProfileSet {c['ok']} ok, {c['not_found']} not_found, {c['failed']} failed "
                 f"of {len(self._outcomes)} ids{cached}{tail}>")
 
@@ -328,11 +355,22 @@ def unique_ids(ids: Any, id_type: str = "user_id") -> list[str]:
 # -- the run -----------------------------------------------------------------------------
 @dataclass(frozen=True)
 class _Result:
-    """What a worker hands the coordinating thread for one id."""
+    """What a worker hands the coordinating thread for one id: its outcome, and the
+    bodies fetched in this run that are not cached yet, ``(part key, body, attempts,
+    read error)``, written together with the outcome."""
 
     outcome: Outcome
-    payloads: list[dict[str, Any]] | None = None
+    parts: tuple[tuple[str, Any, int, str | None], ...] = ()
     auth_error: AuthenticationError | None = None
+
+
+@dataclass(frozen=True)
+class _Part:
+    """One body of a split query that arrived while the id has more parts to fetch:
+    cached at once so it survives a failure or a cancel before the next part."""
+
+    id: str
+    part: tuple[str, Any, int, str | None]
 
 
 class _Run:
@@ -378,11 +416,22 @@ class _Run:
         self._hook_failed = False
         self._bar: Any = None
         self.n_cached = 0
+        self.parts = self.query.parts()
+        self.part_keys = [part.canonical() for part in self.parts]
+        self.scope = client_scope(client)
+        # Bodies already cached for ids still to fetch: {id: {part key: body}}.
+        self.have: dict[str, dict[str, Any]] = {}
+        self.cache_error: BaseException | None = None
+        self._cache: ProfileCache | None = None
 
     # -- bookkeeping (coordinating thread only) ------------------------------------------
-    def _record(self, result: _Result, cache: ProfileCache | None) -> None:
+    def _record(self, result: _Result | _Part, cache: ProfileCache | None) -> None:
         """Cache, then count, one result. Idempotent: a Ctrl-C anywhere in here leaves the
         result queued, and processing it again neither loses nor double-counts it."""
+        if isinstance(result, _Part):
+            if result.id not in self.outcomes:
+                self._save(result.id, parts=(result.part,))
+            return
         outcome = result.outcome
         if outcome.id in self.outcomes:
             return
@@ -390,15 +439,33 @@ class _Run:
             self.stop.set()
             if self.auth_error is None:
                 self.auth_error = result.auth_error
-        if cache is not None:
-            if outcome.status == "ok":
-                cache.put(self.id_type, outcome.id, self.query, result.payloads or [],
-                          attempts=outcome.attempts, http_status=outcome.http_status)
-            else:
-                cache.record(self.id_type, outcome.id, self.query, outcome.status,
-                             http_status=outcome.http_status, attempts=outcome.attempts,
-                             error=outcome.error)
+        self._save(outcome.id, parts=result.parts, status=outcome.status,
+                   http_status=outcome.http_status, attempts=outcome.attempts,
+                   error=None if outcome.status == "ok" else outcome.error)
         self._count(outcome)
+
+    def _save(self, id_: str, **what: Any) -> None:
+        """Write to the cache; on the first failure, warn and go on in memory only."""
+        cache = self._cache
+        if cache is None:
+            return
+        try:
+            cache.save(self.id_type, id_, self.query, scope=self.scope, **what)
+        except Exception as error:  # sqlite3 errors, a full disk, a read-only file
+            self._cache_failed(cache, error)
+
+    def _cache_failed(self, cache: ProfileCache, error: BaseException) -> None:
+        self._cache = None  # no more writes this run: each would wait for the lock again
+        self.cache_error = error
+        log.warning("cache %s failed: %s: %s", cache.path, type(error).__name__, error)
+        warnings.warn(
+            f"writing to the cache {cache.path!r} failed ({type(error).__name__}: {error}). "
+            "The fetch goes on: every result is kept in memory and returned, but results "
+            "from now on are not kept in the cache, so a later run will fetch them again. "
+            "Close other programs using the file (or free disk space) and run again with "
+            "the same cache to store them.",
+            CacheWarning, stacklevel=2,
+        )
 
     def _count(self, outcome: Outcome, *, report: bool = True) -> None:
         self.outcomes[outcome.id] = outcome
@@ -428,42 +495,67 @@ class _Run:
                 log.exception("on_progress raised; the fetch goes on without it")
 
     # -- one id (worker threads) ---------------------------------------------------------
-    def _fetch_one(self, id_: str) -> _Result | None:
-        try:
-            payloads, attempts = self.client.fetch_payloads(
-                self.query, **{self.id_type: id_}, cancel=self.stop
-            )
-        except FetchCancelled:
-            return None  # counted as cancelled by the coordinating thread
-        except UnknownUserError as error:
-            return _Result(Outcome(id_, "not_found", error.status, error.attempts, str(error)))
-        except AuthenticationError as error:
-            # Stop the other workers before anything else: no new request after a 401.
-            self.stop.set()
-            return _Result(Outcome(id_, "failed", error.status, error.attempts, str(error)),
-                           auth_error=error)
-        except ProfileAPIError as error:
-            return _Result(Outcome(id_, "failed", error.status, error.attempts, str(error)))
-        except Exception as error:  # never lose an id to a surprise
-            log.exception("unexpected error fetching %s %r", self.id_type, id_)
-            return _Result(Outcome(id_, "failed", None, 1, f"{type(error).__name__}: {error}"))
+    def _fetch_one(self, id_: str, hand: Callable[[_Part], None]) -> _Result | None:
+        """Fetch the parts of one id the cache lacks; ``hand`` passes each body that is
+        not the last one on to be cached at once."""
+        have = self.have.get(id_, {})
+        missing = [i for i, key in enumerate(self.part_keys) if key not in have]
+        payloads: list[Any] = [have.get(key) for key in self.part_keys]
+        fetched: list[tuple[str, Any, int, str | None]] = []
+        attempts = 0
+        for n, index in enumerate(missing):
+            part, key = self.parts[index], self.part_keys[index]
+            try:
+                payload, used = self.client.request({self.id_type: id_, **part.to_params()},
+                                                    cancel=self.stop)
+            except FetchCancelled:
+                return None  # counted as cancelled by the coordinating thread
+            except UnknownUserError as error:
+                return _Result(Outcome(id_, "not_found", error.status, attempts + error.attempts,
+                                       str(error)))
+            except AuthenticationError as error:
+                # Stop the other workers before anything else: no new request after a 401.
+                self.stop.set()
+                return _Result(Outcome(id_, "failed", error.status, attempts + error.attempts,
+                                       str(error)), auth_error=error)
+            except ProfileAPIError as error:
+                return _Result(Outcome(id_, "failed", error.status, attempts + error.attempts,
+                                       str(error)))
+            except Exception as error:  # never lose an id to a surprise
+                log.exception("unexpected error fetching %s %r", self.id_type, id_)
+                return _Result(Outcome(id_, "failed", None, attempts + 1,
+                                       f"{type(error).__name__}: {error}"))
+            attempts += used
+            payloads[index] = payload
+            problem = _read_error(payload, part)
+            entry = (key, payload, used, problem)
+            if problem is not None:
+                # Kept in the cache with its error; the parts after it are not asked.
+                return _Result(Outcome(id_, "failed", 200, attempts, problem), (*fetched, entry))
+            if n < len(missing) - 1:
+                hand(_Part(id_, entry))  # cached now: survives a failure of the next part
+            else:
+                fetched.append(entry)
         try:
             profile = UserProfile.from_payloads(payloads, self.query)
-        except ProfileAPIError as error:
-            return _Result(Outcome(id_, "failed", 200, attempts, str(error)))
         except Exception as error:
             return _Result(Outcome(id_, "failed", 200, attempts,
-                                   f"unexpected response: {type(error).__name__}: {error}"))
-        return _Result(Outcome(id_, "ok", 200, attempts, None, False, profile), payloads)
+                                   f"unexpected response: {type(error).__name__}: {error}"),
+                           tuple(fetched))
+        return _Result(Outcome(id_, "ok", 200, attempts, None, False, profile), tuple(fetched))
 
-    def _worker(self, pending: queue.SimpleQueue[str], results: deque[_Result],
+    def _worker(self, pending: queue.SimpleQueue[str], results: deque[_Result | _Part],
                 ready: threading.Event) -> None:
+        def hand(item: _Part) -> None:
+            results.append(item)
+            ready.set()
+
         while not self.stop.is_set():
             try:
                 id_ = pending.get_nowait()
             except queue.Empty:
                 return
-            result = self._fetch_one(id_)
+            result = self._fetch_one(id_, hand)
             if result is not None:
                 results.append(result)
                 ready.set()
@@ -480,26 +572,65 @@ class _Run:
             if owned and cache is not None:
                 cache.close()
 
+    def _from_cache(self, entry: StoredParts) -> Outcome | None:
+        """The outcome an id's cached bodies give, or None when parts must be fetched
+        (the usable bodies are then kept in ``self.have``)."""
+        id_ = entry.id
+        if entry.is_not_found:
+            _, http_status, attempts = entry.not_found  # type: ignore[misc]
+            return Outcome(id_, "not_found", http_status, attempts,
+                           "User id and device id not seen before (cached)", True)
+        have: dict[str, Any] = {}
+        for part, key in zip(self.parts, self.part_keys):
+            hit = entry.parts.get(key)
+            if hit is None:
+                continue
+            problem = _read_error(hit.payload, part)
+            if problem is None:
+                have[key] = hit.payload
+            elif part.asks_recommendations:
+                # Never fetched again on its own: each fetch logs an exposure event.
+                return Outcome(
+                    id_, "failed", 200, hit.attempts,
+                    f"{problem} (this body is kept in the cache and not fetched again, since "
+                    "fetching recommendations logs an exposure event; pass max_age= or "
+                    "cache.forget() to fetch it again)", True)
+            # else: a part without side effects is fetched again
+        if len(have) == len(self.part_keys):
+            try:
+                profile = UserProfile.from_payloads([have[k] for k in self.part_keys], self.query)
+            except Exception:
+                return None
+            attempts = sum(entry.parts[k].attempts for k in self.part_keys)
+            return Outcome(id_, "ok", 200, attempts, None, True, profile)
+        if have:
+            self.have[id_] = have
+        return None
+
     def _run(self, cache: ProfileCache | None, started: float) -> ProfileSet:
         cached: list[Outcome] = []
+        self._cache = cache
         if cache is not None and self.ids:
-            for id_, hit in cache.lookup(self.id_type, self.ids, self.query,
-                                         max_age=self.max_age).items():
-                if hit.status == "not_found":
-                    cached.append(Outcome(id_, "not_found", hit.http_status, hit.attempts,
-                                          "User id and device id not seen before (cached)", True))
-                    continue
-                try:
-                    profile = UserProfile.from_payloads(hit.payloads or [], self.query)
-                except Exception:
-                    continue  # an unreadable entry is fetched again
-                cached.append(Outcome(id_, "ok", hit.http_status, hit.attempts, None, True, profile))
+            try:
+                stored = cache.stored(self.id_type, self.ids, self.query, scope=self.scope,
+                                      max_age=self.max_age)
+            except (sqlite3.Error, OSError) as error:
+                self._cache_failed(cache, error)
+                stored = {}
+            for id_ in self.ids:
+                entry = stored.get(id_)
+                outcome = self._from_cache(entry) if entry is not None else None
+                if outcome is not None:
+                    cached.append(outcome)
         self.n_cached = len(cached)
         known = {o.id for o in cached}
         to_fetch = [id_ for id_ in self.ids if id_ not in known]
 
-        if to_fetch:
-            self.client.warn_exposure(self.query)
+        # Say so (once) when a request that is about to be sent asks for recommendations.
+        for part, key in zip(self.parts, self.part_keys):
+            if part.asks_recommendations and any(key not in self.have.get(i, ()) for i in to_fetch):
+                self.client.warn_exposure(part)
+                break
         for outcome in cached:
             self._count(outcome, report=False)
         if self.progress:
@@ -530,6 +661,7 @@ class _Run:
             query=self.query, id_type=self.id_type,
             cancelled=self.cancelled and self.auth_error is None,
             elapsed=time.monotonic() - started,
+            cache_error=self.cache_error,
         )
         if self.auth_error is not None:
             self.auth_error.partial = result
@@ -550,7 +682,7 @@ class _Run:
             pending.put(id_)
         # A result leaves the deque only after it is cached and counted, so a Ctrl-C at
         # any moment cannot drop an answer that arrived (see _record).
-        results: deque[_Result] = deque()
+        results: deque[_Result | _Part] = deque()
         ready = threading.Event()
         n_threads = min(self.workers, len(to_fetch))
         # Daemon threads: a run abandoned by a second Ctrl-C must not block the exit.
@@ -568,7 +700,7 @@ class _Run:
         if self.stop.is_set() and self.auth_error is None:
             self.cancelled = True
 
-    def _collect(self, threads: list[threading.Thread], results: deque[_Result],
+    def _collect(self, threads: list[threading.Thread], results: deque[_Result | _Part],
                  ready: threading.Event, cache: ProfileCache | None) -> None:
         """Cache and count the workers' results until they are all done (or abandoned)."""
         abandoned = False
@@ -596,6 +728,17 @@ class _Run:
                 self.stop.set()
                 log.warning("interrupted: waiting for the requests in flight "
                             "(press Ctrl-C again to abandon them)")
+
+
+def _read_error(payload: Any, part: ProfileQuery) -> str | None:
+    """Why one body cannot be read as the answer to ``part`` (None when it can)."""
+    try:
+        UserProfile.from_json(payload, part)
+    except ResponseFormatError as error:
+        return str(error)
+    except Exception as error:
+        return f"unexpected response: {type(error).__name__}: {error}"
+    return None
 
 
 def fetch_profiles(

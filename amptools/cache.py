@@ -5,21 +5,53 @@ take hours, and every recommendation request logs an exposure event in Amplitude
 A run that stops (Ctrl-C, a lost laptop lid, ``kill -9``) must be resumable without
 asking the service again for anything it already answered.
 
-Two tables, both keyed by ``(id_type, id, query)`` where ``query`` is
-:meth:`ProfileQuery.canonical`:
+Schema (version 2)
+------------------
+Every row carries a ``scope``: which API and project answered. A bulk fetch uses
+:func:`cache_scope` of its client — the base URL plus a fingerprint of the secret
+key (the first 16 hex digits of SHA-256 over a fixed salt and the key; the key
+itself is never stored and cannot be recovered from it). One file can therefore
+serve several projects, or the sample org and the real API, without mixing their
+answers. Direct calls of this class use the scope ``""`` unless given one.
 
-``responses``
-    The raw bodies of a successful fetch, as a JSON list (one body, or two when
-    ``ProfileQuery.parts`` splits the query), and ``fetched_at`` (Unix seconds).
-``outcomes``
-    The ledger: the last outcome of each id (``ok``, ``not_found`` or ``failed``),
-    with the HTTP status, the attempts made, the error text and ``recorded_at``.
+``responses`` — key ``(scope, id_type, id, part)``
+    One raw body per request: ``part`` is the :meth:`ProfileQuery.canonical` of one
+    of ``ProfileQuery.parts()`` (the query itself when it is not split), ``payload``
+    the JSON body, ``fetched_at`` (Unix seconds), ``attempts`` (requests it took)
+    and ``error`` (NULL, or why the body could not be read as a profile). Each part
+    is stored as soon as it arrives, so a split query whose second request fails,
+    or a run cancelled between the two, keeps the first answer, and the next run
+    asks only for the part that is missing.
+``outcomes`` — key ``(scope, id_type, id, query)``
+    The ledger: the last outcome of each id for the whole query (``ok``,
+    ``not_found`` or ``failed``), with the HTTP status, the attempts, the error
+    text and ``recorded_at``.
+``rejected``
+    Bodies the service sent with HTTP 200 that could not be read, kept when a
+    later fetch replaces them (nothing the service sent is thrown away).
+``meta``
+    ``schema_version`` (2).
 
-A later run takes an id from the cache when it has a response, or a ``not_found``
-outcome, younger than ``max_age`` (whichever of the two is newer); ``failed``
-outcomes are never reused, so those ids are asked again.
+A later run takes an id from the cache when every part has a body younger than
+``max_age``, or when it has a ``not_found`` outcome newer than those bodies;
+``failed`` outcomes are never reused, so those ids are asked again — but only for
+the parts the cache does not hold.
 
-The secret key is never stored: only the ids, the canonical query and the bodies.
+A body that came back with HTTP 200 but could not be read (a ``ResponseFormatError``)
+is stored too, with its error. A rerun does not fetch such a part again when it
+asks for recommendations (each fetch would log another exposure event): the id
+stays ``failed`` with the error, until ``max_age`` makes the body stale or it is
+removed with :meth:`ProfileCache.forget`. A part without recommendations is fetched
+again (it has no side effect); the unreadable body moves to ``rejected``.
+
+Files of schema 1 (amptools before scoping) are upgraded when opened: their rows
+are kept under the scope ``"legacy:v1"``, which no client uses because nobody knows
+which project answered them; :meth:`ProfileCache.adopt_legacy` hands them to a
+client whose project they are known to come from. A file written by a newer
+amptools is refused with a message.
+
+The secret key is never stored: only the ids, the scope fingerprint, the canonical
+query and the bodies.
 
 Durability and concurrency: the database runs in WAL mode with
 ``synchronous=NORMAL`` and every write commits at once, so a process killed with
@@ -36,48 +68,79 @@ import os
 import sqlite3
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from .client import api_scope
 from .errors import ConfigurationError
 from .query import ProfileQuery
 
-__all__ = ["CacheHit", "ProfileCache", "open_cache"]
+__all__ = ["CacheHit", "CacheWarning", "PartHit", "ProfileCache", "StoredParts", "cache_scope",
+           "client_scope", "open_cache"]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 OUTCOMES = ("ok", "not_found", "failed")
+LEGACY_SCOPE = "legacy:v1"
+# A fixed salt, so the fingerprint is useless as a lookup key for the bare key.
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (
-    key TEXT PRIMARY KEY,
-    value TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS responses (
-    id_type TEXT NOT NULL,
-    id TEXT NOT NULL,
-    query TEXT NOT NULL,
-    payloads TEXT NOT NULL,
-    fetched_at REAL NOT NULL,
-    PRIMARY KEY (id_type, id, query)
-);
-CREATE TABLE IF NOT EXISTS outcomes (
-    id_type TEXT NOT NULL,
-    id TEXT NOT NULL,
-    query TEXT NOT NULL,
-    status TEXT NOT NULL CHECK (status IN ('ok', 'not_found', 'failed')),
-    http_status INTEGER,
-    attempts INTEGER NOT NULL,
-    error TEXT,
-    recorded_at REAL NOT NULL,
-    PRIMARY KEY (id_type, id, query)
-);
-"""
+_TABLES = (
+    """CREATE TABLE IF NOT EXISTS meta (
+        key TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    )""",
+    """CREATE TABLE IF NOT EXISTS responses (
+        scope TEXT NOT NULL,
+        id_type TEXT NOT NULL,
+        id TEXT NOT NULL,
+        part TEXT NOT NULL,
+        payload TEXT NOT NULL,
+        fetched_at REAL NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 1,
+        error TEXT,
+        PRIMARY KEY (scope, id_type, id, part)
+    )""",
+    """CREATE TABLE IF NOT EXISTS outcomes (
+        scope TEXT NOT NULL,
+        id_type TEXT NOT NULL,
+        id TEXT NOT NULL,
+        query TEXT NOT NULL,
+        status TEXT NOT NULL CHECK (status IN ('ok', 'not_found', 'failed')),
+        http_status INTEGER,
+        attempts INTEGER NOT NULL,
+        error TEXT,
+        recorded_at REAL NOT NULL,
+        PRIMARY KEY (scope, id_type, id, query)
+    )""",
+    """CREATE TABLE IF NOT EXISTS rejected (
+        scope TEXT NOT NULL,
+        id_type TEXT NOT NULL,
+        id TEXT NOT NULL,
+        part TEXT NOT NULL,
+        payload TEXT NOT NULL,
+        error TEXT,
+        fetched_at REAL NOT NULL
+    )""",
+)
 
 # SQLite's default limit on host parameters is 999 in old builds; stay well below.
-_CHUNK = 500
+_CHUNK = 400
+
+
+class CacheWarning(UserWarning):
+    """Something about the cache the user should know (an upgrade, a failed write)."""
+
+
+def cache_scope(base_url: str, secret_key: str) -> str:
+    """The scope of a client's cache entries: its base URL and a key fingerprint.
+
+    The same as :func:`amptools.client.api_scope`: equal keys give equal scopes, and
+    the key cannot be read back from it.
+    """
+    return api_scope(base_url, secret_key)
 
 
 @dataclass(frozen=True)
@@ -93,11 +156,11 @@ class CacheHit:
     payloads : list of dict or None
         The raw response bodies (one per ``ProfileQuery.parts()``) for ``ok``.
     at : float
-        Unix seconds when the response or outcome was recorded.
+        Unix seconds when the response (its newest part) or outcome was recorded.
     http_status : int or None
         The HTTP status of a cached ``not_found`` answer.
     attempts : int
-        Requests the original fetch took.
+        Requests the original fetch took (all parts together).
     """
 
     id: str
@@ -106,6 +169,39 @@ class CacheHit:
     at: float
     http_status: int | None = None
     attempts: int = 0
+
+
+@dataclass(frozen=True)
+class PartHit:
+    """One stored body: the answer to one of ``ProfileQuery.parts()``."""
+
+    part: str
+    payload: Any
+    at: float
+    attempts: int = 1
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class StoredParts:
+    """Everything fresh the cache holds for one id and query: bodies by part, and a
+    ``not_found`` outcome ``(recorded_at, http_status, attempts)`` when there is one."""
+
+    id: str
+    parts: dict[str, PartHit] = field(default_factory=dict)
+    not_found: tuple[float, int | None, int] | None = None
+
+    @property
+    def newest(self) -> float | None:
+        return max((p.at for p in self.parts.values()), default=None)
+
+    @property
+    def is_not_found(self) -> bool:
+        """The ``not_found`` outcome is newer than every stored body."""
+        if self.not_found is None:
+            return False
+        newest = self.newest
+        return newest is None or self.not_found[0] > newest
 
 
 def _max_age_seconds(max_age: float | timedelta | None) -> float | None:
@@ -120,8 +216,22 @@ def _max_age_seconds(max_age: float | timedelta | None) -> float | None:
     return float(max_age)
 
 
+def _as_query(query: ProfileQuery | str) -> ProfileQuery:
+    if isinstance(query, ProfileQuery):
+        return query
+    return ProfileQuery(**json.loads(query))
+
+
 def _query_key(query: ProfileQuery | str) -> str:
     return query.canonical() if isinstance(query, ProfileQuery) else str(query)
+
+
+def _part_keys(query: ProfileQuery | str) -> list[str]:
+    return [part.canonical() for part in _as_query(query).parts()]
+
+
+def _dump(payload: Any) -> str:
+    return json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
 
 
 class ProfileCache:
@@ -136,6 +246,10 @@ class ProfileCache:
         Seconds to wait for another process that holds the write lock.
     clock : callable
         Wall-clock seconds (``time.time``); injected by tests of ``max_age``.
+
+    Every method takes ``scope=`` (see :func:`cache_scope`); ``""`` by default. Bulk
+    fetches pass their client's scope. In :meth:`ids`, :meth:`outcomes`, ``len`` and
+    iteration, ``scope=None`` (the default there) means every scope.
 
     Examples
     --------
@@ -161,24 +275,143 @@ class ProfileCache:
         self._connection: sqlite3.Connection | None = sqlite3.connect(
             self.path, timeout=timeout, check_same_thread=False, isolation_level=None
         )
-        with self._lock:
-            conn = self._connection
-            if self.path != ":memory:":
-                conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
-            conn.executescript(_SCHEMA)
-            row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-            if row is None:
-                conn.execute(
-                    "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)",
-                    (str(SCHEMA_VERSION),),
-                )
-            elif int(row[0]) > SCHEMA_VERSION:
-                raise ConfigurationError(
-                    f"the cache {self.path!r} was written by a newer amptools "
-                    f"(schema {row[0]}); upgrade amptools or use another cache file."
-                )
+        try:
+            with self._lock:
+                conn = self._connection
+                if self.path != ":memory:":
+                    conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute("PRAGMA synchronous=NORMAL")
+                self._prepare(conn)
+        except BaseException:
+            self._connection.close()
+            self._connection = None
+            raise
 
+    # -- schema ------------------------------------------------------------------------
+    @staticmethod
+    def _version(conn: sqlite3.Connection) -> int | None:
+        """0 for a new file, 1 for the unscoped schema, else the recorded version."""
+        columns = {row[1] for row in conn.execute("PRAGMA table_info(responses)")}
+        has_meta = bool(conn.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'").fetchone())
+        recorded = None
+        if has_meta:
+            row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+            recorded = int(row[0]) if row is not None else None
+        if recorded is not None and recorded > SCHEMA_VERSION:
+            return recorded
+        if not columns:
+            return 0
+        if "scope" not in columns:
+            return 1
+        return recorded or SCHEMA_VERSION
+
+    def _prepare(self, conn: sqlite3.Connection) -> None:
+        version = self._version(conn)
+        if version == SCHEMA_VERSION:
+            self._warn_legacy(conn)
+            return
+        if version > SCHEMA_VERSION:
+            raise ConfigurationError(
+                f"the cache {self.path!r} was written by a newer amptools "
+                f"(schema {version}); upgrade amptools or use another cache file."
+            )
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            version = self._version(conn)  # another process may have done it meanwhile
+            if version == 1:
+                self._upgrade_from_1(conn)
+            elif version == 0:
+                for statement in _TABLES:
+                    conn.execute(statement)
+            if version in (0, 1):
+                conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', ?)",
+                             (str(SCHEMA_VERSION),))
+            conn.execute("COMMIT")
+        except BaseException as error:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            if isinstance(error, (sqlite3.DatabaseError, ValueError)) and not isinstance(
+                    error, sqlite3.OperationalError):
+                raise ConfigurationError(
+                    f"the cache {self.path!r} could not be upgraded to schema "
+                    f"{SCHEMA_VERSION} ({type(error).__name__}: {error}); delete or rename the "
+                    "file and run again."
+                ) from None
+            raise
+        self._warn_legacy(conn)
+
+    def _upgrade_from_1(self, conn: sqlite3.Connection) -> None:
+        """Schema 1 (no scope, one row of all bodies per id): keep every row under
+        LEGACY_SCOPE, one row per part."""
+        conn.execute("ALTER TABLE responses RENAME TO responses_v1")
+        conn.execute("ALTER TABLE outcomes RENAME TO outcomes_v1")
+        for statement in _TABLES:
+            conn.execute(statement)
+        attempts_of = {
+            (id_type, id_, query): attempts
+            for id_type, id_, query, attempts in conn.execute(
+                "SELECT id_type, id, query, attempts FROM outcomes_v1")
+        }
+        rows = conn.execute(
+            "SELECT id_type, id, query, payloads, fetched_at FROM responses_v1").fetchall()
+        for id_type, id_, query, payloads, fetched_at in rows:
+            try:
+                keys = _part_keys(query)
+                bodies = json.loads(payloads)
+            except Exception:
+                keys, bodies = [query], None
+            if not isinstance(bodies, list) or len(bodies) != len(keys):
+                # Unreadable: kept as it was, never served.
+                conn.execute(
+                    "INSERT INTO rejected (scope, id_type, id, part, payload, error, fetched_at) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (LEGACY_SCOPE, id_type, id_, query, payloads,
+                     "schema 1 row that could not be split into parts", fetched_at))
+                continue
+            total = int(attempts_of.get((id_type, id_, query)) or len(keys))
+            for index, (key, body) in enumerate(zip(keys, bodies)):
+                share = max(1, total - (len(keys) - 1)) if index == 0 else 1
+                conn.execute(
+                    "INSERT OR REPLACE INTO responses (scope, id_type, id, part, payload, "
+                    "fetched_at, attempts, error) VALUES (?, ?, ?, ?, ?, ?, ?, NULL)",
+                    (LEGACY_SCOPE, id_type, id_, key, _dump(body), fetched_at, share))
+        conn.execute(
+            "INSERT OR REPLACE INTO outcomes (scope, id_type, id, query, status, http_status, "
+            "attempts, error, recorded_at) SELECT ?, id_type, id, query, status, http_status, "
+            "attempts, error, recorded_at FROM outcomes_v1", (LEGACY_SCOPE,))
+        conn.execute("DROP TABLE responses_v1")
+        conn.execute("DROP TABLE outcomes_v1")
+
+    def _warn_legacy(self, conn: sqlite3.Connection) -> None:
+        n = conn.execute("SELECT COUNT(*) FROM responses WHERE scope = ?",
+                         (LEGACY_SCOPE,)).fetchone()[0]
+        if n:
+            warnings.warn(
+                f"the cache {self.path!r} holds {n} responses written by an older amptools, "
+                "which did not record which API or project answered them. They are kept but "
+                "not used, so those users will be fetched again. If they came from the project "
+                "you are fetching now, call ProfileCache(path).adopt_legacy(client) once to use "
+                "them.", CacheWarning, stacklevel=4)
+
+    def adopt_legacy(self, client: Any) -> int:
+        """Hand the rows of an upgraded schema-1 file to ``client``'s scope; return how
+        many responses moved. Do it only when they came from that client's project."""
+        scope = client_scope(client)
+        with self._lock:
+            n = self._conn.execute("SELECT COUNT(*) FROM responses WHERE scope = ?",
+                                   (LEGACY_SCOPE,)).fetchone()[0]
+        self._write([
+            ("INSERT OR REPLACE INTO responses SELECT ?, id_type, id, part, payload, fetched_at, "
+             "attempts, error FROM responses WHERE scope = ?", (scope, LEGACY_SCOPE)),
+            ("DELETE FROM responses WHERE scope = ?", (LEGACY_SCOPE,)),
+            ("INSERT OR REPLACE INTO outcomes SELECT ?, id_type, id, query, status, http_status, "
+             "attempts, error, recorded_at FROM outcomes WHERE scope = ?", (scope, LEGACY_SCOPE)),
+            ("DELETE FROM outcomes WHERE scope = ?", (LEGACY_SCOPE,)),
+        ])
+        return int(n)
+
+    # -- life cycle ----------------------------------------------------------------------
     def __repr__(self) -> str:
         state = "closed" if self._connection is None else "open"
         return f"<amptools.ProfileCache {self.path!r} {state}>"
@@ -223,6 +456,49 @@ class ProfileCache:
                 raise
 
     # -- writing ---------------------------------------------------------------------
+    def save(
+        self,
+        id_type: str,
+        id: str,
+        query: ProfileQuery | str,
+        *,
+        scope: str = "",
+        parts: Sequence[tuple[str, Any, int, str | None]] = (),
+        status: str | None = None,
+        http_status: int | None = None,
+        attempts: int = 0,
+        error: str | None = None,
+        at: float | None = None,
+    ) -> None:
+        """Store bodies and, optionally, the id's outcome, in one transaction.
+
+        ``parts`` holds ``(part key, body, attempts, read error or None)``; a stored body
+        that could not be read is moved to ``rejected`` before being replaced.
+        ``status`` (``ok``, ``not_found``, ``failed``) records the outcome for ``query``.
+        """
+        if status is not None and status not in OUTCOMES:
+            raise ValueError(f"status must be one of {OUTCOMES}, got {status!r}")
+        at = self._clock() if at is None else at
+        statements: list[tuple[str, Sequence[Any]]] = []
+        for key, body, part_attempts, part_error in parts:
+            where = (scope, id_type, id, key)
+            statements.append((
+                "INSERT INTO rejected (scope, id_type, id, part, payload, error, fetched_at) "
+                "SELECT scope, id_type, id, part, payload, error, fetched_at FROM responses "
+                "WHERE scope = ? AND id_type = ? AND id = ? AND part = ? AND error IS NOT NULL",
+                where))
+            statements.append((
+                "INSERT OR REPLACE INTO responses (scope, id_type, id, part, payload, fetched_at, "
+                "attempts, error) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (*where, _dump(body), at, part_attempts, part_error)))
+        if status is not None:
+            statements.append((
+                "INSERT OR REPLACE INTO outcomes (scope, id_type, id, query, status, "
+                "http_status, attempts, error, recorded_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (scope, id_type, id, _query_key(query), status, http_status, attempts, error, at)))
+        if statements:
+            self._write(statements)
+
     def put(
         self,
         id_type: str,
@@ -233,18 +509,18 @@ class ProfileCache:
         attempts: int = 1,
         http_status: int | None = 200,
         fetched_at: float | None = None,
+        scope: str = "",
     ) -> None:
-        """Store a successful fetch (the raw bodies) and record ``ok``; commits at once."""
-        at = self._clock() if fetched_at is None else fetched_at
-        key = (id_type, id, _query_key(query))
-        body = json.dumps(list(payloads), ensure_ascii=False, separators=(",", ":"))
-        self._write([
-            ("INSERT OR REPLACE INTO responses (id_type, id, query, payloads, fetched_at) "
-             "VALUES (?, ?, ?, ?, ?)", (*key, body, at)),
-            ("INSERT OR REPLACE INTO outcomes (id_type, id, query, status, http_status, "
-             "attempts, error, recorded_at) VALUES (?, ?, ?, 'ok', ?, ?, NULL, ?)",
-             (*key, http_status, attempts, at)),
-        ])
+        """Store a successful fetch (one body per ``query.parts()``) and record ``ok``;
+        commits at once."""
+        keys = _part_keys(query)
+        payloads = list(payloads)
+        if len(payloads) != len(keys):
+            raise ValueError(f"expected {len(keys)} payloads for this query, got {len(payloads)}")
+        parts = [(key, body, max(1, attempts - (len(keys) - 1)) if i == 0 else 1, None)
+                 for i, (key, body) in enumerate(zip(keys, payloads))]
+        self.save(id_type, id, query, scope=scope, parts=parts, status="ok",
+                  http_status=http_status, attempts=attempts, at=fetched_at)
 
     def record(
         self,
@@ -257,6 +533,7 @@ class ProfileCache:
         attempts: int = 0,
         error: str | None = None,
         recorded_at: float | None = None,
+        scope: str = "",
     ) -> None:
         """Record a ``not_found`` or ``failed`` outcome in the ledger; commits at once.
 
@@ -264,14 +541,74 @@ class ProfileCache:
         """
         if status not in OUTCOMES:
             raise ValueError(f"status must be one of {OUTCOMES}, got {status!r}")
-        at = self._clock() if recorded_at is None else recorded_at
-        self._write([
-            ("INSERT OR REPLACE INTO outcomes (id_type, id, query, status, http_status, "
-             "attempts, error, recorded_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-             (id_type, id, _query_key(query), status, http_status, attempts, error, at)),
-        ])
+        self.save(id_type, id, query, scope=scope, status=status, http_status=http_status,
+                  attempts=attempts, error=error, at=recorded_at)
+
+    def forget(self, id_type: str, ids: Iterable[str], *, scope: str | None = None) -> None:
+        """Remove the stored bodies and outcomes of ``ids`` (every query; every scope
+        when None), so the next run fetches them again."""
+        ids = list(ids)
+        statements: list[tuple[str, Sequence[Any]]] = []
+        for start in range(0, len(ids), _CHUNK):
+            chunk = ids[start:start + _CHUNK]
+            marks = ",".join("?" * len(chunk))
+            where = f"id_type = ? AND id IN ({marks})"
+            params: list[Any] = [id_type, *chunk]
+            if scope is not None:
+                where += " AND scope = ?"
+                params.append(scope)
+            statements += [(f"DELETE FROM responses WHERE {where}", params),
+                           (f"DELETE FROM outcomes WHERE {where}", params)]
+        self._write(statements)
 
     # -- reading ---------------------------------------------------------------------
+    def stored(
+        self,
+        id_type: str,
+        ids: Iterable[str],
+        query: ProfileQuery | str,
+        *,
+        scope: str = "",
+        max_age: float | timedelta | None = None,
+    ) -> dict[str, StoredParts]:
+        """Every fresh body for the parts of ``query``, and fresh ``not_found`` outcomes,
+        by id (ids the cache knows nothing fresh about are absent). Bodies whose stored
+        JSON is damaged are left out (they are fetched again)."""
+        limit = _max_age_seconds(max_age)
+        oldest = -float("inf") if limit is None else self._clock() - limit
+        keys = _part_keys(query)
+        key_marks = ",".join("?" * len(keys))
+        qkey = _query_key(query)
+        ids = list(ids)
+        found: dict[str, StoredParts] = {}
+        with self._lock:
+            conn = self._conn
+            for start in range(0, len(ids), _CHUNK):
+                chunk = ids[start:start + _CHUNK]
+                marks = ",".join("?" * len(chunk))
+                for id_, part, payload, at, attempts, error in conn.execute(
+                    "SELECT id, part, payload, fetched_at, attempts, error FROM responses "
+                    f"WHERE scope = ? AND id_type = ? AND part IN ({key_marks}) "
+                    f"AND id IN ({marks}) AND fetched_at >= ?",
+                    (scope, id_type, *keys, *chunk, oldest),
+                ):
+                    try:
+                        body = json.loads(payload)
+                    except ValueError:
+                        continue  # a damaged row is fetched again
+                    entry = found.setdefault(id_, StoredParts(id_))
+                    entry.parts[part] = PartHit(part, body, at, attempts or 0, error)
+                for id_, at, http_status, attempts in conn.execute(
+                    "SELECT id, recorded_at, http_status, attempts FROM outcomes "
+                    f"WHERE scope = ? AND id_type = ? AND query = ? AND id IN ({marks}) "
+                    "AND status = 'not_found' AND recorded_at >= ?",
+                    (scope, id_type, qkey, *chunk, oldest),
+                ):
+                    entry = found.get(id_)
+                    parts = entry.parts if entry is not None else {}
+                    found[id_] = StoredParts(id_, parts, (at, http_status, attempts or 0))
+        return found
+
     def get(
         self,
         id_type: str,
@@ -279,9 +616,10 @@ class ProfileCache:
         query: ProfileQuery | str,
         *,
         max_age: float | timedelta | None = None,
+        scope: str = "",
     ) -> CacheHit | None:
         """What the cache holds for one id, or None when it must be fetched."""
-        return self.lookup(id_type, [id], query, max_age=max_age).get(id)
+        return self.lookup(id_type, [id], query, max_age=max_age, scope=scope).get(id)
 
     def lookup(
         self,
@@ -290,49 +628,31 @@ class ProfileCache:
         query: ProfileQuery | str,
         *,
         max_age: float | timedelta | None = None,
+        scope: str = "",
     ) -> dict[str, CacheHit]:
         """The usable entries for many ids at once: ``{id: CacheHit}``.
 
-        An id is usable when its stored response, or its ``not_found`` outcome, is
-        at most ``max_age`` seconds old (any age when None); when both exist the
-        newer wins. Ids with only a ``failed`` outcome, or nothing, are absent.
+        An id is usable when every part of its query has a stored body at most
+        ``max_age`` seconds old (any age when None), or when its ``not_found`` outcome
+        is, and is newer than those bodies. Ids with only a ``failed`` outcome, some
+        parts missing, or nothing, are absent.
         """
-        limit = _max_age_seconds(max_age)
-        oldest = -float("inf") if limit is None else self._clock() - limit
-        key = _query_key(query)
-        ids = list(ids)
+        keys = _part_keys(query)
         hits: dict[str, CacheHit] = {}
-        with self._lock:
-            conn = self._conn
-            for start in range(0, len(ids), _CHUNK):
-                chunk = ids[start:start + _CHUNK]
-                marks = ",".join("?" * len(chunk))
-                for id_, payloads, at, attempts in conn.execute(
-                    "SELECT r.id, r.payloads, r.fetched_at, o.attempts FROM responses r "
-                    "LEFT JOIN outcomes o USING (id_type, id, query) "
-                    f"WHERE r.id_type = ? AND r.query = ? AND r.id IN ({marks}) "
-                    "AND r.fetched_at >= ?",
-                    (id_type, key, *chunk, oldest),
-                ):
-                    try:
-                        bodies = json.loads(payloads)
-                    except ValueError:
-                        continue  # a damaged row is fetched again
-                    hits[id_] = CacheHit(id_, "ok", bodies, at, 200, attempts or 0)
-                for id_, at, http_status, attempts in conn.execute(
-                    "SELECT id, recorded_at, http_status, attempts FROM outcomes "
-                    f"WHERE id_type = ? AND query = ? AND id IN ({marks}) "
-                    "AND status = 'not_found' AND recorded_at >= ?",
-                    (id_type, key, *chunk, oldest),
-                ):
-                    known = hits.get(id_)
-                    if known is None or known.at < at:
-                        hits[id_] = CacheHit(id_, "not_found", None, at, http_status, attempts)
+        for id_, entry in self.stored(id_type, ids, query, scope=scope, max_age=max_age).items():
+            if entry.is_not_found:
+                at, http_status, attempts = entry.not_found  # type: ignore[misc]
+                hits[id_] = CacheHit(id_, "not_found", None, at, http_status, attempts)
+            elif all(key in entry.parts for key in keys):
+                parts = [entry.parts[key] for key in keys]
+                hits[id_] = CacheHit(id_, "ok", [p.payload for p in parts],
+                                     max(p.at for p in parts), 200, sum(p.attempts for p in parts))
         return hits
 
-    def outcomes(self, id_type: str | None = None, query: ProfileQuery | str | None = None) -> Any:
+    def outcomes(self, id_type: str | None = None, query: ProfileQuery | str | None = None,
+                 *, scope: str | None = None) -> Any:
         """The ledger as a DataFrame: id_type, id, query, status, http_status, attempts,
-        error, recorded_at (Unix seconds)."""
+        error, recorded_at (Unix seconds). Every scope unless ``scope`` is given."""
         import pandas as pd
 
         sql = ("SELECT id_type, id, query, status, http_status, attempts, error, recorded_at "
@@ -344,6 +664,9 @@ class ProfileCache:
         if query is not None:
             clauses.append("query = ?")
             params.append(_query_key(query))
+        if scope is not None:
+            clauses.append("scope = ?")
+            params.append(scope)
         if clauses:
             sql += " WHERE " + " AND ".join(clauses)
         with self._lock:
@@ -356,29 +679,46 @@ class ProfileCache:
             "http_status": "Int64", "attempts": "int64", "error": "str", "recorded_at": "float64",
         })
 
-    def ids(self, id_type: str, query: ProfileQuery | str, status: str = "ok") -> set[str]:
-        """The ids whose last recorded outcome for this query is ``status``."""
+    def ids(self, id_type: str, query: ProfileQuery | str, status: str = "ok",
+            *, scope: str | None = None) -> set[str]:
+        """The ids whose last recorded outcome for this query is ``status`` (in ``scope``,
+        or in any scope when None)."""
+        sql = "SELECT id FROM outcomes WHERE id_type = ? AND query = ? AND status = ?"
+        params: list[Any] = [id_type, _query_key(query), status]
+        if scope is not None:
+            sql += " AND scope = ?"
+            params.append(scope)
         with self._lock:
-            rows = self._conn.execute(
-                "SELECT id FROM outcomes WHERE id_type = ? AND query = ? AND status = ?",
-                (id_type, _query_key(query), status),
-            ).fetchall()
+            rows = self._conn.execute(sql, params).fetchall()
         return {row[0] for row in rows}
 
+    def scopes(self) -> list[str]:
+        """The scopes that hold responses or outcomes (base URL and key fingerprint)."""
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT scope FROM responses UNION SELECT scope FROM outcomes ORDER BY 1").fetchall()
+        return [row[0] for row in rows]
+
     def __len__(self) -> int:
-        """The number of stored responses."""
+        """The number of stored response bodies (one per request part), every scope."""
         with self._lock:
             return int(self._conn.execute("SELECT COUNT(*) FROM responses").fetchone()[0])
 
     def __iter__(self) -> Iterator[tuple[str, str, str]]:
-        """The ``(id_type, id, canonical query)`` keys of the stored responses."""
+        """The ``(id_type, id, canonical part query)`` keys of the stored bodies."""
         with self._lock:
-            rows = self._conn.execute("SELECT id_type, id, query FROM responses").fetchall()
+            rows = self._conn.execute("SELECT id_type, id, part FROM responses").fetchall()
         return iter(rows)
 
     def clear(self) -> None:
         """Forget every response and outcome."""
-        self._write([("DELETE FROM responses", ()), ("DELETE FROM outcomes", ())])
+        self._write([("DELETE FROM responses", ()), ("DELETE FROM outcomes", ()),
+                     ("DELETE FROM rejected", ())])
+
+
+def client_scope(client: Any) -> str:
+    """The cache scope of a :class:`~amptools.client.ProfileClient` (see :func:`cache_scope`)."""
+    return str(client.scope)
 
 
 def open_cache(cache: ProfileCache | str | os.PathLike[str] | None) -> tuple[ProfileCache | None, bool]:

@@ -14,6 +14,7 @@ ignore ``http.client`` debug printing, which would otherwise echo the header.
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import json
 import logging
@@ -56,6 +57,8 @@ __all__ = [
     "ENDPOINT",
     "ExposureWarning",
     "ProfileClient",
+    "api_scope",
+    "key_fingerprint",
     "map_response",
     "map_transport_error",
     "retry_delay",
@@ -281,6 +284,26 @@ def _user_stacklevel() -> int:
     return level
 
 
+_SCOPE_SALT = b"amptools.cache.scope.v1\x00"
+
+
+def key_fingerprint(secret_key: str) -> str:
+    """16 hex digits of a salted SHA-256 of the key: tells keys apart, reveals nothing."""
+    return hashlib.sha256(_SCOPE_SALT + secret_key.encode("utf-8")).hexdigest()[:16]
+
+
+def api_scope(base_url: str, secret_key: str) -> str:
+    """Which API and project answers a client: its base URL and a key fingerprint.
+
+    Caches keep answers apart by this, so one project's (or the sample org's) answers
+    are never served to another. A loopback URL's port is left out: the sample org
+    runs on a new port each time, and its key already says which org it is.
+    """
+    parts = urlsplit(base_url.rstrip("/"))
+    netloc = parts.hostname if _is_loopback(parts.hostname) else parts.netloc
+    return f"{parts.scheme}://{netloc}{parts.path} key:{key_fingerprint(secret_key)}"
+
+
 def _key_problem(secret_key: Any) -> str | None:
     """What is wrong with a secret key, or None; never raises, never quotes the key."""
     if not isinstance(secret_key, str) or not secret_key.strip():
@@ -443,6 +466,11 @@ class ProfileClient:
     @property
     def endpoint(self) -> str:
         return self.base_url + ENDPOINT
+
+    @property
+    def scope(self) -> str:
+        """Which API and project this client asks (see :func:`api_scope`); never the key."""
+        return api_scope(self.base_url, self._auth._secret.reveal())
 
     @property
     def is_sample(self) -> bool:

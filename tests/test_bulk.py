@@ -31,7 +31,7 @@ from amptools.bulk import (
     fetch_profiles,
     start_fetch,
 )
-from amptools.cache import ProfileCache
+from amptools.cache import CacheWarning, ProfileCache
 from amptools.client import ExposureWarning, ProfileClient
 from amptools.errors import AuthenticationError, ConfigurationError, InvalidQueryError
 from amptools.query import ProfileQuery
@@ -491,3 +491,173 @@ def test_resume_after_sigkill(tmp_path: Path) -> None:
     assert ps.counts == {"ok": 120, "not_found": 2, "failed": 0}
     assert ps.from_cache == len(done)
     assert [p.user_id for p in ps.profiles] == ids[:120]
+
+
+# -- cache robustness: write failures, split queries, scopes -----------------------------------
+def test_a_cache_write_failure_loses_nothing(srv: SampleServer, tmp_path: Path) -> None:
+    path = tmp_path / "locked.sqlite"
+    ids = list(srv.org.user_ids[1:31])
+    with ProfileCache(path, timeout=0.2) as cache:
+        blocker = sqlite3.connect(path, isolation_level=None)
+        blocker.execute("BEGIN IMMEDIATE")  # another program holds the write lock
+        try:
+            with pytest.warns(CacheWarning) as caught:
+                ps = srv.client(**UNLIMITED).get_profiles(ids, cache=cache, workers=4,
+                                                          progress=False)
+        finally:
+            blocker.execute("ROLLBACK")
+            blocker.close()
+        messages = [str(w.message) for w in caught if issubclass(w.category, CacheWarning)]
+        assert len(messages) == 1  # once, not once per id
+        assert str(path) in messages[0] and "database is locked" in messages[0]
+        assert "kept in memory" in messages[0]
+        assert ps.counts == {"ok": 30, "not_found": 0, "failed": 0}
+        assert [p.user_id for p in ps.profiles] == ids
+        assert isinstance(ps.cache_error, sqlite3.OperationalError)
+        assert "not all kept in the cache" in repr(ps)
+        assert len(srv.arrivals) == 30
+        # Once the lock is gone the cache works again; nothing half-written is served.
+        srv.reset_arrivals()
+        again = srv.client(**UNLIMITED).get_profiles(ids, cache=cache, progress=False)
+    assert again.ok == 30 and again.cache_error is None
+    assert again.from_cache == 0 and len(srv.arrivals) == 30 - again.from_cache
+
+
+def _recs_asked(arrivals: list[Any]) -> Counter[str]:
+    return Counter(a.params["user_id"] for a in arrivals if a.params.get("get_recs") == "true")
+
+
+def test_split_queries_never_fetch_recommendations_twice(srv: SampleServer,
+                                                         tmp_path: Path) -> None:
+    path = tmp_path / "c.sqlite"
+    query = ProfileQuery(recs=("home-feed",), amp_props=True, computations=True)
+    ids = list(srv.org.user_ids[:40])
+    srv.faults = Faults(server_error=0.5, seed=7)
+    client = srv.client(**UNLIMITED, max_retries=0)
+    with pytest.warns(ExposureWarning):
+        first = client.get_profiles(ids, query, cache=path, progress=False)
+    served = Counter(a.params["user_id"] for a in srv.arrivals
+                     if a.status == 200 and a.params.get("get_recs") == "true")
+    assert first.failed > 0 and served  # the scenario: some halves succeeded, some not
+    recs_first = _recs_asked(srv.arrivals)
+    srv.faults = None
+    srv.reset_arrivals()
+    second = client.get_profiles(ids, query, cache=path, progress=False)
+    assert second.counts == {"ok": 40, "not_found": 0, "failed": 0}
+    recs_second = _recs_asked(srv.arrivals)
+    assert not set(recs_second) & set(served)  # no user's recommendations served twice
+    total = recs_first + recs_second
+    assert all(total[u] - (recs_first[u] - served[u]) == 1 for u in ids)  # one 200 each
+    # Only the missing parts were asked: the users whose recommendations came back but
+    # whose computations failed get one request each, for computations only.
+    partial = [u for u in served if first.outcome(u).status == "failed"]
+    assert partial
+    for user in partial:
+        asked_now = [a.params for a in srv.arrivals if a.params["user_id"] == user]
+        assert asked_now == [{"user_id": user, "get_computations": "true"}]
+    srv.reset_arrivals()
+    third = client.get_profiles(ids, query, cache=path, progress=False)
+    assert third.from_cache == 40 and srv.arrivals == []
+    assert second.profiles == third.profiles
+
+
+def test_cancel_between_parts_keeps_the_first(srv: SampleServer, tmp_path: Path) -> None:
+    query = ProfileQuery(recs=("home-feed",), amp_props=True, computations=True)
+    user = srv.org.user_ids[3]
+    client = srv.client(**UNLIMITED)
+    cancel = threading.Event()
+    original = client.request
+
+    def request(params: Any, *, cancel: Any = None) -> Any:
+        answer = original(params, cancel=cancel)
+        if params.get("get_recs") == "true":
+            outer.set()  # cancelled right after the recommendations came back ...
+            time.sleep(0.3)  # ... and noticed by the run before the next request
+        return answer
+
+    outer = cancel
+    client.request = request  # type: ignore[method-assign]
+    with pytest.warns(ExposureWarning):
+        ps = client.get_profiles([user], query, cache=tmp_path / "c.sqlite", cancel=cancel,
+                                 progress=False)
+    assert ps.cancelled and ps.failed == 1
+    assert _recs_asked(srv.arrivals) == Counter({user: 1})
+    srv.reset_arrivals()
+    again = srv.client(**UNLIMITED).get_profiles([user], query, cache=tmp_path / "c.sqlite",
+                                                 progress=False)
+    assert again.ok == 1 and _recs_asked(srv.arrivals) == Counter()
+    assert [a.params for a in srv.arrivals] == [{"user_id": user, "get_computations": "true"}]
+
+
+def test_an_unreadable_answer_is_kept_and_recommendations_not_refetched(
+        srv: SampleServer, tmp_path: Path) -> None:
+    path = tmp_path / "c.sqlite"
+    users = list(srv.org.user_ids[1:4])
+    bad_user = users[0]
+    client = srv.client(**UNLIMITED)
+    original = client.request
+
+    def corrupt(params: Any, *, cancel: Any = None) -> Any:
+        payload, attempts = original(params, cancel=cancel)
+        if params.get("user_id") == bad_user:
+            payload = {**payload, "userData": {**payload["userData"], "recommendations": "?!"}}
+        return payload, attempts
+
+    client.request = corrupt  # type: ignore[method-assign]
+    recs = ProfileQuery(recs=("home-feed",))
+    with pytest.warns(ExposureWarning):
+        first = client.get_profiles(users, recs, cache=path, progress=False)
+    assert first.ok == 2 and first.outcome(bad_user).status == "failed"
+    assert "recommendations" in first.outcome(bad_user).error
+    with ProfileCache(path) as cache:  # what the service sent is kept, with its error
+        stored = cache.stored("user_id", [bad_user], recs, scope=cache.scopes()[0])[bad_user]
+        (hit,) = stored.parts.values()
+        assert hit.payload["userData"]["recommendations"] == "?!" and hit.error
+        assert cache.ids("user_id", recs, "failed") == {bad_user}
+    srv.reset_arrivals()
+    second = srv.client(**UNLIMITED).get_profiles(users, recs, cache=path, progress=False)
+    assert srv.arrivals == []  # not asked again: it would log another exposure
+    bad = second.outcome(bad_user)
+    assert bad.status == "failed" and bad.from_cache and "not fetched again" in bad.error
+    # Without recommendations there is no side effect: such a part is fetched again,
+    # and the unreadable body it replaces is kept in the rejected table.
+    props = ProfileQuery(amp_props=True)
+    client.get_profiles([bad_user], props, cache=path, progress=False)
+    with ProfileCache(path) as cache:
+        cache._conn.execute("UPDATE responses SET error = 'unreadable', "
+                            "payload = '{\"userData\": 3}' WHERE part = ?", (props.canonical(),))
+    srv.reset_arrivals()
+    third = srv.client(**UNLIMITED).get_profiles([bad_user], props, cache=path, progress=False)
+    assert third.ok == 1 and len(srv.arrivals) == 1
+    with ProfileCache(path) as cache:
+        assert cache._conn.execute("SELECT COUNT(*) FROM rejected").fetchone()[0] == 1
+
+
+def test_two_projects_share_one_cache_file(tmp_path: Path) -> None:
+    path = tmp_path / "shared.sqlite"
+    with SampleServer(seed=1) as a:
+        ids = list(dict.fromkeys(["testUser", *a.org.user_ids[:9]]))
+        ps_a = a.client(**UNLIMITED).get_profiles(ids, amp_props=True, cache=path,
+                                                  progress=False)
+    with SampleServer(seed=2, secret_key="another-project") as b:
+        ps_b = b.client(**UNLIMITED).get_profiles(ids, amp_props=True, cache=path,
+                                                  progress=False)
+        assert asked(b.arrivals) == Counter(ids)  # the other project's answers are not served
+        assert ps_b.from_cache == 0
+        b.reset_arrivals()
+        again_b = b.client(**UNLIMITED).get_profiles(ids, amp_props=True, cache=path,
+                                                     progress=False)
+        assert b.arrivals == [] and again_b.profiles == ps_b.profiles
+    # The first project's entries are still there, still its own: the same sample org
+    # started again (a new port, the same org key) is served from them.
+    with SampleServer(seed=1) as a2:
+        again_a = a2.client(**UNLIMITED).get_profiles(ids, amp_props=True, cache=path,
+                                                      progress=False)
+        assert a2.arrivals == [] and again_a.profiles == ps_a.profiles
+    with SampleServer(seed=1, secret_key="a-third-project") as a3:  # another key: another scope
+        a3.client(**UNLIMITED).get_profiles(ids, amp_props=True, cache=path, progress=False)
+        assert len(a3.arrivals) == len(ids)
+    with ProfileCache(path) as cache:
+        assert len(cache.scopes()) == 3
+        assert len(cache) == 3 * len(ids)
+    assert ps_a.ok == len(ids)

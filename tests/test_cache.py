@@ -2,17 +2,28 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import secrets
 import sqlite3
+import warnings
 import threading
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
-from amptools.cache import ProfileCache, open_cache
+from amptools.cache import (
+    LEGACY_SCOPE,
+    SCHEMA_VERSION,
+    CacheWarning,
+    ProfileCache,
+    cache_scope,
+    open_cache,
+)
 from amptools.errors import ConfigurationError
 from amptools.query import ProfileQuery
+from amptools.sample import SampleServer
 
 Q = ProfileQuery(recs=("testRecId",))
 BODY = {"userData": {"user_id": "u1", "device_id": None, "recommendations": None}}
@@ -111,10 +122,28 @@ def test_persists_and_never_stores_a_key(tmp_path: Path) -> None:
     with ProfileCache(path) as cache:
         assert cache.get("user_id", "u1", Q) is not None
     raw = sqlite3.connect(path)
-    columns = {row[1] for table in ("responses", "outcomes")
+    columns = {row[1] for table in ("responses", "outcomes", "rejected", "meta")
                for row in raw.execute(f"PRAGMA table_info({table})")}
     raw.close()
-    assert not any("key" in column for column in columns)
+    assert not any("key" in column for column in columns - {"key"})  # meta's own key column
+
+    # The real thing: fetch through a client holding a canary key, then look for the
+    # canary (and its plain SHA-256) in every byte of the database, WAL and shm files.
+    canary = "CANARY-" + secrets.token_hex(12)
+    fetched = tmp_path / "fetched.sqlite"
+    with SampleServer(secret_key=canary) as srv, ProfileCache(fetched) as cache:
+        ps = srv.client().get_profiles(srv.org.user_ids[:5], cache=cache, progress=False,
+                                       amp_props=True, computations=True)
+        assert ps.ok == 5 and len(cache) == 10
+        files = [Path(f"{fetched}{suffix}") for suffix in ("", "-wal", "-shm")]
+        assert all(f.exists() for f in files)  # checked while the WAL is still there
+        needles = [canary.encode(), canary.encode("utf-16-le"),
+                   hashlib.sha256(canary.encode()).hexdigest().encode()]
+        for f in files:
+            data = f.read_bytes()
+            assert not any(needle in data for needle in needles), f.name
+    data = fetched.read_bytes()  # after close and checkpoint
+    assert canary.encode() not in data and b"key:" in data  # scoped by a fingerprint only
 
 
 def test_concurrent_writers(tmp_path: Path) -> None:
@@ -133,8 +162,9 @@ def test_concurrent_writers(tmp_path: Path) -> None:
     for thread in threads:
         thread.join()
     assert len(cache) == 600
+    # Schema 2 stores one body per request part (the column was a list of bodies).
     assert json.loads(sqlite3.connect(path).execute(
-        "SELECT payloads FROM responses LIMIT 1").fetchone()[0]) == [BODY]
+        "SELECT payload FROM responses LIMIT 1").fetchone()[0]) == BODY
     cache.close()
     other.close()
 
@@ -157,7 +187,7 @@ def test_damaged_row_is_a_miss(tmp_path: Path) -> None:
     path = tmp_path / "c.sqlite"
     with ProfileCache(path) as cache:
         cache.put("user_id", "u1", Q, [BODY])
-        cache._conn.execute("UPDATE responses SET payloads = '{not json'")
+        cache._conn.execute("UPDATE responses SET payload = '{not json'")  # schema 2 name
         assert cache.get("user_id", "u1", Q) is None
 
 
@@ -168,3 +198,108 @@ def test_memory_cache_and_clear() -> None:
         cache.clear()
         assert len(cache) == 0
         assert "ProfileCache" in repr(cache)
+
+
+# -- schema 2: scopes, parts, unreadable bodies, upgrades ------------------------------------
+def test_scopes_keep_projects_apart(tmp_path: Path) -> None:
+    a = cache_scope("https://profile-api.amplitude.com", "key-a")
+    b = cache_scope("https://profile-api.amplitude.com", "key-b")
+    c = cache_scope("http://127.0.0.1:9", "key-a")
+    assert len({a, b, c}) == 3 and "key-a" not in a
+    assert a == cache_scope("https://profile-api.amplitude.com/", "key-a")
+    with ProfileCache(tmp_path / "c.sqlite") as cache:
+        cache.put("user_id", "u1", Q, [BODY], scope=a)
+        cache.record("user_id", "ghost", Q, "not_found", scope=a)
+        assert set(cache.lookup("user_id", ["u1", "ghost"], Q, scope=a)) == {"u1", "ghost"}
+        assert cache.lookup("user_id", ["u1", "ghost"], Q, scope=b) == {}
+        assert cache.lookup("user_id", ["u1", "ghost"], Q) == {}
+        assert cache.scopes() == [a]
+        assert cache.ids("user_id", Q) == {"u1"} and cache.ids("user_id", Q, scope=b) == set()
+
+
+def test_parts_are_stored_one_by_one(tmp_path: Path) -> None:
+    query = ProfileQuery(recs=("r",), amp_props=True, computations=True)
+    main, comps = (p.canonical() for p in query.parts())
+    with ProfileCache(tmp_path / "c.sqlite") as cache:
+        cache.save("user_id", "u1", query, parts=[(main, BODY, 1, None)])
+        assert cache.get("user_id", "u1", query) is None  # one part is not a profile yet
+        stored = cache.stored("user_id", ["u1"], query)["u1"]
+        assert set(stored.parts) == {main} and stored.parts[main].payload == BODY
+        cache.save("user_id", "u1", query, parts=[(comps, BODY, 2, None)], status="ok",
+                   attempts=2, http_status=200)
+        hit = cache.get("user_id", "u1", query)
+        assert hit.status == "ok" and hit.payloads == [BODY, BODY] and hit.attempts == 3
+
+
+def test_an_unreadable_body_is_never_thrown_away(tmp_path: Path) -> None:
+    bad = {"userData": {"recommendations": "oops"}}
+    with ProfileCache(tmp_path / "c.sqlite") as cache:
+        cache.save("user_id", "u1", Q, parts=[(Q.canonical(), bad, 1, "bad recommendations")],
+                   status="failed", http_status=200, attempts=1, error="bad recommendations")
+        assert cache.stored("user_id", ["u1"], Q)["u1"].parts[Q.canonical()].error
+        cache.put("user_id", "u1", Q, [BODY])  # a later fetch replaces it ...
+        rejected = cache._conn.execute("SELECT payload, error FROM rejected").fetchall()
+        assert [(json.loads(p), e) for p, e in rejected] == [(bad, "bad recommendations")]
+        assert cache.get("user_id", "u1", Q).payloads == [BODY]  # ... and is served
+
+
+def make_schema_1(path: Path) -> None:
+    raw = sqlite3.connect(path)
+    raw.executescript("""
+        CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+        CREATE TABLE responses (id_type TEXT NOT NULL, id TEXT NOT NULL, query TEXT NOT NULL,
+            payloads TEXT NOT NULL, fetched_at REAL NOT NULL, PRIMARY KEY (id_type, id, query));
+        CREATE TABLE outcomes (id_type TEXT NOT NULL, id TEXT NOT NULL, query TEXT NOT NULL,
+            status TEXT NOT NULL, http_status INTEGER, attempts INTEGER NOT NULL, error TEXT,
+            recorded_at REAL NOT NULL, PRIMARY KEY (id_type, id, query));
+        INSERT INTO meta VALUES ('schema_version', '1');
+    """)
+    two = ProfileQuery(amp_props=True, computations=True)
+    raw.execute("INSERT INTO responses VALUES ('user_id', 'u1', ?, ?, 5.0)",
+                (Q.canonical(), json.dumps([BODY])))
+    raw.execute("INSERT INTO responses VALUES ('user_id', 'u2', ?, ?, 5.0)",
+                (two.canonical(), json.dumps([BODY, BODY])))
+    raw.execute("INSERT INTO outcomes VALUES ('user_id', 'u1', ?, 'ok', 200, 3, NULL, 5.0)",
+                (Q.canonical(),))
+    raw.execute("INSERT INTO outcomes VALUES ('user_id', 'g', ?, 'not_found', 400, 1, 'x', 5.0)",
+                (Q.canonical(),))
+    raw.commit()
+    raw.close()
+
+
+def test_schema_1_file_is_upgraded_and_kept_apart(tmp_path: Path) -> None:
+    path = tmp_path / "old.sqlite"
+    make_schema_1(path)
+    with pytest.warns(CacheWarning, match="older amptools"):
+        cache = ProfileCache(path)
+    two = ProfileQuery(amp_props=True, computations=True)
+    with cache:
+        version = cache._conn.execute(
+            "SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0]
+        assert int(version) == SCHEMA_VERSION == 2
+        assert len(cache) == 3 and cache.scopes() == [LEGACY_SCOPE]
+        assert cache.lookup("user_id", ["u1", "u2", "g"], Q) == {}  # nobody's answers
+        legacy = cache.lookup("user_id", ["u1", "g"], Q, scope=LEGACY_SCOPE)
+        assert legacy["u1"].payloads == [BODY] and legacy["u1"].attempts == 3
+        assert legacy["g"].status == "not_found"
+        assert cache.get("user_id", "u2", two, scope=LEGACY_SCOPE).payloads == [BODY, BODY]
+    with SampleServer() as srv, warnings.catch_warnings(record=True):
+        client = srv.client()
+        with ProfileCache(path) as cache:
+            assert cache.adopt_legacy(client) == 3
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # adopted: no more warning
+            with ProfileCache(path) as cache:
+                ps = client.get_profiles(["u1", "g"], Q, cache=cache, progress=False)
+        assert ps.from_cache == 2 and srv.arrivals == []
+
+
+def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "new.sqlite"
+    ProfileCache(path).close()
+    raw = sqlite3.connect(path)
+    raw.execute("UPDATE meta SET value = '99' WHERE key = 'schema_version'")
+    raw.commit()
+    raw.close()
+    with pytest.raises(ConfigurationError, match="newer amptools"):
+        ProfileCache(path)

@@ -169,11 +169,14 @@ def test_arrivals_log_everything_but_the_key() -> None:
         assert srv.arrivals == []
 
 
-def test_random_key_and_fixed_key() -> None:
+def test_default_key_names_the_org_and_a_given_key_wins() -> None:
     with SampleServer(secret_key="local-sample-key") as fixed:
         assert fixed.secret_key == "local-sample-key"
         assert _get(fixed, user_id="testUser").status_code == 200
-    assert SampleServer().secret_key != SampleServer().secret_key
+    # The same org keeps its key across sessions (so caches are reused); another org differs.
+    assert SampleServer().secret_key == SampleServer().secret_key
+    assert SampleServer(seed=7).secret_key != SampleServer().secret_key
+    assert SampleServer(n_users=10).secret_key != SampleServer().secret_key
 
 
 def test_concurrent_requests(server: SampleServer) -> None:

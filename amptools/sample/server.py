@@ -30,7 +30,6 @@ import hashlib
 import hmac
 import json
 import math
-import secrets
 import socket
 import struct
 import sys
@@ -376,7 +375,8 @@ class SampleServer:
     n_users : int, optional
         Number of users of the sample org (``org.json``'s when omitted).
     secret_key : str, optional
-        The key clients must send; a random one when omitted.
+        The key clients must send; by default one named after the org (seed and size),
+        so a cache filled from this sample org is reused by later sessions.
     port : int
         Port to bind on 127.0.0.1; a free one when 0.
 
@@ -405,7 +405,10 @@ class SampleServer:
         self.window = window
         self.latency = latency
         self.org = SampleOrg(seed=seed, n_users=n_users)
-        self.secret_key: str = secret_key if secret_key is not None else secrets.token_hex(16)
+        # The local org's default key is not a secret: it names the org (seed and size),
+        # so caches filled from the same sample org in another session stay usable.
+        self.secret_key: str = (secret_key if secret_key is not None
+                                else f"sample-org-{self.org.seed}-{self.org.n_users}")
         self.port = port
         self._faults = faults
         self._limiter = _SlidingWindow(rate_limit, window)
