@@ -265,8 +265,8 @@ def to_csv(
 
 def _warn_reformat(df: pd.DataFrame) -> None:
     at_risk = []
-    for name in df.columns:
-        series = df[name]
+    for position, name in enumerate(df.columns):
+        series = df.iloc[:, position]  # by position: column names may repeat
         if pd.api.types.is_numeric_dtype(series.dtype) and not isinstance(
             series.dtype, pd.CategoricalDtype
         ):
