@@ -26,7 +26,7 @@ import time
 import warnings
 from collections.abc import Callable, Mapping
 from email.utils import parsedate_to_datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit
 
 import requests
@@ -51,6 +51,9 @@ from .errors import (
 from .models import UserProfile
 from .query import ProfileQuery, validate_id
 from .ratelimit import RateLimiter
+
+if TYPE_CHECKING:
+    from .bulk import ProfileSet
 
 __all__ = [
     "DEFAULT_BASE_URL",
@@ -618,8 +621,37 @@ class ProfileClient:
         payloads, _ = self.fetch_payloads(query, **ids)
         return UserProfile.from_payloads(payloads, query)
 
-    def get_profiles(self, ids: Any, query: ProfileQuery | None = None, **kwargs: Any) -> Any:
-        """Fetch many users; see :func:`amptools.bulk.fetch_profiles`."""
+    def get_profiles(
+        self,
+        ids: Any,
+        query: ProfileQuery | None = None,
+        *,
+        id_type: str = "user_id",
+        workers: int = 8,
+        progress: bool = True,
+        cache: Any = None,
+        max_age: Any = None,
+        cancel: threading.Event | None = None,
+        on_progress: Callable[..., Any] | None = None,
+        **options: Any,
+    ) -> ProfileSet:
+        """Fetch many users at this client's rate limit; one outcome per unique id.
+
+        Parameters are those of :func:`amptools.bulk.fetch_profiles`: ``id_type``
+        (``"user_id"`` or ``"device_id"``), ``workers``, ``progress`` (a tqdm bar),
+        ``cache`` (a SQLite path: never fetch a user twice, resume after a crash),
+        ``max_age`` (seconds after which cached answers are refetched), ``cancel``
+        (a ``threading.Event``), ``on_progress(done, total, counts)``; ``**options``
+        are :class:`ProfileQuery` shorthand.
+
+        Returns
+        -------
+        ProfileSet
+            ``.profiles`` in input order and ``.failures`` (user_id, device_id, status,
+            http_status, attempts, error).
+        """
         from .bulk import fetch_profiles
 
-        return fetch_profiles(self, ids, query, **kwargs)
+        return fetch_profiles(self, ids, query, id_type=id_type, workers=workers,
+                              progress=progress, cache=cache, max_age=max_age, cancel=cancel,
+                              on_progress=on_progress, **options)

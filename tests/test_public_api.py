@@ -58,3 +58,11 @@ def test_query_defaults_match_the_contract():
     q = amp.ProfileQuery()
     assert (q.recs, q.rec_type, q.amp_props, q.cohort_ids, q.computations, q.predictions,
             q.propensity_type) == ((), None, False, False, False, (), "score")
+
+
+def test_get_profiles_spells_out_its_options():
+    params = inspect.signature(amp.ProfileClient.get_profiles).parameters
+    for name, default in (("id_type", "user_id"), ("workers", 8), ("progress", True), ("cache", None)):
+        assert params[name].kind is inspect.Parameter.KEYWORD_ONLY and params[name].default == default
+    bulk_params = inspect.signature(amp.bulk.fetch_profiles).parameters
+    assert set(bulk_params) - {"client"} == set(params) - {"self"}  # nothing hidden or lost
