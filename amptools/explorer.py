@@ -23,6 +23,7 @@ import base64
 import html
 import mimetypes
 import random
+import tempfile
 import threading
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -447,7 +448,10 @@ class ExplorerController:
     ) -> None:
         self.client = client
         self.workers = workers
-        self.cache = cache
+        # Without a cache of the analyst's, one for this session: fetching the same
+        # users again must not log their recommendation exposures again.
+        self.cache = cache if cache is not None else (
+            Path(tempfile.mkdtemp(prefix="amptools-explorer-")) / "profiles.sqlite")
         self.export_folder = Path(export_folder)
         self.result: ProfileSet | None = None
         self.error: BaseException | None = None
@@ -459,6 +463,7 @@ class ExplorerController:
         self._finished.set()
         self._tables: dict[str, pd.DataFrame] = {}
         self._lock = threading.Lock()
+        self._start_lock = threading.Lock()
 
     # -- fetching --------------------------------------------------------------------
     @property
@@ -518,6 +523,11 @@ class ExplorerController:
         RuntimeError
             When a fetch is already running.
         """
+        with self._start_lock:  # two quick clicks must not start two fetches
+            return self._start(ids, query, id_type, on_progress, on_done)
+
+    def _start(self, ids: Sequence[str], query: ProfileQuery, id_type: str,
+               on_progress: ProgressCallback | None, on_done: DoneCallback | None) -> str | None:
         from .bulk import start_fetch, unique_ids
 
         if self.running:

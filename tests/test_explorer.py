@@ -259,3 +259,20 @@ def test_export_path_must_be_a_file_name(fetched, tmp_path):
         fetched.export("summary", folder=tmp_path, filename="../x.csv")
     assert not (tmp_path.parent / "x.csv").exists()
     assert isinstance(fetched.export("failures", folder=tmp_path), Path)
+
+
+def test_fetching_the_same_users_again_asks_the_service_for_nothing(tmp_path):
+    from amptools.explorer import ExplorerController
+    from amptools.query import ProfileQuery
+    from amptools.sample import SampleServer
+
+    with SampleServer() as server:
+        controller = ExplorerController(server.client(), export_folder=tmp_path)
+        query = ProfileQuery(recs=("home-feed",), cohort_ids=True)
+        ids = list(server.org.user_ids[:8])
+        controller.start(ids, query)
+        assert controller.wait(30) and controller.result.counts["ok"] == 8
+        first = len(server.arrivals)
+        controller.start(ids, query)
+        assert controller.wait(30) and controller.result.counts["ok"] == 8
+        assert first == 8 and len(server.arrivals) == first  # no second exposure
