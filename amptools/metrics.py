@@ -37,6 +37,8 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
+from . import tables
+
 __all__ = [
     "COVERAGE_COLUMNS",
     "ITEM_FREQUENCY_COLUMNS",
@@ -55,17 +57,7 @@ __all__ = [
 ]
 
 #: Columns of the tidy recommendations table (``amptools.tables.recommendations``).
-RECOMMENDATION_COLUMNS: tuple[str, ...] = (
-    "user_id",
-    "device_id",
-    "rec_id",
-    "child_rec_id",
-    "recommendation_source",
-    "is_control",
-    "last_updated",
-    "rank",
-    "item",
-)
+RECOMMENDATION_COLUMNS = tables.RECOMMENDATION_COLUMNS
 #: Columns every table metric needs at least.
 _LIST_COLUMNS: tuple[str, ...] = ("user_id", "device_id", "rank", "item")
 #: Columns that identify one user.
@@ -258,16 +250,20 @@ def rbo(a: Iterable[Hashable], b: Iterable[Hashable], p: float = 0.9) -> float:
 # ----------------------------------------------------------------------------------
 
 
-def _require(frame: pd.DataFrame, columns: Iterable[str], function: str) -> None:
+def require_columns(frame: pd.DataFrame, required: Iterable[str], function: str) -> None:
+    """Raise one clear ValueError naming the missing and the expected columns.
+
+    Shared by the metrics and the figures (``amptools.plots``), like px's own check.
+    """
     if not isinstance(frame, pd.DataFrame):
-        raise TypeError(f"{function}() expects a pandas DataFrame, got {type(frame).__name__}")
-    columns = list(dict.fromkeys(columns))
-    missing = [c for c in columns if c not in frame.columns]
+        raise TypeError(f"{function}() expects a pandas DataFrame first, got {type(frame).__name__}")
+    required = list(dict.fromkeys(required))
+    missing = [column for column in required if column not in frame.columns]
     if missing:
         raise ValueError(
-            f"{function}(): missing column(s) {missing}; it expects {columns} "
-            f"(the recommendations table from amptools.tables.recommendations); "
-            f"got {list(frame.columns)}"
+            f"{function}(): missing column(s) {', '.join(map(repr, missing))}. "
+            f"It expects the columns {', '.join(map(repr, required))}; "
+            f"the frame has {', '.join(map(repr, map(str, frame.columns)))}."
         )
 
 
@@ -544,7 +540,7 @@ def overlap_matrix(
         shape; the diagonal holds each group's user count) are returned second when
         ``return_counts`` is true and are always in ``result.attrs["n_users"]``.
     """
-    _require(recs, [*_LIST_COLUMNS, by], "overlap_matrix")
+    require_columns(recs, [*_LIST_COLUMNS, by], "overlap_matrix")
     if metric not in ("jaccard", "overlap", "rbo"):
         raise ValueError(f"metric must be 'jaccard', 'overlap' or 'rbo', got {metric!r}")
     _check_k(k)
@@ -766,7 +762,7 @@ def coverage(
         - ``coverage``, ``gini``, ``entropy`` (float64): see above; NaN when empty.
     """
     by_columns = _as_list(by)
-    _require(recs, [*_LIST_COLUMNS, *by_columns], "coverage")
+    require_columns(recs, [*_LIST_COLUMNS, *by_columns], "coverage")
     frame = _prepared(recs, by_columns)
     items = frame["item"].astype(object).to_numpy()
     if catalog is None:
@@ -841,7 +837,7 @@ def item_frequency(
         Sorted by group, then by ``n_lists`` descending (ties by item).
     """
     by_columns = _as_list(by)
-    _require(recs, [*_LIST_COLUMNS, *by_columns], "item_frequency")
+    require_columns(recs, [*_LIST_COLUMNS, *by_columns], "item_frequency")
     frame, item_uniques = _prepared_items(recs, by_columns)
     out_columns = [*by_columns, *ITEM_FREQUENCY_COLUMNS]
     if frame.empty:
@@ -948,7 +944,7 @@ def popularity(
     by_columns = _as_list(by)
     if not by_columns:
         raise ValueError("popularity() needs at least one `by` column, e.g. 'recommendation_source'")
-    _require(recs, [*_LIST_COLUMNS, *by_columns], "popularity")
+    require_columns(recs, [*_LIST_COLUMNS, *by_columns], "popularity")
     frame = _prepared(recs, by_columns)
     frame["_popularity_rank"] = frame["item"].astype(object).map(_global_popularity_rank(frame, item_popularity)).astype(float)
     rows = []
@@ -1094,7 +1090,7 @@ def personalization(
             items.extend(distinct)
         return _personalization_from_codes(np.asarray(list_codes, dtype=np.int64), pd.Index(items, dtype=object))
     by_columns = _as_list(by)
-    _require(recs, [*USER_KEY, "item", *by_columns], "personalization")
+    require_columns(recs, [*USER_KEY, "item", *by_columns], "personalization")
     frame = _prepared(recs, by_columns)
     if not by_columns:
         return _personalization_from_codes(frame["_list"].to_numpy(), frame["_item"].to_numpy())

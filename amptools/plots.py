@@ -141,18 +141,7 @@ def _shared_docs(function: _Function) -> _Function:
 # ---------------------------------------------------------------------------- helpers
 
 
-def _require_columns(frame: pd.DataFrame, required: Sequence[str], function: str) -> None:
-    """Raise one clear ValueError naming the missing and the expected columns."""
-    if not isinstance(frame, pd.DataFrame):
-        raise TypeError(f"{function}() expects a pandas DataFrame first, got {type(frame).__name__}")
-    required = list(dict.fromkeys(required))
-    missing = [column for column in required if column not in frame.columns]
-    if missing:
-        raise ValueError(
-            f"{function}(): missing column(s) {', '.join(map(repr, missing))}. "
-            f"It expects the columns {', '.join(map(repr, required))}; "
-            f"the frame has {', '.join(map(repr, map(str, frame.columns)))}."
-        )
+_require_columns = metrics.require_columns
 
 
 def _label(key: Hashable, labels: Mapping[Hashable, str] | None) -> str:
