@@ -24,6 +24,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from itertools import repeat
 from typing import Any
 
 from .errors import ResponseFormatError
@@ -34,6 +35,16 @@ __all__ = ["Propensity", "Recommendation", "UserProfile"]
 _RECOMMENDATION_FIELDS = frozenset(
     {"rec_id", "child_rec_id", "items", "is_control", "recommendation_source", "last_updated"}
 )
+
+
+def _is_mapping(value: Any) -> bool:
+    """``isinstance(value, Mapping)``, answering plain dicts without the ABC machinery."""
+    return type(value) is dict or isinstance(value, Mapping)
+
+
+def _all_text(values: list[Any]) -> bool:
+    """Every value is a ``str`` (one C-level pass; the common case of item and cohort lists)."""
+    return all(map(isinstance, values, repeat(str)))
 
 
 def _bad(field_path: str, message: str) -> ResponseFormatError:
@@ -117,7 +128,7 @@ class Recommendation:
 
     @classmethod
     def from_json(cls, data: Any, path: str = "recommendations[0]") -> Recommendation:
-        if not isinstance(data, Mapping):
+        if not _is_mapping(data):
             raise _bad(path, f"expected an object, got {type(data).__name__}")
         rec_id = data.get("rec_id")
         if not isinstance(rec_id, str):
@@ -127,14 +138,17 @@ class Recommendation:
             items = []
         if not isinstance(items, list):
             raise _bad(f"{path}.items", f"expected a list, got {type(items).__name__}")
-        clean: list[str] = []
-        for index, item in enumerate(items):
-            if isinstance(item, str):
-                clean.append(item)
-            elif isinstance(item, (int, float)) and not isinstance(item, bool):
-                clean.append(str(item))
-            else:
-                raise _bad(f"{path}.items[{index}]", f"expected an item id, got {item!r}")
+        if _all_text(items):
+            clean = items  # nothing to convert or reject; tuple() below copies
+        else:
+            clean = []
+            for index, item in enumerate(items):
+                if isinstance(item, str):
+                    clean.append(item)
+                elif isinstance(item, (int, float)) and not isinstance(item, bool):
+                    clean.append(str(item))
+                else:
+                    raise _bad(f"{path}.items[{index}]", f"expected an item id, got {item!r}")
         return cls(
             rec_id=rec_id,
             child_rec_id=_optional_text(data.get("child_rec_id"), f"{path}.child_rec_id"),
@@ -144,7 +158,11 @@ class Recommendation:
                 data.get("recommendation_source"), f"{path}.recommendation_source"
             ),
             last_updated=_timestamp(data.get("last_updated"), f"{path}.last_updated"),
-            extra={k: v for k, v in data.items() if k not in _RECOMMENDATION_FIELDS},
+            extra=(
+                {}
+                if _RECOMMENDATION_FIELDS.issuperset(data)
+                else {k: v for k, v in data.items() if k not in _RECOMMENDATION_FIELDS}
+            ),
         )
 
 
@@ -208,29 +226,7 @@ class UserProfile:
         ResponseFormatError
             When the body is not the documented shape; ``error.field`` names the field.
         """
-        data = _user_data(payload)
-        amp_props = data.get("amp_props", data.get("user_properties"))
-        if amp_props is not None and not isinstance(amp_props, Mapping):
-            raise _bad("userData.amp_props", f"expected an object, got {type(amp_props).__name__}")
-        amp_props = dict(amp_props) if amp_props is not None else None
-        computations = data.get("computations")
-        if computations is not None:
-            # A sibling spelling: computations in their own object.
-            if not isinstance(computations, Mapping):
-                raise _bad("userData.computations", "expected an object")
-            computations = {str(k): _computation_text(v) for k, v in computations.items()}
-        elif query is not None and query.asks_computations and amp_props is not None:
-            amp_props, computations = _split_computations(amp_props, query)
-        return cls(
-            user_id=_optional_text(data.get("user_id"), "userData.user_id"),
-            device_id=_optional_text(data.get("device_id"), "userData.device_id"),
-            recommendations=_recommendations(data.get("recommendations")),
-            amp_props=amp_props,
-            cohort_ids=_cohorts(data),
-            computations=computations,
-            propensities=_propensities(data, query),
-            raw=payload,
-        )
+        return cls(**_profile_fields(payload, query))
 
     @classmethod
     def from_payloads(
@@ -242,19 +238,42 @@ class UserProfile:
         parts = _parts(query)
         if len(parts) != len(payloads):
             raise ValueError(f"expected {len(parts)} payloads for this query, got {len(payloads)}")
-        main = cls.from_json(payloads[0], parts[0])
-        computed = cls.from_json(payloads[1], parts[1])
-        return cls(
-            user_id=main.user_id,
-            device_id=main.device_id,
-            recommendations=main.recommendations,
-            amp_props=main.amp_props,
-            cohort_ids=main.cohort_ids,
-            computations=computed.computations if computed.computations is not None else {},
-            propensities=main.propensities,
-            raw=payloads[0],
-            raw_computations=payloads[1],
-        )
+        # Both bodies are parsed (and checked) in full; only one profile is built.
+        main = _profile_fields(payloads[0], parts[0])
+        computations = _profile_fields(payloads[1], parts[1])["computations"]
+        main["computations"] = computations if computations is not None else {}
+        main["raw_computations"] = payloads[1]
+        return cls(**main)
+
+
+def _profile_fields(payload: Any, query: ProfileQuery | None) -> dict[str, Any]:
+    """The keyword arguments of :class:`UserProfile` for one response body."""
+    data = _user_data(payload)
+    amp_props = data.get("amp_props", data.get("user_properties"))
+    if amp_props is not None and not _is_mapping(amp_props):
+        raise _bad("userData.amp_props", f"expected an object, got {type(amp_props).__name__}")
+    computations = data.get("computations")
+    if computations is not None:
+        # A sibling spelling: computations in their own object.
+        if not _is_mapping(computations):
+            raise _bad("userData.computations", "expected an object")
+        computations = {str(k): _computation_text(v) for k, v in computations.items()}
+        amp_props = dict(amp_props) if amp_props is not None else None
+    elif query is not None and query.asks_computations and amp_props is not None:
+        # Builds new dicts from the payload's (never the payload's own).
+        amp_props, computations = _split_computations(amp_props, query)
+    elif amp_props is not None:
+        amp_props = dict(amp_props)  # a copy: the profile never shares the payload's dict
+    return dict(
+        user_id=_optional_text(data.get("user_id"), "userData.user_id"),
+        device_id=_optional_text(data.get("device_id"), "userData.device_id"),
+        recommendations=_recommendations(data.get("recommendations")),
+        amp_props=amp_props,
+        cohort_ids=_cohorts(data),
+        computations=computations,
+        propensities=_propensities(data, query),
+        raw=payload,
+    )
 
 
 @functools.lru_cache(maxsize=64)
@@ -272,14 +291,14 @@ def _parts(query: ProfileQuery) -> tuple[ProfileQuery, ...]:
 
 
 def _user_data(payload: Any) -> Mapping[str, Any]:
-    if not isinstance(payload, Mapping):
+    if not _is_mapping(payload):
         raise _bad("(body)", f"expected a JSON object, got {type(payload).__name__}")
     data = payload.get("userData")
     if data is None:
         if "error" in payload:
             raise _bad("userData", f"the service answered an error: {payload['error']!r}")
         raise _bad("userData", "missing")
-    if not isinstance(data, Mapping):
+    if not _is_mapping(data):
         raise _bad("userData", f"expected an object, got {type(data).__name__}")
     return data
 
@@ -302,6 +321,8 @@ def _cohorts(data: Mapping[str, Any]) -> tuple[str, ...] | None:
         return None
     if not isinstance(value, list):
         raise _bad(f"userData.{name}", f"expected a list, got {type(value).__name__}")
+    if _all_text(value):
+        return tuple(value)
     out: list[str] = []
     for i, item in enumerate(value):
         if isinstance(item, Mapping):
@@ -322,7 +343,7 @@ def _computation_text(value: Any) -> str | None:
 
 
 def _split_computations(
-    amp_props: dict[str, Any], query: ProfileQuery
+    amp_props: Mapping[str, Any], query: ProfileQuery
 ) -> tuple[dict[str, Any] | None, dict[str, str | None] | None]:
     ids = query.computation_ids
     if not query.amp_props:
@@ -333,7 +354,7 @@ def _split_computations(
         props = {k: v for k, v in amp_props.items() if k not in computations}
         return props, computations
     # Properties and all computations in one merged object: not separable here.
-    return amp_props, None
+    return dict(amp_props), None
 
 
 def _propensities(data: Mapping[str, Any], query: ProfileQuery | None) -> tuple[Propensity, ...] | None:

@@ -188,6 +188,9 @@ _ISO_DATE = re.compile(
 )
 
 
+_PROFILE_TYPE = frozenset({UserProfile})
+
+
 # -- input ---------------------------------------------------------------------------
 def as_profiles(data: Any, *, query: ProfileQuery | None = None) -> list[UserProfile]:
     """Turn any accepted input into a new list of profiles, in input order.
@@ -226,6 +229,8 @@ def as_profiles(data: Any, *, query: ProfileQuery | None = None) -> list[UserPro
             "expected a ProfileSet, a list of UserProfile or a list of response dicts, "
             f"got {type(data).__name__}"
         )
+    if type(data) is list and set(map(type, data)) <= _PROFILE_TYPE:
+        return data.copy()  # the common case, in one C-level pass
     out: list[UserProfile] = []
     for index, item in enumerate(data):
         if isinstance(item, UserProfile):
@@ -258,6 +263,11 @@ _LAST_UPDATED = attrgetter("last_updated")
 _REC_ID = attrgetter("rec_id")
 _CHILD_REC_ID = attrgetter("child_rec_id")
 _RECOMMENDATION_SOURCE = attrgetter("recommendation_source")
+_COHORT_IDS = attrgetter("cohort_ids")
+_PROPENSITIES = attrgetter("propensities")
+_PREDICTION_ID = attrgetter("prediction_id")
+_PROPENSITY_TYPE = attrgetter("propensity_type")
+_VALUE = attrgetter("value")
 
 
 def _objects(values: Iterable[Any], count: int | None = None) -> np.ndarray:
@@ -273,10 +283,6 @@ def _flags(values: Iterable[Any], target: Any, count: int) -> np.ndarray:
     return np.fromiter(map(is_, values, repeat(target)), dtype=bool, count=count)
 
 
-def _text(values: Sequence[Any]) -> pd.api.extensions.ExtensionArray:
-    return pd.array(_objects(values), dtype=ID_DTYPE)
-
-
 def _categorical(values: Any) -> pd.Categorical:
     """Sorted ``str`` categories; None becomes NaN. ``values``: a sequence or object array."""
     array = values if isinstance(values, np.ndarray) else _objects(values)
@@ -290,12 +296,6 @@ def _repeat_categorical(values: Any, repeats: np.ndarray) -> pd.Categorical:
     return pd.Categorical.from_codes(np.repeat(cat.codes, repeats), dtype=cat.dtype)
 
 
-def _booleans(values: Sequence[bool | None]) -> pd.arrays.BooleanArray:
-    mask = _flags(values, None, len(values))
-    data = _flags(values, True, len(values))
-    return pd.arrays.BooleanArray(data, mask)
-
-
 def _lengths(parts: Sequence[Any]) -> np.ndarray:
     return np.fromiter(map(len, parts), dtype=np.int64, count=len(parts))
 
@@ -303,6 +303,19 @@ def _lengths(parts: Sequence[Any]) -> np.ndarray:
 def _positions(counts: np.ndarray) -> np.ndarray:
     """The profile position of every row, when profile ``i`` gives ``counts[i]`` rows."""
     return np.repeat(np.arange(len(counts), dtype=np.int64), counts)
+
+
+def _flatten(parts: Sequence[Any]) -> tuple[list[Any], np.ndarray, np.ndarray]:
+    """The non-None parts, each profile's count (0 for None) and which parts are None.
+
+    One C-level pass per step; ``counts`` feeds :func:`_positions`.
+    """
+    n = len(parts)
+    missing = _flags(parts, None, n)
+    present = [part for part in parts if part is not None] if missing.any() else list(parts)
+    counts = np.zeros(n, dtype=np.int64)
+    counts[~missing] = _lengths(present)
+    return present, counts, missing
 
 
 def _id_columns(profiles: Sequence[UserProfile], rows: np.ndarray | None = None) -> dict[str, Any]:
@@ -563,16 +576,10 @@ def properties(
 
 # -- cohorts -------------------------------------------------------------------------------
 def _cohort_frame(profiles: Sequence[UserProfile]) -> tuple[pd.DataFrame, np.ndarray]:
-    rows: list[int] = []
-    ids: list[str] = []
-    for position, profile in enumerate(profiles):
-        cohort_ids = profile.cohort_ids
-        if cohort_ids:
-            rows.extend([position] * len(cohort_ids))
-            ids.extend(cohort_ids)
-    positions = np.asarray(rows, dtype=np.int64)
+    present, counts, _ = _flatten(list(map(_COHORT_IDS, profiles)))
+    positions = _positions(counts)
     columns = _id_columns(profiles, positions)
-    columns["cohort_id"] = _categorical(ids)
+    columns["cohort_id"] = _categorical(_objects(chain.from_iterable(present), len(positions)))
     return _frame(columns, COHORT_COLUMNS, COHORT_DTYPES), positions
 
 
@@ -622,30 +629,27 @@ def cohort_matrix(
         becomes ``cohort:user_id`` / ``cohort:device_id``.
     """
     profiles = as_profiles(data, query=query)
+    n = len(profiles)
+    present, counts, not_asked = _flatten(list(map(_COHORT_IDS, profiles)))
+    flat = _objects(chain.from_iterable(present), int(counts.sum()))
     if cohorts is None:
-        seen: set[str] = set()
-        for profile in profiles:
-            seen.update(profile.cohort_ids or ())
-        names = sorted(seen)
+        names = sorted(set(flat.tolist()))
     else:
         if isinstance(cohorts, str):
             cohorts = [cohorts]
         names = list(dict.fromkeys(cohorts))
     index = {name: i for i, name in enumerate(names)}
-    flags = np.zeros((len(profiles), len(names)), dtype=bool)
-    not_asked = np.fromiter(
-        (p.cohort_ids is None for p in profiles), dtype=bool, count=len(profiles)
-    )
-    for position, profile in enumerate(profiles):
-        for cohort_id in profile.cohort_ids or ():
-            column = index.get(cohort_id)
-            if column is not None:
-                flags[position, column] = True
+    # One scatter: (cohort, profile) -> True; a (cohort x profile) grid keeps each
+    # column contiguous. Ids not among ``names`` get -1 and are left out.
+    codes = np.fromiter(map(index.get, flat.tolist(), repeat(-1)), dtype=np.int64, count=len(flat))
+    keep = codes >= 0
+    flags = np.zeros((len(names), n), dtype=bool)
+    flags[codes[keep], _positions(counts)[keep]] = True
     columns = _id_columns(profiles)
     taken = set(ID_COLUMNS) | set(names)
     for name, i in index.items():
         label = name if name not in ID_COLUMNS else _unique_name("cohort:" + name, taken, "cohort:")
-        columns[label] = pd.arrays.BooleanArray(flags[:, i].copy(), not_asked.copy())
+        columns[label] = pd.arrays.BooleanArray(flags[i].copy(), not_asked.copy())
     return pd.DataFrame(columns, copy=False)
 
 
@@ -740,28 +744,21 @@ def propensities(data: Any, *, query: ProfileQuery | None = None) -> pd.DataFram
         - ``value`` : float64 — NaN for an unknown prediction
     """
     profiles = as_profiles(data, query=query)
-    rows: list[int] = []
-    ids: list[str | None] = []
-    kinds: list[str | None] = []
-    values: list[float] = []
-    for position, profile in enumerate(profiles):
-        for entry in profile.propensities or ():
-            rows.append(position)
-            ids.append(entry.prediction_id)
-            kinds.append(entry.propensity_type)
-            values.append(np.nan if entry.value is None else entry.value)
-    columns = _id_columns(profiles, np.asarray(rows, dtype=np.int64))
-    columns["prediction_id"] = _categorical(ids)
-    columns["propensity_type"] = _categorical(kinds)
-    columns["value"] = np.asarray(values, dtype=np.float64)
+    present, counts, _ = _flatten(list(map(_PROPENSITIES, profiles)))
+    entries = list(chain.from_iterable(present))
+    total = len(entries)
+    raw_values = _objects(map(_VALUE, entries), total)
+    unknown = _flags(raw_values, None, total)
+    values = np.full(total, np.nan)
+    values[~unknown] = raw_values[~unknown].astype(np.float64)
+    columns = _id_columns(profiles, _positions(counts))
+    columns["prediction_id"] = _categorical(_objects(map(_PREDICTION_ID, entries), total))
+    columns["propensity_type"] = _categorical(_objects(map(_PROPENSITY_TYPE, entries), total))
+    columns["value"] = values
     return _frame(columns, PROPENSITY_COLUMNS, PROPENSITY_DTYPES)
 
 
 # -- summary -----------------------------------------------------------------------------------
-def _count(part: Any) -> int | None:
-    return None if part is None else len(part)
-
-
 def summary(data: Any, *, query: ProfileQuery | None = None) -> pd.DataFrame:
     """One row per user: what came back, how much, and whether the fetch worked.
 
@@ -797,53 +794,87 @@ def summary(data: Any, *, query: ProfileQuery | None = None) -> pd.DataFrame:
     """
     profiles = as_profiles(data, query=query)
     failures = getattr(data, "failures", None)
-    columns: dict[str, list[Any]] = {name: [] for name in SUMMARY_COLUMNS}
-    for profile in profiles:
-        recs = profile.recommendations
-        comps = profile.computations
-        columns["user_id"].append(profile.user_id)
-        columns["device_id"].append(profile.device_id)
-        columns["status"].append("ok")
-        columns["has_recommendations"].append(recs is not None)
-        columns["has_properties"].append(profile.amp_props is not None)
-        columns["has_cohorts"].append(profile.cohort_ids is not None)
-        columns["has_computations"].append(comps is not None)
-        columns["has_propensities"].append(profile.propensities is not None)
-        columns["n_recommendation_sets"].append(_count(recs))
-        columns["n_items"].append(None if recs is None else sum(len(r.items) for r in recs))
-        columns["n_cohorts"].append(_count(profile.cohort_ids))
-        columns["n_properties"].append(_count(profile.amp_props))
-        columns["n_computations"].append(_count(comps))
-        columns["n_computations_null"].append(
-            None if comps is None else sum(v is None for v in comps.values())
-        )
-        columns["n_propensities"].append(_count(profile.propensities))
-        columns["in_control"].append(
-            any(r.is_control is True for r in recs)
-            if recs and any(r.is_control is not None for r in recs)
-            else None
-        )
-        columns["http_status"].append(None)
-        columns["attempts"].append(None)
-        columns["error"].append(None)
+    # The failures' rows (a few) as lists, as before; the profiles' rows column-wise.
+    failed: dict[str, list[Any]] = {name: [] for name in SUMMARY_COLUMNS}
     if isinstance(failures, pd.DataFrame) and len(failures):
-        _add_failures(columns, failures)
-    statuses = columns.pop("status")
+        _add_failures(failed, failures)
+    n, m = len(profiles), len(failed["user_id"])
+    parts = {
+        "recommendations": list(map(_RECOMMENDATIONS, profiles)),
+        "properties": list(map(_AMP_PROPS, profiles)),
+        "cohorts": list(map(_COHORT_IDS, profiles)),
+        "computations": list(map(_COMPUTATIONS, profiles)),
+        "propensities": list(map(_PROPENSITIES, profiles)),
+    }
+    no_rows = np.zeros(m, dtype=np.int64)
+    failed_mask = np.ones(m, dtype=bool)
+
+    def boolean(data: np.ndarray, mask: np.ndarray) -> pd.arrays.BooleanArray:
+        return pd.arrays.BooleanArray(
+            np.concatenate([data, no_rows.astype(bool)]), np.concatenate([mask, failed_mask])
+        )
+
+    def integer(data: np.ndarray, mask: np.ndarray) -> pd.arrays.IntegerArray:
+        return pd.arrays.IntegerArray(
+            np.concatenate([data.astype(np.int64, copy=False), no_rows]),
+            np.concatenate([mask, failed_mask]),
+        )
+
+    out: dict[str, Any] = {
+        "user_id": pd.array(
+            _objects(chain(map(_USER_ID, profiles), failed["user_id"]), n + m), dtype=ID_DTYPE
+        ),
+        "device_id": pd.array(
+            _objects(chain(map(_DEVICE_ID, profiles), failed["device_id"]), n + m), dtype=ID_DTYPE
+        ),
+    }
+    statuses = failed["status"]
     extra = sorted({s for s in statuses if s not in STATUSES})
     status_dtype = (
         STATUS_DTYPE if not extra else pd.CategoricalDtype(pd.Index([*STATUSES, *extra], dtype="str"))
     )
-    out: dict[str, Any] = {
-        "user_id": _text(columns.pop("user_id")),
-        "device_id": _text(columns.pop("device_id")),
-        "status": pd.Categorical(statuses, dtype=status_dtype),
-    }
-    for name, values in columns.items():
-        dtype = SUMMARY_DTYPES[name]
-        if dtype == "boolean":
-            out[name] = _booleans(values)
+    out["status"] = pd.Categorical.from_codes(
+        np.concatenate([
+            np.zeros(n, dtype=np.int8),  # "ok"
+            np.asarray(pd.Categorical(statuses, dtype=status_dtype).codes, dtype=np.int8),
+        ]),
+        dtype=status_dtype,
+    )
+    flattened = {name: _flatten(values) for name, values in parts.items()}
+    for name, (_, _, missing) in flattened.items():
+        out[f"has_{name}"] = boolean(~missing, np.zeros(n, dtype=bool))
+    sets, set_counts, no_recs = flattened["recommendations"]
+    sets = list(chain.from_iterable(sets))
+    set_rows = _positions(set_counts)
+    item_counts = np.bincount(
+        set_rows, weights=_lengths(list(map(_ITEMS, sets))), minlength=n
+    )
+    comps, comp_counts, no_comps = flattened["computations"]
+    null_flags = _flags(chain.from_iterable(map(_VALUES, comps)), None, int(comp_counts.sum()))
+    nulls = np.bincount(_positions(comp_counts), weights=null_flags, minlength=n)
+    for name, key in (("n_recommendation_sets", "recommendations"), ("n_items", None),
+                      ("n_cohorts", "cohorts"), ("n_properties", "properties"),
+                      ("n_computations", "computations"), ("n_computations_null", None),
+                      ("n_propensities", "propensities")):
+        if name == "n_items":
+            out[name] = integer(item_counts, no_recs)
+        elif name == "n_computations_null":
+            out[name] = integer(nulls, no_comps)
         else:
-            out[name] = pd.array(_objects(values), dtype=dtype)
+            _, counts, missing = flattened[key]
+            out[name] = integer(counts, missing)
+    # in_control: True when any set says True; <NA> when no set says either.
+    controls = list(map(_IS_CONTROL, sets))
+    known = np.bincount(set_rows, weights=~_flags(controls, None, len(sets)), minlength=n)
+    in_control = np.bincount(set_rows, weights=_flags(controls, True, len(sets)), minlength=n)
+    out["in_control"] = boolean(in_control > 0, known == 0)
+    for name in ("http_status", "attempts"):
+        values = _objects(failed[name], m)
+        unknown = _flags(values, None, m)
+        data = np.zeros(n + m, dtype=np.int64)
+        data[n:][~unknown] = values[~unknown].astype(np.int64)
+        out[name] = pd.arrays.IntegerArray(data, np.concatenate([np.ones(n, dtype=bool), unknown]))
+    out["error"] = pd.array(_objects(chain(repeat(None, n), failed["error"]), n + m), dtype=ID_DTYPE)
     dtypes = {**SUMMARY_DTYPES, "status": status_dtype}
     return _frame(out, SUMMARY_COLUMNS, dtypes)
 

@@ -500,3 +500,105 @@ def test_fast_tables_match_reference(bodies: list[dict[str, Any]]) -> None:
         assert props["i"].dtype == object and props["i"].iloc[2] == 2**70
         assert props["f"].dtype == "float64" and props["mix"].dtype == object
         assert props["nan"].dtype == object
+
+
+# -- column-wise builders against plain row-by-row references ----------------------------------
+def _reference_summary(profiles: list[UserProfile]) -> list[tuple[Any, ...]]:
+    def count(part: Any) -> Any:
+        return None if part is None else len(part)
+
+    rows = []
+    for p in profiles:
+        recs, comps = p.recommendations, p.computations
+        known = [r.is_control for r in recs or () if r.is_control is not None]
+        rows.append((
+            p.user_id, p.device_id, "ok",
+            recs is not None, p.amp_props is not None, p.cohort_ids is not None,
+            comps is not None, p.propensities is not None,
+            count(recs), None if recs is None else sum(len(r.items) for r in recs),
+            count(p.cohort_ids), count(p.amp_props), count(comps),
+            None if comps is None else sum(v is None for v in comps.values()),
+            count(p.propensities), any(known) if known else None, None, None, None,
+        ))
+    return rows
+
+
+def _plain(value: Any) -> Any:
+    return None if value is pd.NA or (isinstance(value, float) and value != value) else value
+
+
+REFERENCE_PROFILES = [UserProfile.from_json(b) for b in VARIED_BODIES] + [
+    UserProfile(user_id=None, device_id="dev", recommendations=(), computations={"a": None, "b": "1"},
+                cohort_ids=("c2", "c2", "user_id"), propensities=()),
+    UserProfile.from_json(payload("p", propensities=[
+        {"prop": 0.5, "pred_id": "p1", "prop_type": "score"},
+        {"prop": None, "pred_id": None, "prop_type": "pct"}])),
+]
+
+
+@pytest.mark.parametrize("profiles", [REFERENCE_PROFILES, REFERENCE_PROFILES[3:4], []])
+def test_summary_matches_row_reference(profiles: list[UserProfile]) -> None:
+    frame = tables.summary(profiles)
+    assert list(frame.columns) == list(tables.SUMMARY_COLUMNS)
+    assert {c: str(t) for c, t in frame.dtypes.items()} == {
+        c: str(pd.Series(dtype=t).dtype) for c, t in tables.SUMMARY_DTYPES.items()}
+    got = [tuple(_plain(v) for v in row) for row in frame.astype(object).itertuples(index=False)]
+    assert got == _reference_summary(profiles)
+
+
+def test_summary_failures_after_profiles_column_wise() -> None:
+    failures = pd.DataFrame({"user_id": ["f1", "f2"], "device_id": [None, "d"],
+                             "status": ["not_found", "weird"], "http_status": [404, None],
+                             "attempts": [1, 3], "error": [None, "boom"]})
+    frame = tables.summary(StandInProfileSet(REFERENCE_PROFILES, failures))
+    n = len(REFERENCE_PROFILES)
+    assert list(frame["status"].cat.categories) == ["ok", "not_found", "failed", "weird"]
+    assert frame["status"].tolist() == ["ok"] * n + ["not_found", "weird"]
+    tail = frame.iloc[n:]
+    assert tail["http_status"].tolist()[0] == 404 and tail["http_status"].isna().tolist() == [False, True]
+    assert tail["attempts"].tolist() == [1, 3] and tail["error"].isna().tolist() == [True, False]
+    assert tail[list(tables.SUMMARY_COLUMNS[3:16])].isna().all().all()
+    assert frame["http_status"].iloc[:n].isna().all() and frame["error"].iloc[:n].isna().all()
+
+
+@pytest.mark.parametrize("chosen", [None, ["c2", "nope", "c2", "user_id"]])
+@pytest.mark.parametrize("profiles", [REFERENCE_PROFILES, []])
+def test_cohort_matrix_and_cohorts_match_row_reference(chosen: Any, profiles: list[UserProfile]) -> None:
+    frame = tables.cohort_matrix(profiles, cohorts=chosen)
+    names = (sorted({c for p in profiles for c in p.cohort_ids or ()}) if chosen is None
+             else list(dict.fromkeys(chosen)))
+    labels = ["cohort:user_id" if n == "user_id" else n for n in names]
+    assert list(frame.columns) == ["user_id", "device_id", *labels]
+    for name, label in zip(names, labels):
+        assert frame[label].dtype == "boolean"
+        expected = [None if p.cohort_ids is None else name in p.cohort_ids for p in profiles]
+        assert [_plain(v) for v in frame[label].astype(object)] == expected
+    long = tables.cohorts(profiles)
+    assert [tuple(map(_plain, r)) for r in long.astype(object).itertuples(index=False)] == [
+        (p.user_id, p.device_id, c) for p in profiles for c in p.cohort_ids or ()]
+
+
+def test_propensities_match_row_reference() -> None:
+    frame = tables.propensities(REFERENCE_PROFILES)
+    expected = [(p.user_id, p.device_id, e.prediction_id, e.propensity_type, e.value)
+                for p in REFERENCE_PROFILES for e in p.propensities or ()]
+    assert len(expected) == 2
+    assert [tuple(map(_plain, r)) for r in frame.astype(object).itertuples(index=False)] == expected
+    assert [str(t) for t in frame.dtypes] == ["str", "str", "category", "category", "float64"]
+
+
+def test_parsed_profiles_never_share_the_payload_dicts() -> None:
+    """The faster parse still copies: a profile never holds a payload's own dict."""
+    query = ProfileQuery(recs=("r",), amp_props=True, computations=True)
+    main = payload("u", recommendations=[{"rec_id": "r", "items": ["a", 2], "x": 1}],
+                   amp_props={"p": 1}, cohort_ids=["c"])
+    comps = payload("u", amp_props={"k": 3})
+    before = copy.deepcopy((main, comps))
+    merged = UserProfile.from_payloads([main, comps], query)
+    assert merged.amp_props == {"p": 1} and merged.amp_props is not main["userData"]["amp_props"]
+    assert merged.computations == {"k": "3"} and merged.raw is main and merged.raw_computations is comps
+    assert merged.recommendations[0].items == ("a", "2") and merged.recommendations[0].extra == {"x": 1}
+    assert merged.cohort_ids == ("c",)
+    single = UserProfile.from_json(main)
+    assert single.amp_props == {"p": 1} and single.amp_props is not main["userData"]["amp_props"]
+    assert (main, comps) == before
