@@ -262,6 +262,9 @@ def _profile_fields(payload: Any, query: ProfileQuery | None) -> dict[str, Any]:
     elif query is not None and query.asks_computations and amp_props is not None:
         # Builds new dicts from the payload's (never the payload's own).
         amp_props, computations = _split_computations(amp_props, query)
+    elif query is not None and query.asks_computations:
+        # Asked, and the merged object is null: no computations (listed ones are null).
+        computations = dict.fromkeys(query.computation_ids or ())
     elif amp_props is not None:
         amp_props = dict(amp_props)  # a copy: the profile never shares the payload's dict
     return dict(
@@ -392,7 +395,8 @@ def _propensities(data: Mapping[str, Any], query: ProfileQuery | None) -> tuple[
     if "propensity" in data:
         value = _number(data["propensity"], "userData.propensity")
         if value is None:
-            return ()
+            asked = query is not None and query.asks_propensities
+            return () if asked else None
         pred_id = None
         kind = None
         if query is not None and len(query.predictions) == 1:

@@ -38,6 +38,16 @@ def test_not_asked_is_none_and_asked_empty_is_empty():
     assert p.recommendations == () and p.amp_props == {} and p.cohort_ids == ()
 
 
+def test_asked_empty_computations_and_propensities_are_not_none():
+    nothing = doc(amp_props=None, propensity=None)
+    assert UserProfile.from_json(nothing, ProfileQuery(computations=True)).computations == {}
+    listed = UserProfile.from_json(nothing, ProfileQuery(computations=("c1",)))
+    assert listed.computations == {"c1": None}
+    assert UserProfile.from_json(nothing, ProfileQuery(predictions="p")).propensities == ()
+    assert UserProfile.from_json(nothing).propensities is None  # not asked
+    assert UserProfile.from_json(nothing).computations is None
+
+
 def test_user_properties_keep_their_types():
     props = {"library": "http/1.0", "first_used": "2020-01-13", "number_property": 12,
              "boolean_property": True}
