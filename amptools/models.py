@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import functools
 import math
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -109,7 +110,7 @@ def _number(value: Any, path: str) -> float | None:
     raise _bad(path, f"expected a number, got {type(value).__name__}")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Recommendation:
     """One recommendation set for one user.
 
@@ -150,7 +151,9 @@ class Recommendation:
                 else:
                     raise _bad(f"{path}.items[{index}]", f"expected an item id, got {item!r}")
         return cls(
-            rec_id=rec_id,
+            # Interned: the sets of all users share a few ids, and one object per id
+            # keeps pickles small and makes grouping by rec_id hit the same object.
+            rec_id=sys.intern(rec_id) if type(rec_id) is str else rec_id,
             child_rec_id=_optional_text(data.get("child_rec_id"), f"{path}.child_rec_id"),
             items=tuple(clean),
             is_control=_optional_bool(data.get("is_control"), f"{path}.is_control"),
@@ -166,7 +169,7 @@ class Recommendation:
         )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Propensity:
     """A prediction's propensity: ``score`` (probability 0–1) or ``pct`` (percentile 0–100)."""
 
@@ -175,7 +178,7 @@ class Propensity:
     value: float | None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class UserProfile:
     """One user's profile as the Profile API returned it.
 

@@ -602,3 +602,38 @@ def test_parsed_profiles_never_share_the_payload_dicts() -> None:
     single = UserProfile.from_json(main)
     assert single.amp_props == {"p": 1} and single.amp_props is not main["userData"]["amp_props"]
     assert (main, comps) == before
+
+
+def test_slotted_models_pickle_compare_and_tabulate_like_before() -> None:
+    """Models are slotted (less memory per profile) and rec_ids are interned on parse.
+
+    Pickling, equality, hashing and the tables must not notice.
+    """
+    import pickle
+    from dataclasses import fields, replace
+
+    from amptools.models import Propensity, Recommendation
+
+    for cls in (UserProfile, Recommendation, Propensity):
+        assert hasattr(cls, "__slots__")
+    bodies = [
+        payload("u1", recommendations=[
+            {"rec_id": "".join(["r", "é"]), "items": ["a", "ü"], "is_control": None},
+            {"rec_id": "".join(["r", "2"]), "items": [], "child_rec_id": None},
+        ], amp_props={"p": 1, "q": None}, cohort_ids=[]),
+        payload("u2", recommendations=[{"rec_id": "".join(["r", "é"]), "items": ["b", 3],
+                                        "is_control": True, "last_updated": 1700000000}]),
+        payload(None, recommendations=None),
+    ]
+    profiles = [UserProfile.from_json(b) for b in bodies]
+    assert profiles[0].recommendations[0].rec_id is profiles[1].recommendations[0].rec_id
+    again = pickle.loads(pickle.dumps(profiles, protocol=pickle.HIGHEST_PROTOCOL))
+    assert again == profiles and [hash(p) for p in again] == [hash(p) for p in profiles]
+    assert [f.name for f in fields(UserProfile)][:3] == ["user_id", "device_id", "recommendations"]
+    assert replace(profiles[0], user_id="x").user_id == "x"
+    with pytest.raises(AttributeError):
+        profiles[0].user_id = "y"  # type: ignore[misc]
+    pd.testing.assert_frame_equal(tables.recommendations(again), _reference_recommendations(profiles))
+    pd.testing.assert_frame_equal(tables.recommendations(again), tables.recommendations(profiles))
+    pd.testing.assert_frame_equal(tables.properties(again), tables.properties(profiles))
+    pd.testing.assert_frame_equal(tables.summary(again), tables.summary(profiles))
