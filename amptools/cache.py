@@ -85,7 +85,6 @@ __all__ = ["CacheHit", "CacheWarning", "PartHit", "ProfileCache", "StoredParts",
 SCHEMA_VERSION = 2
 OUTCOMES = ("ok", "not_found", "failed")
 LEGACY_SCOPE = "legacy:v1"
-# A fixed salt, so the fingerprint is useless as a lookup key for the bare key.
 
 _TABLES = (
     """CREATE TABLE IF NOT EXISTS meta (
