@@ -46,10 +46,11 @@ __all__ = [
 ]
 
 USER_KEY: tuple[str, ...] = ("user_id", "device_id")
-RECOMMENDATION_COLUMNS: tuple[str, ...] = ("user_id", "device_id", "rank", "item")
-COHORT_COLUMNS: tuple[str, ...] = ("user_id", "device_id", "cohort_id")
-COMPUTATION_COLUMNS: tuple[str, ...] = ("user_id", "device_id", "computation", "value")
-PROPENSITY_COLUMNS: tuple[str, ...] = ("user_id", "device_id", "prediction_id", "propensity_type", "value")
+# The columns each kind of figure needs at least (the tables' own lists are longer).
+NEEDS_RECOMMENDATIONS: tuple[str, ...] = ("user_id", "device_id", "rank", "item")
+NEEDS_COHORTS: tuple[str, ...] = ("user_id", "device_id", "cohort_id")
+NEEDS_COMPUTATIONS: tuple[str, ...] = ("user_id", "device_id", "computation", "value")
+NEEDS_PROPENSITIES: tuple[str, ...] = ("user_id", "device_id", "prediction_id", "propensity_type", "value")
 
 #: Words an analyst reads instead of column names; ``labels=`` overrides them.
 DEFAULT_LABELS: dict[str, str] = {
@@ -236,7 +237,7 @@ def rec_overlap_heatmap(
 
     {returns}
     """
-    _require_columns(recs, [*RECOMMENDATION_COLUMNS, by], "rec_overlap_heatmap")
+    _require_columns(recs, [*NEEDS_RECOMMENDATIONS, by], "rec_overlap_heatmap")
     metric_name = {"jaccard": "Jaccard similarity", "overlap": "Overlap", "rbo": f"Rank-biased overlap (p={p})"}.get(metric, metric)
     group_name = _label(by, labels)
     title = title or f"{metric_name} between {group_name.lower()}s (mean over shared users)"
@@ -299,7 +300,7 @@ def item_frequency(
     {returns}
     """
     by = [color] if color else []
-    _require_columns(recs, [*RECOMMENDATION_COLUMNS, *by], "item_frequency")
+    _require_columns(recs, [*NEEDS_RECOMMENDATIONS, *by], "item_frequency")
     group_name = _label(color, labels) if color else None
     title = title or (f"Top {top_n} items by {group_name.lower()}" if color else f"Top {top_n} items")
     frequency = metrics.item_frequency(recs, by=by or None)
@@ -362,7 +363,7 @@ def control_vs_treatment(
 
     {returns}
     """
-    _require_columns(recs, [*RECOMMENDATION_COLUMNS, "is_control", facet_col], "control_vs_treatment")
+    _require_columns(recs, [*NEEDS_RECOMMENDATIONS, "is_control", facet_col], "control_vs_treatment")
     facet_name = _label(facet_col, labels)
     title = title or f"Items shown to control vs treatment users, by {facet_name.lower()}"
     frequency = metrics.item_frequency(recs, by=[facet_col, "is_control"])
@@ -418,7 +419,7 @@ def user_lists(
 
     {returns}
     """
-    _require_columns(recs, [*RECOMMENDATION_COLUMNS, by], "user_lists")
+    _require_columns(recs, [*NEEDS_RECOMMENDATIONS, by], "user_lists")
     title = title or f"Recommendations for user {user_id}"
     lists = _ordered_lists(_user_frame(recs, user_id, device_id, "user_lists"), by)
     if not lists:
@@ -478,7 +479,7 @@ def rank_comparison(
 
     {returns}
     """
-    _require_columns(recs, [*RECOMMENDATION_COLUMNS, by], "rank_comparison")
+    _require_columns(recs, [*NEEDS_RECOMMENDATIONS, by], "rank_comparison")
     left_name, right_name = _label(left, labels), _label(right, labels)
     lists = _ordered_lists(_user_frame(recs, user_id, device_id, "rank_comparison"), by)
     first, second = lists.get(left, []), lists.get(right, [])
@@ -546,7 +547,7 @@ def long_tail(
     {returns}
     """
     by = [color] if color else []
-    _require_columns(recs, [*RECOMMENDATION_COLUMNS, *by], "long_tail")
+    _require_columns(recs, [*NEEDS_RECOMMENDATIONS, *by], "long_tail")
     group_name = _label(color, labels) if color else "All"
     title = title or (f"Long tail of recommended items by {group_name.lower()}" if color else "Long tail of recommended items")
     curve = metrics.long_tail(recs, by=color)
@@ -577,7 +578,7 @@ def _membership(cohorts: pd.DataFrame, function: str) -> tuple[np.ndarray, list[
     """Boolean users × cohorts matrix, cohort names, and the user keys (rows)."""
     _require_columns(cohorts, list(USER_KEY), function)
     if "cohort_id" in cohorts.columns:
-        _require_columns(cohorts, list(COHORT_COLUMNS), function)
+        _require_columns(cohorts, list(NEEDS_COHORTS), function)
         long = cohorts.dropna(subset=["cohort_id"])
         user_code = metrics.user_codes(long)
         first_row = np.unique(user_code, return_index=True)[1]
@@ -1014,7 +1015,7 @@ def computation_distribution(
 
     {returns}
     """
-    _require_columns(computations, list(COMPUTATION_COLUMNS), "computation_distribution")
+    _require_columns(computations, list(NEEDS_COMPUTATIONS), "computation_distribution")
     values = computations.loc[computations["computation"] == computation, [*USER_KEY, "value"]]
     frame, color, left_out = _attach_groups(values, groups, color, max_groups, "computation_distribution")
     group_name = _label(color, labels) if color else "Users"
@@ -1058,7 +1059,7 @@ def propensity_distribution(
 
     {returns}
     """
-    _require_columns(propensities, list(PROPENSITY_COLUMNS), "propensity_distribution")
+    _require_columns(propensities, list(NEEDS_PROPENSITIES), "propensity_distribution")
     wanted = [prediction_id] if isinstance(prediction_id, str) else prediction_id
     data = propensities if wanted is None else propensities[propensities["prediction_id"].isin(list(wanted))]
     frame, color, left_out = _attach_groups(data[[*USER_KEY, "prediction_id", "propensity_type", "value"]], groups, color,
@@ -1118,7 +1119,7 @@ def computation_scatter(
 
     {returns}
     """
-    _require_columns(computations, list(COMPUTATION_COLUMNS), "computation_scatter")
+    _require_columns(computations, list(NEEDS_COMPUTATIONS), "computation_scatter")
     pair = computations[computations["computation"].isin([x, y])]
     wide = pair.pivot_table(index=list(USER_KEY), columns="computation", values="value", aggfunc="first", observed=True)
     wide = wide.reindex(columns=[x, y]).dropna().reset_index()
