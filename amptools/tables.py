@@ -419,12 +419,14 @@ def recommendations(data: Any, *, query: ProfileQuery | None = None) -> pd.DataF
 
 
 # -- properties --------------------------------------------------------------------------
-def _typed_column(array: np.ndarray, parse_dates: bool) -> Any:
+def _typed_column(array: np.ndarray, parse_dates: bool, kind: str | None = None) -> Any:
     """One property column with the narrowest honest dtype; mixed types stay object.
 
-    ``array`` is an object array with None where the user has no value.
+    ``array`` is an object array with None where the user has no value. ``kind``,
+    when given, is ``infer_dtype(array, skipna=True)`` (see :func:`_kind`).
     """
-    kind = _kind(array)
+    if kind is None:
+        kind = _kind(array)
     if kind in ("boolean", "integer", "floating", "mixed-integer-float"):
         missing = pd.isna(array)
         present = array[~missing]
@@ -479,25 +481,47 @@ def _kind(array: np.ndarray) -> str:
     return kind if kind is not None else infer_dtype(array, skipna=True)
 
 
-def _property_grid(props_per_profile: list[Any]) -> tuple[list[Any], np.ndarray]:
+# Kinds whose column does not depend on how a missing cell is spelled: missing
+# keys (NaN from pandas' dict-list path) and None or NaN values all become NA.
+_NA_BLIND_KINDS = frozenset({"boolean", "integer", "floating", "mixed-integer-float"})
+_NO_PROPS: Mapping[str, Any] = {}
+
+
+def _property_grid(rows: list[Any]) -> tuple[list[Any], np.ndarray]:
     """The property names in order of first appearance, and a (name x profile) grid.
 
-    Every (user, name, value) is flattened once with C-level passes, then cut into
-    columns with one numpy scatter; the grid holds None where a user has no value.
-    (Grouping users by their exact list of names was tried: the sample org has
-    thousands of such lists, and hashing them cost more than it saved.)
+    pandas' own dict-list path (``pd.DataFrame(list_of_dicts, dtype=object)``) finds
+    the names in order of first appearance and fills the grid in C. It marks a
+    missing key with NaN, which is no different from a None or NaN value for
+    typed columns; :func:`_property_column` tells them apart where it matters.
+    The grid may be read-only. ``rows``: one mapping per profile (``_NO_PROPS``
+    for none).
     """
-    counts = np.fromiter(
-        (len(p) if p else 0 for p in props_per_profile), dtype=np.int64, count=len(props_per_profile)
-    )
-    present = [p for p in props_per_profile if p]
-    total = int(counts.sum())
-    keys = _objects(chain.from_iterable(present), total)
-    values = _objects(chain.from_iterable(map(_VALUES, present)), total)
-    codes, names = pd.factorize(keys, sort=False)
-    grid = np.full((len(names), len(props_per_profile)), None, dtype=object)
-    grid[codes, _positions(counts)] = values
-    return names.tolist(), grid
+    frame = pd.DataFrame(rows, dtype=object)
+    return frame.columns.tolist(), frame.to_numpy().T
+
+
+def _property_column(
+    grid_row: np.ndarray, name: Any, rows: list[Any], parse_dates: bool
+) -> Any:
+    """:func:`_typed_column` of one grid row, as if missing keys were None.
+
+    NaN fills only matter for text with ``parse_dates`` and for object columns:
+    there every NA cell whose user lacks the key becomes None, and a user's own
+    None, NaN, NA or NaT is kept.
+    """
+    kind = infer_dtype(grid_row, skipna=True)  # skips None and NaN alike
+    if kind in _NA_BLIND_KINDS or (kind == "string" and not parse_dates):
+        typed = _typed_column(grid_row, parse_dates, kind)
+        if not isinstance(typed, np.ndarray) or typed.dtype != object:
+            return typed
+        # Ints beyond int64 stay object, values exactly as sent: fill as below.
+    column = grid_row
+    missing = np.flatnonzero(pd.isna(grid_row))
+    if len(missing):
+        column = grid_row.copy()
+        column[[i for i in missing.tolist() if name not in rows[i]]] = None
+    return _typed_column(column, parse_dates, kind if kind == "string" else None)
 
 
 def _unique_name(name: str, taken: set[str], prefix: str) -> str:
@@ -556,7 +580,8 @@ def properties(
           ``object`` holding the values exactly as sent.
     """
     profiles = as_profiles(data, query=query)
-    names, grid = _property_grid([props or None for props in map(_AMP_PROPS, profiles)])
+    rows = [props or _NO_PROPS for props in map(_AMP_PROPS, profiles)]
+    names, grid = _property_grid(rows)
     columns = _id_columns(profiles)
     taken = set(ID_COLUMNS) | set(names)
     for code, name in enumerate(names):
@@ -569,7 +594,7 @@ def properties(
         if label in ID_COLUMNS:
             label = _unique_name("property:" + label, taken, "property:")
             taken.add(label)
-        columns[label] = _typed_column(grid[code], parse_dates)
+        columns[label] = _property_column(grid[code], name, rows, parse_dates)
     frame = pd.DataFrame(columns, copy=False)
     return frame.astype({"user_id": ID_DTYPE, "device_id": ID_DTYPE}) if not profiles else frame
 

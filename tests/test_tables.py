@@ -637,3 +637,170 @@ def test_slotted_models_pickle_compare_and_tabulate_like_before() -> None:
     pd.testing.assert_frame_equal(tables.recommendations(again), tables.recommendations(profiles))
     pd.testing.assert_frame_equal(tables.properties(again), tables.properties(profiles))
     pd.testing.assert_frame_equal(tables.summary(again), tables.summary(profiles))
+
+
+# -- properties against the previous (scatter-grid) implementation --------------------------
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+from pandas.api.types import infer_dtype  # noqa: E402
+
+
+def _reference_properties(profiles: list[UserProfile], parse_dates: bool, strip_gp: bool) -> pd.DataFrame:
+    """``tables.properties`` as it was before it used pandas' dict-list path: a grid
+    with None where a key is missing, typed column by column."""
+    rows = [p.amp_props or None for p in profiles]
+    keys = [k for r in rows if r for k in r]
+    values = [v for r in rows if r for v in r.values()]
+    users = [i for i, r in enumerate(rows) if r for _ in r]
+    codes, uniques = pd.factorize(np.array(keys, dtype=object), sort=False)
+    grid = np.full((len(uniques), len(rows)), None, dtype=object)
+    flat = np.empty(len(values), dtype=object)
+    flat[:] = values
+    grid[codes, np.array(users, dtype=np.int64)] = flat
+
+    def typed(array: np.ndarray) -> Any:
+        kind = infer_dtype(array, skipna=True)
+        if kind in ("boolean", "integer", "floating", "mixed-integer-float"):
+            missing = pd.isna(array)
+            present = array[~missing]
+            if kind == "boolean":
+                data = np.zeros(len(array), dtype=bool)
+                data[~missing] = present.astype(bool)
+                return pd.arrays.BooleanArray(data, missing)
+            if kind == "integer":
+                try:
+                    data = np.zeros(len(array), dtype=np.int64)
+                    data[~missing] = present.astype(np.int64)
+                except (OverflowError, TypeError, ValueError):
+                    return array.copy()
+                return pd.arrays.IntegerArray(data, missing)
+            data = np.full(len(array), np.nan)
+            data[~missing] = present.astype(np.float64)
+            return data
+        if kind == "string":
+            if parse_dates and all(v is None or tables._ISO_DATE.match(v) for v in array.tolist()):
+                try:
+                    parsed = pd.to_datetime(pd.Series(array), utc=True, format="ISO8601")
+                except (ValueError, OverflowError):
+                    pass
+                else:
+                    return parsed.dt.as_unit("us").array
+            return pd.array(array, dtype="str")
+        return array.copy()
+
+    columns = tables._id_columns(profiles)
+    names = uniques.tolist()
+    taken = set(tables.ID_COLUMNS) | set(names)
+    for code, name in enumerate(names):
+        label = name
+        if strip_gp and name.startswith("gp:") and name[3:] and name[3:] not in taken:
+            label = name[3:]
+            taken.add(label)
+        if label in tables.ID_COLUMNS:
+            label = tables._unique_name("property:" + label, taken, "property:")
+            taken.add(label)
+        columns[label] = typed(grid[code])
+    frame = pd.DataFrame(columns, copy=False)
+    return frame.astype({"user_id": "str", "device_id": "str"}) if not profiles else frame
+
+
+def _same_value(a: Any, b: Any) -> bool:
+    """Exactly the same value: same type, equal, or both NaN (None is not NaN, 1 is not True)."""
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, float) and a != a:
+        return b != b
+    return bool(a == b)
+
+
+_NAN = float("nan")
+_DATES = ("2020-01-13", "2021-03-24T10:00:00Z", "2021-03-24 10:00", "2024-02-29T23:59:59.123456+02:00")
+_PROPERTY_VALUES = {
+    "bool": st.booleans(),
+    "int": st.integers(min_value=-(2**40), max_value=2**40),
+    "bigint": st.integers(min_value=-(2**70), max_value=2**70),
+    "float": st.floats(allow_nan=True, allow_infinity=True),
+    "text": st.text(max_size=4),
+    "date": st.sampled_from(_DATES),
+    "nested": st.one_of(st.lists(st.integers(), max_size=2),
+                        st.dictionaries(st.text(max_size=2), st.integers(), max_size=2)),
+}
+_ODD_VALUES = st.one_of(st.none(), st.just(_NAN), st.just(np.nan), st.booleans(), st.integers(),
+                        st.floats(), st.text(max_size=3), st.sampled_from(_DATES),
+                        st.lists(st.none(), max_size=1))
+_PROPERTY_KEYS = st.one_of(
+    st.sampled_from(["a", "b", "gp:a", "gp:b", "gp:", "user_id", "device_id", "gp:user_id",
+                     "property:user_id", "é", "Zoë & Łukasz", "🙂", ""]),
+    st.text(max_size=4),
+)
+
+
+@st.composite
+def _property_profiles(draw: Any) -> list[UserProfile]:
+    keys = draw(st.lists(_PROPERTY_KEYS, max_size=6, unique=True))
+    kinds = {k: draw(st.sampled_from(sorted(_PROPERTY_VALUES))) for k in keys}
+    odd = draw(st.floats(min_value=0, max_value=0.5))  # how often a value breaks its column's type
+    profiles = []
+    for i in range(draw(st.integers(min_value=0, max_value=8))):
+        if draw(st.integers(0, 9)) == 0:
+            props = None
+        else:
+            props = {}
+            for k in draw(st.permutations(keys)):
+                if draw(st.booleans()):
+                    if draw(st.floats(0, 1)) < odd:
+                        props[k] = draw(_ODD_VALUES)
+                    else:
+                        props[k] = draw(_PROPERTY_VALUES[kinds[k]])
+        profiles.append(UserProfile(user_id=f"u{i}", device_id=None, recommendations=None,
+                                    amp_props=props))
+    return profiles
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(profiles=_property_profiles(), parse_dates=st.booleans(), strip_gp=st.booleans())
+def test_properties_match_previous_implementation(
+    profiles: list[UserProfile], parse_dates: bool, strip_gp: bool
+) -> None:
+    before = copy.deepcopy([p.amp_props for p in profiles])
+    try:
+        expected = _reference_properties(profiles, parse_dates, strip_gp)
+    except Exception as error:  # e.g. a NaN among dates with parse_dates: same error
+        with pytest.raises(type(error)):
+            tables.properties(profiles, parse_dates=parse_dates, strip_gp=strip_gp)
+        return
+    frame = tables.properties(profiles, parse_dates=parse_dates, strip_gp=strip_gp)
+    pd.testing.assert_frame_equal(frame, expected, check_dtype=True)
+    for name in frame.columns:
+        if frame[name].dtype == object:  # values exactly as sent: None is not NaN, 1 is not True
+            got, want = frame[name].tolist(), expected[name].tolist()
+            assert all(map(_same_value, got, want)), (name, got, want)
+    assert [p.amp_props for p in profiles] == before or _has_nan(before)
+
+
+def _has_nan(value: Any) -> bool:
+    if isinstance(value, float):
+        return value != value
+    if isinstance(value, dict):
+        return any(map(_has_nan, value.values()))
+    if isinstance(value, list):
+        return any(map(_has_nan, value))
+    return False
+
+
+def test_properties_missing_keys_vs_none_and_nan_values() -> None:
+    nan = float("nan")
+    profiles = [
+        UserProfile(user_id="a", device_id=None, recommendations=None,
+                    amp_props={"mix": None, "n": nan, "big": 2**70, "d": "2020-01-13"}),
+        UserProfile(user_id="b", device_id=None, recommendations=None, amp_props={"mix": "x", "n": np.nan}),
+        UserProfile(user_id="c", device_id=None, recommendations=None, amp_props={"mix": 1, "big": 1}),
+        UserProfile(user_id="d", device_id=None, recommendations=None, amp_props=None),
+    ]
+    frame = tables.properties(profiles, parse_dates=True)
+    assert frame["mix"].tolist()[:3] == [None, "x", 1] and frame["mix"].iloc[3] is None
+    values = frame["n"].tolist()
+    assert values[0] is nan and values[1] is np.nan and values[2] is None and values[3] is None
+    assert frame["big"].tolist() == [2**70, None, 1, None]
+    assert frame["d"].dtype == "datetime64[us, UTC]" and frame["d"].isna().tolist() == [False, True, True, True]
+    pd.testing.assert_frame_equal(frame, _reference_properties(profiles, True, False))
