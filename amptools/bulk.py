@@ -61,8 +61,10 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from .cache import CacheWarning, ProfileCache, StoredParts, client_scope, open_cache
+from .client import _user_stacklevel
 from .errors import (
     AuthenticationError,
+    CacheError,
     ConfigurationError,
     FetchCancelled,
     InvalidQueryError,
@@ -563,7 +565,14 @@ class _Run:
     # -- the whole run -------------------------------------------------------------------
     def run(self) -> ProfileSet:
         started = time.monotonic()
-        cache, owned = open_cache(self.cache_arg)
+        try:
+            cache, owned = open_cache(self.cache_arg)
+        except CacheError as error:
+            # The same path as a cache that fails mid-run: fetch, keep all in memory, say so.
+            cache, owned = None, False
+            self.cache_error = error
+            warnings.warn(f"{error} The fetch goes on without it: every result is returned, "
+                          "but none is kept for a later run.", CacheWarning, stacklevel=_user_stacklevel())
         try:
             return self._run(cache, started)
         finally:

@@ -76,7 +76,7 @@ from pathlib import Path
 from typing import Any
 
 from .client import api_scope
-from .errors import ConfigurationError
+from .errors import CacheError, ConfigurationError
 from .query import ProfileQuery
 
 __all__ = ["CacheHit", "CacheWarning", "PartHit", "ProfileCache", "StoredParts", "cache_scope",
@@ -203,6 +203,50 @@ class StoredParts:
         return newest is None or self.not_found[0] > newest
 
 
+def _conn_path(conn: sqlite3.Connection) -> str:
+    """The file behind a connection (for messages)."""
+    row = conn.execute("PRAGMA database_list").fetchone()
+    return str(row[2]) if row and row[2] else ":memory:"
+
+
+def _create_private(path: Path) -> None:
+    """Create the cache file readable by its owner only (0600): it holds personal data.
+
+    SQLite gives the ``-wal`` and ``-shm`` files the database file's mode. A file that
+    exists keeps its mode (its owner chose it).
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.exists():
+        return
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except FileExistsError:
+        pass  # another process created it meanwhile
+
+
+def _writable(path: Path) -> bool:
+    # The effective user's rights: the ones the failed open had.
+    return os.access(path, os.W_OK, effective_ids=os.access in os.supports_effective_ids)
+
+
+def _open_problem(path: str, error: BaseException) -> str:
+    """Why a cache file could not be opened, and what to do, in one sentence."""
+    where = Path(path)
+    if where.is_dir():
+        what = "is a folder, not a file: give a file path such as profiles.sqlite"
+    elif isinstance(error, sqlite3.DatabaseError) and "not a database" in str(error):
+        what = ("is not an amptools cache (damaged, truncated or another kind of file): "
+                "move it away or give another path")
+    elif isinstance(error, (PermissionError, sqlite3.OperationalError)) and (
+            not _writable(where.parent if where.parent.exists() else where)
+            or (where.exists() and not _writable(where))):
+        what = ("cannot be written (the file or its folder is read-only): give a path in a "
+                "folder you can write to")
+    else:
+        what = f"could not be opened ({type(error).__name__}: {error}): give another path"
+    return f"the cache {path!r} {what}."
+
+
 def _max_age_seconds(max_age: float | timedelta | None) -> float | None:
     if max_age is None:
         return None
@@ -230,7 +274,14 @@ def _part_keys(query: ProfileQuery | str) -> list[str]:
 
 
 def _dump(payload: Any) -> str:
-    return json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
+    """JSON text SQLite can store. Text that UTF-8 cannot encode (a lone surrogate, which
+    is valid JSON) is kept as its ``\\uXXXX`` escape, so it is stored losslessly."""
+    text = json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = json.dumps(payload, ensure_ascii=True, separators=(",", ":"))
+    return text
 
 
 class ProfileCache:
@@ -264,26 +315,30 @@ class ProfileCache:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.path = str(path)
-        if self.path != ":memory:":
-            Path(self.path).expanduser().parent.mkdir(parents=True, exist_ok=True)
-            self.path = str(Path(self.path).expanduser())
         self._clock = clock
         self._lock = threading.RLock()
-        # One connection shared by the threads of this process, always used under
-        # self._lock; autocommit mode, with explicit transactions for writes.
-        self._connection: sqlite3.Connection | None = sqlite3.connect(
-            self.path, timeout=timeout, check_same_thread=False, isolation_level=None
-        )
+        self._connection: sqlite3.Connection | None = None
         try:
+            if self.path != ":memory:":
+                self.path = str(Path(self.path).expanduser())
+                _create_private(Path(self.path))
+            # One connection shared by the threads of this process, always used under
+            # self._lock; autocommit mode, with explicit transactions for writes.
+            self._connection = sqlite3.connect(
+                self.path, timeout=timeout, check_same_thread=False, isolation_level=None
+            )
             with self._lock:
                 conn = self._connection
                 if self.path != ":memory:":
                     conn.execute("PRAGMA journal_mode=WAL")
                 conn.execute("PRAGMA synchronous=NORMAL")
                 self._prepare(conn)
-        except BaseException:
-            self._connection.close()
-            self._connection = None
+        except BaseException as error:
+            if self._connection is not None:
+                self._connection.close()
+                self._connection = None
+            if isinstance(error, (sqlite3.Error, OSError, ValueError)):
+                raise CacheError(_open_problem(self.path, error)) from None
             raise
 
     # -- schema ------------------------------------------------------------------------
@@ -296,7 +351,13 @@ class ProfileCache:
         recorded = None
         if has_meta:
             row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-            recorded = int(row[0]) if row is not None else None
+            try:
+                recorded = int(row[0]) if row is not None else None
+            except ValueError:
+                raise CacheError(
+                    f"the cache {_conn_path(conn)!r} records a schema_version amptools does not know "
+                    f"({str(row[0])[:20]!r}); it was not written by amptools, or was damaged: "
+                    "use another cache file.") from None
         if recorded is not None and recorded > SCHEMA_VERSION:
             return recorded
         if not columns:
@@ -311,7 +372,7 @@ class ProfileCache:
             self._warn_legacy(conn)
             return
         if version > SCHEMA_VERSION:
-            raise ConfigurationError(
+            raise CacheError(
                 f"the cache {self.path!r} was written by a newer amptools "
                 f"(schema {version}); upgrade amptools or use another cache file."
             )
@@ -332,7 +393,7 @@ class ProfileCache:
                 conn.execute("ROLLBACK")
             if isinstance(error, (sqlite3.DatabaseError, ValueError)) and not isinstance(
                     error, sqlite3.OperationalError):
-                raise ConfigurationError(
+                raise CacheError(
                     f"the cache {self.path!r} could not be upgraded to schema "
                     f"{SCHEMA_VERSION} ({type(error).__name__}: {error}); delete or rename the "
                     "file and run again."
@@ -593,7 +654,7 @@ class ProfileCache:
                 ):
                     try:
                         body = json.loads(payload)
-                    except ValueError:
+                    except (ValueError, RecursionError):
                         continue  # a damaged row is fetched again
                     entry = found.setdefault(id_, StoredParts(id_))
                     entry.parts[part] = PartHit(part, body, at, attempts or 0, error)

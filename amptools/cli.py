@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import math
+import os
 import sys
 import warnings
 from collections.abc import Iterator, Sequence
@@ -32,8 +34,40 @@ class UsageError(Exception):
 
 
 # -- the parser ------------------------------------------------------------------------
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports bad usage in one line (no usage block): what to fix."""
+
+    def error(self, message: str) -> Any:  # type: ignore[override]
+        self.exit(EXIT_USAGE, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
 def _comma_list(value: str) -> tuple[str, ...]:
     return tuple(part for part in value.split(",") if part)
+
+
+def _whole(low: int, high: int | None = None) -> Any:
+    """An argparse type: a whole number in [low, high]."""
+    def parse(text: str) -> int:
+        try:
+            number = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if number < low or (high is not None and number > high):
+            bounds = f"between {low} and {high}" if high is not None else f"at least {low}"
+            raise argparse.ArgumentTypeError(f"must be {bounds}, got {number}")
+        return number
+    return parse
+
+
+def _seconds(text: str) -> float:
+    """An argparse type: finite seconds ≥ 0 (refuses nan, inf and negatives)."""
+    try:
+        number = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
+    if not math.isfinite(number) or number < 0:
+        raise argparse.ArgumentTypeError(f"must be finite seconds ≥ 0, got {text!r}")
+    return number
 
 
 def _add_query_flags(parser: argparse.ArgumentParser) -> None:
@@ -63,14 +97,14 @@ def _add_fetch_flags(parser: argparse.ArgumentParser) -> None:
     run.add_argument("--sample", action="store_true",
                      help="use the embedded sample org (no key needed)")
     run.add_argument("--cache", help="SQLite cache file: resumes, and never fetches a user twice")
-    run.add_argument("--max-age", type=float, help="refetch cached answers older than this many seconds")
-    run.add_argument("--rate-limit", type=int, default=540, help="requests per minute (default 540)")
-    run.add_argument("--workers", type=int, default=8, help="parallel requests (default 8)")
+    run.add_argument("--max-age", type=_seconds, help="refetch cached answers older than this many seconds")
+    run.add_argument("--rate-limit", type=_whole(1), default=540, help="requests per minute (default 540)")
+    run.add_argument("--workers", type=_whole(1, 256), default=8, help="parallel requests (default 8)")
     run.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="amptools",
         description="Fetch Amplitude user profiles and turn them into tables, reports and "
                     "an Excel-safe marketing CSV. The key comes from AMPLITUDE_SECRET_KEY; "
@@ -90,7 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="table format; parquet needs pyarrow")
     out.add_argument("--marketing", action="store_true", help="also write marketing.csv")
     out.add_argument("--marketing-rec-id", help="the recommendation set for marketing.csv")
-    out.add_argument("--top-n", type=int, default=5, help="items per user in marketing.csv")
+    out.add_argument("--top-n", type=_whole(1), default=5, help="items per user in marketing.csv")
     out.add_argument("--marketing-props", type=_comma_list, default=(), metavar="NAME[,NAME…]",
                      help="user properties to include in marketing.csv")
     out.add_argument("--include-pii", action="store_true",
@@ -108,13 +142,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser("demo", help="the whole job headless on the sample org")
     demo.add_argument("--out", default="out", help="output folder (default: out)")
-    demo.add_argument("--users", type=int, default=DEMO_USERS, help="how many sample users")
+    demo.add_argument("--users", type=_whole(1, 2001), default=DEMO_USERS, help="how many sample users")
 
     server = commands.add_parser("sample-server", help="run the embedded sample org in the foreground")
-    server.add_argument("--port", type=int, default=8765)
-    server.add_argument("--rate-limit", type=int, default=600, help="requests per window")
-    server.add_argument("--window", type=float, default=60.0, help="rate-limit window in seconds")
-    server.add_argument("--latency", type=float, default=0.0, help="seconds added to every answer")
+    server.add_argument("--port", type=_whole(0, 65535), default=8765, help="0 picks a free port")
+    server.add_argument("--rate-limit", type=_whole(1), default=600, help="requests per window")
+    server.add_argument("--window", type=_seconds, default=60.0, help="rate-limit window in seconds")
+    server.add_argument("--latency", type=_seconds, default=0.0, help="seconds added to every answer")
     return parser
 
 
@@ -127,6 +161,44 @@ def _query(args: argparse.Namespace) -> ProfileQuery:
     return ProfileQuery(recs=args.recs, rec_type=args.rec_type, amp_props=args.props,
                         cohort_ids=args.cohorts, computations=computations,
                         predictions=args.predictions, propensity_type=args.propensity_type)
+
+
+def _check_paths(args: argparse.Namespace, *, out_is_file: bool) -> None:
+    """Refuse paths that would only fail after the fetch (an output folder that is a
+    file, a cache that is a folder), before anything is sent."""
+    out = Path(args.out)
+    if out_is_file and out.is_dir():
+        raise UsageError(f"--out {args.out} is a folder; give the notebook's file name, e.g. report.ipynb.")
+    if not out_is_file and out.exists() and not out.is_dir():
+        raise UsageError(f"--out {args.out} is a file; give a folder for the tables.")
+    parent = out.parent if out_is_file else out
+    for above in (parent, *parent.parents):
+        if above.exists():
+            if not above.is_dir():
+                raise UsageError(f"--out {args.out} lies under {above}, which is a file, not a folder.")
+            break
+    if args.cache is not None and Path(args.cache).is_dir():
+        raise UsageError(f"--cache {args.cache} is a folder; give a file such as profiles.sqlite.")
+
+
+def _check_marketing(args: argparse.Namespace, query: ProfileQuery) -> None:
+    """The marketing options must fit the query before the fetch, not fail after it."""
+    from .export import is_personal_data_name
+
+    given = [flag for flag, value in (("--marketing-rec-id", args.marketing_rec_id),
+                                      ("--marketing-props", args.marketing_props),
+                                      ("--include-pii", args.include_pii)) if value]
+    if given and not args.marketing:
+        raise UsageError(f"{', '.join(given)} only apply to marketing.csv: add --marketing.")
+    if args.marketing_rec_id and args.marketing_rec_id not in query.recs:
+        raise UsageError(f"--marketing-rec-id {args.marketing_rec_id} is not one of the sets "
+                         f"fetched (--recs {','.join(query.recs) or 'is empty'}): add it to --recs.")
+    if args.marketing_props and not query.amp_props:
+        raise UsageError("--marketing-props needs the user properties: add --props.")
+    personal = [name for name in args.marketing_props if is_personal_data_name(name)]
+    if personal and not args.include_pii:
+        raise UsageError(f"--marketing-props {', '.join(personal)} look like personal data; "
+                         "add --include-pii if marketing.csv may hold it.")
 
 
 def _load_ids(args: argparse.Namespace) -> tuple[list[str], str]:
@@ -212,6 +284,8 @@ def _report_failures(profile_set: Any, stderr: TextIO) -> int:
 def cmd_fetch(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
     options = {"rec_id": args.marketing_rec_id, "top_n": args.top_n,
                "props": args.marketing_props, "include_pii": args.include_pii}
+    _check_paths(args, out_is_file=False)
+    _check_marketing(args, _query(args))
     try:
         profile_set = _fetch(args)
     except AuthenticationError as error:
@@ -231,9 +305,16 @@ def cmd_fetch(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
 def cmd_report(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
     from . import notebooks
 
+    _check_paths(args, out_is_file=True)
     ids, id_type = _load_ids(args)
-    path = notebooks.build_report(args.out, ids, _query(args), title=args.title, cache=args.cache,
-                                  id_type=id_type, sample=args.sample)
+    # Paths on the command line are relative to the working directory; the notebook
+    # runs in its own folder, so it gets the cache's path relative to that folder.
+    cache = None
+    if args.cache is not None:
+        cache = os.path.relpath(Path(args.cache).resolve(), Path(args.out).resolve().parent)
+    path = notebooks.build_report(args.out, ids, _query(args), title=args.title, cache=cache,
+                                  id_type=id_type, sample=args.sample, workers=args.workers,
+                                  max_age=args.max_age, rate_limit=args.rate_limit)
     print(f"wrote {path}", file=stdout)
     if args.execute or args.html:
         executed = notebooks.execute_report(path, html=args.html)
@@ -274,7 +355,11 @@ def cmd_demo(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
 def cmd_sample_server(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
     from .sample import serve
 
-    serve(args.port, rate_limit=args.rate_limit, window=args.window, latency=args.latency)
+    try:
+        serve(args.port, rate_limit=args.rate_limit, window=args.window, latency=args.latency)
+    except OSError as error:
+        raise UsageError(f"cannot serve on 127.0.0.1:{args.port} ({error.strerror or error}): "
+                         "pick another --port (0 picks a free one).") from None
     return EXIT_OK
 
 
@@ -289,7 +374,8 @@ def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None,
     stderr = stderr or sys.stderr
     parser = build_parser()
     try:
-        args = parser.parse_args(argv)
+        with contextlib.redirect_stderr(stderr):
+            args = parser.parse_args(argv)
     except SystemExit as exit_:
         return EXIT_OK if exit_.code in (0, None) else EXIT_USAGE
     try:

@@ -15,21 +15,26 @@ ignore ``http.client`` debug printing, which would otherwise echo the header.
 from __future__ import annotations
 
 import hashlib
+import http.client
 import ipaddress
 import json
 import logging
+import math
 import os
 import random
+import socket
 import sys
 import threading
 import time
 import warnings
+import zlib
 from collections.abc import Callable, Mapping
 from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit
 
 import requests
+import urllib3.exceptions
 from requests.adapters import HTTPAdapter
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
@@ -90,15 +95,61 @@ EXPOSURE_MESSAGE = (
 )
 
 
+# -- one attempt's deadline ------------------------------------------------------------
+# The read timeout bounds each socket read, not the answer: a server that trickles a
+# byte a second would hold a worker (and a cancel) for as long as it likes. Each
+# attempt therefore runs under a watch whose timer shuts the connection's socket at the
+# deadline; the blocked read then ends at once and the attempt is a TransportError.
+_active_watch = threading.local()
+
+
+class _Watch:
+    """The deadline of one attempt: knows the connection in use, shuts it when late."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.connection: Any = None
+        self.fired = False
+        self._timer = threading.Timer(seconds, self._fire)
+        self._timer.daemon = True
+
+    def __enter__(self) -> _Watch:
+        _active_watch.current = self
+        self._timer.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._timer.cancel()
+        _active_watch.current = None
+
+    def _fire(self) -> None:
+        self.fired = True
+        sock = getattr(self.connection, "sock", None)
+        if sock is not None:
+            try:
+                # The plain socket's shutdown, also for TLS sockets: it wakes the blocked
+                # read in the other thread without touching the TLS object it is using.
+                socket.socket.shutdown(sock, socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+
 # -- connections that never print headers -----------------------------------------
 class _QuietHTTPConnection(HTTPConnection):
     # http.client prints every header sent (the key included) when its debuglevel is
     # raised, often globally for troubleshooting; our connections stay silent.
     debuglevel = property(lambda self: 0, lambda self, value: None)  # type: ignore[assignment]
 
+    def request(self, *args: Any, **kwargs: Any) -> None:
+        watch = getattr(_active_watch, "current", None)
+        if watch is not None:
+            watch.connection = self  # so the deadline can cut this connection
+        super().request(*args, **kwargs)
+
 
 class _QuietHTTPSConnection(HTTPSConnection):
     debuglevel = property(lambda self: 0, lambda self, value: None)  # type: ignore[assignment]
+    request = _QuietHTTPConnection.request
 
 
 class _QuietHTTPPool(HTTPConnectionPool):
@@ -174,23 +225,31 @@ def retry_delay(
     The service's ``Retry-After`` wins when it is sent (capped at ``retry_after_cap``);
     otherwise capped exponential backoff with jitter: ``base * 2**(attempt-1)``.
     """
-    if retry_after is not None and retry_after >= 0:
+    if retry_after is not None and math.isfinite(retry_after) and retry_after > 0:
         return min(retry_after, retry_after_cap)
     return jitter(min(cap, base * 2 ** max(0, attempt - 1)))
 
 
 def _parse_retry_after(value: str | None) -> float | None:
+    """Seconds from a ``Retry-After`` header, or None when it says nothing usable.
+
+    Negative, zero, NaN, infinite, past or garbage values count as "not sent", so the
+    normal backoff applies (a zero would otherwise mean immediate retries).
+    """
     if not value:
         return None
     try:
-        return max(0.0, float(value))
+        seconds = float(value)
     except ValueError:
-        pass
-    try:
-        moment = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, moment.timestamp() - time.time())
+        try:
+            moment = parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError, OverflowError):
+            return None
+        try:
+            seconds = moment.timestamp() - time.time()
+        except (OverflowError, OSError, ValueError):
+            return None
+    return seconds if math.isfinite(seconds) and seconds > 0 else None
 
 
 # -- the mapping of answers to errors -------------------------------------------------
@@ -205,9 +264,19 @@ def map_response(
         payload = json.loads(text) if text.strip() else None
     except ValueError:
         payload = None
+    except RecursionError:
+        error = ResponseFormatError(
+            f"the Profile API answered HTTP {status} with JSON nested too deeply to read "
+            "(no profile is nested like that).", **context)
+        error.field = "(body)"
+        return error
     if isinstance(payload, dict) and isinstance(payload.get("error"), str):
         error_text = payload["error"]
-    if status == 429 or THROTTLE_TEXT in text:
+    # Throttling is a 429, or an error answer that says so; never a profile (a 2xx body
+    # with userData), whose properties are end users' text and may hold the sentence.
+    is_profile = 200 <= status < 300 and isinstance(payload, dict) and "userData" in payload
+    throttle_said = THROTTLE_TEXT in error_text or (not 200 <= status < 300 and THROTTLE_TEXT in text)
+    if status == 429 or (throttle_said and not is_profile):
         return ThrottledError(
             f"the org is over its requests-per-minute limit (HTTP {status}); amptools slows "
             "down and retries. Lower rate_limit= if other tools share the org's 600 a minute.",
@@ -260,14 +329,21 @@ def map_response(
     return payload
 
 
-def map_transport_error(exc: BaseException, url: str) -> TransportError:
-    """Turn a connection, timeout or cut-body failure into a retryable TransportError."""
+def map_transport_error(exc: BaseException, url: str, *, deadline: float | None = None) -> TransportError:
+    """Turn a connection, timeout or cut-body failure into a retryable TransportError.
+
+    ``deadline`` is set when the attempt's total deadline cut it (whatever the
+    transport then reported).
+    """
     kind = type(exc).__name__
-    if isinstance(exc, requests.Timeout):
+    if deadline is not None:
+        what = f"no complete answer within the attempt's {deadline:g} s deadline"
+    elif isinstance(exc, (requests.Timeout, urllib3.exceptions.TimeoutError, socket.timeout)):
         what = "the request timed out"
-    elif isinstance(exc, requests.exceptions.ChunkedEncodingError):
+    elif isinstance(exc, (requests.exceptions.ChunkedEncodingError, urllib3.exceptions.ProtocolError,
+                          http.client.IncompleteRead)):
         what = "the response was cut off before its end"
-    elif isinstance(exc, requests.ConnectionError):
+    elif isinstance(exc, (requests.ConnectionError, OSError)):
         what = "the connection failed or was reset"
     else:
         what = "the request failed in transport"
@@ -314,7 +390,20 @@ def _key_problem(secret_key: Any) -> str | None:
                 f"{KEY_VARIABLE}, or use amptools.connect() to try the embedded sample org.")
     if any(c in secret_key for c in "\r\n"):
         return "the secret key contains a line break; paste it again without one."
+    if not all("!" <= c <= "~" for c in secret_key.strip()):
+        # Curly quotes, NBSP, a space inside: a key never has them, and http.client would
+        # fail on them later with an error whose repr holds the whole header.
+        return ("the secret key holds a character a key never has (a space, a curly quote "
+                "or another non-ASCII character, often picked up by pasting it through a "
+                "document or chat); paste it again as plain text.")
     return None
+
+
+def _is_seconds(value: Any, *, zero: bool = False) -> bool:
+    """A finite number of seconds, positive (or ≥ 0 with ``zero``); never a bool."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return False
+    return value >= 0 if zero else value > 0
 
 
 def _is_loopback(host: str | None) -> bool:
@@ -358,6 +447,41 @@ def _encode_query(params: Mapping[str, str]) -> str:
     return "&".join(pieces)
 
 
+class _TooLarge(Exception):
+    """A body past max_response_bytes (raw, or once decompressed)."""
+
+
+def _read_body(response: requests.Response, limit: int) -> bytes:
+    """The body, decompressed, read in chunks and refused past ``limit`` bytes.
+
+    Decompression is ours (zlib with an output bound), not urllib3's, so a small
+    gzip bomb cannot expand into gigabytes before anyone looks at the size.
+    """
+    chunks: list[bytes] = []
+    size = 0
+    for chunk in response.raw.stream(65536, decode_content=False):
+        size += len(chunk)
+        if size > limit:
+            raise _TooLarge(f"more than {limit:,} bytes on the wire")
+        chunks.append(chunk)
+    data = b"".join(chunks)
+    encoding = response.headers.get("Content-Encoding", "").strip().lower()
+    if encoding in ("", "identity"):
+        return data
+    if encoding in ("gzip", "x-gzip"):
+        wbits = 16 + zlib.MAX_WBITS
+    elif encoding == "deflate":
+        # RFC 9110's deflate is zlib-wrapped; some servers send raw deflate.
+        wbits = zlib.MAX_WBITS if data[:1] and (data[0] & 0x0F) == 8 else -zlib.MAX_WBITS
+    else:
+        raise zlib.error(f"unknown Content-Encoding {encoding!r}")
+    inflater = zlib.decompressobj(wbits)
+    out = inflater.decompress(data, limit + 1)
+    if len(out) > limit or inflater.unconsumed_tail:
+        raise _TooLarge(f"more than {limit:,} bytes once decompressed")
+    return out
+
+
 class ProfileClient:
     """A client of the Amplitude User Profile API.
 
@@ -378,6 +502,13 @@ class ProfileClient:
         The window of ``rate_limit`` in seconds.
     backoff_base, backoff_cap, retry_after_cap : float
         The retry delays (see :func:`retry_delay`).
+    deadline : float, optional
+        Seconds one attempt may take in all (connect, send, headers and body): a
+        server that trickles its answer cannot hold a worker longer. By default the
+        connect timeout plus the read timeout.
+    max_response_bytes : int
+        The largest body accepted, on the wire and once decompressed (8 MiB; a profile
+        is a few kilobytes). A larger one is a :class:`ResponseFormatError`.
     sleep, clock : callables
         Injected by tests; ``time.sleep`` and ``time.monotonic`` otherwise.
     rng : random.Random, optional
@@ -396,6 +527,8 @@ class ProfileClient:
         backoff_base: float = 0.5,
         backoff_cap: float = 30.0,
         retry_after_cap: float = 60.0,
+        deadline: float | None = None,
+        max_response_bytes: int = 8 * 2**20,
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
@@ -408,11 +541,26 @@ class ProfileClient:
         if problem is not None:
             raise ConfigurationError(problem)
         self.base_url = self._check_base_url(base_url)
-        if isinstance(timeout, (int, float)):
+        if isinstance(timeout, (int, float)) and not isinstance(timeout, bool):
             timeout = (float(timeout), float(timeout))
-        if len(timeout) != 2 or not all(t > 0 for t in timeout):
-            raise ConfigurationError(f"timeout must be positive seconds or (connect, read), got {timeout!r}.")
+        if isinstance(timeout, list):
+            timeout = tuple(timeout)
+        if not isinstance(timeout, tuple) or len(timeout) != 2 or not all(_is_seconds(t) for t in timeout):
+            raise ConfigurationError(
+                f"timeout must be positive, finite seconds or (connect, read), got {timeout!r}.")
         self.timeout = tuple(timeout)
+        for name, value in (("backoff_base", backoff_base), ("backoff_cap", backoff_cap),
+                            ("retry_after_cap", retry_after_cap)):
+            if not _is_seconds(value, zero=True):
+                raise ConfigurationError(f"{name} must be finite seconds ≥ 0, got {value!r}.")
+        self.deadline = float(sum(self.timeout)) if deadline is None else deadline
+        if not _is_seconds(self.deadline):
+            raise ConfigurationError(f"deadline must be positive, finite seconds, got {deadline!r}.")
+        if isinstance(max_response_bytes, bool) or not isinstance(max_response_bytes, int) \
+                or max_response_bytes < 1024:
+            raise ConfigurationError(
+                f"max_response_bytes must be a whole number ≥ 1024, got {max_response_bytes!r}.")
+        self.max_response_bytes = max_response_bytes
         if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
             raise ConfigurationError(f"max_retries must be a whole number ≥ 0, got {max_retries!r}.")
         self.max_retries = max_retries
@@ -544,21 +692,59 @@ class ProfileClient:
         self, url: str, cancel: threading.Event | None
     ) -> dict[str, Any] | ProfileAPIError:
         with self.limiter.permit(cancel):
-            try:
+            answer = self._exchange(url)
+        if isinstance(answer, ProfileAPIError):
+            return answer
+        status, text, headers = answer
+        return map_response(status, text, headers, url)
+
+    def _exchange(self, url: str) -> tuple[int, str, Mapping[str, str]] | ProfileAPIError:
+        """One HTTP attempt under its deadline and size limit: (status, text, headers),
+        or the error it stands for. Never lets a frame that held the key escape."""
+        error: ProfileAPIError | None = None
+        interrupted: tuple[type[BaseException], tuple[Any, ...]] | None = None
+        watch = _Watch(self.deadline)
+        try:
+            with watch:
                 # The key is added by the auth hook on the prepared request, so no
                 # frame of ours holds it in a local that a verbose traceback shows.
                 response = self._session().get(
-                    url, auth=self._auth, headers={"Accept": "application/json"},
-                    timeout=self.timeout, allow_redirects=False,
+                    url, auth=self._auth, timeout=self.timeout, allow_redirects=False,
+                    stream=True, headers={"Accept": "application/json",
+                                          "Accept-Encoding": "gzip, deflate"},
                 )
-                text = response.content.decode("utf-8", errors="replace")
-            except requests.RequestException as exc:
-                error: ProfileAPIError = map_transport_error(exc, url)
-                # Chained for debugging, but the cause is dropped from the traceback
-                # text shown to users so no transport internals leak.
-                error.__cause__ = None
-                return error
-        return map_response(response.status_code, text, response.headers, url)
+                try:
+                    body = _read_body(response, self.max_response_bytes)
+                finally:
+                    response.close()
+            if watch.fired:  # the body may look whole when a close cut it short
+                error = map_transport_error(TimeoutError(), url, deadline=self.deadline)
+        except _TooLarge as too_large:
+            error = ResponseFormatError(
+                f"the answer is larger than max_response_bytes={self.max_response_bytes:,} "
+                f"({too_large}); a profile is a few kilobytes. Raise max_response_bytes= if "
+                "this is expected.", status=response.status_code, url=url)
+            error.field = "(body)"
+        except (requests.RequestException, urllib3.exceptions.HTTPError, http.client.HTTPException,
+                OSError) as exc:
+            error = map_transport_error(exc, url, deadline=self.deadline if watch.fired else None)
+        except zlib.error:
+            error = ResponseFormatError(
+                "the answer's compressed body could not be decompressed.",
+                status=response.status_code, url=url)
+            error.field = "(body)"
+        except Exception as exc:  # noqa: BLE001 - never a raw transport error to the user
+            error = ProfileAPIError(f"the request failed unexpectedly ({type(exc).__name__}).", url=url)
+        except BaseException as exc:  # Ctrl-C, SystemExit
+            interrupted = (type(exc), exc.args if isinstance(exc, SystemExit) else ())
+        # Raised here, outside the handler: the new exception has no context, so its
+        # traceback holds no frame of requests, urllib3 or http.client (whose locals
+        # hold the headers, key included) for a verbose traceback or tracker to print.
+        if interrupted is not None:
+            raise interrupted[0](*interrupted[1])
+        if error is not None:
+            return error
+        return response.status_code, body.decode("utf-8", errors="replace"), response.headers
 
     def fetch_payloads(
         self,

@@ -7,6 +7,7 @@ Every error amptools raises on purpose is an :class:`AmptoolsError`::
     ├── ConfigurationError (ValueError)  no key, unsafe base URL, bad settings
     ├── FetchCancelled                   the caller cancelled; partial results kept
     ├── PersonalDataError (ValueError)   personal data asked for without include_pii=True
+    ├── CacheError                       the cache file cannot be opened, read or written
     └── ProfileAPIError                  the service (or the way to it) failed
         ├── AuthenticationError          401: missing or wrong secret key
         ├── UnknownUserError             "User id and device id not seen before"
@@ -30,6 +31,7 @@ from typing import Any
 __all__ = [
     "AmptoolsError",
     "AuthenticationError",
+    "CacheError",
     "ConfigurationError",
     "FetchCancelled",
     "InvalidQueryError",
@@ -59,6 +61,14 @@ class ConfigurationError(AmptoolsError, ValueError):
 
 class PersonalDataError(AmptoolsError, ValueError):
     """A property that looks like personal data was asked for without ``include_pii=True``."""
+
+
+class CacheError(AmptoolsError):
+    """The cache file cannot be used (damaged, a folder, read-only, from a newer amptools).
+
+    The message names the path and what to do. A bulk fetch does not raise it: it warns
+    (``CacheWarning``) and keeps its results in memory. Retrying cannot help.
+    """
 
 
 class ProfileAPIError(AmptoolsError):

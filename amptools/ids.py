@@ -129,17 +129,47 @@ def parse_ids(text: str, *, separator: str = "auto") -> ParsedIds:
     return _dedupe(tokens, blanks=blanks)
 
 
+# Multi-byte UTF-8 sequences: a file that has them is a UTF-8 file, whatever else it holds.
+_UTF8_SEQUENCE = re.compile(rb"[\xc2-\xdf][\x80-\xbf]|[\xe0-\xef][\x80-\xbf]{2}|[\xf0-\xf4][\x80-\xbf]{3}")
+
+
 def _decode(content: bytes | bytearray | memoryview | str) -> str:
+    """The file's text: UTF-16 (with its BOM), UTF-8 (BOM or not), else Windows-1252.
+
+    A UTF-8 file with a stray byte of another encoding is not read as cp1252 whole
+    (that would garble every other non-ASCII id): the line is named in the error.
+    Binary files (NUL bytes outside UTF-16) are refused.
+    """
     if isinstance(content, str):
-        return content
-    raw = bytes(content)
-    for encoding in ("utf-8-sig", "utf-16") if raw[:2] in (b"\xff\xfe", b"\xfe\xff") else ("utf-8-sig",):
-        try:
-            return raw.decode(encoding)
-        except UnicodeDecodeError:
-            continue
-    # Excel on Windows saves CSV in the ANSI code page.
-    return raw.decode("cp1252", errors="replace")
+        text = content
+    else:
+        raw = bytes(content)
+        if raw[:2] in (b"\xff\xfe", b"\xfe\xff"):
+            try:
+                text = raw.decode("utf-16")
+            except UnicodeDecodeError:
+                raise InvalidQueryError(
+                    "the file starts like UTF-16 but is not valid UTF-16; save it again as "
+                    "UTF-8 (CSV UTF-8 in Excel).") from None
+        else:
+            if b"\x00" in raw:
+                raise InvalidQueryError(
+                    "the file holds NUL bytes, so it is binary (a spreadsheet, an archive?), "
+                    "not a list of ids: export it as CSV (UTF-8) first.")
+            try:
+                text = raw.decode("utf-8-sig")
+            except UnicodeDecodeError as error:
+                if not _UTF8_SEQUENCE.search(raw):
+                    # No UTF-8 at all: Excel on Windows saves CSV in the ANSI code page.
+                    return raw.decode("cp1252", errors="replace")
+                line = raw.count(b"\n", 0, error.start) + 1
+                raise InvalidQueryError(
+                    f"line {line} is not valid UTF-8 (byte 0x{raw[error.start]:02X}), while the rest "
+                    "of the file is UTF-8: that line was probably pasted from another encoding. "
+                    "Fix it, or save the whole file again as UTF-8.") from None
+    if "\x00" in text:
+        raise InvalidQueryError("the ids hold a NUL character: this is not a text list of ids.")
+    return text
 
 
 def parse_id_file(
@@ -181,6 +211,12 @@ def parse_id_file(
         dialect = csv.excel
     header = next(csv.reader([first], dialect)) if first else []
     names = [name.strip().strip(_QUOTES) for name in header]
+    repeated = sorted({name for name in names
+                       if name and [n.lower() for n in names].count(name.lower()) > 1})
+    if repeated and (column is not None or any(_COLUMN_NAMES.get(n.lower()) for n in repeated)):
+        raise InvalidQueryError(
+            f"the header names the column {', '.join(map(repr, repeated))} more than once, so "
+            "which one holds the ids is unclear: rename or remove the extra column.")
     if column is not None:
         wanted = [i for i, name in enumerate(names) if name.lower() == column.strip().lower()]
         if not wanted:
@@ -196,8 +232,18 @@ def parse_id_file(
         return _dedupe((line for line in lines if line.strip()), blanks=blanks)
     if id_type is not None and id_type not in ID_TYPES:
         raise InvalidQueryError(f"id_type must be one of {', '.join(ID_TYPES)}, got {id_type!r}.")
-    chosen = id_type if id_type in columns else ("user_id" if "user_id" in columns else "device_id")
-    index = columns[chosen]
+    if column is not None:
+        (chosen, index), = columns.items()  # the named column, whatever the id type
+        return _read_column(lines, first, dialect, index, chosen)
+    if id_type is not None and id_type not in columns:
+        raise InvalidQueryError(
+            f"the file has no {id_type} column (its header: {', '.join(names)}); pick the "
+            f"id type the file holds, or name the column to read with column=.")
+    chosen = id_type if id_type is not None else ("user_id" if "user_id" in columns else "device_id")
+    return _read_column(lines, first, dialect, columns[chosen], chosen)
+
+
+def _read_column(lines: list[str], first: str, dialect: Any, index: int, chosen: str | None) -> ParsedIds:
     rows = list(csv.reader(io.StringIO("\n".join(lines[lines.index(first) + 1:])), dialect))
     values: list[str] = []
     blanks = 0

@@ -62,27 +62,45 @@ def _optional_text(value: Any, path: str) -> str | None:
     raise _bad(path, f"expected text, got {type(value).__name__}")
 
 
+# last_updated must fit the tables' UTC timestamps (pandas' range ends in 2262); a value
+# outside these years is a broken answer, not a date to show.
+_EARLIEST = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_LATEST = datetime(2200, 1, 1, tzinfo=timezone.utc)
+
+
 def _timestamp(value: Any, path: str) -> datetime | None:
     if value is None:
         return None
     if isinstance(value, bool):
         raise _bad(path, "expected Unix seconds, got a boolean")
     if isinstance(value, (int, float)):
-        if not math.isfinite(value):
-            raise _bad(path, f"expected Unix seconds, got {value!r}")
-        # Some Amplitude payloads carry milliseconds; no profile predates 2001-09-09.
-        seconds = value / 1000 if value > 1e11 else value
-        return datetime.fromtimestamp(seconds, tz=timezone.utc)
-    if isinstance(value, str):
+        try:
+            if not math.isfinite(value):
+                raise ValueError
+            # Some Amplitude payloads carry milliseconds; no profile predates 2001-09-09.
+            seconds = value / 1000 if value > 1e11 else value
+            moment = datetime.fromtimestamp(seconds, tz=timezone.utc)
+        except (OverflowError, OSError, ValueError):
+            moment = None
+    elif isinstance(value, str):
         try:
             parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
         except ValueError:
             try:
-                return _timestamp(float(value), path)
+                number = float(value)
             except ValueError:
-                raise _bad(path, f"expected Unix seconds, got {value!r}") from None
-        return parsed.astimezone(timezone.utc) if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
-    raise _bad(path, f"expected Unix seconds, got {type(value).__name__}")
+                raise _bad(path, f"expected Unix seconds or an ISO date, got {value[:40]!r}") from None
+            return _timestamp(number, path)
+        try:
+            moment = parsed.astimezone(timezone.utc) if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+        except (OverflowError, ValueError):
+            moment = None
+    else:
+        raise _bad(path, f"expected Unix seconds, got {type(value).__name__}")
+    if moment is None or not _EARLIEST <= moment < _LATEST:
+        shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:37] + "..."
+        raise _bad(path, f"expected a time between 1970 and 2200, got {shown}")
+    return moment
 
 
 def _optional_bool(value: Any, path: str) -> bool | None:

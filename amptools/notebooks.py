@@ -11,8 +11,11 @@ This module composes the rest of amptools and holds no analysis of its own.
 from __future__ import annotations
 
 import csv
+import html
 import json
+import math
 import os
+import re
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -20,6 +23,7 @@ import nbformat
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
 from .bulk import unique_ids
+from .errors import InvalidQueryError
 from .query import ProfileQuery
 
 __all__ = ["DEMO_QUERY", "build_report", "execute_report"]
@@ -33,18 +37,27 @@ DEMO_QUERY = ProfileQuery(
 KERNELSPEC = {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}
 
 
+def markdown_text(text: str) -> str:
+    """``text`` shown literally in a Markdown cell: no HTML tag, link or emphasis survives.
+
+    Titles and ids come from users (a rec id, a ``--title``); in a report's HTML an
+    unescaped ``<img onerror=...>`` would run in the reader's browser.
+    """
+    return re.sub(r"([\\`*_\[\]()#!|~])", r"\\\1", html.escape(text, quote=True))
+
+
 def _parameters(path: Path, ids: list[str], query: ProfileQuery, id_type: str,
-                cache: str | None, sample: bool) -> str:
+                cache: str | None, sample: bool, fetch: dict[str, object]) -> str:
     if len(ids) > INLINE_IDS:
         ids_file = path.with_suffix(".ids.csv")
         with ids_file.open("w", encoding="utf-8", newline="") as handle:
             writer = csv.writer(handle)
             writer.writerow([id_type])
             writer.writerows([i] for i in ids)
-        ids_line = (f"IDS_FILE = {ids_file.name!r}  # {len(ids):,} ids, one per row\n"
-                    f"IDS = pd.read_csv(IDS_FILE, dtype=str, keep_default_na=False)[{id_type!r}].tolist()")
+        # Read back in the next cell, after pandas is imported.
+        ids_line = f"IDS_FILE = {ids_file.name!r}  # {len(ids):,} ids, one per row\nIDS = None"
     else:
-        ids_line = f"IDS = {ids!r}"
+        ids_line = f"IDS_FILE = None\nIDS = {ids!r}"
     query_dict = json.loads(query.canonical())
     return "\n".join([
         "# Parameters: change them and re-run every cell.",
@@ -53,6 +66,7 @@ def _parameters(path: Path, ids: list[str], query: ProfileQuery, id_type: str,
         f"QUERY = {query_dict!r}",
         f"CACHE = {cache!r}  # SQLite file: re-running fetches nothing it already holds",
         f"SAMPLE = {sample!r}  # True: the embedded sample org, whatever the environment says",
+        f"FETCH = {fetch!r}  # how to fetch: workers, max_age (seconds), rate_limit (per minute)",
     ])
 
 
@@ -65,6 +79,9 @@ def build_report(
     cache: str | os.PathLike[str] | None = None,
     id_type: str = "user_id",
     sample: bool = False,
+    workers: int = 8,
+    max_age: float | None = None,
+    rate_limit: int | None = None,
 ) -> Path:
     """Write an analysis notebook for ``ids`` and ``query``; return its path.
 
@@ -83,6 +100,10 @@ def build_report(
     id_type : {"user_id", "device_id"}
     sample : bool
         Run on the embedded sample org even when a key is set.
+    workers, max_age, rate_limit
+        How the report fetches: parallel requests, the age in seconds after which a
+        cached answer is fetched again (None: any age), requests per minute (None:
+        the client's default).
 
     Returns
     -------
@@ -93,6 +114,12 @@ def build_report(
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     ids = unique_ids(ids, id_type)  # refuses blank, None and float ids before writing anything
+    if max_age is not None and not (isinstance(max_age, (int, float)) and math.isfinite(max_age)
+                                    and max_age >= 0):
+        raise InvalidQueryError(f"max_age must be finite seconds ≥ 0 (or None), got {max_age!r}.")
+    fetch: dict[str, object] = {"workers": workers, "max_age": max_age}
+    if rate_limit is not None:
+        fetch["rate_limit"] = rate_limit
     title = title or "Profile report"
     asked = []
     if query.recs:
@@ -109,22 +136,27 @@ def build_report(
 
     cells = [
         new_markdown_cell(
-            f"# {title}\n\nThis report fetches {len(ids):,} users' profiles from the Amplitude "
-            f"User Profile API — {', '.join(asked) or 'ids only'} — and turns them into tables "
+            f"# {markdown_text(title)}\n\nThis report fetches {len(ids):,} users' profiles from the "
+            f"Amplitude User Profile API — {markdown_text(', '.join(asked)) or 'ids only'} — and "
+            "turns them into tables "
             "and figures. Re-run it top to bottom (Run → Run All Cells) to refresh it; with a "
             "cache, users already fetched are not asked for again."
             + ("\n\n**Recommendations:** fetching them logs an exposure event in Amplitude for "
                "every user not yet in the cache." if query.recs else "")
         ),
-        new_code_cell(_parameters(path, ids, query, id_type, cache_text, sample),
+        new_code_cell(_parameters(path, ids, query, id_type, cache_text, sample, fetch),
                       metadata={"tags": ["parameters"]}),
         new_code_cell(
             "import pandas as pd\nimport plotly.io as pio\n\nimport amptools as amp\n\n"
             "# Figures show in JupyterLab and stay visible in an HTML export.\n"
             'pio.renderers.default = "plotly_mimetype+notebook"\n'
-            "client = amp.sample.SampleServer().start().client() if SAMPLE else amp.connect()\n"
+            "if IDS_FILE:  # ids kept as text: leading zeros and 'NA' stay ids\n"
+            "    IDS = pd.read_csv(IDS_FILE, dtype=str, keep_default_na=False)[ID_TYPE].tolist()\n"
+            "options = {'rate_limit': FETCH['rate_limit']} if FETCH.get('rate_limit') else {}\n"
+            "client = amp.sample.SampleServer().start().client(**options) if SAMPLE else amp.connect(**options)\n"
             "query = amp.ProfileQuery(**QUERY)\n"
-            "profiles = client.get_profiles(IDS, query=query, id_type=ID_TYPE, cache=CACHE, progress=False)\n"
+            "profiles = client.get_profiles(IDS, query=query, id_type=ID_TYPE, cache=CACHE, progress=False,\n"
+            "                               workers=FETCH['workers'], max_age=FETCH['max_age'])\n"
             "profiles"
         ),
         new_markdown_cell("## Who came back\n\nOne row per user: what the service returned and "
@@ -189,7 +221,7 @@ def build_report(
         ]
     notebook = new_notebook(cells=cells, metadata={"kernelspec": KERNELSPEC,
                                                    "language_info": {"name": "python"},
-                                                   "title": title})
+                                                   "title": html.escape(title)})
     nbformat.validate(notebook)
     nbformat.write(notebook, path)
     return path

@@ -24,6 +24,9 @@ PROPENSITY_TYPES = ("score", "pct")
 REC_TYPES = ("model", "random")
 _TOKEN = re.compile(r"^[A-Za-z0-9_\-]+$")
 _PROPENSITY_ALIASES = {"percentile": "pct", "probability": "score"}
+_SURROGATE = re.compile("[\ud800-\udfff]")
+# Words that mean "all" or "none" to a person but would be sent as a comp_id.
+_NOT_COMPUTATION_IDS = {"all", "true", "false", "none", "*", "yes", "no"}
 
 IdType = Literal["user_id", "device_id"]
 
@@ -47,6 +50,13 @@ def validate_id(value: Any, name: str = "user_id") -> str:
         raise InvalidQueryError(f"{name} must be text, got {type(value).__name__}.")
     if not value.strip():
         raise InvalidQueryError(f"{name} is empty or blank; give a non-empty id.")
+    if "\x00" in value or _SURROGATE.search(value):
+        # A lone surrogate cannot be sent (it is not encodable) nor stored; a NUL is
+        # never part of a real id. Both come from broken decoding upstream.
+        raise InvalidQueryError(
+            f"{name} {ascii(value)} "
+            "holds a NUL or a lone surrogate (text that was decoded wrongly); fix the id at "
+            "its source or read the file as UTF-8.")
     return value
 
 
@@ -54,6 +64,9 @@ def _id_list(value: Any, name: str) -> tuple[str, ...]:
     """Normalise one id or an iterable of ids into a de-duplicated tuple."""
     if value is None or value is False:
         return ()
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        raise InvalidQueryError(
+            f"{name} is a byte string; pass text (decode it first, e.g. value.decode('utf-8')).")
     if isinstance(value, str):
         items: Iterable[Any] = (value,)
     elif isinstance(value, Iterable):
@@ -118,6 +131,10 @@ class ProfileQuery:
             if not isinstance(value, bool):
                 raise InvalidQueryError(f"{name} must be True or False, got {value!r}.")
         computations = self.computations
+        if isinstance(computations, str) and computations.strip().lower() in _NOT_COMPUTATION_IDS:
+            raise InvalidQueryError(
+                f"computations={computations!r} would be sent as a computation id; pass True "
+                "for every computation, False for none, or a list of computation ids.")
         if not isinstance(computations, bool):
             computations = _id_list(computations, "comp_id")
             if not computations:

@@ -21,7 +21,7 @@ from amptools.cache import (
     cache_scope,
     open_cache,
 )
-from amptools.errors import ConfigurationError
+from amptools.errors import CacheError, ConfigurationError
 from amptools.query import ProfileQuery
 from amptools.sample import SampleServer
 
@@ -301,5 +301,5 @@ def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
     raw.execute("UPDATE meta SET value = '99' WHERE key = 'schema_version'")
     raw.commit()
     raw.close()
-    with pytest.raises(ConfigurationError, match="newer amptools"):
+    with pytest.raises(CacheError, match="newer amptools"):
         ProfileCache(path)

@@ -98,7 +98,34 @@ def test_validate_id_accepts_ints_and_any_text():
     assert validate_id(" a b ") == " a b "
 
 
-@given(st.lists(st.text(min_size=1).filter(lambda s: s.strip() and "," not in s), min_size=1, max_size=5))
+# Any text a real id can be: every character but the comma, NUL and lone surrogates
+# (those are refused; see test_ids_that_cannot_be_sent_are_refused).
+_ID_TEXT = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters=",\x00"), min_size=1)
+
+
+@given(st.lists(_ID_TEXT.filter(str.strip), min_size=1, max_size=5))
 def test_any_unicode_rec_ids_roundtrip_through_params(ids):
     q = ProfileQuery(recs=ids)
     assert q.to_params()["rec_id"].split(",") == list(dict.fromkeys(ids))
+
+
+@pytest.mark.parametrize("value", ["a\ud800b", "\udfff", "nul\x00inside"])
+def test_ids_that_cannot_be_sent_are_refused(value):
+    with pytest.raises(InvalidQueryError, match="NUL or a lone surrogate"):
+        validate_id(value)
+    with pytest.raises(InvalidQueryError, match="NUL or a lone surrogate"):
+        ProfileQuery(recs=(value,))
+
+
+@pytest.mark.parametrize("field", ["recs", "predictions", "computations"])
+def test_byte_strings_are_refused_not_sent_as_numbers(field):
+    # Iterating b"ab" gives 97, 98: it used to send rec_id=97,98.
+    with pytest.raises(InvalidQueryError, match="byte string"):
+        ProfileQuery(**{field: b"ab"})
+
+
+@pytest.mark.parametrize("word", ["all", "ALL", "true", "none", "*"])
+def test_computations_all_as_text_is_refused(word):
+    with pytest.raises(InvalidQueryError, match="pass True for every computation"):
+        ProfileQuery(computations=word)
+    assert ProfileQuery(computations=("all-time-spend",)).to_params()["comp_id"] == "all-time-spend"

@@ -1,0 +1,449 @@
+"""What an adversarial review broke (issue 9), each case against real parts.
+
+The transport cases run against a hostile server on 127.0.0.1: each test tells it
+how to answer (trickle, bomb, lie about throttling, stall) and counts what arrived.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import signal
+import sqlite3
+import stat
+import sys
+import threading
+import time
+import traceback
+import warnings
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import nbformat
+import pytest
+
+import amptools as amp
+from amptools.cache import CacheWarning, ProfileCache
+from amptools.client import THROTTLE_TEXT, _parse_retry_after, retry_delay
+from amptools.errors import CacheError, ConfigurationError, InvalidQueryError, ResponseFormatError
+from amptools.ids import parse_id_file
+from amptools.models import UserProfile
+
+CANARY = "CANARYkey0123456789abcdef"
+PROFILE = {"userData": {"user_id": "u1", "device_id": None, "recommendations": None,
+                        "amp_props": {"plan": "pro"}, "cohort_ids": None}}
+
+
+class Hostile:
+    """A loopback server whose answer each test scripts: ``answer(handler)``."""
+
+    def __init__(self) -> None:
+        self.requests: list[dict[str, str]] = []
+        self.answer: Callable[[BaseHTTPRequestHandler], None] = lambda h: send(h, 200, PROFILE)
+        hostile = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_GET(self) -> None:
+                hostile.requests.append(dict(self.headers))
+                try:
+                    hostile.answer(self)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def client(self, **options: object) -> amp.ProfileClient:
+        options.setdefault("backoff_base", 0.01)
+        return amp.ProfileClient(CANARY, base_url=self.url, **options)  # type: ignore[arg-type]
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def send(handler: BaseHTTPRequestHandler, status: int, body: object, headers: dict[str, str] | None = None) -> None:
+    data = body if isinstance(body, bytes) else json.dumps(body).encode()
+    handler.send_response(status)
+    for name, value in {"Content-Type": "application/json", "Content-Length": str(len(data)),
+                        **(headers or {})}.items():
+        handler.send_header(name, value)
+    handler.end_headers()
+    handler.wfile.write(data)
+
+
+@pytest.fixture
+def hostile() -> Iterator[Hostile]:
+    server = Hostile()
+    yield server
+    server.close()
+
+
+# -- 2: text that cannot be encoded -------------------------------------------------------
+def test_a_lone_surrogate_is_cached_losslessly_and_a_rerun_fetches_nothing(hostile, tmp_path):
+    body = json.dumps({"userData": {**PROFILE["userData"], "amp_props": {"name": "x\ud800y"}}})
+    hostile.answer = lambda h: send(h, 200, body.encode())
+    client = hostile.client()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", CacheWarning)  # the cache must not give up
+        first = client.get_profiles(["u1"], amp_props=True, cache=tmp_path / "c.sqlite", progress=False)
+        second = client.get_profiles(["u1"], amp_props=True, cache=tmp_path / "c.sqlite", progress=False)
+    assert first.cache_error is None and second.from_cache == 1
+    assert len(hostile.requests) == 1
+    assert second.profiles[0].amp_props == {"name": "x\ud800y"}  # the very same text
+
+
+def test_an_id_with_a_surrogate_is_refused_before_any_request(hostile):
+    with pytest.raises(InvalidQueryError, match="lone surrogate"):
+        hostile.client().get_profiles(["ok", "bad\udc80"], amp_props=True, progress=False)
+    assert hostile.requests == []
+
+
+# -- 3: throttling is a status, not a sentence anywhere ----------------------------------
+def test_a_profile_that_quotes_the_throttle_sentence_is_a_profile(hostile):
+    props = {"bio": f"{THROTTLE_TEXT}. Contact Support if you need this limit raised"}
+    hostile.answer = lambda h: send(h, 200, {"userData": {**PROFILE["userData"], "amp_props": props}})
+    profile = hostile.client().get_profile("u1", amp_props=True)
+    assert profile.amp_props == props
+    assert len(hostile.requests) == 1  # not retried as a throttle
+
+
+@pytest.mark.parametrize("status", [429, 503, 200])
+def test_an_error_answer_with_the_throttle_text_is_throttling(hostile, status):
+    hostile.answer = lambda h: send(h, status, {"error": THROTTLE_TEXT})
+    with pytest.raises(amp.ThrottledError):
+        hostile.client(max_retries=1).get_profile("u1", amp_props=True)
+    assert len(hostile.requests) == 2
+
+
+# -- 4: bounded time and size -------------------------------------------------------------
+def trickle(handler: BaseHTTPRequestHandler) -> None:
+    data = json.dumps(PROFILE).encode()
+    handler.send_response(200)
+    handler.send_header("Content-Length", str(len(data)))
+    handler.end_headers()
+    for byte in data:  # a byte every 0.2 s: each read is quick, the answer takes minutes
+        handler.wfile.write(bytes([byte]))
+        handler.wfile.flush()
+        time.sleep(0.2)
+
+
+def test_a_trickling_answer_ends_at_the_attempt_deadline(hostile):
+    hostile.answer = trickle
+    client = hostile.client(timeout=(1, 1), deadline=1.0, max_retries=1)
+    started = time.monotonic()
+    with pytest.raises(amp.TransportError, match="deadline") as caught:
+        client.get_profile("u1", amp_props=True)
+    # Two attempts of 1 s each and a short backoff, not the trickle's ~25 s per attempt.
+    assert time.monotonic() - started < 8
+    assert caught.value.attempts == 2
+
+
+def test_cancel_returns_within_the_in_flight_deadline(hostile):
+    hostile.answer = trickle
+    client = hostile.client(timeout=(1, 1), deadline=2.0)
+    fetch = amp.bulk.start_fetch(client, [f"u{i}" for i in range(20)], amp_props=True, workers=4)
+    time.sleep(0.5)
+    started = time.monotonic()
+    fetch.cancel()
+    result = fetch.result(timeout=30)
+    assert time.monotonic() - started < 2.0 + 2.5  # the deadline, plus about a second
+    assert result.cancelled and len(result.outcomes) == 20
+
+
+def test_a_gzip_bomb_is_refused_by_its_decompressed_size(hostile):
+    bomb = gzip.compress(b'{"userData": {"amp_props": {"x": "' + b"0" * (40 * 2**20) + b'"}}}')
+    assert len(bomb) < 100_000
+    hostile.answer = lambda h: send(h, 200, bomb, {"Content-Encoding": "gzip"})
+    with pytest.raises(ResponseFormatError, match="decompressed") as caught:
+        hostile.client(max_response_bytes=2**20).get_profile("u1", amp_props=True)
+    assert "max_response_bytes" in str(caught.value)
+
+
+def test_a_huge_body_is_refused_without_reading_it_whole(hostile):
+    hostile.answer = lambda h: send(h, 200, b" " * (3 * 2**20) + json.dumps(PROFILE).encode())
+    with pytest.raises(ResponseFormatError, match="on the wire"):
+        hostile.client(max_response_bytes=2**20).get_profile("u1", amp_props=True)
+
+
+def test_a_gzip_answer_within_the_limit_is_read(hostile):
+    hostile.answer = lambda h: send(h, 200, gzip.compress(json.dumps(PROFILE).encode()),
+                                    {"Content-Encoding": "gzip"})
+    assert hostile.client().get_profile("u1", amp_props=True).amp_props == {"plan": "pro"}
+
+
+# -- 5: Retry-After that says nothing ------------------------------------------------------
+@pytest.mark.parametrize("value", ["-5", "0", "nan", "inf", "soon", "Wed, 21 Oct 2015 07:28:00 GMT"])
+def test_a_meaningless_retry_after_means_the_normal_backoff(hostile, value):
+    assert _parse_retry_after(value) is None
+    hostile.answer = lambda h: send(h, 503, {"error": "busy"}, {"Retry-After": value})
+    delays: list[float] = []
+    client = hostile.client(max_retries=3, backoff_base=0.5, sleep=delays.append)
+    with pytest.raises(amp.ServerError):
+        client.get_profile("u1", amp_props=True)
+    assert len(delays) == 3 and all(d >= 0.25 for d in delays)  # equal jitter keeps half
+    assert retry_delay(1, float("nan"), jitter=lambda d: d) == 0.5
+
+
+# -- 6 and 7: the key --------------------------------------------------------------------
+def test_ctrl_c_during_a_request_leaves_no_frame_holding_the_key(hostile):
+    hostile.answer = lambda h: time.sleep(5)  # never answers in time
+    client = hostile.client(timeout=(5, 5))
+    main = threading.main_thread().ident
+    timer = threading.Timer(0.5, signal.pthread_kill, args=(main, signal.SIGINT))
+    timer.start()
+    try:
+        client.get_profile("u1", amp_props=True)
+    except KeyboardInterrupt as interrupt:
+        caught = interrupt
+    else:
+        pytest.fail("the interrupt did not arrive")
+    finally:
+        timer.cancel()
+    verbose = "".join(traceback.TracebackException.from_exception(caught, capture_locals=True).format())
+    assert CANARY not in verbose
+    error: BaseException | None = caught
+    while error is not None:  # every chained exception and every local of every frame
+        tb = error.__traceback__
+        while tb is not None:
+            assert CANARY not in repr(tb.tb_frame.f_locals)
+            tb = tb.tb_next
+        error = error.__cause__ or error.__context__
+
+
+@pytest.mark.parametrize("key", ["\u201cabc123\u201d", "abc\u00a0123", "abc 123", "clé123"])
+def test_keys_with_characters_a_key_never_has_are_refused_without_quoting_them(key):
+    with pytest.raises(ConfigurationError, match="paste it again") as caught:
+        amp.ProfileClient(key, base_url="http://127.0.0.1:9")
+    assert key not in str(caught.value) and key not in repr(caught.value)
+    assert amp.ProfileClient(f"  {CANARY}\n".strip(), base_url="http://127.0.0.1:9")
+
+
+# -- 12: answers that cannot be a profile ------------------------------------------------
+@pytest.mark.parametrize("value", [1e30, -1e12, int("9" * 400), "99999-01-01", "0001-01-01T00:00:00+14:00"])
+def test_an_impossible_last_updated_names_the_field(value):
+    payload = {"userData": {"recommendations": [{"rec_id": "r", "items": ["a"], "last_updated": value}]}}
+    with pytest.raises(ResponseFormatError, match="last_updated") as caught:
+        UserProfile.from_json(payload)
+    assert caught.value.field == "userData.recommendations[0].last_updated"
+
+
+def test_json_nested_a_thousand_deep_is_a_format_error(hostile):
+    hostile.answer = lambda h: send(h, 200, ('{"userData": {"amp_props": {"x": ' + "[" * 1000
+                                             + "]" * 1000 + "}}}").encode())
+    with pytest.raises(ResponseFormatError, match="nested"):
+        hostile.client().get_profile("u1", amp_props=True)
+
+
+# -- 13: cache files that cannot be used ---------------------------------------------------
+def damaged_caches(tmp_path: Path) -> dict[str, Path]:
+    good = tmp_path / "good.sqlite"
+    with ProfileCache(good) as cache:
+        cache.save("user_id", "u1", amp.ProfileQuery(amp_props=True), parts=[], status="failed")
+    truncated = tmp_path / "truncated.sqlite"
+    truncated.write_bytes(good.read_bytes()[:100])
+    garbage = tmp_path / "garbage.sqlite"
+    garbage.write_bytes(os.urandom(4096))
+    folder = tmp_path / "folder.sqlite"
+    folder.mkdir()
+    cases = {"truncated": truncated, "garbage": garbage, "folder": folder}
+    for name, version in (("newer", "99"), ("unknown", "abc")):
+        path = tmp_path / f"{name}.sqlite"
+        path.write_bytes(good.read_bytes())
+        with sqlite3.connect(path) as conn:
+            conn.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (version,))
+        cases[name] = path
+    return cases
+
+
+@pytest.mark.parametrize("case", ["truncated", "garbage", "folder", "newer", "unknown"])
+def test_an_unusable_cache_is_one_cache_error_with_the_path(tmp_path, case):
+    path = damaged_caches(tmp_path)[case]
+    with pytest.raises(CacheError) as caught:
+        ProfileCache(path)
+    assert str(path) in str(caught.value)
+    assert isinstance(caught.value, amp.AmptoolsError)
+
+
+def test_a_bulk_run_with_an_unusable_cache_warns_and_keeps_everything(sample_server, tmp_path):
+    path = damaged_caches(tmp_path)["garbage"]
+    with pytest.warns(CacheWarning, match="garbage.sqlite"):
+        result = sample_server.client().get_profiles(["testUser"], amp_props=True, cache=path,
+                                                     progress=False)
+    assert result.counts["ok"] == 1 and isinstance(result.cache_error, CacheError)
+
+
+def test_a_cache_in_a_read_only_folder_is_a_cache_error():
+    import shutil
+    import tempfile
+
+    # A folder of its own in /tmp, so another user can reach it when the test runs as root.
+    tmp_path = Path(tempfile.mkdtemp(prefix="amptools-ro-"))
+    tmp_path.chmod(0o755)
+    folder = tmp_path / "locked"
+    folder.mkdir()
+    folder.chmod(0o555)
+    # Root writes anywhere, so as root the check runs with an ordinary user's rights.
+    as_root = os.geteuid() == 0
+    try:
+        if as_root:
+            os.seteuid(65534)
+        with pytest.raises(CacheError) as caught:
+            ProfileCache(folder / "c.sqlite")
+    finally:
+        if as_root:
+            os.seteuid(0)
+        folder.chmod(0o755)
+        shutil.rmtree(tmp_path)
+    assert "read-only" in str(caught.value) and str(folder) in str(caught.value)
+
+
+# -- 17: files that hold personal data ------------------------------------------------------
+def test_the_cache_and_its_wal_are_readable_by_the_owner_only(sample_server, tmp_path):
+    path = tmp_path / "c.sqlite"
+    with ProfileCache(path) as cache:
+        sample_server.client().get_profiles(["testUser"], amp_props=True, cache=cache, progress=False)
+        files = [path, Path(f"{path}-wal"), Path(f"{path}-shm")]
+        assert all(f.exists() for f in files)
+        assert {stat.S_IMODE(f.stat().st_mode) for f in files} == {0o600}
+    kept = tmp_path / "shared.sqlite"
+    ProfileCache(kept).close()
+    kept.chmod(0o640)
+    ProfileCache(kept).close()
+    assert stat.S_IMODE(kept.stat().st_mode) == 0o640  # the owner's choice is kept
+
+
+# -- 14: settings ----------------------------------------------------------------------
+@pytest.mark.parametrize("setting", [
+    {"backoff_base": -1}, {"backoff_base": float("nan")}, {"backoff_cap": float("inf")},
+    {"retry_after_cap": -0.5}, {"timeout": float("inf")}, {"timeout": (5, float("inf"))},
+    {"timeout": (float("nan"), 5)}, {"deadline": 0}, {"max_response_bytes": 10},
+])
+def test_bad_client_settings_are_refused_at_construction(setting):
+    with pytest.raises(ConfigurationError, match=next(iter(setting))):
+        amp.ProfileClient(CANARY, base_url="http://127.0.0.1:9", **setting)
+
+
+# -- 15: id files -----------------------------------------------------------------------
+def test_a_utf8_file_with_one_stray_byte_names_the_line():
+    content = "user_id\nmüller\nzoë\n".encode() + b"caf\xe9\n" + "ok\n".encode()
+    with pytest.raises(InvalidQueryError, match="line 4 is not valid UTF-8"):
+        parse_id_file(content)
+
+
+def test_a_cp1252_file_is_still_read_as_cp1252():
+    assert parse_id_file("user_id\nmüller\ncafé\n".encode("cp1252")).ids == ["müller", "café"]
+
+
+@pytest.mark.parametrize("content", [b"PK\x03\x04\x00\x00binary", b"user_id\nab\x00c\n"])
+def test_binary_files_and_nul_ids_are_refused(content):
+    with pytest.raises(InvalidQueryError, match="NUL"):
+        parse_id_file(content)
+
+
+def test_an_id_type_the_file_does_not_have_is_an_error():
+    with pytest.raises(InvalidQueryError, match="no device_id column"):
+        parse_id_file(b"user_id,plan\nu1,pro\n", id_type="device_id")
+
+
+def test_a_header_with_the_same_column_twice_is_an_error():
+    with pytest.raises(InvalidQueryError, match="more than once"):
+        parse_id_file(b"user_id,plan,user_id\nu1,pro,u2\n")
+
+
+# -- 8, 9: reports ------------------------------------------------------------------------
+@pytest.mark.slow
+def test_a_report_of_1500_ids_runs_end_to_end(tmp_path, monkeypatch):
+    from amptools.notebooks import build_report, execute_report
+    from amptools.sample import SampleServer
+
+    monkeypatch.delenv("AMPLITUDE_SECRET_KEY", raising=False)
+    awkward = ["NA", "null", "nan", "None", "007", "a,b", 'say "hi"', "12345678901234567890"]
+    query = amp.ProfileQuery(cohort_ids=True)
+    with SampleServer(rate_limit=100_000) as server:
+        ids = awkward + list(server.org.user_ids[:1492])
+        # The report then runs through the cache: every id must be read back exactly.
+        server.client(rate_limit=100_000).get_profiles(ids, query=query, cache=tmp_path / "c.sqlite",
+                                                       progress=False, workers=16)
+    path = build_report(tmp_path / "big.ipynb", ids, query, cache="c.sqlite", sample=True)
+    assert "user-000100" not in path.read_text(encoding="utf-8")  # the ids went to a CSV
+    execute_report(path)
+    outputs = json.dumps([c.get("outputs", []) for c in nbformat.read(path, as_version=4).cells])
+    assert '"output_type": "error"' not in outputs
+    assert "1492 ok, 8 not_found, 0 failed of 1500 ids, 1500 from cache" in outputs
+
+
+def test_a_hostile_title_and_rec_id_stay_text_in_the_html(tmp_path):
+    from nbconvert import HTMLExporter
+
+    from amptools.notebooks import build_report
+
+    tag = '<img src=x onerror="alert(1)">'
+    path = build_report(tmp_path / "r.ipynb", ["u1"], amp.ProfileQuery(recs=(f"feed{tag}",)),
+                        title=f"Q3 {tag} [click](javascript:alert(2))")
+    body, _ = HTMLExporter().from_notebook_node(nbformat.read(path, as_version=4))
+    assert "<img" not in body and 'href="javascript' not in body
+    assert "&lt;img src=x" in body  # shown, as text
+
+
+# -- 10, 11: the command line -----------------------------------------------------------------
+def run_cli(argv: list[str]) -> tuple[int, str, str]:
+    import io
+
+    from amptools.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    return main(argv, stdout=out, stderr=err), out.getvalue(), err.getvalue()
+
+
+@pytest.mark.parametrize("argv, says", [
+    (["fetch", "IDS", "--sample", "--top-n", "0", "--marketing"], "--top-n"),
+    (["fetch", "IDS", "--sample", "--marketing", "--marketing-props", "plan"], "add --props"),
+    (["fetch", "IDS", "--sample", "--props", "--marketing", "--marketing-props", "gp:email"], "--include-pii"),
+    (["fetch", "IDS", "--sample", "--recs", "a", "--marketing", "--marketing-rec-id", "b"], "not one of the sets"),
+    (["fetch", "IDS", "--sample", "--props", "--out", "FILE"], "is a file"),
+    (["fetch", "IDS", "--sample", "--props", "--cache", "DIR"], "is a folder"),
+    (["fetch", "IDS", "--sample", "--props", "--max-age", "nan"], "--max-age"),
+    (["fetch", "IDS", "--sample", "--props", "--max-age", "-1"], "--max-age"),
+    (["fetch", "IDS", "--sample", "--props", "--workers", "0"], "--workers"),
+    (["report", "IDS", "--sample", "--props", "--max-age", "inf"], "--max-age"),
+    (["report", "IDS", "--sample", "--props", "--out", "DIR"], "is a folder"),
+    (["demo", "--users", "-5"], "--users"),
+    (["sample-server", "--port", "99999"], "--port"),
+])
+def test_every_option_is_checked_before_anything_is_fetched(tmp_path, argv, says):
+    (tmp_path / "ids.csv").write_text("user_id\ntestUser\n")
+    (tmp_path / "file.txt").write_text("x")
+    (tmp_path / "dir").mkdir()
+    swap = {"IDS": str(tmp_path / "ids.csv"), "FILE": str(tmp_path / "file.txt"), "DIR": str(tmp_path / "dir")}
+    code, out, err = run_cli([swap.get(a, a) for a in argv])
+    assert code == 2
+    assert says in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.slow
+def test_a_report_after_a_fetch_reads_the_same_cache_from_the_working_directory(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("AMPLITUDE_SECRET_KEY", raising=False)
+    Path("ids.csv").write_text("user_id\ntestUser\nuser-000001\nuser-000002\n")
+    code, _, err = run_cli(["fetch", "ids.csv", "--sample", "--cohorts", "--cache", "cache/p.sqlite",
+                            "--out", "tables", "--no-progress"])
+    assert code == 0, err
+    code, _, err = run_cli(["report", "ids.csv", "--sample", "--cohorts", "--cache", "cache/p.sqlite",
+                            "--out", "rep/r.ipynb", "--execute", "--workers", "2", "--max-age", "3600"])
+    assert code == 0, err
+    assert not Path("rep/cache").exists()
+    nb = nbformat.read("rep/r.ipynb", as_version=4)
+    outputs = json.dumps([c.get("outputs", []) for c in nb.cells])
+    assert "3 ok, 0 not_found, 0 failed of 3 ids, 3 from cache" in outputs  # no request sent
+    assert "'workers': 2" in nb.cells[1].source and "'max_age': 3600.0" in nb.cells[1].source
