@@ -32,7 +32,7 @@ from .errors import (
     TransportError,
     UnknownUserError,
 )
-from .models import Propensity, Recommendation, UserProfile
+from .models import ComputationNames, Propensity, Recommendation, UserProfile
 from .query import ProfileQuery
 
 __version__ = "0.1.0"
@@ -41,6 +41,7 @@ __all__ = [
     "AmptoolsError",
     "AuthenticationError",
     "CacheError",
+    "ComputationNames",
     "ConfigurationError",
     "DEFAULT_BASE_URL",
     "ExposureWarning",

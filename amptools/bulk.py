@@ -37,6 +37,20 @@ twice because the other request failed. A 200 body that cannot be read is kept i
 the cache with its error (the id is ``failed``); a rerun does not fetch it again
 when it asked for recommendations (see :mod:`amptools.cache`).
 
+One request per user
+--------------------
+A query for properties *and* computations is one request per user: the API merges
+them into ``amp_props`` and amptools tells them apart by name. With listed
+``comp_id`` values the query names them. With all computations the run needs the org's
+computation names: when neither this process nor the cache knows them for the
+client's scope, the first few users (``NAME_PROBES``) are fetched the two-request
+way (their answers keep the two apart exactly) and the names are learned from them;
+a merged answer with a key neither known as a computation nor as a property sends
+one computations-only request for that user to refresh them (at most
+``NAME_REFRESHES`` a run), and every merged profile is read again with the final
+names. Names are kept per scope in the cache and in the process.
+``split_computations=True`` asks the two-request way for every user.
+
 When writing to the cache fails (the file is locked by another program for longer
 than its timeout, the disk is full, the file is read-only), the run goes on in
 memory: a :class:`~amptools.cache.CacheWarning` names the file and the error once,
@@ -54,7 +68,7 @@ import time
 import warnings
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -72,7 +86,7 @@ from .errors import (
     ResponseFormatError,
     UnknownUserError,
 )
-from .models import UserProfile
+from .models import ComputationNames, UserProfile
 from .query import ID_TYPES, ProfileQuery, validate_id
 
 if TYPE_CHECKING:
@@ -106,6 +120,10 @@ _OUTCOME_DTYPES = {"id": "str", "status": "str", "http_status": "Int64", "attemp
 CANCELLED_ERROR = "cancelled before it was fetched"
 STOPPED_BY_AUTH_ERROR = "not fetched: the run stopped at an authentication failure (HTTP 401)"
 _BAD_IDS_SHOWN = 5
+# Users fetched the two-request way to learn an org's computation names, and the most
+# computations-only requests a run sends to refresh them (each costs one request).
+NAME_PROBES = 5
+NAME_REFRESHES = 5
 # How often the coordinating thread looks at the cancel event while it waits.
 _POLL = 0.05
 
@@ -420,6 +438,17 @@ class _Run:
         self.n_cached = 0
         self.parts = self.query.parts()
         self.part_keys = [part.canonical() for part in self.parts]
+        # A merged query can also be answered the two-request way: by older cache
+        # entries, and for the users that teach the run the org's computation names.
+        self.split_query = self.query.split() if self.query.merges_computations else None
+        self.split_parts = self.split_query.parts() if self.split_query is not None else ()
+        self.split_keys = [part.canonical() for part in self.split_parts]
+        self.split_ids: set[str] = set()
+        self.names = ComputationNames()
+        self._names_lock = threading.Lock()
+        self._names_read = False  # a merged profile was parsed with the names of the moment
+        self._names_grew = False  # ... and names were learned after that
+        self._refreshes = NAME_REFRESHES
         self.scope = client_scope(client)
         # Bodies already cached for ids still to fetch: {id: {part key: body}}.
         self.have: dict[str, dict[str, Any]] = {}
@@ -501,12 +530,13 @@ class _Run:
         """Fetch the parts of one id the cache lacks; ``hand`` passes each body that is
         not the last one on to be cached at once."""
         have = self.have.get(id_, {})
-        missing = [i for i, key in enumerate(self.part_keys) if key not in have]
-        payloads: list[Any] = [have.get(key) for key in self.part_keys]
+        _, parts, keys = self._plan(id_)
+        missing = [i for i, key in enumerate(keys) if key not in have]
+        payloads: list[Any] = [have.get(key) for key in keys]
         fetched: list[tuple[str, Any, int, str | None]] = []
         attempts = 0
         for n, index in enumerate(missing):
-            part, key = self.parts[index], self.part_keys[index]
+            part, key = parts[index], keys[index]
             try:
                 payload, used = self.client.request({self.id_type: id_, **part.to_params()},
                                                     cancel=self.stop)
@@ -538,13 +568,80 @@ class _Run:
                 hand(_Part(id_, entry))  # cached now: survives a failure of the next part
             else:
                 fetched.append(entry)
+        if id_ not in self.split_ids and self.query.needs_computation_names:
+            refresh = self._refresh_names(id_, payloads[0])
+            if refresh is not None:
+                attempts += refresh[2]
+                fetched.append(refresh)
         try:
-            profile = UserProfile.from_payloads(payloads, self.query)
+            profile = self._profile(id_, payloads)
         except Exception as error:
             return _Result(Outcome(id_, "failed", 200, attempts,
                                    f"unexpected response: {type(error).__name__}: {error}"),
                            tuple(fetched))
         return _Result(Outcome(id_, "ok", 200, attempts, None, False, profile), tuple(fetched))
+
+    # -- one request per user: telling computations apart by name -------------------------
+    def _plan(self, id_: str) -> tuple[ProfileQuery, tuple[ProfileQuery, ...], list[str]]:
+        """How this id is asked: the run's query, or its two-request form."""
+        if id_ in self.split_ids:
+            assert self.split_query is not None
+            return self.split_query, self.split_parts, self.split_keys
+        return self.query, self.parts, self.part_keys
+
+    def _profile(self, id_: str, payloads: list[Any]) -> UserProfile:
+        """One profile from its bodies; a two-request answer also teaches the names."""
+        query, _, _ = self._plan(id_)
+        if query is self.split_query and self.query.needs_computation_names:
+            self._learn(ComputationNames.from_split(payloads))
+        elif self.query.needs_computation_names:
+            self._names_read = True
+        return UserProfile.from_payloads(payloads, query, self.names)
+
+    def _learn(self, names: ComputationNames) -> None:
+        with self._names_lock:
+            grown = self.names.learn(computations=names.computations, properties=names.properties)
+            if grown != self.names:
+                self._names_grew = self._names_grew or self._names_read
+                self.names = grown
+
+    def _refresh_names(self, id_: str, merged: Any) -> tuple[str, Any, int, str | None] | None:
+        """Ask for this user's computations alone when the merged answer holds a key the
+        run knows neither as a computation nor as a property (a computation added since
+        the names were learned?). At most NAME_REFRESHES a run; never fails the user."""
+        props = merged.get("userData", {}).get("amp_props") if isinstance(merged, dict) else None
+        if not isinstance(props, dict) or not self.names.unseen(props):
+            return None
+        with self._names_lock:
+            if self._refreshes <= 0:
+                return None
+            self._refreshes -= 1
+        only = self.split_parts[-1]
+        try:
+            payload, used = self.client.request({self.id_type: id_, **only.to_params()}, cancel=self.stop)
+        except (ProfileAPIError, FetchCancelled):
+            return None
+        computations = payload.get("userData", {}).get("amp_props") if isinstance(payload, dict) else None
+        if isinstance(computations, dict):
+            self._learn(ComputationNames(frozenset(computations), frozenset(props) - frozenset(computations)))
+        return (self.split_keys[-1], payload, used, _read_error(payload, only))
+
+    def _settle_names(self, cache: ProfileCache | None) -> None:
+        """Keep what the run learned, and read merged profiles again if the names grew
+        after they were parsed."""
+        if not self.query.needs_computation_names:
+            return
+        ComputationNames.remember(self.scope, self.names)
+        if cache is not None and self.names:
+            try:
+                cache.save_names(self.names, scope=self.scope)
+            except Exception as error:  # sqlite3 errors, a full disk, a read-only file
+                self._cache_failed(cache, error)
+        if self._names_grew:
+            for id_, outcome in self.outcomes.items():
+                if outcome.profile is not None and id_ not in self.split_ids:
+                    profile = UserProfile.from_payloads([outcome.profile.raw], self.query, self.names)
+                    self.outcomes[id_] = replace(outcome, profile=profile)
 
     def _worker(self, pending: queue.SimpleQueue[str], results: deque[_Result | _Part],
                 ready: threading.Event) -> None:
@@ -589,8 +686,12 @@ class _Run:
             _, http_status, attempts = entry.not_found  # type: ignore[misc]
             return Outcome(id_, "not_found", http_status, attempts,
                            "User id and device id not seen before (cached)", True)
+        if self.split_query is not None and not any(k in entry.parts for k in self.part_keys) \
+                and any(k in entry.parts for k in self.split_keys):
+            self.split_ids.add(id_)  # answered (in part) the two-request way: finish it so
+        query, parts, keys = self._plan(id_)
         have: dict[str, Any] = {}
-        for part, key in zip(self.parts, self.part_keys):
+        for part, key in zip(parts, keys):
             hit = entry.parts.get(key)
             if hit is None:
                 continue
@@ -605,12 +706,12 @@ class _Run:
                     "fetching recommendations logs an exposure event; pass max_age= or "
                     "cache.forget() to fetch it again)", True)
             # else: a part without side effects is fetched again
-        if len(have) == len(self.part_keys):
+        if len(have) == len(keys):
             try:
-                profile = UserProfile.from_payloads([have[k] for k in self.part_keys], self.query)
+                profile = self._profile(id_, [have[k] for k in keys])
             except Exception:
                 return None
-            attempts = sum(entry.parts[k].attempts for k in self.part_keys)
+            attempts = sum(entry.parts[k].attempts for k in keys)
             return Outcome(id_, "ok", 200, attempts, None, True, profile)
         if have:
             self.have[id_] = have
@@ -619,10 +720,17 @@ class _Run:
     def _run(self, cache: ProfileCache | None, started: float) -> ProfileSet:
         cached: list[Outcome] = []
         self._cache = cache
+        if self.query.needs_computation_names:
+            self.names = ComputationNames.known(self.scope)
+            if cache is not None:
+                try:
+                    self._learn(cache.names(self.scope))
+                except (sqlite3.Error, OSError) as error:
+                    self._cache_failed(cache, error)
         if cache is not None and self.ids:
             try:
                 stored = cache.stored(self.id_type, self.ids, self.query, scope=self.scope,
-                                      max_age=self.max_age)
+                                      max_age=self.max_age, also=self.split_query)
             except (sqlite3.Error, OSError) as error:
                 self._cache_failed(cache, error)
                 stored = {}
@@ -634,6 +742,12 @@ class _Run:
         self.n_cached = len(cached)
         known = {o.id for o in cached}
         to_fetch = [id_ for id_ in self.ids if id_ not in known]
+        probes: list[str] = []
+        if self.query.needs_computation_names and not self.names:
+            # Nobody knows this org's computation names yet: a few users are asked the
+            # two-request way first, and teach the run the names for everyone else.
+            probes = [i for i in to_fetch if i not in self.split_ids][:NAME_PROBES]
+            self.split_ids.update(probes)
 
         # Say so (once) when a request that is about to be sent asks for recommendations.
         for part, key in zip(self.parts, self.part_keys):
@@ -652,9 +766,13 @@ class _Run:
         self._notify()
 
         if to_fetch and not (self.user_cancel is not None and self.user_cancel.is_set()):
-            self._fetch_all(to_fetch, cache)
+            first = set(probes)
+            for batch in ([i for i in to_fetch if i in first], [i for i in to_fetch if i not in first]):
+                if batch and not self.stop.is_set():
+                    self._fetch_all(batch, cache)
         elif to_fetch:
             self.cancelled = True
+        self._settle_names(self._cache)
 
         # Every id ends with one outcome, whatever stopped the run.
         reason = STOPPED_BY_AUTH_ERROR if self.auth_error is not None else CANCELLED_ERROR

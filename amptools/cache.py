@@ -31,6 +31,10 @@ answers. Direct calls of this class use the scope ``""`` unless given one.
     later fetch replaces them (nothing the service sent is thrown away).
 ``meta``
     ``schema_version`` (2).
+``computation_names`` — key ``(scope, name, kind)``
+    The names an org's answers use for computations (``kind`` ``computation``) and
+    properties (``property``), learned by bulk fetches; they tell the two apart in a
+    merged answer (one request per user). Added to schema 2 files when opened.
 
 A later run takes an id from the cache when every part has a body younger than
 ``max_age``, or when it has a ``not_found`` outcome newer than those bodies;
@@ -77,6 +81,7 @@ from typing import Any
 
 from .client import api_scope
 from .errors import CacheError, ConfigurationError
+from .models import ComputationNames
 from .query import ProfileQuery
 
 __all__ = ["CacheHit", "CacheWarning", "PartHit", "ProfileCache", "StoredParts", "cache_scope",
@@ -86,6 +91,13 @@ SCHEMA_VERSION = 2
 OUTCOMES = ("ok", "not_found", "failed")
 LEGACY_SCOPE = "legacy:v1"
 
+_NAMES_TABLE = """CREATE TABLE IF NOT EXISTS computation_names (
+        scope TEXT NOT NULL,
+        name TEXT NOT NULL,
+        kind TEXT NOT NULL CHECK (kind IN ('computation', 'property')),
+        seen_at REAL NOT NULL,
+        PRIMARY KEY (scope, name, kind)
+    )"""
 _TABLES = (
     """CREATE TABLE IF NOT EXISTS meta (
         key TEXT PRIMARY KEY,
@@ -114,6 +126,7 @@ _TABLES = (
         recorded_at REAL NOT NULL,
         PRIMARY KEY (scope, id_type, id, query)
     )""",
+    _NAMES_TABLE,
     """CREATE TABLE IF NOT EXISTS rejected (
         scope TEXT NOT NULL,
         id_type TEXT NOT NULL,
@@ -369,6 +382,8 @@ class ProfileCache:
     def _prepare(self, conn: sqlite3.Connection) -> None:
         version = self._version(conn)
         if version == SCHEMA_VERSION:
+            if not conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'computation_names'").fetchone():
+                conn.execute(_NAMES_TABLE)  # added to schema 2 later; older files lack it
             self._warn_legacy(conn)
             return
         if version > SCHEMA_VERSION:
@@ -630,15 +645,20 @@ class ProfileCache:
         *,
         scope: str = "",
         max_age: float | timedelta | None = None,
+        also: ProfileQuery | None = None,
     ) -> dict[str, StoredParts]:
         """Every fresh body for the parts of ``query``, and fresh ``not_found`` outcomes,
         by id (ids the cache knows nothing fresh about are absent). Bodies whose stored
-        JSON is damaged are left out (they are fetched again)."""
+        JSON is damaged are left out (they are fetched again).
+
+        ``also`` adds the parts and outcomes of another form of the same query (the
+        two-request form of a merged query, as older amptools stored it)."""
         limit = _max_age_seconds(max_age)
         oldest = -float("inf") if limit is None else self._clock() - limit
-        keys = _part_keys(query)
+        keys = _part_keys(query) + (_part_keys(also) if also is not None else [])
         key_marks = ",".join("?" * len(keys))
-        qkey = _query_key(query)
+        qkeys = [_query_key(query)] + ([_query_key(also)] if also is not None else [])
+        qkey_marks = ",".join("?" * len(qkeys))
         ids = list(ids)
         found: dict[str, StoredParts] = {}
         with self._lock:
@@ -659,15 +679,33 @@ class ProfileCache:
                     entry = found.setdefault(id_, StoredParts(id_))
                     entry.parts[part] = PartHit(part, body, at, attempts or 0, error)
                 for id_, at, http_status, attempts in conn.execute(
-                    "SELECT id, recorded_at, http_status, attempts FROM outcomes "
-                    f"WHERE scope = ? AND id_type = ? AND query = ? AND id IN ({marks}) "
-                    "AND status = 'not_found' AND recorded_at >= ?",
-                    (scope, id_type, qkey, *chunk, oldest),
+                    "SELECT id, MAX(recorded_at), http_status, attempts FROM outcomes "
+                    f"WHERE scope = ? AND id_type = ? AND query IN ({qkey_marks}) AND id IN ({marks}) "
+                    "AND status = 'not_found' AND recorded_at >= ? GROUP BY id",
+                    (scope, id_type, *qkeys, *chunk, oldest),
                 ):
                     entry = found.get(id_)
                     parts = entry.parts if entry is not None else {}
                     found[id_] = StoredParts(id_, parts, (at, http_status, attempts or 0))
         return found
+
+    def names(self, scope: str = "") -> ComputationNames:
+        """The computation and property names learned for ``scope``."""
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT name, kind FROM computation_names WHERE scope = ?", (scope,)).fetchall()
+        return ComputationNames(frozenset(n for n, k in rows if k == "computation"),
+                                frozenset(n for n, k in rows if k == "property"))
+
+    def save_names(self, names: ComputationNames, *, scope: str = "") -> None:
+        """Remember computation and property names for ``scope`` (kept with the old ones)."""
+        at = self._clock()
+        sql = ("INSERT OR REPLACE INTO computation_names (scope, name, kind, seen_at) "
+               "VALUES (?, ?, ?, ?)")
+        self._write([(sql, (scope, name, kind, at))
+                     for kind, group in (("computation", names.computations),
+                                         ("property", names.properties))
+                     for name in sorted(group)])
 
     def get(
         self,

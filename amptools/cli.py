@@ -210,6 +210,9 @@ def _load_ids(args: argparse.Namespace) -> tuple[list[str], str]:
             raise UsageError(f"no ids file at {path}: give a CSV path, or - to read ids from stdin.")
         content = path.read_bytes()
     parsed = parse_id_file(content, id_type=args.id_type, column=args.ids_column)
+    if args.id_type and parsed.id_type not in (None, args.id_type):
+        raise UsageError(f"--id-type {args.id_type}, but the file has no {args.id_type} column "
+                         f"(it has {parsed.id_type}): drop --id-type, or name the column with --ids-column.")
     if not parsed.ids:
         raise UsageError("no ids found: give a CSV with a user_id or device_id column, "
                          "or one id per line.")

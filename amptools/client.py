@@ -53,7 +53,7 @@ from .errors import (
     TransportError,
     UnknownUserError,
 )
-from .models import UserProfile
+from .models import ComputationNames, UserProfile
 from .query import ProfileQuery, validate_id
 from .ratelimit import RateLimiter
 
@@ -804,8 +804,16 @@ class ProfileClient:
         query = ProfileQuery.from_options(query, **options)
         ids = _checked_ids(user_id, device_id)
         self.warn_exposure(query)
+        names = ComputationNames.known(self.scope)
+        if query.needs_computation_names and not names:
+            # The org's computation names are not known yet: this user is asked the
+            # two-request way, which keeps them apart and teaches the names.
+            split = query.split()
+            payloads, _ = self.fetch_payloads(split, **ids)
+            ComputationNames.remember(self.scope, ComputationNames.from_split(payloads))
+            return UserProfile.from_payloads(payloads, split)
         payloads, _ = self.fetch_payloads(query, **ids)
-        return UserProfile.from_payloads(payloads, query)
+        return UserProfile.from_payloads(payloads, query, names)
 
     def get_profiles(
         self,

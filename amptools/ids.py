@@ -235,11 +235,7 @@ def parse_id_file(
     if column is not None:
         (chosen, index), = columns.items()  # the named column, whatever the id type
         return _read_column(lines, first, dialect, index, chosen)
-    if id_type is not None and id_type not in columns:
-        raise InvalidQueryError(
-            f"the file has no {id_type} column (its header: {', '.join(names)}); pick the "
-            f"id type the file holds, or name the column to read with column=.")
-    chosen = id_type if id_type is not None else ("user_id" if "user_id" in columns else "device_id")
+    chosen = id_type if id_type in columns else ("user_id" if "user_id" in columns else "device_id")
     return _read_column(lines, first, dialect, columns[chosen], chosen)
 
 

@@ -13,8 +13,10 @@ the raw payload, and normalises the spellings the API has used over time:
 Computations arrive inside ``amp_props`` keyed by name, as strings. Which keys
 are computations is only knowable from the query: when only computations were
 asked, all of ``amp_props`` is computations; when a list of computation ids was
-asked, those keys are; a query that asked for both and for *all* computations is
-split into two requests by the client (see ``ProfileQuery.parts``).
+asked, those keys are; when properties and *all* computations were asked in one
+request, the org's computation names (:class:`ComputationNames`, learned by the
+bulk fetch) tell them apart; a split query (``split_computations=True``) answers
+them in two bodies.
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ from __future__ import annotations
 import functools
 import math
 import sys
-from collections.abc import Mapping, Sequence
+import threading
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from itertools import repeat
@@ -31,7 +34,7 @@ from typing import Any
 from .errors import ResponseFormatError
 from .query import ProfileQuery
 
-__all__ = ["Propensity", "Recommendation", "UserProfile"]
+__all__ = ["ComputationNames", "Propensity", "Recommendation", "UserProfile"]
 
 _RECOMMENDATION_FIELDS = frozenset(
     {"rec_id", "child_rec_id", "items", "is_control", "recommendation_source", "last_updated"}
@@ -196,6 +199,62 @@ class Propensity:
     value: float | None
 
 
+@dataclass(frozen=True)
+class ComputationNames:
+    """The names an org's answers use for computations, and for properties.
+
+    Learned from answers that keep them apart (a computations-only request and a
+    properties-only one for the same user). A merged answer's keys are computations
+    when they are in ``computations``; a name in both sets (``clashes``) cannot be
+    told apart in a merged answer.
+    """
+
+    computations: frozenset[str] = frozenset()
+    properties: frozenset[str] = frozenset()
+
+    @property
+    def clashes(self) -> frozenset[str]:
+        return self.computations & self.properties
+
+    def __bool__(self) -> bool:
+        return bool(self.computations)
+
+    def unseen(self, keys: Iterable[str]) -> set[str]:
+        """Keys that are neither a known computation nor a known property."""
+        return {k for k in keys if k not in self.computations and k not in self.properties}
+
+    def learn(self, *, computations: Iterable[str] = (), properties: Iterable[str] = ()) -> ComputationNames:
+        """These names and the new ones together."""
+        return ComputationNames(self.computations | frozenset(computations),
+                                self.properties | frozenset(properties))
+
+    @classmethod
+    def known(cls, scope: str) -> ComputationNames:
+        """What this process has learned for ``scope`` (an API and project), or nothing."""
+        with _NAMES_LOCK:
+            return _KNOWN_NAMES.get(scope, cls())
+
+    @classmethod
+    def remember(cls, scope: str, names: ComputationNames) -> ComputationNames:
+        """Add ``names`` to what this process knows for ``scope``; return the union."""
+        with _NAMES_LOCK:
+            merged = _KNOWN_NAMES.get(scope, cls()).learn(
+                computations=names.computations, properties=names.properties)
+            _KNOWN_NAMES[scope] = merged
+            return merged
+
+    @classmethod
+    def from_split(cls, payloads: Sequence[Any]) -> ComputationNames:
+        """The names two bodies of a split query show: properties, then computations."""
+        props, comps = (_user_data(p).get("amp_props") for p in payloads)
+        return cls(frozenset(comps) if _is_mapping(comps) else frozenset(),
+                   frozenset(props) if _is_mapping(props) else frozenset())
+
+
+_NAMES_LOCK = threading.Lock()
+_KNOWN_NAMES: dict[str, ComputationNames] = {}
+
+
 @dataclass(frozen=True, slots=True)
 class UserProfile:
     """One user's profile as the Profile API returned it.
@@ -204,6 +263,8 @@ class UserProfile:
     an empty tuple or dict when it was asked for and is empty. ``raw`` is the whole
     response body; ``raw_computations`` the body of the separate computations
     request when the query was split (see ``ProfileQuery.parts``).
+    ``ambiguous_computations`` names the computations told apart from properties in
+    a merged answer whose name is also a property's (the value may be either).
     """
 
     user_id: str | None
@@ -217,6 +278,7 @@ class UserProfile:
     raw_computations: Mapping[str, Any] | None = field(
         default=None, hash=False, compare=False, repr=False
     )
+    ambiguous_computations: frozenset[str] = field(default=frozenset(), hash=False, repr=False)
 
     @property
     def id(self) -> str | None:
@@ -232,7 +294,8 @@ class UserProfile:
 
     # -- parsing -------------------------------------------------------------------
     @classmethod
-    def from_json(cls, payload: Any, query: ProfileQuery | None = None) -> UserProfile:
+    def from_json(cls, payload: Any, query: ProfileQuery | None = None,
+                  names: ComputationNames | None = None) -> UserProfile:
         """Parse one response body.
 
         Parameters
@@ -241,21 +304,28 @@ class UserProfile:
             The JSON body, ``{"userData": {...}}``.
         query : ProfileQuery, optional
             The query that produced it; tells computations apart from properties.
+        names : ComputationNames, optional
+            The org's computation names, for a merged answer to properties and all
+            computations; without them such an answer keeps everything in
+            ``amp_props`` (computations None).
 
         Raises
         ------
         ResponseFormatError
             When the body is not the documented shape; ``error.field`` names the field.
         """
-        return cls(**_profile_fields(payload, query))
+        return cls(**_profile_fields(payload, query, names))
 
     @classmethod
     def from_payloads(
-        cls, payloads: Sequence[Mapping[str, Any]], query: ProfileQuery | None = None
+        cls, payloads: Sequence[Mapping[str, Any]], query: ProfileQuery | None = None,
+        names: ComputationNames | None = None,
     ) -> UserProfile:
         """Parse the one or two bodies that ``query.parts()`` asked for, as one profile."""
         if query is None or len(payloads) == 1:
-            return cls.from_json(payloads[0], query)
+            return cls.from_json(payloads[0], query, names)
+        if query.merges_computations and len(payloads) == 2:
+            query = query.split()  # the bodies of the two-request form of the same query
         parts = _parts(query)
         if len(parts) != len(payloads):
             raise ValueError(f"expected {len(parts)} payloads for this query, got {len(payloads)}")
@@ -267,8 +337,10 @@ class UserProfile:
         return cls(**main)
 
 
-def _profile_fields(payload: Any, query: ProfileQuery | None) -> dict[str, Any]:
+def _profile_fields(payload: Any, query: ProfileQuery | None,
+                    names: ComputationNames | None = None) -> dict[str, Any]:
     """The keyword arguments of :class:`UserProfile` for one response body."""
+    ambiguous: frozenset[str] = frozenset()
     data = _user_data(payload)
     amp_props = data.get("amp_props", data.get("user_properties"))
     if amp_props is not None and not _is_mapping(amp_props):
@@ -282,7 +354,9 @@ def _profile_fields(payload: Any, query: ProfileQuery | None) -> dict[str, Any]:
         amp_props = dict(amp_props) if amp_props is not None else None
     elif query is not None and query.asks_computations and amp_props is not None:
         # Builds new dicts from the payload's (never the payload's own).
-        amp_props, computations = _split_computations(amp_props, query)
+        amp_props, computations = _split_computations(amp_props, query, names)
+        if computations is not None and names is not None and query.needs_computation_names:
+            ambiguous = names.clashes & computations.keys()
     elif query is not None and query.asks_computations:
         # Asked, and the merged object is null: no computations (listed ones are null).
         computations = dict.fromkeys(query.computation_ids or ())
@@ -297,6 +371,7 @@ def _profile_fields(payload: Any, query: ProfileQuery | None) -> dict[str, Any]:
         computations=computations,
         propensities=_propensities(data, query),
         raw=payload,
+        ambiguous_computations=ambiguous,
     )
 
 
@@ -367,7 +442,7 @@ def _computation_text(value: Any) -> str | None:
 
 
 def _split_computations(
-    amp_props: Mapping[str, Any], query: ProfileQuery
+    amp_props: Mapping[str, Any], query: ProfileQuery, names: ComputationNames | None
 ) -> tuple[dict[str, Any] | None, dict[str, str | None] | None]:
     ids = query.computation_ids
     if not query.amp_props:
@@ -377,7 +452,11 @@ def _split_computations(
         computations = {k: _computation_text(amp_props.get(k)) for k in ids}
         props = {k: v for k, v in amp_props.items() if k not in computations}
         return props, computations
-    # Properties and all computations in one merged object: not separable here.
+    if names:
+        # Properties and all computations in one merged object: by the org's names.
+        computations = {k: _computation_text(v) for k, v in amp_props.items() if k in names.computations}
+        return {k: v for k, v in amp_props.items() if k not in computations}, computations
+    # Merged, and no names known: not separable here.
     return dict(amp_props), None
 
 

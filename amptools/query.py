@@ -108,10 +108,15 @@ class ProfileQuery:
     propensity_type : {"score", "pct"}
         Raw probability (0–1) or percentile (0–100).
     split_computations : bool
-        The API returns computations merged into ``amp_props``. When both are asked
-        for, amptools sends two requests per user (one without computations) so
-        the two stay apart. ``False`` sends one request and keeps everything in
-        ``amp_props`` (computations then stay None).
+        The API returns computations merged into ``amp_props``. By default (False)
+        amptools sends **one** request per user and tells computations apart by
+        their names: the listed ``comp_id`` values, or — for all computations — the
+        org's computation names, learned once per org (see :mod:`amptools.bulk`).
+        A property that has the same name as a computation cannot be told apart in
+        a merged answer; ``tables.computations`` flags those rows (``ambiguous``).
+        ``True`` sends two requests per user when both are asked (one without
+        computations, one with only them), which keeps them apart exactly at twice
+        the cost of the org's quota.
     """
 
     recs: tuple[str, ...] = ()
@@ -121,7 +126,7 @@ class ProfileQuery:
     computations: bool | tuple[str, ...] = False
     predictions: tuple[str, ...] = ()
     propensity_type: str = "score"
-    split_computations: bool = True
+    split_computations: bool = False
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
@@ -211,11 +216,26 @@ class ProfileQuery:
             params["propensity_type"] = self.propensity_type
         return params
 
+    @property
+    def merges_computations(self) -> bool:
+        """Properties and computations are asked in one request (computations told apart by name)."""
+        return self.amp_props and self.asks_computations and not self.split_computations
+
+    @property
+    def needs_computation_names(self) -> bool:
+        """One merged request for properties and *all* computations: which keys are
+        computations can only be known from the org's computation names."""
+        return self.merges_computations and self.computations is True
+
+    def split(self) -> ProfileQuery:
+        """The same query asked the two-request way (see ``split_computations``)."""
+        return replace(self, split_computations=True)
+
     def parts(self) -> tuple[ProfileQuery, ...]:
         """The requests one user needs: one, or two when computations must stay apart."""
         if self.split_computations and self.amp_props and self.asks_computations:
             main = replace(self, computations=False)
-            only_computations = ProfileQuery(computations=self.computations)
+            only_computations = ProfileQuery(computations=self.computations, split_computations=True)
             return (main, only_computations)
         return (self,)
 
@@ -226,6 +246,10 @@ class ProfileQuery:
         for f in fields(self):
             value = getattr(self, f.name)
             data[f.name] = list(value) if isinstance(value, tuple) else value
+        if not (self.amp_props and self.asks_computations):
+            # The flag changes nothing here. It is written as older amptools wrote every
+            # key (when splitting was the default), so their cache entries still match.
+            data["split_computations"] = True
         return json.dumps(data, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
 
     @classmethod

@@ -110,13 +110,15 @@ RECOMMENDATION_DTYPES: dict[str, Any] = {
 COHORT_COLUMNS: tuple[str, ...] = ("user_id", "device_id", "cohort_id")
 COHORT_DTYPES: dict[str, Any] = {"user_id": ID_DTYPE, "device_id": ID_DTYPE, "cohort_id": "category"}
 
-COMPUTATION_COLUMNS: tuple[str, ...] = ("user_id", "device_id", "computation", "value", "raw")
+COMPUTATION_COLUMNS: tuple[str, ...] = ("user_id", "device_id", "computation", "value", "raw",
+                                         "ambiguous")
 COMPUTATION_DTYPES: dict[str, Any] = {
     "user_id": ID_DTYPE,
     "device_id": ID_DTYPE,
     "computation": "category",
     "value": "float64",
     "raw": "str",
+    "ambiguous": "bool",
 }
 
 PROPENSITY_COLUMNS: tuple[str, ...] = (
@@ -703,6 +705,9 @@ def computations(data: Any, *, query: ProfileQuery | None = None) -> pd.DataFram
         - ``value`` : float64 — the text as a number; NaN when it is null or does
           not parse (``"n/a"``, ``"true"``)
         - ``raw`` : str — the text exactly as the API sent it (NaN for null)
+        - ``ambiguous`` : bool — told apart from the properties of a merged answer
+          (one request per user) by a name that a property of the org also has: the
+          value may be that property's. Ask with ``split_computations=True`` to be sure.
     """
     profiles = as_profiles(data, query=query)
     computed = [comps or {} for comps in map(_COMPUTATIONS, profiles)]
@@ -712,6 +717,11 @@ def computations(data: Any, *, query: ProfileQuery | None = None) -> pd.DataFram
     columns["computation"] = _categorical(_objects(chain.from_iterable(computed), total))
     raw_array = _objects(chain.from_iterable(map(_VALUES, computed)), total)
     columns["value"], columns["raw"] = _numbers_and_text(raw_array)
+    ambiguous = np.zeros(total, dtype=bool)
+    if any(p.ambiguous_computations for p in profiles):
+        flags = (name in p.ambiguous_computations for p, comps in zip(profiles, computed) for name in comps)
+        ambiguous = np.fromiter(flags, dtype=bool, count=total)
+    columns["ambiguous"] = ambiguous
     return _frame(columns, COMPUTATION_COLUMNS, COMPUTATION_DTYPES)
 
 

@@ -63,7 +63,8 @@ from amptools.models import UserProfile  # noqa: E402
 from amptools.query import ProfileQuery  # noqa: E402
 
 REC_IDS = ("home-feed", "similar-items", "email-picks")
-QUERY = ProfileQuery(recs=REC_IDS, amp_props=True, cohort_ids=True, computations=True)
+QUERY = ProfileQuery(recs=REC_IDS, amp_props=True, cohort_ids=True, computations=True,
+                     split_computations=True)  # two bodies per user, as the two-request way
 
 
 # -- inputs --------------------------------------------------------------------------------

@@ -173,7 +173,7 @@ def test_device_id_mode(srv: SampleServer) -> None:
 def test_two_part_queries_and_options(srv: SampleServer) -> None:
     ids = list(srv.org.user_ids[1:5])
     ps = srv.client(**UNLIMITED).get_profiles(ids, progress=False, amp_props=True,
-                                              computations=True)
+                                              computations=True, split_computations=True)
     assert len(srv.arrivals) == 2 * len(ids)
     assert all(p.computations is not None and p.amp_props is not None for p in ps.profiles)
     assert set(ps.outcomes["attempts"]) == {2}
@@ -530,7 +530,7 @@ def _recs_asked(arrivals: list[Any]) -> Counter[str]:
 def test_split_queries_never_fetch_recommendations_twice(srv: SampleServer,
                                                          tmp_path: Path) -> None:
     path = tmp_path / "c.sqlite"
-    query = ProfileQuery(recs=("home-feed",), amp_props=True, computations=True)
+    query = ProfileQuery(recs=("home-feed",), amp_props=True, computations=True, split_computations=True)
     ids = list(srv.org.user_ids[:40])
     srv.faults = Faults(server_error=0.5, seed=7)
     client = srv.client(**UNLIMITED, max_retries=0)
@@ -562,7 +562,7 @@ def test_split_queries_never_fetch_recommendations_twice(srv: SampleServer,
 
 
 def test_cancel_between_parts_keeps_the_first(srv: SampleServer, tmp_path: Path) -> None:
-    query = ProfileQuery(recs=("home-feed",), amp_props=True, computations=True)
+    query = ProfileQuery(recs=("home-feed",), amp_props=True, computations=True, split_computations=True)
     user = srv.org.user_ids[3]
     client = srv.client(**UNLIMITED)
     cancel = threading.Event()

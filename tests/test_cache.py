@@ -53,7 +53,7 @@ def test_put_and_lookup_round_trip(tmp_path: Path) -> None:
 
 
 def test_two_part_payloads_and_unicode_ids(tmp_path: Path) -> None:
-    query = ProfileQuery(amp_props=True, computations=True)
+    query = ProfileQuery(amp_props=True, computations=True, split_computations=True)
     bodies = [{"userData": {"amp_props": {"a": 1}}}, {"userData": {"amp_props": {"c": "2"}}}]
     with ProfileCache(tmp_path / "c.sqlite") as cache:
         cache.put("user_id", "Zoë & Łukasz 🚀", query, bodies)
@@ -133,7 +133,7 @@ def test_persists_and_never_stores_a_key(tmp_path: Path) -> None:
     fetched = tmp_path / "fetched.sqlite"
     with SampleServer(secret_key=canary) as srv, ProfileCache(fetched) as cache:
         ps = srv.client().get_profiles(srv.org.user_ids[:5], cache=cache, progress=False,
-                                       amp_props=True, computations=True)
+                                       amp_props=True, computations=True, split_computations=True)
         assert ps.ok == 5 and len(cache) == 10
         files = [Path(f"{fetched}{suffix}") for suffix in ("", "-wal", "-shm")]
         assert all(f.exists() for f in files)  # checked while the WAL is still there
@@ -218,7 +218,7 @@ def test_scopes_keep_projects_apart(tmp_path: Path) -> None:
 
 
 def test_parts_are_stored_one_by_one(tmp_path: Path) -> None:
-    query = ProfileQuery(recs=("r",), amp_props=True, computations=True)
+    query = ProfileQuery(recs=("r",), amp_props=True, computations=True, split_computations=True)
     main, comps = (p.canonical() for p in query.parts())
     with ProfileCache(tmp_path / "c.sqlite") as cache:
         cache.save("user_id", "u1", query, parts=[(main, BODY, 1, None)])
@@ -254,7 +254,7 @@ def make_schema_1(path: Path) -> None:
             recorded_at REAL NOT NULL, PRIMARY KEY (id_type, id, query));
         INSERT INTO meta VALUES ('schema_version', '1');
     """)
-    two = ProfileQuery(amp_props=True, computations=True)
+    two = ProfileQuery(amp_props=True, computations=True, split_computations=True)
     raw.execute("INSERT INTO responses VALUES ('user_id', 'u1', ?, ?, 5.0)",
                 (Q.canonical(), json.dumps([BODY])))
     raw.execute("INSERT INTO responses VALUES ('user_id', 'u2', ?, ?, 5.0)",
@@ -272,7 +272,7 @@ def test_schema_1_file_is_upgraded_and_kept_apart(tmp_path: Path) -> None:
     make_schema_1(path)
     with pytest.warns(CacheWarning, match="older amptools"):
         cache = ProfileCache(path)
-    two = ProfileQuery(amp_props=True, computations=True)
+    two = ProfileQuery(amp_props=True, computations=True, split_computations=True)
     with cache:
         version = cache._conn.execute(
             "SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import http.client
 import http.server
 import logging
@@ -71,12 +73,20 @@ def test_documented_profiles_hold_the_documented_values(sample_server):
     assert cohorts.cohort_ids == ("cohort1", "cohort3", "cohort7")
 
 
-def test_properties_and_all_computations_stay_apart_with_two_requests(fresh_server):
-    client = fresh_server.client()
-    profile = client.get_profile("testUser", amp_props=True, computations=True)
-    assert profile.computations == {"computed-prop-1": "5000000.0", "computed-prop-2": "3"}
-    assert "computed-prop-1" not in profile.amp_props and profile.amp_props["library"] == "http/1.0"
-    assert len(fresh_server.arrivals) == 2
+def test_properties_and_all_computations_stay_apart_in_one_request_once_names_are_known():
+    from amptools.sample import SampleServer
+
+    # An org of its own: this process has not learned its computation names yet.
+    with SampleServer(secret_key="names-" + os.urandom(6).hex()) as server:
+        client = server.client()
+        first = client.get_profile("testUser", amp_props=True, computations=True)
+        assert len(server.arrivals) == 2  # the two-request way, which teaches the names
+        second = client.get_profile("testUser", amp_props=True, computations=True)
+        assert len(server.arrivals) == 3  # then one request
+        assert server.arrivals[-1].params.get("get_computations") == "true"
+    for profile in (first, second):
+        assert profile.computations == {"computed-prop-1": "5000000.0", "computed-prop-2": "3"}
+        assert "computed-prop-1" not in profile.amp_props and profile.amp_props["library"] == "http/1.0"
 
 
 def test_recommendations_warn_once_about_exposure(fresh_server):

@@ -350,9 +350,11 @@ def test_binary_files_and_nul_ids_are_refused(content):
         parse_id_file(content)
 
 
-def test_an_id_type_the_file_does_not_have_is_an_error():
-    with pytest.raises(InvalidQueryError, match="no device_id column"):
-        parse_id_file(b"user_id,plan\nu1,pro\n", id_type="device_id")
+def test_an_id_type_the_file_does_not_have_is_an_error(tmp_path):
+    (tmp_path / "ids.csv").write_bytes(b"user_id,plan\nu1,pro\n")
+    code, _, err = run_cli(["fetch", str(tmp_path / "ids.csv"), "--sample", "--props",
+                            "--id-type", "device_id", "--out", str(tmp_path / "out")])
+    assert code == 2 and "no device_id column" in err and not (tmp_path / "out").exists()
 
 
 def test_a_header_with_the_same_column_twice_is_an_error():

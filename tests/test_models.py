@@ -8,6 +8,7 @@ from datetime import datetime, timezone
 import pytest
 
 from amptools import ProfileQuery, Propensity, ResponseFormatError, UserProfile
+from amptools.models import ComputationNames
 
 
 def doc(**user_data):
@@ -70,12 +71,28 @@ def test_listed_computations_are_split_out_of_merged_properties():
 
 
 def test_split_query_payloads_merge_into_one_profile():
-    q = ProfileQuery(amp_props=True, computations=True)
+    q = ProfileQuery(amp_props=True, computations=True, split_computations=True)
     main = doc(amp_props={"plan": "pro"})
     comps = doc(amp_props={"computed-prop-1": "1.5"})
     p = UserProfile.from_payloads([main, comps], q)
     assert p.amp_props == {"plan": "pro"} and p.computations == {"computed-prop-1": "1.5"}
     assert p.raw is main and p.raw_computations is comps
+
+
+def test_a_merged_answer_is_told_apart_by_the_orgs_computation_names():
+    q = ProfileQuery(amp_props=True, computations=True)
+    merged = doc(amp_props={"plan": "pro", "computed-prop-1": "1.5", "score": "7"})
+    # Without names nothing can be told apart: all stays a property, computations unknown.
+    unknown = UserProfile.from_json(merged, q)
+    assert unknown.computations is None and unknown.amp_props == merged["userData"]["amp_props"]
+    names = ComputationNames(frozenset({"computed-prop-1", "score", "absent"}), frozenset({"plan", "score"}))
+    p = UserProfile.from_json(merged, q, names)
+    assert p.amp_props == {"plan": "pro"}
+    assert p.computations == {"computed-prop-1": "1.5", "score": "7"}
+    assert p.ambiguous_computations == {"score"}  # a property has that name too
+    # With listed comp ids, the query alone tells them apart.
+    listed = UserProfile.from_json(merged, ProfileQuery(amp_props=True, computations=("score",)))
+    assert listed.computations == {"score": "7"} and "computed-prop-1" in listed.amp_props
 
 
 def test_propensity_spellings_normalise_to_one_model():

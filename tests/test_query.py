@@ -70,7 +70,7 @@ def test_percentile_alias():
 
 
 def test_parts_split_computations_from_properties():
-    q = ProfileQuery(recs=("r",), amp_props=True, computations=True)
+    q = ProfileQuery(recs=("r",), amp_props=True, computations=True, split_computations=True)
     main, comps = q.parts()
     assert "get_computations" not in main.to_params() and main.to_params()["get_amp_props"] == "true"
     assert comps.to_params() == {"get_computations": "true"}
@@ -78,6 +78,19 @@ def test_parts_split_computations_from_properties():
         ProfileQuery(amp_props=True, computations=True, split_computations=False),
     )
     assert len(ProfileQuery(computations=True).parts()) == 1
+    # One request by default, whatever is asked.
+    assert len(ProfileQuery(recs=("r",), amp_props=True, computations=True).parts()) == 1
+
+
+def test_the_canonical_form_still_matches_what_older_amptools_wrote():
+    # Older amptools split by default and wrote split_computations: true in every key;
+    # their cache entries must still be found.
+    assert '"split_computations":true' in ProfileQuery(amp_props=True).canonical()
+    assert '"split_computations":true' in ProfileQuery(computations=True).canonical()
+    merged = ProfileQuery(amp_props=True, computations=True)
+    assert merged.canonical() != merged.split().canonical()
+    assert [p.canonical() for p in merged.split().parts()] == [
+        ProfileQuery(amp_props=True).canonical(), ProfileQuery(computations=True).canonical()]
 
 
 def test_from_options_rejects_unknown_names():
