@@ -1,4 +1,4 @@
-"""Excel-safe CSV files and the marketing table.
+"""Excel-safe CSV files, Braze import files and the marketing table.
 
 CSV injection
 -------------
@@ -6,21 +6,28 @@ User properties come from client SDKs, so end users control them. A spreadsheet
 runs a cell as a formula when it starts with ``=``, ``+``, ``-`` or ``@`` (and
 some tools after stripping leading white space, tabs or line breaks). With
 ``excel_safe=True`` :func:`to_csv` neutralises every text cell the OWASP way, by
-putting an apostrophe ``'`` in front. The rule, applied to **each line** of a text
-cell (lines split as :meth:`str.splitlines` splits them) and to the header:
+putting an apostrophe ``'`` in front. The rule, applied to **each segment** of a
+text cell and to the header. A segment is a line (lines split as
+:meth:`str.splitlines` splits them) or, within a line, the text after a ``;``:
+Excel in locales whose list separator is ``;`` (German, French, Spanish ...)
+splits a cell there, and quotes only protect the start of a field, so what
+follows a ``;`` is treated like the start of a line:
 
-1. A line is *dangerous* when, after any leading white space, control or invisible
+1. A segment is *dangerous* when, after any leading white space, control or invisible
    format characters (space, NBSP, tab, CR, zero-width space, BOM ...), it starts
    with ``= + - @`` or their full-width forms ``＝ ＋ － ＠``, or when it starts
-   with a tab or CR itself.
-2. A line that already starts with ``'`` is escaped too, so the rule can be undone.
-3. Escaping inserts one ``'`` at the very start of the line.
+   with a tab or CR itself; or when it is not the cell's first segment and starts
+   with ``"``: a reader that split the cell there (``;``-locale Excel) takes that
+   for the opening quote of a new field.
+2. A segment that already starts with ``'`` is escaped too, so the rule can be undone.
+3. Escaping inserts one ``'`` at the very start of the segment
+   (``"FR;=cmd"`` becomes ``"FR;'=cmd"``).
 4. Exception: a whole cell that is a plain negative number written as text
    (``"-5"``, ``"-1.25"``, ``"-3e4"``) is left as it is: a spreadsheet reads it as
    the number it is, and runs nothing. ``"-1+1"``, ``"=1"`` and ``" -5"`` are
    escaped.
 
-:func:`unescape_cell` undoes it exactly: drop one leading ``'`` from every line
+:func:`unescape_cell` undoes it exactly: drop one leading ``'`` from every segment
 that starts with one. Numbers, booleans and timestamps from typed columns are
 written as values, so negative numbers stay numbers.
 
@@ -34,17 +41,32 @@ Google Sheets' default import) may still turn them into ``123`` and
 ``1.23457E+19``; import with *Data > From Text/CSV* and set the column to *Text*
 instead. :func:`to_csv` warns (:class:`ExcelReformatWarning`) naming the columns
 at risk.
+
+Files on disk
+-------------
+Every file this module writes is written to a temporary name in the same folder
+and renamed into place (:func:`write_atomic`), so a failure never leaves half a
+file. Text that cannot be encoded in UTF-8 (a lone surrogate such as
+``"\\ud800"``, which is valid JSON and so can come from the API) is written as
+U+FFFD, the replacement character ``\ufffd``, instead of failing. A table made
+with ``include_pii=True`` carries ``df.attrs["amptools.personal_data"] = True``;
+such a table (or any written with ``private=True``) becomes a file readable by
+its owner only (mode 0600). An existing file keeps its mode.
 """
 
 from __future__ import annotations
 
+import codecs
+import contextlib
 import csv
 import io
 import math
 import os
 import re
+import secrets
+import stat
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import IO, Any
@@ -57,19 +79,33 @@ from .errors import PersonalDataError
 
 __all__ = [
     "ExcelReformatWarning",
+    "PERSONAL_DATA_ATTR",
+    "PRIVATE_MODE",
     "PersonalDataError",
+    "PropertyRenamedWarning",
     "escape_cell",
     "is_personal_data_name",
     "marketing_table",
     "to_csv",
     "unescape_cell",
+    "write_atomic",
 ]
 
 PathOrBuffer = str | os.PathLike[str] | IO[str] | IO[bytes]
 
+#: ``DataFrame.attrs`` key that marks a table holding personal data (set by
+#: :func:`marketing_table` with ``include_pii=True``); its files get :data:`PRIVATE_MODE`.
+PERSONAL_DATA_ATTR = "amptools.personal_data"
+#: The mode of a new file that holds personal data: readable and writable by its owner only.
+PRIVATE_MODE = 0o600
+
 
 class ExcelReformatWarning(UserWarning):
     """Text in the CSV that Excel's default open would reformat (leading zeros, long numbers)."""
+
+
+class PropertyRenamedWarning(UserWarning):
+    """A property shares its name with a fixed column of the marketing table; it became ``prop:<name>``."""
 
 
 # -- the escaping rule ---------------------------------------------------------------------
@@ -80,10 +116,11 @@ _INVISIBLE = (
     r"\u2028-\u202f\u205f-\u206f\u3000\ufeff\ufff9-\ufffb\U000e0000-\U000e007f"
 )
 _DANGEROUS_LINE = re.compile(rf"^(?:[\t\r']|[{_INVISIBLE}]*[{re.escape(_TRIGGERS)}])")
-# Exactly the boundaries str.splitlines() uses, kept so lines can be rejoined.
-_LINE_BREAK = re.compile(r"(\r\n|[\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029])")
+# Exactly the boundaries str.splitlines() uses, plus ";" (where ";"-locale Excel splits
+# a cell), kept so segments can be rejoined.
+_SEGMENT_BREAK = re.compile(r"(\r\n|[\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029;])")
 _PLAIN_NEGATIVE = re.compile(r"^-(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?$")
-_NEEDS_LOOK = re.compile(rf"[{_INVISIBLE}{re.escape(_TRIGGERS)}'\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029]")
+_NEEDS_LOOK = re.compile(rf"[{_INVISIBLE}{re.escape(_TRIGGERS)}'\";\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029]")
 _EXCEL_REFORMATS = re.compile(r"^(?:0\d+|\d{16,})$")
 
 
@@ -98,17 +135,17 @@ def escape_cell(text: str) -> str:
     Returns
     -------
     str
-        ``text`` with ``'`` inserted before every dangerous line; unchanged when no
-        line is dangerous. ``unescape_cell(escape_cell(t)) == t`` for every ``t``.
+        ``text`` with ``'`` inserted before every dangerous segment (a line, or
+        the text after a ``;``); unchanged when no segment is dangerous. ``unescape_cell(escape_cell(t)) == t`` for every ``t``.
     """
     if not text or not _NEEDS_LOOK.search(text):
         return text
     if _PLAIN_NEGATIVE.match(text):
         return text
-    parts = _LINE_BREAK.split(text)
-    # parts alternates line, break, line, break, ..., line.
+    parts = _SEGMENT_BREAK.split(text)
+    # parts alternates segment, break, segment, break, ..., segment.
     for i in range(0, len(parts), 2):
-        if _DANGEROUS_LINE.match(parts[i]):
+        if _DANGEROUS_LINE.match(parts[i]) or (i and parts[i][:1] == '"'):
             parts[i] = "'" + parts[i]
     return "".join(parts)
 
@@ -116,9 +153,9 @@ def escape_cell(text: str) -> str:
 def unescape_cell(text: str) -> str:
     """Recover the original text of a cell written with ``excel_safe=True``.
 
-    The rule: drop one leading ``'`` from every line that starts with one (lines
-    split as :meth:`str.splitlines` splits them). Cells that were not escaped have
-    no such line, except a plain negative number, which has no ``'`` anyway.
+    The rule: drop one leading ``'`` from every segment that starts with one
+    (segments are lines, split as :meth:`str.splitlines` splits them, and the text
+    after each ``;``). Cells that were not escaped have no such segment.
 
     Parameters
     ----------
@@ -132,11 +169,96 @@ def unescape_cell(text: str) -> str:
     """
     if "'" not in text:
         return text
-    parts = _LINE_BREAK.split(text)
+    parts = _SEGMENT_BREAK.split(text)
     for i in range(0, len(parts), 2):
         if parts[i].startswith("'"):
             parts[i] = parts[i][1:]
     return "".join(parts)
+
+
+# -- files -------------------------------------------------------------------------------------
+def _replace_unencodable(error: UnicodeError) -> tuple[bytes, int]:
+    # One U+FFFD per character that cannot be encoded (lone surrogates). As bytes:
+    # CPython's UTF-8 encoder takes only ASCII text, or bytes, from a handler.
+    if not isinstance(error, UnicodeEncodeError):
+        raise error
+    return "\ufffd".encode() * (error.end - error.start), error.end
+
+
+_ENCODE_ERRORS = "amptools.replacement-character"
+codecs.register_error(_ENCODE_ERRORS, _replace_unencodable)
+
+
+@contextlib.contextmanager
+def write_atomic(
+    path: str | os.PathLike[str],
+    *,
+    mode: int | None = None,
+    binary: bool = False,
+) -> Iterator[IO[Any]]:
+    """Write a file whole or not at all.
+
+    The content goes to a temporary file in the same folder, which replaces
+    ``path`` (:func:`os.replace`) only when the ``with`` block ends without an
+    error; on an error the temporary file is removed and ``path`` is left as it
+    was. A symbolic link is followed: the file it points to is replaced.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The file to write. Its folder must exist.
+    mode : int, optional
+        Permission bits of a **new** file, e.g. :data:`PRIVATE_MODE` (0600) for
+        personal data; the process umask still applies. None: the usual
+        ``0666`` minus the umask. An existing file keeps its own mode.
+    binary : bool, default False
+        Yield a binary stream. Otherwise a text stream: UTF-8, no newline
+        translation (``newline=""``), and text that cannot be encoded (lone
+        surrogates) written as U+FFFD.
+
+    Yields
+    ------
+    file object
+        The stream to write to.
+
+    Examples
+    --------
+    >>> with write_atomic("out.csv", mode=PRIVATE_MODE) as stream:   # doctest: +SKIP
+    ...     stream.write("user_id\\n")
+    """
+    target = Path(os.path.realpath(path))
+    try:
+        kept_mode: int | None = stat.S_IMODE(target.stat().st_mode)
+    except FileNotFoundError:
+        kept_mode = None
+    temporary = target.with_name(f".{target.name}.{secrets.token_hex(6)}.tmp")
+    # os.open applies the umask to the mode, as open() does for a new file.
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0),
+                         0o666 if mode is None else mode)
+    try:
+        if binary:
+            stream: IO[Any] = os.fdopen(descriptor, "wb")
+        else:
+            stream = os.fdopen(descriptor, "w", encoding="utf-8", newline="", errors=_ENCODE_ERRORS)
+    except BaseException:
+        os.close(descriptor)
+        temporary.unlink(missing_ok=True)
+        raise
+    try:
+        with stream:
+            yield stream
+            stream.flush()
+            os.fsync(stream.fileno())
+        if kept_mode is not None:
+            os.chmod(temporary, kept_mode)
+        os.replace(temporary, target)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+
+
+def _is_private(df: pd.DataFrame, private: bool | None) -> bool:
+    return bool(df.attrs.get(PERSONAL_DATA_ATTR, False)) if private is None else bool(private)
 
 
 # -- writing -----------------------------------------------------------------------------------
@@ -183,6 +305,7 @@ def to_csv(
     *,
     excel_safe: bool = True,
     bom: bool = True,
+    private: bool | None = None,
 ) -> PathOrBuffer:
     """Write ``df`` as a CSV file that Excel and Google Sheets open safely.
 
@@ -204,6 +327,11 @@ def to_csv(
         False writes the raw text.
     bom : bool, default True
         Start the file with the UTF-8 byte-order mark.
+    private : bool, optional
+        A new file is created readable by its owner only (0600). None (default):
+        when ``df.attrs["amptools.personal_data"]`` is true, which
+        :func:`marketing_table` sets with ``include_pii=True``. An existing file
+        keeps its mode.
 
     Returns
     -------
@@ -222,7 +350,9 @@ def to_csv(
     floats, so they read back exactly); booleans as ``TRUE``/``FALSE``; timestamps
     as ``YYYY-MM-DD HH:MM:SS[.ffffff]`` in UTC (the offset is dropped because
     spreadsheets do not read it); missing values as empty cells; everything else as
-    text.
+    text. A path is written whole or not at all (:func:`write_atomic`); text that
+    cannot be encoded (a lone surrogate) is written as U+FFFD, in files and in
+    binary streams.
     """
     if not isinstance(df, pd.DataFrame):
         raise TypeError(f"to_csv expects a pandas DataFrame, got {type(df).__name__}")
@@ -243,7 +373,8 @@ def to_csv(
         if isinstance(path, io.TextIOBase):
             write(path)  # type: ignore[arg-type]
         elif isinstance(path, (io.RawIOBase, io.BufferedIOBase)):
-            wrapper = io.TextIOWrapper(path, encoding="utf-8", newline="")  # type: ignore[arg-type]
+            wrapper = io.TextIOWrapper(path, encoding="utf-8", newline="",  # type: ignore[arg-type]
+                                       errors=_ENCODE_ERRORS)
             try:
                 write(wrapper)
                 wrapper.flush()
@@ -254,11 +385,11 @@ def to_csv(
             buffer = io.StringIO(newline="")
             write(buffer)
             try:
-                path.write(buffer.getvalue().encode("utf-8"))  # type: ignore[arg-type]
+                path.write(buffer.getvalue().encode("utf-8", _ENCODE_ERRORS))  # type: ignore[arg-type]
             except TypeError:
                 path.write(buffer.getvalue())  # type: ignore[arg-type]
         return path
-    with open(Path(path), "w", encoding="utf-8", newline="") as stream:
+    with write_atomic(path, mode=PRIVATE_MODE if _is_private(df, private) else None) as stream:
         write(stream)
     return path
 
@@ -350,6 +481,29 @@ def _looks_like_email(values: Iterable[Any]) -> bool:
 
 
 # -- marketing table ---------------------------------------------------------------------------
+#: The list column of :func:`marketing_table` with ``items_as="list"``.
+REC_ITEMS_COLUMN = "rec_items"
+#: What a property is renamed to when its name is a fixed column's.
+PROPERTY_PREFIX = "prop:"
+# Names that read as the table's own columns even when this table lacks them (rec_7
+# with top_n=5, a cohort flag with cohorts=False): a property never takes them.
+_FIXED_NAME = re.compile(rf"^(?:rec_\d+|cohort:.*|{REC_ITEMS_COLUMN})$", re.DOTALL)
+
+
+def _natural_key(name: str) -> list[tuple[int, int | str]]:
+    """Sort key that puts ``cohort2`` before ``cohort10``."""
+    return [(0, int(part)) if part.isdigit() else (1, part) for part in re.split(r"(\d+)", name) if part]
+
+
+def _property_column(name: str, taken: Iterable[str]) -> str:
+    """The column a property lands in: its own name, or ``prop:<name>`` when that is a fixed column's."""
+    taken = set(taken)
+    column = name
+    while column in taken or _FIXED_NAME.match(column):
+        column = PROPERTY_PREFIX + column
+    return column
+
+
 def marketing_table(
     ps: Any,
     *,
@@ -358,6 +512,7 @@ def marketing_table(
     cohorts: bool | Sequence[str] = True,
     props: bool | Sequence[str] = (),
     include_pii: bool = False,
+    items_as: str = "columns",
 ) -> pd.DataFrame:
     """One row per user for a campaign: top recommendations, cohort flags, properties.
 
@@ -381,7 +536,13 @@ def marketing_table(
         Allow properties that look like personal data: by name (see
         :func:`is_personal_data_name`) or because a value looks like an e-mail
         address. Asking for one by name without it raises
-        :class:`PersonalDataError`; with ``props=True`` they are left out.
+        :class:`PersonalDataError`; with ``props=True`` they are left out. With
+        it, the table is marked ``df.attrs["amptools.personal_data"] = True``
+        and every file written from it is created readable by its owner only.
+    items_as : {"columns", "list"}, default "columns"
+        ``"columns"``: the items in ``rec_1`` .. ``rec_{top_n}`` (for CSV files);
+        ``"list"``: in one column ``rec_items`` holding a list per user (for
+        :func:`to_braze_json`, whose batches keep lists).
 
     Returns
     -------
@@ -393,22 +554,31 @@ def marketing_table(
         - ``is_control`` : boolean — keep the control group apart in campaigns
         - ``recommendation_source`` : str
         - ``rec_1`` .. ``rec_{top_n}`` : str — items by rank; empty (NaN) when the
-          user has no such set or fewer items
+          user has no such set or fewer items. With ``items_as="list"`` instead
+          ``rec_items`` : object — a list of up to ``top_n`` items in rank order
+          (empty when the set has none; NaN when the user has no such set)
         - ``cohort:<id>`` : boolean per cohort (``<NA>`` when cohorts were not
-          asked for)
+          asked for), in natural order (``cohort2`` before ``cohort10``) unless
+          a list was given
         - one column per chosen property, named as asked, typed as in
-          :func:`amptools.tables.properties`
+          :func:`amptools.tables.properties`. A property never replaces a column
+          above: one named like them (``is_control``, ``rec_1``, ``cohort:x``,
+          ``rec_items``) is kept as ``prop:<name>``, with one
+          :class:`PropertyRenamedWarning` naming every such column.
 
     Raises
     ------
     ValueError
-        Ambiguous or unknown ``rec_id``, bad ``top_n``, unknown property.
+        Ambiguous or unknown ``rec_id``, bad ``top_n`` or ``items_as``, unknown
+        property.
     PersonalDataError
         A property that looks like personal data was asked for by name without
         ``include_pii=True``.
     """
     if isinstance(top_n, bool) or not isinstance(top_n, int) or top_n < 1:
         raise ValueError(f"top_n must be a positive integer, got {top_n!r}")
+    if items_as not in ("columns", "list"):
+        raise ValueError(f'items_as must be "columns" or "list", got {items_as!r}')
     profiles = tables.as_profiles(ps)
     n = len(profiles)
     frame_columns: dict[str, Any] = tables._id_columns(profiles)
@@ -452,24 +622,41 @@ def marketing_table(
     frame_columns["rec_id"] = pd.array(chosen_set, dtype="str")
     frame_columns["is_control"] = control
     frame_columns["recommendation_source"] = pd.array(source, dtype="str")
-    for k in range(top_n):
-        frame_columns[f"rec_{k + 1}"] = pd.array(items[:, k].copy(), dtype="str")
+    if items_as == "list":
+        lists = np.full(n, np.nan, dtype=object)
+        for position in np.flatnonzero(pd.notna(chosen_set)):
+            lists[position] = [item for item in items[position] if isinstance(item, str)]
+        frame_columns[REC_ITEMS_COLUMN] = lists
+    else:
+        for k in range(top_n):
+            frame_columns[f"rec_{k + 1}"] = pd.array(items[:, k].copy(), dtype="str")
 
     # Cohort flags, from the cohort matrix.
     if cohorts is not False:
         chosen = None if cohorts is True else list(cohorts)  # type: ignore[arg-type]
         matrix = tables.cohort_matrix(profiles, cohorts=chosen)
-        for name in matrix.columns[2:]:
+        names = [str(name) for name in matrix.columns[2:]]
+        if chosen is None:
+            names.sort(key=_natural_key)
+        for name in names:
             frame_columns[f"cohort:{name}"] = matrix[name].array
 
-    # Properties, from the properties table.
+    # Properties, from the properties table; they never replace the columns above.
+    renamed: list[str] = []
+
+    def put(name: str, values: Any) -> None:
+        column = _property_column(name, frame_columns)
+        if column != name:
+            renamed.append(f"{name} -> {column}")
+        frame_columns[column] = values
+
     if props is not False and props != ():
         table = tables.properties(profiles)
         present = [str(c) for c in table.columns[2:]]
         if props is True:
             for name in present:
                 if include_pii or not _is_pii(name, table[name]):
-                    frame_columns[name] = table[name].array
+                    put(name, table[name].array)
         else:
             if isinstance(props, str):
                 props = [props]
@@ -492,8 +679,18 @@ def marketing_table(
                         "e-mail address); marketing exports leave it out. Pass include_pii=True if you "
                         "are allowed to share it."
                     )
-                frame_columns[name] = table[column].array
-    return pd.DataFrame(frame_columns, copy=False)
+                put(name, table[column].array)
+    if renamed:
+        warnings.warn(
+            f"{len(renamed)} propert{'y' if len(renamed) == 1 else 'ies'} named like the marketing "
+            f"table's own columns kept under a prop: prefix: {', '.join(renamed)}.",
+            PropertyRenamedWarning,
+            stacklevel=2,
+        )
+    frame = pd.DataFrame(frame_columns, copy=False)
+    if include_pii:
+        frame.attrs[PERSONAL_DATA_ATTR] = True
+    return frame
 
 
 def _is_pii(name: str, column: pd.Series) -> bool:
