@@ -7,6 +7,7 @@ Every error amptools raises on purpose is an :class:`AmptoolsError`::
     ├── ConfigurationError (ValueError)  no key, unsafe base URL, bad settings
     ├── FetchCancelled                   the caller cancelled; partial results kept
     ├── PersonalDataError (ValueError)   personal data asked for without include_pii=True
+    ├── BrazeImportError (ValueError)    a table Braze's import would refuse or misread
     └── ProfileAPIError                  the service (or the way to it) failed
         ├── AuthenticationError          401: missing or wrong secret key
         ├── UnknownUserError             "User id and device id not seen before"
@@ -30,6 +31,7 @@ from typing import Any
 __all__ = [
     "AmptoolsError",
     "AuthenticationError",
+    "BrazeImportError",
     "ConfigurationError",
     "FetchCancelled",
     "InvalidQueryError",
@@ -59,6 +61,12 @@ class ConfigurationError(AmptoolsError, ValueError):
 
 class PersonalDataError(AmptoolsError, ValueError):
     """A property that looks like personal data was asked for without ``include_pii=True``."""
+
+
+class BrazeImportError(AmptoolsError, ValueError):
+    """A table Braze's user import would refuse or misread; ``problems`` lists every reason at once."""
+
+    problems: tuple[str, ...] = ()
 
 
 class ProfileAPIError(AmptoolsError):

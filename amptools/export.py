@@ -60,6 +60,7 @@ import codecs
 import contextlib
 import csv
 import io
+import json
 import math
 import os
 import re
@@ -67,7 +68,7 @@ import secrets
 import stat
 import warnings
 from collections.abc import Iterable, Iterator, Sequence
-from datetime import datetime
+from datetime import date, datetime
 from pathlib import Path
 from typing import IO, Any
 
@@ -75,17 +76,26 @@ import numpy as np
 import pandas as pd
 
 from . import tables
-from .errors import PersonalDataError
+from .errors import BrazeImportError, PersonalDataError
 
 __all__ = [
+    "BRAZE_DEFAULT_ATTRIBUTES",
+    "BRAZE_ID_TYPES",
+    "BRAZE_MAX_BATCH",
+    "BRAZE_MAX_BYTES",
+    "BRAZE_RESERVED_NAMES",
+    "BrazeImportError",
     "ExcelReformatWarning",
     "PERSONAL_DATA_ATTR",
     "PRIVATE_MODE",
     "PersonalDataError",
     "PropertyRenamedWarning",
+    "REC_ITEMS_COLUMN",
     "escape_cell",
     "is_personal_data_name",
     "marketing_table",
+    "to_braze_csv",
+    "to_braze_json",
     "to_csv",
     "unescape_cell",
     "write_atomic",
@@ -624,8 +634,8 @@ def marketing_table(
     frame_columns["recommendation_source"] = pd.array(source, dtype="str")
     if items_as == "list":
         lists = np.full(n, np.nan, dtype=object)
-        for position in np.flatnonzero(pd.notna(chosen_set)):
-            lists[position] = [item for item in items[position] if isinstance(item, str)]
+        for row in np.flatnonzero(pd.notna(chosen_set)):
+            lists[row] = [item for item in items[row] if isinstance(item, str)]
         frame_columns[REC_ITEMS_COLUMN] = lists
     else:
         for k in range(top_n):
@@ -699,3 +709,448 @@ def _is_pii(name: str, column: pd.Series) -> bool:
     if column.dtype == object or pd.api.types.is_string_dtype(column.dtype):
         return _looks_like_email(column.dropna().tolist())
     return False
+
+
+# -- Braze ---------------------------------------------------------------------------------------
+#: Braze's default user attributes (its "user profile fields"). A header must match one
+#: exactly, case included; ``Email`` would silently become a custom attribute.
+BRAZE_DEFAULT_ATTRIBUTES = frozenset({
+    "first_name", "last_name", "email", "phone", "gender", "dob", "country", "home_city",
+    "language", "time_zone", "email_subscribe", "push_subscribe", "email_open_tracking_disabled",
+    "email_click_tracking_disabled", "date_of_first_session", "date_of_last_session", "image_url",
+    "marked_email_as_spam_at", "current_location", "facebook", "twitter", "push_tokens",
+    "subscription_group_id", "subscription_state", "attributed_campaign", "attributed_source",
+    "attributed_adgroup", "attributed_ad",
+})
+#: Names Braze reserves for user ids and import flags: never a data column.
+BRAZE_RESERVED_NAMES = frozenset({
+    "external_id", "braze_id", "user_alias", "user_alias_name", "user_alias_label", "alias_name",
+    "alias_label", "_update_existing_only", "push_token_import",
+})
+#: How Braze can identify the users of a file (``id_type=``).
+BRAZE_ID_TYPES = ("external_id", "braze_id", "user_alias")
+#: Braze's size limit of one attributes CSV file.
+BRAZE_MAX_BYTES = 500 * 2**20
+#: Braze's limit of attribute objects in one ``/users/track`` request.
+BRAZE_MAX_BATCH = 75
+
+_BOOLEAN, _NUMBER, _DATETIME, _STRING, _LIST, _OBJECT = (
+    "boolean", "number", "datetime", "string", "list", "object")
+# Text Braze might read as a number, boolean or date unless it is quoted. Generous on
+# purpose: quoting text that would have stayed text anyway costs nothing.
+_BRAZE_COULD_BE_TYPED = re.compile(r"^(?:[\d+\-.]|(?:true|false|null|nan|inf|infinity)$)", re.IGNORECASE)
+_BRAZE_NEEDS_QUOTES = re.compile(r'[,"\r\n\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029]|^\s|\s$')
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
+
+
+def _is_missing(value: Any) -> bool:
+    if value is None or value is pd.NA or value is pd.NaT:
+        return True
+    return isinstance(value, (float, np.floating)) and math.isnan(value)
+
+
+def _kind(value: Any) -> str | None:
+    """The Braze type of one value, or None when it is missing."""
+    if _is_missing(value):
+        return None
+    if isinstance(value, (bool, np.bool_)):
+        return _BOOLEAN
+    if isinstance(value, (int, float, np.integer, np.floating)):
+        return _NUMBER
+    if isinstance(value, (datetime, date, np.datetime64)):
+        return _DATETIME
+    if isinstance(value, (list, tuple, set, frozenset, np.ndarray)):
+        return _LIST
+    if isinstance(value, dict):
+        return _OBJECT
+    return _STRING
+
+
+def _column_kinds(series: pd.Series) -> list[str | None]:
+    dtype = series.dtype
+    missing = series.isna().to_numpy() if not _holds_objects(dtype) else None
+    if missing is not None:
+        if pd.api.types.is_bool_dtype(dtype):
+            kind = _BOOLEAN
+        elif isinstance(dtype, pd.DatetimeTZDtype) or pd.api.types.is_datetime64_dtype(dtype):
+            kind = _DATETIME
+        elif pd.api.types.is_numeric_dtype(dtype):
+            kind = _NUMBER
+        else:
+            kind = _STRING
+        return [None if m else kind for m in missing]
+    return [_kind(v) for v in series.tolist()]
+
+
+def _holds_objects(dtype: Any) -> bool:
+    # Object and categorical columns may hold anything; typed columns hold one kind.
+    return dtype == object or isinstance(dtype, pd.CategoricalDtype)
+
+
+def _braze_datetime(value: Any) -> str:
+    """ISO 8601 in UTC with ``Z``; a date alone as ``YYYY-MM-DD``; naive times taken as UTC."""
+    if isinstance(value, date) and not isinstance(value, datetime):
+        return value.isoformat()
+    stamp = pd.Timestamp(value)
+    if stamp.tzinfo is not None:
+        stamp = stamp.tz_convert("UTC").tz_localize(None)
+    text = stamp.strftime("%Y-%m-%dT%H:%M:%S")
+    return f"{text}.{stamp.microsecond:06d}Z" if stamp.microsecond else f"{text}Z"
+
+
+def _braze_number(value: Any) -> int | float:
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    return float(value)
+
+
+def _braze_csv_cell(value: Any, kind: str | None) -> str:
+    if kind is None:
+        return ""  # Braze leaves the user's value alone
+    if kind == _BOOLEAN:
+        return "true" if value else "false"
+    if kind == _NUMBER:
+        number = _braze_number(value)
+        # Positional, never 1e+20: Braze reads digits with a "." and nothing else.
+        return str(number) if isinstance(number, int) else np.format_float_positional(number, trim="-")
+    if kind == _DATETIME:
+        return _braze_datetime(value)
+    return _quote_if_needed(value if isinstance(value, str) else str(value), typed=True)
+
+
+def _quote_if_needed(text: str, *, typed: bool) -> str:
+    """RFC 4180 quoting when the text needs it, or (``typed``) when Braze might not read it as text."""
+    if not text or _BRAZE_NEEDS_QUOTES.search(text) or (typed and _BRAZE_COULD_BE_TYPED.match(text)):
+        return '"' + text.replace('"', '""') + '"'
+    return text
+
+
+def _braze_json_value(value: Any, kind: str | None) -> Any:
+    if kind == _BOOLEAN:
+        return bool(value)
+    if kind == _NUMBER:
+        return _braze_number(value)
+    if kind == _DATETIME:
+        return _braze_datetime(value)
+    if kind == _LIST:
+        return [_braze_json_value(v, _kind(v)) for v in value if not _is_missing(v)]
+    if kind == _OBJECT:
+        return {str(k): _braze_json_value(v, _kind(v)) for k, v in value.items() if not _is_missing(v)}
+    return value if isinstance(value, str) else str(value)
+
+
+def _examples(items: Sequence[Any], limit: int = 5) -> str:
+    shown = ", ".join(str(item) for item in items[:limit])
+    return shown + (f" and {len(items) - limit} more" if len(items) > limit else "")
+
+
+class _BrazeTable:
+    """A table checked against Braze's import rules: ids, data columns and each value's kind."""
+
+    def __init__(self, table: pd.DataFrame, *, external_id: str, id_type: str, alias_label: str | None,
+                 lists_allowed: bool) -> None:
+        if not isinstance(table, pd.DataFrame):
+            raise TypeError(f"expected a pandas DataFrame, got {type(table).__name__}")
+        if id_type not in BRAZE_ID_TYPES:
+            raise ValueError(f"id_type must be one of {', '.join(BRAZE_ID_TYPES)}, got {id_type!r}")
+        if id_type == "user_alias" and not (isinstance(alias_label, str) and alias_label.strip()):
+            raise ValueError('id_type="user_alias" needs alias_label=..., the label that groups the aliases')
+        self.id_type = id_type
+        self.alias_label = alias_label
+        problems: list[str] = []
+        names = [str(name) for name in table.columns]
+        self.ids: list[str] = []
+        if external_id not in names:
+            problems.append(f"no column {external_id!r} to take the ids from (columns: {', '.join(names)}); "
+                            "name the id column with external_id=...")
+        else:
+            self.ids = self._check_ids(table.iloc[:, names.index(external_id)], external_id, problems)
+        self.positions = [i for i, name in enumerate(names) if name != external_id]
+        self.names = [names[i] for i in self.positions]
+        self._check_names(problems)
+        self.kinds: list[list[str | None]] = []
+        for position, name in zip(self.positions, self.names):
+            series = table.iloc[:, position]
+            kinds = _column_kinds(series)
+            self.kinds.append(kinds)
+            self._check_values(name, series, kinds, lists_allowed, problems)
+        if problems:
+            error = BrazeImportError(
+                f"this table is not ready for Braze's user import ({len(problems)} "
+                f"problem{'s' if len(problems) > 1 else ''}); nothing was written:\n"
+                + "\n".join(f"  - {p}" for p in problems))
+            error.problems = tuple(problems)
+            raise error
+        self.table = table
+
+    @staticmethod
+    def _check_ids(series: pd.Series, name: str, problems: list[str]) -> list[str]:
+        ids: list[str] = []
+        empty: list[int] = []
+        odd: list[str] = []
+        for row, value in enumerate(series.tolist(), start=1):
+            if isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_)):
+                value = str(int(value))
+            if _is_missing(value) or (isinstance(value, str) and not value.strip()):
+                empty.append(row)
+                value = ""
+            elif not isinstance(value, str):
+                odd.append(f"row {row}: {value!r}")
+                value = str(value)
+            elif _SURROGATE.search(value):
+                odd.append(f"row {row}: {value!r} (holds text that cannot be encoded)")
+            ids.append(value)
+        if empty:
+            problems.append(f"{len(empty)} row(s) have no id in {name!r} (rows {_examples(empty)}): "
+                            "Braze skips them; drop them or take the ids from another column")
+        if odd:
+            problems.append(f"ids in {name!r} must be text: {_examples(odd)}")
+        counts = pd.Series(ids, dtype=object).value_counts()
+        repeated = [f"{i!r} ({n}x)" for i, n in counts[counts > 1].items() if i != ""]
+        if repeated:
+            problems.append(f"{len(repeated)} id(s) appear more than once in {name!r}: {_examples(repeated)}; "
+                            "Braze imports one row per user")
+        return ids
+
+    def _check_names(self, problems: list[str]) -> None:
+        defaults = {name.lower(): name for name in BRAZE_DEFAULT_ATTRIBUTES}
+        reserved = [n for n in self.names if n in BRAZE_RESERVED_NAMES]
+        if reserved:
+            problems.append(f"column(s) {', '.join(map(repr, reserved))} use names Braze reserves for ids and "
+                            "import flags; rename them")
+        near = [f"{n!r} (Braze's is {defaults[n.lower()]!r})" for n in self.names
+                if n not in BRAZE_DEFAULT_ATTRIBUTES and n.lower() in defaults]
+        if near:
+            problems.append(f"column(s) {', '.join(near)} differ from a Braze default attribute only by case, "
+                            "so Braze would make a custom attribute of them; use the exact name, or another")
+        counts = pd.Series(self.names, dtype=object).value_counts()
+        twice = [repr(n) for n, k in counts[counts > 1].items()]
+        if twice:
+            problems.append(f"column name(s) {', '.join(twice)} appear more than once")
+        if any(not n.strip() for n in self.names):
+            problems.append("a column has an empty name")
+
+    @staticmethod
+    def _check_values(name: str, series: pd.Series, kinds: list[str | None], lists_allowed: bool,
+                      problems: list[str]) -> None:
+        present = {k for k in kinds if k is not None}
+        first = {k: kinds.index(k) for k in present}
+        if len(present) > 1:
+            seen = ", ".join(f"{k} (row {first[k] + 1}: {series.iloc[first[k]]!r})" for k in sorted(present))
+            problems.append(f"column {name!r} mixes types: {seen}; Braze needs one type per column, "
+                            "so convert it first (e.g. .astype(str))")
+        if _LIST in present and not lists_allowed:
+            problems.append(f"column {name!r} holds lists, which Braze's CSV import does not take: write "
+                            "to_braze_json(...) for the /users/track API, or marketing_table(..., "
+                            "items_as=\"columns\") for rec_1..rec_N")
+        if _OBJECT in present and not lists_allowed:
+            problems.append(f"column {name!r} holds objects (dicts), which Braze's CSV import does not take: "
+                            "write to_braze_json(...) instead")
+        if _NUMBER in present:
+            bad = [row + 1 for row, (k, v) in enumerate(zip(kinds, series.tolist()))
+                   if k == _NUMBER and not math.isfinite(float(v))]
+            if bad:
+                problems.append(f"column {name!r} holds infinite numbers (rows {_examples(bad)}), "
+                                "which Braze cannot store")
+
+    def id_header(self) -> list[str]:
+        if self.id_type == "user_alias":
+            return ["user_alias_name", "user_alias_label"]
+        return [self.id_type]
+
+    def id_object(self, row: int) -> dict[str, Any]:
+        if self.id_type == "user_alias":
+            return {"user_alias": {"alias_name": self.ids[row], "alias_label": self.alias_label}}
+        return {self.id_type: self.ids[row]}
+
+
+def _check_positive(name: str, value: Any, upper: int | None = None) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1 or (
+            upper is not None and value > upper):
+        limit = f" and at most {upper}" if upper is not None else ""
+        raise ValueError(f"{name} must be a positive integer{limit}, got {value!r}")
+
+
+def to_braze_csv(
+    table: pd.DataFrame,
+    path: str | os.PathLike[str],
+    *,
+    external_id: str = "user_id",
+    id_type: str = "external_id",
+    alias_label: str | None = None,
+    max_bytes: int = BRAZE_MAX_BYTES,
+    private: bool | None = None,
+) -> list[Path]:
+    """Write ``table`` as a CSV file Braze's user import takes as it is.
+
+    This file is for Braze, not for people: it has no spreadsheet escaping (a
+    leading ``'`` would become part of the value in Braze), no byte-order mark,
+    and lowercase ``true``/``false``. Give people :func:`to_csv` instead.
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+        One row per user, e.g. from :func:`marketing_table`. Not changed.
+    path : str or os.PathLike
+        The file to write (its folder must exist).
+    external_id : str, default "user_id"
+        The column that holds the ids. It becomes the file's first column, named
+        after ``id_type``; the other columns follow in order.
+    id_type : {"external_id", "braze_id", "user_alias"}, default "external_id"
+        How Braze finds the users: by external id, by Braze's own id (updates
+        existing users only), or by alias (``user_alias_name`` with
+        ``alias_label`` in ``user_alias_label``). One file uses one scheme.
+    alias_label : str, optional
+        The label of the aliases; required with ``id_type="user_alias"``.
+    max_bytes : int, default 500 MiB (Braze's limit)
+        A larger file is split into parts ``<stem>-1-of-N<suffix>`` ..., each
+        with the header row and whole rows only. When writing one part fails,
+        the parts already written are removed again.
+    private : bool, optional
+        New files readable by their owner only (0600); None: when the table is
+        marked as holding personal data (``include_pii=True``).
+
+    Returns
+    -------
+    list of Path
+        The files written: ``[path]``, or the parts in order.
+
+    Raises
+    ------
+    BrazeImportError
+        Before anything is written, with every problem at once: no id column,
+        missing, empty or duplicate ids, columns whose values mix types, lists
+        or dicts (use :func:`to_braze_json`), infinite numbers, names Braze
+        reserves (``external_id``, ``braze_id``, ``user_alias*`` ...) or that
+        differ from a default attribute only by case (``Email``), repeated or
+        empty names; or when one row with the header exceeds ``max_bytes``.
+
+    Notes
+    -----
+    Braze infers each column's type, and reads quoted values as text. Cells are
+    written as: booleans ``true``/``false``; numbers with ``.`` and no exponent
+    or separators; datetimes in ISO 8601, UTC, with ``Z`` (naive ones taken as
+    UTC; dates alone as ``YYYY-MM-DD``); missing values as empty cells, which
+    leave the user's value in Braze alone. Text is quoted when Braze could read
+    it as another type (``"00123"``, ``"+44..."``, ``"true"``, ``"2024-01-01"``)
+    or when CSV needs it (commas, quotes, line breaks, white space at either
+    end, empty text ``""``). UTF-8 without BOM, ``\\n`` line ends, text that
+    cannot be encoded written as U+FFFD; each file is written whole or not at
+    all (:func:`write_atomic`).
+    """
+    _check_positive("max_bytes", max_bytes)
+    checked = _BrazeTable(table, external_id=external_id, id_type=id_type, alias_label=alias_label,
+                          lists_allowed=False)
+    header = ",".join(_quote_if_needed(n, typed=False) for n in checked.id_header() + checked.names) + "\n"
+    columns = [[_quote_if_needed(i, typed=True) for i in checked.ids]]
+    if id_type == "user_alias":
+        columns.append([_quote_if_needed(str(alias_label), typed=True)] * len(checked.ids))
+    for position, kinds in zip(checked.positions, checked.kinds):
+        values = table.iloc[:, position].tolist()
+        columns.append([_braze_csv_cell(v, k) for v, k in zip(values, kinds)])
+    lines = [",".join(cells) + "\n" for cells in zip(*columns)]
+
+    def size(text: str) -> int:
+        return len(text.encode("utf-8", _ENCODE_ERRORS))
+
+    header_size = size(header)
+    parts: list[list[str]] = [[]]
+    used = header_size
+    for row, line in enumerate(lines, start=1):
+        line_size = size(line)
+        if header_size + line_size > max_bytes:
+            raise BrazeImportError(f"max_bytes={max_bytes:,} is too small: the header and row {row} alone "
+                                   f"take {header_size + line_size:,} bytes")
+        if parts[-1] and used + line_size > max_bytes:
+            parts.append([])
+            used = header_size
+        parts[-1].append(line)
+        used += line_size
+    target = Path(path)
+    names = [target] if len(parts) == 1 else [
+        target.with_name(f"{target.stem}-{i}-of-{len(parts)}{target.suffix}") for i in range(1, len(parts) + 1)]
+    mode = PRIVATE_MODE if _is_private(table, private) else None
+    done: list[Path] = []
+    try:
+        for name, part in zip(names, parts):
+            with write_atomic(name, mode=mode) as stream:
+                stream.write(header)
+                stream.writelines(part)
+            done.append(name)
+    except BaseException:
+        # Some parts without the others would import a part of the users: none, then.
+        for name in done:
+            name.unlink(missing_ok=True)
+        raise
+    return names
+
+
+def to_braze_json(
+    table: pd.DataFrame,
+    path: str | os.PathLike[str],
+    *,
+    external_id: str = "user_id",
+    id_type: str = "external_id",
+    alias_label: str | None = None,
+    batch: int = BRAZE_MAX_BATCH,
+    private: bool | None = None,
+) -> Path:
+    """Write ``table`` as Braze ``/users/track`` request bodies, one per line (JSON Lines).
+
+    Each line is ``{"attributes": [{"external_id": "...", "name": value, ...}, ...]}``
+    with at most ``batch`` user objects: what a marketing engineer posts to Braze's
+    REST API. Unlike Braze's CSV import this keeps lists (``rec_items: ["cookie",
+    "cracker"]``, from ``marketing_table(..., items_as="list")``) and exact types.
+    amptools itself never calls Braze.
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+        One row per user, e.g. from :func:`marketing_table`. Not changed.
+    path : str or os.PathLike
+        The file to write (its folder must exist), e.g. ``braze_track.jsonl``.
+    external_id, id_type, alias_label :
+        Where the ids come from and how Braze finds the users, as in
+        :func:`to_braze_csv` (aliases become ``user_alias`` objects).
+    batch : int, default 75
+        User objects per line; Braze takes at most 75 per request.
+    private : bool, optional
+        As in :func:`to_braze_csv`.
+
+    Returns
+    -------
+    Path
+        ``path``.
+
+    Raises
+    ------
+    BrazeImportError
+        With every problem at once, as :func:`to_braze_csv` (lists and dicts
+        are allowed here).
+
+    Notes
+    -----
+    Missing values are left out of the user's object, so Braze keeps its value
+    (``null`` would delete the attribute). Booleans and numbers stay JSON
+    booleans and numbers, text stays text (``"00123"`` too), datetimes become
+    ISO 8601 text in UTC with ``Z``, lists keep their order (Braze keeps each
+    item once and, by default, at most 25 items). UTF-8, text that cannot be
+    encoded written as U+FFFD; the file is written whole or not at all.
+    """
+    _check_positive("batch", batch, BRAZE_MAX_BATCH)
+    checked = _BrazeTable(table, external_id=external_id, id_type=id_type, alias_label=alias_label,
+                          lists_allowed=True)
+    columns = [table.iloc[:, position].tolist() for position in checked.positions]
+    objects = []
+    for row in range(len(table)):
+        item = checked.id_object(row)
+        for name, values, kinds in zip(checked.names, columns, checked.kinds):
+            if kinds[row] is not None:
+                item[name] = _braze_json_value(values[row], kinds[row])
+        objects.append(item)
+    target = Path(path)
+    with write_atomic(target, mode=PRIVATE_MODE if _is_private(table, private) else None) as stream:
+        for start in range(0, len(objects), batch):
+            body = {"attributes": objects[start:start + batch]}
+            stream.write(json.dumps(body, ensure_ascii=False, allow_nan=False, separators=(",", ":")) + "\n")
+    return target
