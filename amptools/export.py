@@ -722,6 +722,16 @@ BRAZE_DEFAULT_ATTRIBUTES = frozenset({
     "subscription_group_id", "subscription_state", "attributed_campaign", "attributed_source",
     "attributed_adgroup", "attributed_ad",
 })
+# Default attributes whose text Braze reads in one format only (a country *name* in
+# ``country`` would be misread): the format, and how to say it.
+_SUBSCRIPTION = (re.compile(r"^(?:opted_in|unsubscribed|subscribed)$"), "opted_in, unsubscribed or subscribed")
+_BRAZE_FORMATS = {
+    "country": (re.compile(r"^[A-Za-z]{2}$"), "ISO 3166-1 alpha-2 codes such as 'GB'"),
+    "language": (re.compile(r"^[A-Za-z]{2}(?:[-_][A-Za-z0-9]{2,4})?$"), "ISO 639-1 codes such as 'en'"),
+    "dob": (re.compile(r"^\d{4}-\d{2}-\d{2}$"), "dates written YYYY-MM-DD"),
+    "email_subscribe": _SUBSCRIPTION,
+    "push_subscribe": _SUBSCRIPTION,
+}
 #: Names Braze reserves for user ids and import flags: never a data column.
 BRAZE_RESERVED_NAMES = frozenset({
     "external_id", "braze_id", "user_alias", "user_alias_name", "user_alias_label", "alias_name",
@@ -946,6 +956,14 @@ class _BrazeTable:
         if _OBJECT in present and not lists_allowed:
             problems.append(f"column {name!r} holds objects (dicts), which Braze's CSV import does not take: "
                             "write to_braze_json(...) instead")
+        if name in _BRAZE_FORMATS and _STRING in present:
+            pattern, wanted = _BRAZE_FORMATS[name]
+            odd = [f"row {row + 1}: {v!r}" for row, (k, v) in enumerate(zip(kinds, series.tolist()))
+                   if k == _STRING and not pattern.match(str(v))]
+            if odd:
+                problems.append(f"column {name!r} is Braze's default attribute {name}, which takes {wanted}; "
+                                f"{_examples(odd, 3)} would be misread: convert the values, or rename the "
+                                f"column (e.g. {name + '_name'!r}) to make it a custom attribute")
         if _NUMBER in present:
             bad = [row + 1 for row, (k, v) in enumerate(zip(kinds, series.tolist()))
                    if k == _NUMBER and not math.isfinite(float(v))]
@@ -1023,7 +1041,10 @@ def to_braze_csv(
         or dicts (use :func:`to_braze_json`), infinite numbers, names Braze
         reserves (``external_id``, ``braze_id``, ``user_alias*`` ...) or that
         differ from a default attribute only by case (``Email``), repeated or
-        empty names; or when one row with the header exceeds ``max_bytes``.
+        empty names, text in a default attribute Braze reads in one format only
+        (``country`` takes ``"GB"``, not ``"United Kingdom"``; ``language``,
+        ``dob``, ``email_subscribe``, ``push_subscribe``); or when one row with
+        the header exceeds ``max_bytes``.
 
     Notes
     -----

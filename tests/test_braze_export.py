@@ -213,6 +213,8 @@ CASES = {
     "dicts": (lambda f: base(address=[{"city": "x"}, None, None]),
               "column 'address' holds objects"),
     "infinite": (lambda f: base(score=[1.0, float("inf"), 2.0]), "column 'score' holds infinite numbers (rows 2)"),
+    "default formats": (lambda f: base(country=["GB", "Germany", None]),
+                        "takes ISO 3166-1 alpha-2 codes such as 'GB'; row 2: 'Germany' would be misread"),
 }
 
 
@@ -241,16 +243,17 @@ def test_every_problem_together_in_one_error(tmp_path: Path) -> None:
         "rec_items": pd.Series([["p"], None, None, None, None], dtype=object),
         "address": pd.Series([{"city": "x"}, None, None, None, None], dtype=object),
         "score": [1.0, math.inf, 2.0, 3.0, 4.0],
+        "dob": ["1980-12-21", "21.12.1980", None, None, None],
     })
     with pytest.raises(BrazeImportError) as caught:
         to_braze_csv(frame, tmp_path / "b.csv")
     problems = caught.value.problems
-    assert len(problems) == 9
+    assert len(problems) == 10
     text = str(caught.value)
-    assert "9 problems" in text and "nothing was written" in text
+    assert "10 problems" in text and "nothing was written" in text
     for fragment in ("no id in 'user_id' (rows 3, 4)", "'a' (2x)", "must be text", "'age' mixes types",
                      "'braze_id'", "'First_Name' (Braze's is 'first_name')", "'rec_items' holds lists",
-                     "'address' holds objects", "'score' holds infinite"):
+                     "'address' holds objects", "'score' holds infinite", "row 2: '21.12.1980'"):
         assert sum(fragment in p for p in problems) == 1, fragment
     assert isinstance(caught.value, ValueError) and not list(tmp_path.iterdir())
 
