@@ -146,7 +146,8 @@ def escape_cell(text: str) -> str:
     -------
     str
         ``text`` with ``'`` inserted before every dangerous segment (a line, or
-        the text after a ``;``); unchanged when no segment is dangerous. ``unescape_cell(escape_cell(t)) == t`` for every ``t``.
+        the text after a ``;``); unchanged when no segment is dangerous.
+        ``unescape_cell(escape_cell(t)) == t`` for every ``t``.
     """
     if not text or not _NEEDS_LOOK.search(text):
         return text
@@ -965,8 +966,9 @@ class _BrazeTable:
                                 f"{_examples(odd, 3)} would be misread: convert the values, or rename the "
                                 f"column (e.g. {name + '_name'!r}) to make it a custom attribute")
         if _NUMBER in present:
+            # Only floats can be infinite (and float() of a 400-digit int would overflow).
             bad = [row + 1 for row, (k, v) in enumerate(zip(kinds, series.tolist()))
-                   if k == _NUMBER and not math.isfinite(float(v))]
+                   if k == _NUMBER and isinstance(v, (float, np.floating)) and not math.isfinite(v)]
             if bad:
                 problems.append(f"column {name!r} holds infinite numbers (rows {_examples(bad)}), "
                                 "which Braze cannot store")

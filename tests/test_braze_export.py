@@ -111,7 +111,7 @@ def corpus_frame() -> pd.DataFrame:
     ids += [f"user-{i}" for i in range(n - len(ids))]
     aware = pd.Series(pd.to_datetime(["2020-12-22T20:58:40.123456Z", None] + ["1970-01-01T00:00:00.000001Z"] * (n - 2),
                                      utc=True))
-    big: list[Any] = [10**30, -(2**63), 2**64, None] + list(range(n - 4))
+    big: list[Any] = [10**30, -(2**63), 2**64, None, 10**400] + list(range(n - 5))
     return pd.DataFrame({
         "user_id": ids,
         "text": pd.Series(TEXTS, dtype=object),
