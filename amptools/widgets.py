@@ -656,7 +656,8 @@ class ProfileExplorer(widgets.VBox):
         try:
             path = self.controller.export(name, folder=self.export_folder.value.strip() or ".", **options)
         except (LookupError, ValueError, OSError) as error:
-            self.export_link.value = _message(f"Export failed: {error}", error=True)
+            # A BrazeImportError lists one problem a line: keep the lines.
+            self.export_link.value = _message(f"Export failed: {error}", error=True).replace("\n", "<br>")
             return None
         self.last_export = path
         notes = "".join(f"<br>{_message(w)}" for w in self.controller.export_warnings)

@@ -98,6 +98,17 @@ def test_fetch_writes_the_braze_files(tmp_path):
     assert "wrote 10 files" in stdout  # 7 tables, failures and the two Braze files
 
 
+def test_a_table_braze_would_misread_costs_no_other_file(tmp_path):
+    ids = tmp_path / "ids.csv"
+    ids.write_text("user_id\nuser-000001\nuser-000002\n", encoding="utf-8")
+    out = tmp_path / "out"
+    code, _, stderr = run(["fetch", str(ids), "--sample", "--recs", "home-feed", "--props", "--out", str(out),
+                           "--marketing", "--marketing-props", "country", "--braze", "--no-progress"])
+    assert code == 1 and "BrazeImportError" in stderr and "'country'" in stderr and "GB" in stderr
+    assert (out / "marketing.csv").exists() and (out / "summary.csv").exists()
+    assert not (out / "braze_import.csv").exists()
+
+
 def test_fetch_reads_stdin_and_device_ids(tmp_path, monkeypatch):
     code, stdout, _ = run(["fetch", "-", "--sample", "--id-type", "device_id", "--cohorts",
                            "--out", str(tmp_path), "--no-progress"],

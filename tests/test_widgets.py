@@ -325,6 +325,13 @@ def test_export_tab_offers_both_braze_files(fetched_explorer, tmp_path):
     first = json.loads(batches.read_text().splitlines()[0])["attributes"]
     assert [o["external_id"] for o in first] == [p.user_id for p in explorer.controller.result.profiles][:75]
     assert f'download="{batches.name}"' in explorer.export_link.value
+    # The sample's "country" holds names, which Braze's default attribute "country" would misread.
+    explorer.export_props.value = True
+    explorer.export_choice.value = "braze_csv"
+    explorer.export_button.click()
+    assert explorer.last_export == batches  # nothing new written
+    assert "Export failed" in explorer.export_link.value and "<br>  - column &#x27;country&#x27;" in (
+        explorer.export_link.value)
 
 
 def test_default_explorer_on_a_sample_client_uses_the_sample_org(sample_server):
