@@ -18,6 +18,7 @@ from .client import DEFAULT_BASE_URL, ExposureWarning, ProfileClient
 from .errors import (
     AmptoolsError,
     AuthenticationError,
+    BrazeImportError,
     CacheError,
     ConfigurationError,
     FetchCancelled,
@@ -40,6 +41,7 @@ __version__ = "0.1.0"
 __all__ = [
     "AmptoolsError",
     "AuthenticationError",
+    "BrazeImportError",
     "CacheError",
     "ComputationNames",
     "ConfigurationError",

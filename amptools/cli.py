@@ -27,6 +27,7 @@ EXIT_OK, EXIT_FAILURES, EXIT_USAGE, EXIT_AUTH = 0, 1, 2, 3
 TABLES = ("summary", "recommendations", "properties", "cohorts", "cohort_matrix",
           "computations", "propensities")
 DEMO_USERS = 300
+BRAZE_CSV, BRAZE_JSON = "braze_import.csv", "braze_track.jsonl"
 
 
 class UsageError(Exception):
@@ -129,6 +130,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="user properties to include in marketing.csv")
     out.add_argument("--include-pii", action="store_true",
                      help="allow personal data (e-mail, phone, names) in marketing.csv")
+    out.add_argument("--braze", action="store_true",
+                     help=f"also write {BRAZE_CSV}, the marketing table as Braze's user import takes it")
+    out.add_argument("--braze-json", action="store_true",
+                     help=f"also write {BRAZE_JSON}: Braze /users/track bodies that keep the item lists")
 
     report = commands.add_parser("report", help="write a re-runnable analysis notebook",
                                  description="Write an analysis notebook (nbformat) that fetches "
@@ -249,16 +254,24 @@ def _write_table(frame: Any, path: Path, fmt: str) -> Path:
 
 
 def write_outputs(profile_set: Any, out: Path, *, fmt: str = "csv", marketing: bool = False,
-                  marketing_options: dict[str, Any] | None = None) -> list[Path]:
-    """Write every table, failures and (optionally) marketing.csv; return the paths."""
+                  marketing_options: dict[str, Any] | None = None, braze: bool = False,
+                  braze_json: bool = False) -> list[Path]:
+    """Write every table, failures and (optionally) marketing.csv and the Braze files; return the paths."""
     from . import export, tables
 
     out.mkdir(parents=True, exist_ok=True)
     written = [_write_table(getattr(tables, name)(profile_set), out / name, fmt) for name in TABLES]
     written.append(_write_table(profile_set.failures, out / "failures", fmt))
+    options = marketing_options or {}
     if marketing:
-        table = export.marketing_table(profile_set, **(marketing_options or {}))
+        table = export.marketing_table(profile_set, **options)
         written.append(Path(export.to_csv(table, out / "marketing.csv")))
+    # Last, so a table Braze would refuse (BrazeImportError) costs none of the files above.
+    if braze:
+        written += export.to_braze_csv(export.marketing_table(profile_set, **options), out / BRAZE_CSV)
+    if braze_json:
+        table = export.marketing_table(profile_set, **options, items_as="list")
+        written.append(export.to_braze_json(table, out / BRAZE_JSON))
     return written
 
 
@@ -299,7 +312,8 @@ def cmd_fetch(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
                   file=stderr)
         raise
     written = write_outputs(profile_set, Path(args.out), fmt=args.format,
-                            marketing=args.marketing, marketing_options=options)
+                            marketing=args.marketing, marketing_options=options,
+                            braze=args.braze, braze_json=args.braze_json)
     print(f"{profile_set!r}", file=stdout)
     print(f"wrote {len(written)} files to {Path(args.out).resolve()}", file=stdout)
     return _report_failures(profile_set, stderr)

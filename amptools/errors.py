@@ -8,6 +8,7 @@ Every error amptools raises on purpose is an :class:`AmptoolsError`::
     ├── FetchCancelled                   the caller cancelled; partial results kept
     ├── PersonalDataError (ValueError)   personal data asked for without include_pii=True
     ├── CacheError                       the cache file cannot be opened, read or written
+    ├── BrazeImportError (ValueError)    a table Braze's import would refuse or misread
     └── ProfileAPIError                  the service (or the way to it) failed
         ├── AuthenticationError          401: missing or wrong secret key
         ├── UnknownUserError             "User id and device id not seen before"
@@ -31,6 +32,7 @@ from typing import Any
 __all__ = [
     "AmptoolsError",
     "AuthenticationError",
+    "BrazeImportError",
     "CacheError",
     "ConfigurationError",
     "FetchCancelled",
@@ -69,6 +71,12 @@ class CacheError(AmptoolsError):
     The message names the path and what to do. A bulk fetch does not raise it: it warns
     (``CacheWarning``) and keeps its results in memory. Retrying cannot help.
     """
+
+
+class BrazeImportError(AmptoolsError, ValueError):
+    """A table Braze's user import would refuse or misread; ``problems`` lists every reason at once."""
+
+    problems: tuple[str, ...] = ()
 
 
 class ProfileAPIError(AmptoolsError):

@@ -49,6 +49,7 @@ __all__ = [
     "CHARTS",
     "COMPUTATION_MODES",
     "DEFAULT_EXPORT_FOLDER",
+    "MARKETING_EXPORTS",
     "SEPARATORS",
     "TABLE_NAMES",
     "ChartOption",
@@ -78,6 +79,13 @@ TABLE_NAMES = (
     "failures",
 )
 DEFAULT_EXPORT_FOLDER = "exports"
+#: The marketing table's exports: name -> (label, file suffix). An Excel-safe CSV for
+#: people; for Braze, its CSV user import or /users/track bodies (which keep the lists).
+MARKETING_EXPORTS = {
+    "marketing": ("marketing table (Excel CSV)", ".csv"),
+    "braze_csv": ("marketing table for Braze (CSV import)", ".csv"),
+    "braze_json": ("marketing table for Braze (/users/track JSON)", ".jsonl"),
+}
 #: Files up to this size are offered as a ``data:`` URI (works in JupyterLab 4 with
 #: no server round trip); larger ones are only named (open them from the file browser).
 MAX_INLINE_BYTES = 5_000_000
@@ -457,6 +465,7 @@ class ExplorerController:
         self.error: BaseException | None = None
         self.notes: list[str] = []
         self.export_warnings: list[str] = []
+        self.exported: list[Path] = []
         self._exposure_noted = False
         self._job: BulkFetch | None = None
         self._finished = threading.Event()
@@ -683,33 +692,43 @@ class ExplorerController:
         filename: str | None = None,
         **options: Any,
     ) -> Path:
-        """Write a table (or ``"marketing"``) as an Excel-safe CSV and return its path.
+        """Write a table as an Excel-safe CSV, or the marketing table for Braze; return the path.
 
         Parameters
         ----------
         name : str
-            ``"marketing"`` or one of :data:`TABLE_NAMES`.
+            One of :data:`MARKETING_EXPORTS` (``"marketing"``: Excel-safe CSV;
+            ``"braze_csv"``: :func:`amptools.export.to_braze_csv`;
+            ``"braze_json"``: :func:`amptools.export.to_braze_json`) or of
+            :data:`TABLE_NAMES`.
         folder : str or Path, optional
             Where to write; :attr:`export_folder` by default. Created when needed.
         filename : str, optional
-            ``<name>-<YYYYmmdd-HHMMSS>.csv`` by default.
+            ``<name>-<YYYYmmdd-HHMMSS>.csv`` (``.jsonl`` for ``"braze_json"``) by default.
         **options
-            For ``"marketing"``: passed to :func:`amptools.export.marketing_table`
+            For the marketing exports: passed to :func:`amptools.export.marketing_table`
             (``rec_id``, ``top_n``, ``cohorts``, ``props``, ``include_pii``).
 
         Returns
         -------
         Path
+            The file written; a Braze CSV over 500 MB is split, and
+            :attr:`exported` lists every part.
         """
         from . import export
 
-        frame = self.marketing_table(**options) if name == "marketing" else self.table(name)
+        if name in MARKETING_EXPORTS:
+            suffix = MARKETING_EXPORTS[name][1]
+            frame = self.marketing_table(**options, **({"items_as": "list"} if name == "braze_json" else {}))
+        else:
+            suffix = ".csv"
+            frame = self.table(name)
         target_folder = Path(folder) if folder is not None else self.export_folder
         target_folder.mkdir(parents=True, exist_ok=True)
         if filename is None:
-            filename = f"{name}-{datetime.now():%Y%m%d-%H%M%S}.csv"
-        elif not filename.lower().endswith(".csv"):
-            filename += ".csv"
+            filename = f"{name}-{datetime.now():%Y%m%d-%H%M%S}{suffix}"
+        elif not filename.lower().endswith(suffix):
+            filename += suffix
         if Path(filename).name != filename:
             raise InvalidQueryError(f"file name {filename!r} must not contain a folder; set the folder instead.")
         path = target_folder / filename
@@ -717,6 +736,12 @@ class ExplorerController:
         # from a button callback where nobody sees them.
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            export.to_csv(frame, path)
+            if name == "braze_csv":
+                self.exported = export.to_braze_csv(frame, path)
+            elif name == "braze_json":
+                self.exported = [export.to_braze_json(frame, path)]
+            else:
+                export.to_csv(frame, path)
+                self.exported = [path]
         self.export_warnings = [str(w.message) for w in caught]
-        return path
+        return self.exported[0]

@@ -609,8 +609,9 @@ class ProfileExplorer(widgets.VBox):
     # -- export --------------------------------------------------------------------------
     def _build_export_tab(self) -> None:
         self.export_choice = widgets.Dropdown(
-            options=[("marketing table", "marketing")] + [(n.replace("_", " "), n) for n in logic.TABLE_NAMES],
-            value="marketing", description="Export", layout=widgets.Layout(width="300px"))
+            options=[(label, n) for n, (label, _) in logic.MARKETING_EXPORTS.items()]
+            + [(n.replace("_", " "), n) for n in logic.TABLE_NAMES],
+            value="marketing", description="Export", layout=widgets.Layout(width="420px"))
         self.export_rec_id = widgets.Dropdown(options=[("(the only one)", None)], description="rec set",
                                               layout=widgets.Layout(width="260px"))
         self.export_top_n = widgets.BoundedIntText(value=5, min=1, max=100, description="top items",
@@ -630,12 +631,13 @@ class ProfileExplorer(widgets.VBox):
         self.export_tab = widgets.VBox([
             widgets.HBox([self.export_choice, self.export_folder]), self.marketing_box,
             self.export_button, self.export_link,
-            widgets.HTML("<small>Excel-safe CSV (UTF-8 with BOM; cells starting with = + - @ are "
-                         "defused). The link downloads it; the file stays in the folder.</small>"),
+            widgets.HTML("<small>Excel CSV: for people (UTF-8 with BOM; cells starting with = + - @ are "
+                         "defused). For Braze: its CSV user import, or /users/track JSON bodies that keep "
+                         "the item lists. The link downloads it; the file stays in the folder.</small>"),
         ])
 
     def _export_choice_changed(self, _change: Any = None) -> None:
-        self.marketing_box.layout.display = "" if self.export_choice.value == "marketing" else "none"
+        self.marketing_box.layout.display = "" if self.export_choice.value in logic.MARKETING_EXPORTS else "none"
 
     def _refresh_export_choices(self) -> None:
         result = self.controller.result
@@ -647,18 +649,19 @@ class ProfileExplorer(widgets.VBox):
         """Write the chosen table with the chosen options; show and return its path."""
         name = self.export_choice.value
         options: dict[str, Any] = {}
-        if name == "marketing":
+        if name in logic.MARKETING_EXPORTS:
             options = {"rec_id": self.export_rec_id.value, "top_n": int(self.export_top_n.value),
                        "cohorts": bool(self.export_cohorts.value),
                        "props": True if self.export_props.value else (), "include_pii": bool(self.export_pii.value)}
         try:
             path = self.controller.export(name, folder=self.export_folder.value.strip() or ".", **options)
         except (LookupError, ValueError, OSError) as error:
-            self.export_link.value = _message(f"Export failed: {error}", error=True)
+            # A BrazeImportError lists one problem a line: keep the lines.
+            self.export_link.value = _message(f"Export failed: {error}", error=True).replace("\n", "<br>")
             return None
         self.last_export = path
         notes = "".join(f"<br>{_message(w)}" for w in self.controller.export_warnings)
-        self.export_link.value = logic.download_link(path) + notes
+        self.export_link.value = "<br>".join(map(logic.download_link, self.controller.exported)) + notes
         return path
 
     def _export(self, _button: Any = None) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import subprocess
 import sys
 
@@ -75,6 +76,37 @@ def test_fetch_writes_every_table_and_marketing(tmp_path, monkeypatch):
     assert [r["user_id"] for r in read_csv(out / "failures.csv")] == ["no-such-user"]
     marketing = read_csv(out / "marketing.csv")
     assert marketing[0]["user_id"] == "testUser" and marketing[0]["rec_1"] == "cookie"
+
+
+def test_fetch_writes_the_braze_files(tmp_path):
+    ids = tmp_path / "ids.csv"
+    ids.write_text("user_id\ntestUser\nuser-000001\nuser-000002\n", encoding="utf-8")
+    out = tmp_path / "out"
+    code, stdout, stderr = run(
+        ["fetch", str(ids), "--sample", "--recs", "testRecId", "--props", "--cohorts", "--out", str(out),
+         "--top-n", "3", "--braze", "--braze-json", "--no-progress"])
+    assert code == 0, stderr
+    data = (out / "braze_import.csv").read_bytes()
+    assert not data.startswith(b"\xef\xbb\xbf") and b"\r\n" not in data
+    rows = list(csv.DictReader(io.StringIO(data.decode("utf-8"), newline="")))
+    assert [r["external_id"] for r in rows] == ["testUser", "user-000001", "user-000002"]
+    assert rows[0]["rec_1"] == "cookie" and rows[0]["is_control"] == "false"
+    lines = (out / "braze_track.jsonl").read_text(encoding="utf-8").splitlines()
+    first = json.loads(lines[0])["attributes"][0]
+    assert len(lines) == 1 and first["external_id"] == "testUser"
+    assert first["rec_items"] == ["cookie", "cracker", "chocolate milk"] and first["is_control"] is False
+    assert "wrote 10 files" in stdout  # 7 tables, failures and the two Braze files
+
+
+def test_a_table_braze_would_misread_costs_no_other_file(tmp_path):
+    ids = tmp_path / "ids.csv"
+    ids.write_text("user_id\nuser-000001\nuser-000002\n", encoding="utf-8")
+    out = tmp_path / "out"
+    code, _, stderr = run(["fetch", str(ids), "--sample", "--recs", "home-feed", "--props", "--out", str(out),
+                           "--marketing", "--marketing-props", "country", "--braze", "--no-progress"])
+    assert code == 1 and "BrazeImportError" in stderr and "'country'" in stderr and "GB" in stderr
+    assert (out / "marketing.csv").exists() and (out / "summary.csv").exists()
+    assert not (out / "braze_import.csv").exists()
 
 
 def test_fetch_reads_stdin_and_device_ids(tmp_path, monkeypatch):

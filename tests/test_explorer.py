@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 import re
 import threading
 import warnings
@@ -234,6 +235,23 @@ def test_export_writes_csv_that_reads_back(fetched, tmp_path):
     assert summary.name == "s.csv"
     assert pd.read_csv(summary, encoding="utf-8-sig")["user_id"].tolist() == fetched.table("summary")[
         "user_id"].tolist()
+
+
+def test_export_writes_the_braze_files(fetched, tmp_path):
+    path = fetched.export("braze_csv", folder=tmp_path, filename="braze", rec_id="home-feed", top_n=2)
+    assert path == tmp_path / "braze.csv" and fetched.exported == [path]
+    data = path.read_bytes()
+    assert not data.startswith(b"\xef\xbb\xbf") and data.startswith(b"external_id,device_id,rec_id")
+    back = pd.read_csv(path, dtype=str, keep_default_na=False)
+    expected = export.marketing_table(fetched.result, rec_id="home-feed", top_n=2)
+    assert back["external_id"].tolist() == expected["user_id"].tolist()
+    assert back["rec_2"].tolist() == expected["rec_2"].fillna("").astype(str).tolist()
+    batches = fetched.export("braze_json", folder=tmp_path, rec_id="home-feed", top_n=2)
+    assert batches.suffix == ".jsonl" and batches.name.startswith("braze_json-")
+    objects = [o for line in batches.read_text().splitlines() for o in json.loads(line)["attributes"]]
+    assert [o["external_id"] for o in objects] == expected["user_id"].tolist()
+    lists = export.marketing_table(fetched.result, rec_id="home-feed", top_n=2, items_as="list")["rec_items"]
+    assert [o.get("rec_items") for o in objects] == [v if isinstance(v, list) else None for v in lists]
 
 
 def test_download_link_is_a_data_uri_of_the_file(tmp_path):

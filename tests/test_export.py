@@ -1,4 +1,4 @@
-"""Tests for amptools.export: Excel-safe CSV (property-based) and the marketing table."""
+"""Tests for amptools.export: Excel-safe CSV (property-based), safe files and the marketing table."""
 
 from __future__ import annotations
 
@@ -6,7 +6,9 @@ import copy
 import csv
 import io
 import json
+import os
 import re
+import stat
 import warnings
 from pathlib import Path
 from typing import Any
@@ -33,14 +35,16 @@ PLAIN_NEGATIVE = re.compile(r"^-(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?$")
 
 
 def starts_formula(cell: str) -> bool:
+    """Whether a spreadsheet could run the cell, in any locale (";" splits cells in some)."""
     if PLAIN_NEGATIVE.match(cell):
         return False  # a number, not a formula (documented exception)
     for line in cell.splitlines() or [cell]:
-        if line[:1] in ("\t", "\r"):
-            return True
-        rest = _SKIPPABLE.sub("", line, count=1)
-        if rest[:1] in TRIGGERS:
-            return True
+        for segment in line.split(";"):
+            if segment[:1] in ("\t", "\r"):
+                return True
+            rest = _SKIPPABLE.sub("", segment, count=1)
+            if rest[:1] in TRIGGERS:
+                return True
     return False
 
 
@@ -81,6 +85,14 @@ def write(df: pd.DataFrame, **options: Any) -> bytes:
         ("hello world", "hello world"),
         ("a-b=c", "a-b=c"),
         ("", ""),
+        ("FR;=cmd|' /C calc'!A0", "FR;'=cmd|' /C calc'!A0"),  # ";"-locale Excel splits here
+        ("a;b", "a;b"),
+        ("a; @x;'q", "a;' @x;''q"),
+        ("-5;3", "'-5;3"),
+        (";", ";"),
+        ('a;"=1', 'a;\'"=1'),  # ";"-Excel would open a quoted field there
+        ('"=1";x', '"=1";x'),  # a quote at the start of the cell is the file's own quoting
+        ('a\n"=1', 'a\n\'"=1'),
     ],
 )
 def test_escape_examples(text: str, escaped: str) -> None:
@@ -89,7 +101,7 @@ def test_escape_examples(text: str, escaped: str) -> None:
 
 
 @settings(max_examples=400, deadline=None)
-@given(st.text())
+@given(st.text() | st.text(alphabet=st.sampled_from(";=+-@'\t\r\n \u00a0ab")))
 def test_escape_is_safe_and_reversible(text: str) -> None:
     escaped = escape_cell(text)
     assert not starts_formula(escaped)
@@ -268,3 +280,147 @@ def test_marketing_accepts_profiles_and_exports() -> None:
     assert rows[1][:6] == ["a", "d-a", "email", "FALSE", "model-email", "e1"]
     with pytest.raises(ValueError, match="top_n"):
         marketing_table(profiles, rec_id="email", top_n=0)
+
+
+# -- CSV in ";" locales (issue 9, item 16) ----------------------------------------------------------
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.lists(st.text(alphabet=st.sampled_from(';,="+-@\'\n\t ab')), min_size=2, max_size=2),
+                min_size=1, max_size=6))
+def test_read_with_semicolons_no_cell_starts_a_formula(rows: list[list[str]]) -> None:
+    data = write(pd.DataFrame(rows, columns=["a;=b", "c"], dtype=object))
+    text = data.decode("utf-8-sig")
+    for row in csv.reader(io.StringIO(text, newline=""), delimiter=";"):
+        for cell in row:
+            assert not starts_formula(cell), (row, text)
+    # The ","-reader still gets every value back exactly.
+    assert [[unescape_cell(c) for c in row] for row in read_back(data)[1:]] == rows
+
+
+def test_the_issue_example_is_split_harmlessly() -> None:
+    data = write(pd.DataFrame({"country": ["FR;=cmd|' /C calc'!A0"]}))
+    cells = list(csv.reader(io.StringIO(data.decode("utf-8-sig"), newline=""), delimiter=";"))[1]
+    assert cells == ["FR", "'=cmd|' /C calc'!A0"]
+
+
+# -- files: odd bytes, atomic writes, private modes (issue 9, items 2 and 17) ---------------------
+def test_lone_surrogates_are_written_as_replacement_characters(tmp_path: Path) -> None:
+    body = json.loads('{"x": "a\\ud800b", "y": "\\udfff"}')  # valid JSON, not encodable text
+    df = pd.DataFrame({"note": [body["x"], "ok"], body["y"]: [1, 2]})
+    target = tmp_path / "out.csv"
+    assert to_csv(df, target) == target
+    rows = read_back(target.read_bytes())
+    assert rows == [["note", "\ufffd"], ["a\ufffdb", "1"], ["ok", "2"]]
+    assert read_back(write(df)) == rows  # binary streams too
+
+
+def test_write_atomic_leaves_the_old_file_when_writing_fails(tmp_path: Path) -> None:
+    target = tmp_path / "keep.csv"
+    target.write_text("old")
+    with pytest.raises(RuntimeError), export.write_atomic(target) as stream:
+        stream.write("half a fi")
+        raise RuntimeError("disk full")
+    assert target.read_text() == "old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["keep.csv"]  # no temporary file left
+    with export.write_atomic(target) as stream:
+        stream.write("new \ud800")
+    assert target.read_bytes() == "new \ufffd".encode()
+
+
+def test_to_csv_failing_at_the_end_leaves_no_half_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    target = tmp_path / "marketing.csv"
+    target.write_bytes(b"before")
+
+    def no_space(_fd: int) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", no_space)
+    with pytest.raises(OSError, match="No space"):
+        to_csv(pd.DataFrame({"a": ["x" * 1000] * 100}), target)
+    assert target.read_bytes() == b"before"
+    assert [p.name for p in tmp_path.iterdir()] == ["marketing.csv"]
+
+
+@pytest.fixture
+def umask_022():
+    old = os.umask(0o022)
+    try:
+        yield
+    finally:
+        os.umask(old)
+
+
+def mode_of(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def test_exports_with_personal_data_are_private(tmp_path: Path, umask_022: None) -> None:
+    with_pii = marketing_table(USERS, rec_id="home", props=["email"], include_pii=True)
+    assert with_pii.attrs[export.PERSONAL_DATA_ATTR] is True
+    assert with_pii.head(2).attrs[export.PERSONAL_DATA_ATTR] is True  # kept through slicing
+    to_csv(with_pii, tmp_path / "pii.csv")
+    assert mode_of(tmp_path / "pii.csv") == 0o600
+    plain = marketing_table(USERS, rec_id="home")
+    assert export.PERSONAL_DATA_ATTR not in plain.attrs
+    to_csv(plain, tmp_path / "plain.csv")
+    assert mode_of(tmp_path / "plain.csv") == 0o644
+    to_csv(plain, tmp_path / "asked.csv", private=True)
+    assert mode_of(tmp_path / "asked.csv") == 0o600
+    # An existing file keeps its mode, whichever way.
+    (tmp_path / "shared.csv").write_text("x")
+    os.chmod(tmp_path / "shared.csv", 0o640)
+    to_csv(with_pii, tmp_path / "shared.csv")
+    assert mode_of(tmp_path / "shared.csv") == 0o640
+    to_csv(plain, tmp_path / "pii.csv")
+    assert mode_of(tmp_path / "pii.csv") == 0o600
+
+
+# -- the marketing table's own columns (issue 9, item 1) --------------------------------------------
+HOSTILE = [
+    body("a", [rec("home", ["p", "q"])], {"is_control": "yes", "rec_1": "evil", "user_id": "mallory",
+                                          "cohort:c1": False, "rec_7": "x", "prop:plan": "old",
+                                          "plan": "pro"}, ["c1"]),
+    body("b", [rec("home", ["x"], is_control=True)], {"recommendation_source": "me"}, []),
+]
+
+
+def test_a_property_never_overwrites_the_fixed_columns() -> None:
+    clean = marketing_table(HOSTILE, top_n=2)
+    with pytest.warns(export.PropertyRenamedWarning) as caught:
+        frame = marketing_table(HOSTILE, top_n=2, props=True)
+    assert len(caught) == 1
+    message = str(caught[0].message)
+    for name in ("is_control", "rec_1", "cohort:c1", "rec_7", "recommendation_source"):
+        assert f"{name} -> prop:{name}" in message
+    pd.testing.assert_frame_equal(frame[list(clean.columns)], clean)
+    assert frame["prop:is_control"].tolist()[0] == "yes" and frame["prop:rec_1"].iloc[0] == "evil"
+    # tables.properties() already keeps a "user_id" property apart.
+    assert frame["property:user_id"].iloc[0] == "mallory" and frame["prop:rec_7"].iloc[0] == "x"
+    assert frame["prop:recommendation_source"].iloc[1] == "me"
+    assert frame["prop:plan"].iloc[0] == "old" and frame["plan"].iloc[0] == "pro"  # untouched
+    assert frame.columns.is_unique
+    with pytest.warns(export.PropertyRenamedWarning, match="is_control -> prop:is_control"):
+        asked = marketing_table(HOSTILE, top_n=2, props=["is_control", "plan"])
+    assert asked["is_control"].tolist() == [False, True] and asked["prop:is_control"].iloc[0] == "yes"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        marketing_table(HOSTILE, top_n=2, props=["plan"])  # no collision, no warning
+
+
+def test_cohort_flags_are_in_natural_order() -> None:
+    users = [body("a", None, None, ["cohort10", "cohort2", "b", "cohort1"])]
+    frame = marketing_table(users, cohorts=True)
+    assert [c for c in frame.columns if c.startswith("cohort:")] == [
+        "cohort:b", "cohort:cohort1", "cohort:cohort2", "cohort:cohort10"]
+    chosen = marketing_table(users, cohorts=["cohort10", "cohort2"])
+    assert [c for c in chosen.columns if c.startswith("cohort:")] == ["cohort:cohort10", "cohort:cohort2"]
+
+
+def test_items_as_a_list_column() -> None:
+    users = USERS + [body("d", [rec("home", [])])]
+    frame = marketing_table(users, rec_id="home", top_n=3, items_as="list", cohorts=False)
+    assert list(frame.columns) == ["user_id", "device_id", "rec_id", "is_control", "recommendation_source",
+                                   "rec_items"]
+    assert frame["rec_items"].iloc[0] == ["p", "q", "r"] and frame["rec_items"].iloc[1] == ["x", "y"]
+    assert pd.isna(frame["rec_items"].iloc[2]) and frame["rec_items"].iloc[3] == []
+    with pytest.raises(ValueError, match="items_as"):
+        marketing_table(users, rec_id="home", items_as="rows")

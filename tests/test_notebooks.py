@@ -39,7 +39,9 @@ EXPECTED = {
                       "0x10x"],
     "02_compare_recommendations": ["application/vnd.plotly.v1+json", "Rank-biased", "two-tower-v1"],
     "03_cohorts_and_computations": ["application/vnd.plotly.v1+json", "orders_90d", "cohort1"],
-    "04_marketing_export": ["(True, 301, 300)", "include_pii", "report.ipynb"],
+    "04_marketing_export": ["(True, 301, 300)", "include_pii", "report.ipynb",
+                            "'country' is Braze's default attribute", "external_id,device_id,rec_id",
+                            "['braze_import.csv']", "users per request: [75, 75, 75, 75]", "'rec_items': ["],
     "05_explorer": ["application/vnd.jupyter.widget-view+json"],
 }
 MIN_FIGURES = {"02_compare_recommendations": 7, "03_cohorts_and_computations": 7}

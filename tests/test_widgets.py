@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 import re
 import threading
 import warnings
@@ -303,6 +304,34 @@ def test_export_tab_writes_the_marketing_csv_with_a_download_link(fetched_explor
     explorer.export_button.click()
     back = pd.read_csv(explorer.last_export, dtype=str, encoding="utf-8-sig")
     assert len(back) == len(explorer.controller.table("recommendations"))
+
+
+def test_export_tab_offers_both_braze_files(fetched_explorer, tmp_path):
+    explorer = fetched_explorer
+    labels = dict((v, label) for label, v in explorer.export_choice.options)
+    assert "Braze (CSV import)" in labels["braze_csv"] and "/users/track" in labels["braze_json"]
+    explorer.export_folder.value = str(tmp_path)
+    explorer.export_choice.value = "braze_csv"
+    assert explorer.marketing_box.layout.display == ""
+    explorer.export_rec_id.value = "home-feed"
+    explorer.export_button.click()
+    path = explorer.last_export
+    assert path.suffix == ".csv" and path.read_bytes().startswith(b"external_id,")
+    assert f'download="{path.name}"' in explorer.export_link.value
+    explorer.export_choice.value = "braze_json"
+    explorer.export_button.click()
+    batches = explorer.last_export
+    assert batches.suffix == ".jsonl" and batches != path
+    first = json.loads(batches.read_text().splitlines()[0])["attributes"]
+    assert [o["external_id"] for o in first] == [p.user_id for p in explorer.controller.result.profiles][:75]
+    assert f'download="{batches.name}"' in explorer.export_link.value
+    # The sample's "country" holds names, which Braze's default attribute "country" would misread.
+    explorer.export_props.value = True
+    explorer.export_choice.value = "braze_csv"
+    explorer.export_button.click()
+    assert explorer.last_export == batches  # nothing new written
+    assert "Export failed" in explorer.export_link.value and "<br>  - column &#x27;country&#x27;" in (
+        explorer.export_link.value)
 
 
 def test_default_explorer_on_a_sample_client_uses_the_sample_org(sample_server):
