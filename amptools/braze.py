@@ -100,6 +100,8 @@ _PARAMS = frozenset({"user_id", "device_id", "get_recs", "rec_id", "rec_type", "
                      "get_cohort_ids", "get_computations", "comp_id", "get_propensity",
                      "prediction_id", "propensity_type"})
 _RESPONDER = "__amptools_responder__"
+#: The Profile API's documented answer for an id it has not seen.
+UNKNOWN_USER_BODY = "User id and device id not seen before"
 
 
 # ---------------------------------------------------------------------------- writing the tag
@@ -525,10 +527,12 @@ def translate(template: str) -> str:
     return _MARKUP.sub(inside, template)
 
 
-def _error_text(error: LiquidError) -> str:
-    line = _line(error.token)
+def _error_text(error: LiquidError, source: str) -> str:
     message = str(error.message) if error.message is not None else type(error).__name__
-    return f"line {line}: {message}" if line is not None else message
+    line = _line(error.token)
+    if line is None:  # found at the end of the template (an unclosed block)
+        return f"line {source.count(chr(10)) + 1} (end of the template): {message}"
+    return f"line {line}: {message}"
 
 
 # ---------------------------------------------------------------------------- answering the call
@@ -629,6 +633,7 @@ class _Row:
     profile: UserProfile | None = None
     http_status: int | None = None
     error: str | None = None
+    not_found: bool = False
 
 
 class _Responder:
@@ -669,8 +674,9 @@ class _Responder:
         if row.profile is None:
             if row.http_status is None:
                 return None  # no answer at all (timeout, reset): the variable stays unset
-            body: dict[str, Any] = {"error": row.error or "request failed"}
-            return {**body, "__http_status_code__": row.http_status}
+            # An unknown user gets the API's documented body, not amptools' explanation of it.
+            error = UNKNOWN_USER_BODY if row.not_found else (row.error or "request failed")
+            return {"error": error, "__http_status_code__": row.http_status}
         return {**_body(row.profile, asked), "__http_status_code__": 200}
 
 
@@ -687,7 +693,8 @@ def _rows(profiles: Any) -> tuple[list[_Row], ProfileQuery]:
                 continue
             user_id = id_ if profiles.id_type == "user_id" else None
             device_id = id_ if profiles.id_type == "device_id" else None
-            rows.append(_Row(user_id, device_id, None, outcome.http_status, outcome.error))
+            rows.append(_Row(user_id, device_id, None, outcome.http_status or (400 if outcome.status == "not_found" else None),
+                             outcome.error, outcome.status == "not_found"))
         return rows, profiles.query
     if isinstance(profiles, UserProfile):
         profiles = [profiles]
@@ -792,7 +799,7 @@ def preview(
     try:
         parsed = env.from_string(translate(template))
     except LiquidError as error:
-        parse_error = _error_text(error)
+        parse_error = _error_text(error, template)
     responder = _Responder(fetched)
     seen: list[str] = []
     token = _UNRESOLVED.set(seen)
@@ -815,7 +822,7 @@ def preview(
                 except _Aborted as abort:
                     status, reason = "aborted", abort.reason
                 except LiquidError as error:
-                    status, error_text = "error", _error_text(error)
+                    status, error_text = "error", _error_text(error, template)
                 except Exception as error:  # a filter fed odd data: shown, never raised out
                     status, error_text = "error", f"{type(error).__name__}: {error}"
             out["status"].append(status)
