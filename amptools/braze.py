@@ -29,7 +29,7 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import parse_qsl, quote, urlsplit
+from urllib.parse import parse_qsl, quote, unquote_plus, urlsplit
 
 import numpy as np
 import pandas as pd
@@ -642,18 +642,23 @@ class _Responder:
     def __init__(self, fetched: ProfileQuery) -> None:
         self.fetched = fetched
         self.row: _Row | None = None
-        self._asked: dict[tuple[tuple[str, str], ...], ProfileQuery] = {}
+        self._asked: dict[tuple[str, str], ProfileQuery] = {}
 
     def answer(self, url: str) -> dict[str, Any] | None:
-        parts = urlsplit(url)
-        if not parts.path.rstrip("/").endswith(ENDPOINT):
-            raise InvalidQueryError(f"the connected_content URL does not call the Profile API ({ENDPOINT}).")
-        params = dict(parse_qsl(parts.query, keep_blank_values=True))
-        ids = {name: params.pop(name) for name in ID_TYPES if name in params}
-        key = tuple(sorted(params.items()))
+        # Every user's URL differs only in its id: the rest is read (and checked) once.
+        base, _, query_string = url.partition("?")
+        ids: dict[str, str] = {}
+        others = []
+        for piece in query_string.split("&"):
+            name, _, value = piece.partition("=")
+            if name in ID_TYPES:
+                ids[name] = unquote_plus(value)  # as parse_qsl reads it
+            else:
+                others.append(piece)
+        key = (base, "&".join(others))
         asked = self._asked.get(key)
         if asked is None:
-            asked = _query_from_params(params)
+            params, asked = _read_url(f"{base}?{key[1]}")
             missing = _missing(asked, self.fetched)
             if missing:
                 raise InvalidQueryError(
