@@ -57,6 +57,7 @@ __all__ = [
     "preview",
     "recommended_rate",
     "sort_for_review",
+    "starter_template",
 ]
 
 #: What stands in the ``Authorization`` header instead of the key: replace it in Braze,
@@ -230,6 +231,36 @@ def guard(query: ProfileQuery, *, save: str = "amplitude") -> str:
         lines.append(f'{{% assign {name} = {save}.userData.recommendations | where: "rec_id", '
                      f'{json.dumps(rec_id)} | map: "items" | first | size %}}')
         lines.append(f"{{% if {name} == 0 %}}{{% abort_message('no {rec_id} recommendations') %}}{{% endif %}}")
+    return "\n".join(lines)
+
+
+def starter_template(query: ProfileQuery, *, save: str = "amplitude", **options: Any) -> str:
+    """A whole message to start from: the tag, the guard, a greeting and the top picks.
+
+    Parameters
+    ----------
+    query : ProfileQuery
+        What the tag asks for; the body lists the first three items of the first
+        recommendation id.
+    save : str, default "amplitude"
+        The tag's ``:save`` variable.
+    **options
+        Passed on to :func:`connected_content` (``credential``, ``cache_max_age``...).
+
+    Returns
+    -------
+    str
+        Braze Liquid, ready for :func:`preview`.
+    """
+    lines = [connected_content(query, save=save, **options), guard(query, save=save)]
+    if query.recs:
+        lines += [f'{{% assign picks = {save}.userData.recommendations | where: "rec_id", '
+                  f'{json.dumps(query.recs[0])} | map: "items" | first %}}',
+                  "Hi {{${first_name} | default: 'there'}},",
+                  "picked for you: {% for item in picks limit: 3 %}{{ item }}"
+                  "{% unless forloop.last %}, {% endunless %}{% endfor %}."]
+    else:
+        lines += ["Hi {{${first_name} | default: 'there'}},", "we have something for you."]
     return "\n".join(lines)
 
 

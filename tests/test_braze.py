@@ -436,3 +436,12 @@ def test_recommended_rate():
     assert braze.recommended_rate() == 300
     assert braze.recommended_rate(renders_per_message=3, other_calls_per_minute=54) == 182
     assert braze.recommended_rate(other_calls_per_minute=700) == 0
+
+
+def test_starter_template_renders_for_the_documented_user():
+    query = amp.ProfileQuery(recs=("testRecId", "testRecId2"))
+    text = braze.starter_template(query, credential="amp")
+    assert braze.parse_tag(text).query == query and ":auth_credentials amp" in text
+    row = braze.preview(text, [profile("two_recs", query)], attributes={"testUser": {"first_name": "Ann"}}).iloc[0]
+    assert row["message"] == "Hi Ann,\npicked for you: cookie, cracker, chocolate milk."
+    assert row["unresolved"] == ""
