@@ -643,8 +643,7 @@ def _body(profile: UserProfile, asked: ProfileQuery) -> dict[str, Any]:
         elif isinstance(asked.computations, tuple):
             amp_props.update({c: computations.get(c) for c in asked.computations})
     data["amp_props"] = amp_props
-    data["cohort_ids"] = list(profile.cohort_ids) if asked.cohort_ids and profile.cohort_ids is not None else (
-        [] if asked.cohort_ids else None)
+    data["cohort_ids"] = list(profile.cohort_ids or ()) if asked.cohort_ids else None
     for key in ("propensity", "propensities", "predictions"):
         data.pop(key, None)
     if asked.predictions:
@@ -689,7 +688,7 @@ class _Responder:
         key = (base, "&".join(others))
         asked = self._asked.get(key)
         if asked is None:
-            params, asked = _read_url(f"{base}?{key[1]}")
+            _, asked = _read_url(f"{base}?{key[1]}")
             missing = _missing(asked, self.fetched)
             if missing:
                 raise InvalidQueryError(
@@ -727,10 +726,13 @@ def _rows(profiles: Any) -> tuple[list[_Row], ProfileQuery]:
             if profile is not None:
                 rows.append(_Row(profile.user_id, profile.device_id, profile))
                 continue
-            user_id = id_ if profiles.id_type == "user_id" else None
-            device_id = id_ if profiles.id_type == "device_id" else None
-            rows.append(_Row(user_id, device_id, None, outcome.http_status or (400 if outcome.status == "not_found" else None),
-                             outcome.error, outcome.status == "not_found"))
+            not_found = outcome.status == "not_found"
+            rows.append(_Row(
+                user_id=id_ if profiles.id_type == "user_id" else None,
+                device_id=id_ if profiles.id_type == "device_id" else None,
+                http_status=outcome.http_status or (400 if not_found else None),
+                error=outcome.error, not_found=not_found,
+            ))
         return rows, profiles.query
     if isinstance(profiles, UserProfile):
         profiles = [profiles]

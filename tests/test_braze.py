@@ -445,3 +445,26 @@ def test_starter_template_renders_for_the_documented_user():
     row = braze.preview(text, [profile("two_recs", query)], attributes={"testUser": {"first_name": "Ann"}}).iloc[0]
     assert row["message"] == "Hi Ann,\npicked for you: cookie, cracker, chocolate milk."
     assert row["unresolved"] == ""
+
+
+def test_failed_fetches_answer_with_their_status_or_not_at_all():
+    from amptools.bulk import Outcome, ProfileSet
+
+    query = amp.ProfileQuery(recs=("testRecId",))
+    ok = profile("one_rec", query)
+    ps = ProfileSet([Outcome("testUser", "ok", 200, 1, profile=ok),
+                     Outcome("slow", "failed", 503, 5, "the Profile API failed (HTTP 503)"),
+                     Outcome("reset", "failed", None, 5, "the connection failed")], query=query)
+    template = tag(query) + "{{amplitude.__http_status_code__ | default: 'no answer'}}"
+    result = braze.preview(template, ps)
+    assert result["user_id"].tolist() == ["testUser", "slow", "reset"]
+    assert result["message"].tolist() == ["200", "503", "no answer"]
+    guarded = braze.preview(tag(query) + braze.guard(query) + "sent", ps)
+    assert guarded["status"].tolist() == ["rendered", "aborted", "aborted"]
+
+
+def test_device_id_tags_are_answered_by_device():
+    query = amp.ProfileQuery(cohort_ids=True)
+    p = profile("cohort_ids", query)
+    template = tag(query, id_type="device_id") + "{{amplitude.userData.device_id}}: {{amplitude.userData.cohort_ids | join: ','}}"
+    assert braze.preview(template, [p]).loc[0, "message"] == "ffff-ffff-ffff-ffff: cohort1,cohort3,cohort7"
