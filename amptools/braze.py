@@ -547,7 +547,7 @@ def _environment() -> Environment:
     return env
 
 
-def translate(template: str) -> str:
+def _translate(template: str) -> str:
     """Braze's ``${name}`` and ``custom_attribute.${name}`` as Liquid subscripts (markup only)."""
     def inside(match: re.Match[str]) -> str:
         text = _CUSTOM_SYNTAX.sub(
@@ -835,7 +835,7 @@ def preview(
     env = _environment()
     parse_error: str | None = None
     try:
-        parsed = env.from_string(translate(template))
+        parsed = env.from_string(_translate(template))
     except LiquidError as error:
         parse_error = _error_text(error, template)
     responder = _Responder(fetched)

@@ -61,7 +61,7 @@ def plain_loop(profiles: ProfileSet) -> list[str]:
     for row in rows:
         responder.row = row
         names = {k: v for k, v in {"user_id": row.user_id, "device_id": row.device_id}.items() if v is not None}
-        template = env.from_string(braze.translate(TEMPLATE))  # parsed per user
+        template = env.from_string(braze._translate(TEMPLATE))  # parsed per user
         try:
             out.append(template.render({braze._ATTRIBUTES: names, braze._CUSTOM: names,
                                         braze._RESPONDER: responder}).strip())
