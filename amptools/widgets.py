@@ -679,6 +679,8 @@ class ProfileExplorer(widgets.VBox):
         self.previews: Any = None
         self._prefilled = ""
         self.preview_button.on_click(self._preview)
+        self.options.on_change(lambda _: self._prefill_template())
+        self._prefill_template()
         self.preview_tab = widgets.VBox([
             widgets.HTML("<small>Braze Liquid: the <code>connected_content</code> call is answered from "
                          "the fetched profiles (no request is made); <code>${name}</code> reads the "
@@ -688,18 +690,21 @@ class ProfileExplorer(widgets.VBox):
             self.preview_view,
         ])
 
+    def _prefill_template(self, query: ProfileQuery | None = None) -> None:
+        """The starter message for ``query`` (the form's), unless the analyst wrote their own."""
+        if self.preview_template.value not in ("", self._prefilled):
+            return
+        try:
+            self._prefilled = self.controller.message_template(query or self.options.query)
+        except (LookupError, InvalidQueryError):  # the form is invalid: keep what is shown
+            return
+        self.preview_template.value = self._prefilled
+
     def _refresh_preview_tab(self) -> None:
         result = self.controller.result
         self.preview_button.disabled = result is None
-        if result is None:
-            return
-        # Prefilled for the fetched query, unless the analyst has written their own.
-        if self.preview_template.value in ("", self._prefilled):
-            try:
-                self._prefilled = self.controller.message_template()
-            except (LookupError, InvalidQueryError):
-                return
-            self.preview_template.value = self._prefilled
+        if result is not None:
+            self._prefill_template(result.query)
 
     def preview(self) -> Any:
         """Render the template for every fetched user; show and return the previews."""

@@ -343,6 +343,15 @@ def test_message_preview_tab_renders_every_users_message(fetched_explorer):
     assert "line 1" in explorer.preview_view.value and "#b00020" in explorer.preview_message.value
 
 
-def test_message_preview_waits_for_a_fetch(sample_server):
+def test_message_preview_follows_the_form_until_edited(sample_server):
+    from amptools import braze
+
     explorer = make_explorer(sample_server)
-    assert explorer.preview_button.disabled and explorer.preview_template.value == ""
+    assert explorer.preview_button.disabled  # nothing fetched yet
+    assert braze.parse_tag(explorer.preview_template.value).query == explorer.options.query
+    explorer.options.recs.value = ["email-picks"]
+    explorer.options.amp_props.value = False
+    assert braze.parse_tag(explorer.preview_template.value).query == explorer.options.query
+    explorer.preview_template.value = "my own {{${first_name}}}"
+    explorer.options.cohort_ids.value = False
+    assert explorer.preview_template.value == "my own {{${first_name}}}"
