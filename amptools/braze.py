@@ -457,7 +457,10 @@ class _ConnectedContentNode(Node):
     def render_to_output(self, context: Any, buffer: Any) -> int:
         url = io.StringIO()
         try:
-            self.url.render_with_context(context, url)
+            # The URL's nodes render straight into the message's context: a URL has no
+            # tags of its own to scope, and a context of its own per user costs time.
+            for node in self.url.nodes:
+                node.render(context, url)
         except LiquidError as error:
             raise _Problem(f"in the connected_content URL: {error.message}", token=self.token) from None
         responder = context.globals.get(_RESPONDER)
@@ -651,7 +654,11 @@ def _body(profile: UserProfile, asked: ProfileQuery) -> dict[str, Any]:
                    for p in profile.propensities or () if p.prediction_id in asked.predictions]
         data["propensity"] = entries[0]["prop"] if len(entries) == 1 else None
         data["propensities"] = entries
-    return {"userData": data}
+    # JSON nulls are left out: Liquid reads a missing key as nil too (same output, same
+    # comparisons), but only a missing key tells the preview a variable rendered empty.
+    if data["amp_props"] is not None:
+        data["amp_props"] = {k: v for k, v in data["amp_props"].items() if v is not None}
+    return {"userData": {k: v for k, v in data.items() if v is not None}}
 
 
 @dataclass

@@ -468,3 +468,16 @@ def test_device_id_tags_are_answered_by_device():
     p = profile("cohort_ids", query)
     template = tag(query, id_type="device_id") + "{{amplitude.userData.device_id}}: {{amplitude.userData.cohort_ids | join: ','}}"
     assert braze.preview(template, [p]).loc[0, "message"] == "ffff-ffff-ffff-ffff: cohort1,cohort3,cohort7"
+
+
+def test_null_values_count_as_unresolved():
+    body = load_sample("user_properties")
+    body["userData"]["amp_props"]["city"] = None
+    query = amp.ProfileQuery(amp_props=True)
+    p = UserProfile.from_json(body, query)
+    template = tag(query) + ("Hi from {{amplitude.userData.amp_props.city}}"
+                             "{% if amplitude.userData.amp_props.city == nil %} (nil){% endif %}"
+                             "{% if amplitude.userData.cohort_ids == nil %} (no cohorts){% endif %}")
+    row = braze.preview(template, [p]).iloc[0]
+    assert row["message"] == "Hi from  (nil) (no cohorts)"
+    assert row["unresolved"] == "amplitude.userData.amp_props.city"
