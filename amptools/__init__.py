@@ -64,6 +64,7 @@ __all__ = [
     "UnknownUserError",
     "UserProfile",
     "__version__",
+    "braze",
     "bulk",
     "connect",
     "export",
@@ -77,7 +78,7 @@ __all__ = [
 
 # Submodules load on first use: `import amptools` stays fast, and ipywidgets or
 # plotly are imported only by those who use the explorer or the figures.
-_SUBMODULES = frozenset({"bulk", "export", "metrics", "notebooks", "plots", "sample", "tables", "widgets"})
+_SUBMODULES = frozenset({"braze", "bulk", "export", "metrics", "notebooks", "plots", "sample", "tables", "widgets"})
 
 
 def __getattr__(name: str) -> Any:

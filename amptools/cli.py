@@ -145,6 +145,8 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--html", action="store_true",
                         help="also write a self-contained HTML copy (implies --execute)")
 
+    _add_preview_command(commands)
+
     demo = commands.add_parser("demo", help="the whole job headless on the sample org")
     demo.add_argument("--out", default="out", help="output folder (default: out)")
     demo.add_argument("--users", type=_whole(1, 2001), default=DEMO_USERS, help="how many sample users")
@@ -380,8 +382,60 @@ def cmd_sample_server(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) 
     return EXIT_OK
 
 
+# -- preview: Braze Connected Content messages for every user ------------------------------
+def _add_preview_command(commands: Any) -> None:
+    preview = commands.add_parser(
+        "preview", help="render a Braze Connected Content message for every user, as CSV",
+        description="Fetch the users with what the template's {% connected_content %} tag asks for "
+                    "(or the query flags), render the message for each of them as Braze would, "
+                    "and write user_id, device_id, status (rendered/aborted/error), message, "
+                    "abort_reason, error, unresolved to --out. No request is made for the preview itself.")
+    preview.add_argument("template", metavar="TEMPLATE_FILE", help="the Braze message (Liquid), UTF-8")
+    _add_fetch_flags(preview)
+    preview.add_argument("--attributes", metavar="CSV",
+                         help="Braze attributes for ${name}: a CSV with a user_id column, one column per attribute")
+    preview.add_argument("--out", default="previews.csv", help="the CSV to write (default: previews.csv)")
+
+
+def cmd_preview(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
+    import pandas as pd
+
+    from . import braze, export
+
+    path = Path(args.template)
+    if not path.is_file():
+        raise UsageError(f"no template at {path}: give the file holding the Braze message.")
+    template = path.read_text(encoding="utf-8-sig")
+    query = _query(args)
+    if not query.to_params():  # no query flags: fetch what the template's tag asks for
+        call = braze.parse_tag(template)
+        query = call.query
+        if args.id_type is None and call.id_type is not None:
+            args.id_type = call.id_type
+    attributes = None
+    if args.attributes:
+        if not Path(args.attributes).is_file():
+            raise UsageError(f"no attributes file at {args.attributes}.")
+        attributes = pd.read_csv(args.attributes, dtype=str, encoding="utf-8-sig")
+    ids, id_type = _load_ids(args)
+    with _client(args.sample, rate_limit=args.rate_limit) as client:
+        profiles = client.get_profiles(ids, query=query, id_type=id_type, workers=args.workers,
+                                       progress=not args.no_progress, cache=args.cache, max_age=args.max_age)
+    previews = braze.preview(template, profiles, attributes=attributes)
+    written = export.to_csv(previews, Path(args.out))
+    counts = previews["status"].value_counts()
+    print(f"{profiles!r}", file=stdout)
+    print(", ".join(f"{int(counts.get(status, 0)):,} {status}" for status in braze.STATUSES), file=stdout)
+    print(f"wrote {written}", file=stdout)
+    errors = previews["error"].dropna()
+    if len(errors):
+        print(f"amptools: {len(errors)} messages could not be rendered, e.g.: {errors.iloc[0]}", file=stderr)
+        return EXIT_FAILURES
+    return EXIT_OK
+
+
 COMMANDS = {"fetch": cmd_fetch, "report": cmd_report, "demo": cmd_demo,
-            "sample-server": cmd_sample_server}
+            "sample-server": cmd_sample_server, "preview": cmd_preview}
 
 
 def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None,

@@ -745,3 +745,61 @@ class ExplorerController:
                 self.exported = [path]
         self.export_warnings = [str(w.message) for w in caught]
         return self.exported[0]
+
+    # -- message preview (Braze Connected Content) ----------------------------------------
+    def message_template(self, query: ProfileQuery | None = None) -> str:
+        """A Braze message to start from for ``query`` (the last result's by default).
+
+        :func:`amptools.braze.starter_template`: the ``connected_content`` tag for the
+        query, the guard, a greeting and the top picks.
+
+        Raises
+        ------
+        LookupError
+            With no query and no result yet.
+        """
+        from . import braze
+
+        if query is None:
+            if self.result is None:
+                raise LookupError("no results yet: fetch first, or pass the query.")
+            query = self.result.query
+        return braze.starter_template(query)
+
+    def preview_messages(self, template: str) -> pd.DataFrame:
+        """Every fetched user's message, what needs a look first.
+
+        :func:`amptools.braze.preview` of ``template`` over the last result (its
+        ``not_found`` and ``failed`` users included), with the properties table as
+        the Braze attributes (so ``${country}`` reads the user's ``country``), then
+        :func:`amptools.braze.sort_for_review`: errors, aborted messages and messages
+        with unresolved variables first.
+
+        Returns
+        -------
+        pandas.DataFrame
+            :data:`amptools.braze.PREVIEW_COLUMNS`.
+
+        Raises
+        ------
+        LookupError
+            Before any result.
+        """
+        from . import braze
+
+        if self.result is None:
+            raise LookupError("no results yet: fetch first.")
+        previews = braze.preview(template, self.result, attributes=self.tables.get("properties"))
+        return braze.sort_for_review(previews)
+
+    @staticmethod
+    def preview_summary(previews: pd.DataFrame) -> str:
+        """One line on a preview: how many rendered, aborted (and why), failed, had empty variables."""
+        counts = previews["status"].value_counts()
+        unresolved = int((previews["unresolved"].fillna("") != "").sum())
+        text = (f"{int(counts.get('rendered', 0)):,} rendered ({unresolved:,} with empty variables), "
+                f"{int(counts.get('aborted', 0)):,} aborted, {int(counts.get('error', 0)):,} errors")
+        reasons = previews["abort_reason"].dropna().value_counts()
+        if len(reasons):
+            text += " — aborted: " + ", ".join(f"{reason or '(no reason)'} ×{n:,}" for reason, n in reasons.items())
+        return text + "."

@@ -30,6 +30,7 @@ from plotly.subplots import make_subplots
 from amptools import metrics
 
 __all__ = [
+    "call_plan",
     "cohort_heatmap",
     "cohort_overlap",
     "cohort_sizes",
@@ -1146,3 +1147,70 @@ def computation_scatter(
     fig.update_xaxes(title_text=x_name)
     fig.update_yaxes(title_text=y_name)
     return _layout(fig, title=title, height=height, width=width, legend_title_text=group_name)
+
+
+# ---------------------------------------------------------------------------- a Braze send's load
+
+#: The columns :func:`call_plan` needs (``amptools.braze.call_plan`` gives them all).
+NEEDS_CALL_PLAN: tuple[str, ...] = ("minute", "api_calls", "other_calls", "cache_hits", "throttled",
+                                    "exposure_events")
+
+
+@_shared_docs
+def call_plan(
+    plan: pd.DataFrame,
+    *,
+    limit: int | None = None,
+    labels: Mapping[Hashable, str] | None = None,
+    title: str | None = None,
+    height: int | None = None,
+    width: int | None = None,
+) -> go.Figure:
+    """Profile API calls per minute of a Braze send, against the org limit.
+
+    Stacked bars: the send's calls (red in minutes over the limit) and the org's other
+    calls; a dashed line marks the limit. Hovering a minute shows its cache hits and
+    the exposure events it logs.  The title says how many minutes are over the limit.
+
+    Parameters
+    ----------
+    plan : DataFrame
+        The minute-by-minute plan from ``amptools.braze.call_plan``.
+    limit : int, optional
+        The org's requests a minute; ``plan.attrs["limit"]`` (else 600) by default.
+    {common}
+
+    {returns}
+    """
+    _require_columns(plan, list(NEEDS_CALL_PLAN), "call_plan")
+    limit = int(limit if limit is not None else plan.attrs.get("limit", 600))
+    throttled = plan["throttled"].to_numpy(dtype=bool)
+    over = int(throttled.sum())
+    minutes = len(plan)
+    if title is None:
+        verdict = (f"{over:,} of {minutes:,} minutes over the limit of {limit:,}" if over
+                   else f"stays under the limit of {limit:,}")
+        rate = plan.attrs.get("recommended_rate")
+        advice = f" — a Braze rate limit of {rate:,} messages a minute keeps it under" if over and rate else ""
+        title = f"Profile API calls per minute during the send: {verdict}{advice}"
+    if plan.empty:
+        return _empty_figure(title, height=height, width=width)
+    words = {"api_calls": "The send's calls", "other_calls": "Other calls", "minute": "Minute of the send",
+             **(labels or {})}
+    send_name, other_name, minute_name = (_label(key, words) for key in ("api_calls", "other_calls", "minute"))
+    x = plan["minute"].to_numpy()
+    extra = np.column_stack([plan["cache_hits"].to_numpy(), plan["exposure_events"].to_numpy()])
+    fig = go.Figure()
+    fig.add_trace(go.Bar(
+        x=x, y=plan["api_calls"].to_numpy(), name=send_name, customdata=extra,
+        marker={"color": np.where(throttled, "#d62728", "#1f77b4")},
+        hovertemplate=(f"{minute_name} %{{x}}<br>{send_name}: %{{y:,}}<br>Cache hits: %{{customdata[0]:,}}"
+                       "<br>Exposure events: %{customdata[1]:,}<extra></extra>"),
+    ))
+    fig.add_trace(go.Bar(x=x, y=plan["other_calls"].to_numpy(), name=other_name, marker={"color": "#b0b0b0"},
+                         hovertemplate=f"{minute_name} %{{x}}<br>{other_name}: %{{y:,}}<extra></extra>"))
+    fig.add_hline(y=limit, line={"dash": "dash", "color": "#d62728"}, annotation_text=f"limit {limit:,}/min",
+                  annotation_position="top left")
+    fig.update_xaxes(title_text=minute_name)
+    fig.update_yaxes(title_text="Requests per minute")
+    return _layout(fig, title=title, height=height, width=width, barmode="stack", bargap=0.05)

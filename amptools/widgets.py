@@ -47,6 +47,7 @@ RESULT_TABS: tuple[tuple[str, str | None], ...] = (
     ("Failures", "failures"),
     ("Charts", None),
     ("Export", None),
+    ("Message preview", None),
 )
 _WIDE = widgets.Layout(width="100%")
 _NOTE_STYLE = ("padding:6px 10px;border-left:4px solid #e0a800;background:#fff8e1;"
@@ -455,6 +456,8 @@ class ProfileExplorer(widgets.VBox):
         self._build_charts_tab()
         self._build_export_tab()
         children += [self.charts_tab, self.export_tab]
+        self._build_preview_tab()
+        children.append(self.preview_tab)
         self.results = widgets.Tab(children=children, titles=[title for title, _ in RESULT_TABS])
 
         org = "the embedded sample org (synthetic data)" if is_sample else html.escape(
@@ -540,6 +543,7 @@ class ProfileExplorer(widgets.VBox):
         self.progress.bar_style = "warning" if controller.result is None or controller.result.cancelled else "success"
         self._refresh_charts()
         self._refresh_export_choices()
+        self._refresh_preview_tab()
         # The fetch counts as running until on_done returns; the buttons follow it.
         self.fetch_button.disabled = False
         self.cancel_button.disabled = True
@@ -666,6 +670,60 @@ class ProfileExplorer(widgets.VBox):
 
     def _export(self, _button: Any = None) -> None:
         self.export()
+
+    # -- message preview -------------------------------------------------------------------
+    def _build_preview_tab(self) -> None:
+        self.preview_template = widgets.Textarea(
+            placeholder="A Braze message with {% connected_content %} (filled in after a fetch)",
+            layout=widgets.Layout(width="100%", height="200px"))
+        self.preview_button = widgets.Button(description="Preview", icon="eye", disabled=True)
+        self.preview_message = widgets.HTML()
+        self.preview_view = widgets.HTML("<p><i>Fetch, then preview every user's message.</i></p>")
+        self.previews: Any = None
+        self._prefilled = ""
+        self.preview_button.on_click(self._preview)
+        self.options.on_change(lambda _: self._prefill_template())
+        self._prefill_template()
+        self.preview_tab = widgets.VBox([
+            widgets.HTML("<small>Braze Liquid: the <code>connected_content</code> call is answered from "
+                         "the fetched profiles (no request is made); <code>${name}</code> reads the "
+                         "user's properties. Errors, aborted messages and empty variables come "
+                         "first.</small>"),
+            self.preview_template, widgets.HBox([self.preview_button, self.preview_message]),
+            self.preview_view,
+        ])
+
+    def _prefill_template(self, query: ProfileQuery | None = None) -> None:
+        """The starter message for ``query`` (the form's), unless the analyst wrote their own."""
+        if self.preview_template.value not in ("", self._prefilled):
+            return
+        try:
+            self._prefilled = self.controller.message_template(query or self.options.query)
+        except (LookupError, InvalidQueryError):  # the form is invalid: keep what is shown
+            return
+        self.preview_template.value = self._prefilled
+
+    def _refresh_preview_tab(self) -> None:
+        result = self.controller.result
+        self.preview_button.disabled = result is None
+        if result is not None:
+            self._prefill_template(result.query)
+
+    def preview(self) -> Any:
+        """Render the template for every fetched user; show and return the previews."""
+        try:
+            previews = self.controller.preview_messages(self.preview_template.value)
+        except (LookupError, InvalidQueryError) as error:
+            self.preview_message.value = _message(str(error), error=True)
+            return None
+        self.previews = previews
+        self.preview_message.value = _message(self.controller.preview_summary(previews),
+                                              error=bool((previews["status"] == "error").any()))
+        self.preview_view.value = logic.table_html(previews)
+        return previews
+
+    def _preview(self, _button: Any = None) -> None:
+        self.preview()
 
 
 def _figure_output(figure: go.Figure) -> dict[str, Any]:

@@ -211,3 +211,46 @@ def test_sample_server_command_serves_the_api(tmp_path):
     finally:
         process.terminate()
         process.wait(timeout=10)
+
+
+# ---------------------------------------------------------------------------- preview
+def test_preview_fetches_what_the_tag_asks_and_writes_the_messages(tmp_path):
+    from amptools import ProfileQuery, braze
+
+    query = ProfileQuery(recs=("testRecId",))
+    template = tmp_path / "message.liquid"
+    template.write_text(braze.connected_content(query) + "\n" + braze.guard(query)
+                        + "\nHi {{${first_name} | default: 'there'}}, try {{amplitude.userData.recommendations[0].items[0]}}"
+                        " in {{${city}}}", encoding="utf-8")
+    ids = tmp_path / "ids.csv"
+    ids.write_text("user_id\ntestUser\nno-such-user\n", encoding="utf-8")
+    attributes = tmp_path / "attributes.csv"
+    attributes.write_text("user_id,first_name,city\ntestUser,Ann,\n", encoding="utf-8")
+    out = tmp_path / "previews.csv"
+    code, stdout, stderr = run(["preview", str(template), str(ids), "--sample", "--no-progress",
+                                "--attributes", str(attributes), "--out", str(out)])
+    assert code == 0, stderr
+    assert "1 rendered, 1 aborted, 0 error" in stdout
+    rows = {row["user_id"]: row for row in read_csv(out)}
+    assert list(next(iter(rows.values()))) == list(braze.PREVIEW_COLUMNS)
+    assert rows["testUser"]["message"] == "Hi Ann, try cookie in"
+    assert rows["testUser"]["unresolved"] == "${city}"
+    assert rows["no-such-user"]["status"] == "aborted"
+    assert rows["no-such-user"]["abort_reason"] == "Profile API call failed"
+
+
+def test_preview_reports_template_errors_and_usage(tmp_path):
+    ids = tmp_path / "ids.csv"
+    ids.write_text("user_id\ntestUser\n", encoding="utf-8")
+    broken = tmp_path / "broken.liquid"
+    broken.write_text("Hi\n{% if %}", encoding="utf-8")
+    code, _, stderr = run(["preview", str(broken), str(ids), "--sample", "--no-progress", "--props",
+                           "--out", str(tmp_path / "p.csv")])
+    assert code == 1 and "line 2: missing expression" in stderr
+    assert read_csv(tmp_path / "p.csv")[0]["status"] == "error"
+    code, _, stderr = run(["preview", str(tmp_path / "none.liquid"), str(ids), "--sample"])
+    assert code == 2 and "no template" in stderr
+    plain = tmp_path / "plain.liquid"
+    plain.write_text("Hi {{${first_name}}}", encoding="utf-8")
+    code, _, stderr = run(["preview", str(plain), str(ids), "--sample"])
+    assert code == 2 and "connected_content" in stderr

@@ -294,3 +294,35 @@ def test_fetching_the_same_users_again_asks_the_service_for_nothing(tmp_path):
         controller.start(ids, query)
         assert controller.wait(30) and controller.result.counts["ok"] == 8
         assert first == 8 and len(server.arrivals) == first  # no second exposure
+
+
+# ---------------------------------------------------------------------------- message preview
+def test_message_preview_over_the_last_result(fetched):
+    from amptools import braze
+
+    template = fetched.message_template()
+    assert braze.parse_tag(template).query.recs == QUERY.recs
+    previews = fetched.preview_messages(template)
+    assert len(previews) == len(fetched.result.ids)
+    statuses = previews["status"].tolist()
+    # What needs a look comes first: aborted before rendered, unresolved before the rest.
+    rank = {"error": 0, "aborted": 1}
+    keys = [rank.get(s, 2 if u else 3) for s, u in zip(statuses, previews["unresolved"].fillna(""))]
+    assert keys == sorted(keys)
+    assert "rendered" in statuses
+    summary = fetched.preview_summary(previews)
+    assert summary.startswith(f"{statuses.count('rendered'):,} rendered")
+    # ${country} is read from the properties table.
+    country = fetched.preview_messages("{{${country}}}").set_index("user_id")
+    props = fetched.table("properties").set_index("user_id")
+    other = fetched.result.ids[1]
+    assert country.loc[other, "message"] == str(props.loc[other, "country"])
+
+
+def test_message_preview_needs_a_result(sample_server):
+    controller = ExplorerController(sample_server.client())
+    with pytest.raises(LookupError, match="fetch first"):
+        controller.preview_messages("hi")
+    with pytest.raises(LookupError, match="fetch first"):
+        controller.message_template()
+    assert "connected_content" in controller.message_template(ProfileQuery(cohort_ids=True))

@@ -43,8 +43,13 @@ EXPECTED = {
                             "'country' is Braze's default attribute", "external_id,device_id,rec_id",
                             "['braze_import.csv']", "users per request: [75, 75, 75, 75]", "'rec_items': ["],
     "05_explorer": ["application/vnd.jupyter.widget-view+json"],
+    "06_connected_content": [":auth_credentials amplitude_profile_api", "not-a-customer-1",
+                             "Profile API call failed", "control group", "(end of the template)",
+                             "not fetched with: get_cohort_ids", "'recommended_rate': 270",
+                             "0 throttled minutes"],
 }
-MIN_FIGURES = {"02_compare_recommendations": 7, "03_cohorts_and_computations": 7}
+MIN_FIGURES = {"02_compare_recommendations": 7, "03_cohorts_and_computations": 7,
+               "06_connected_content": 2}
 
 
 def test_there_are_tour_notebooks():

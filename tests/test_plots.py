@@ -301,3 +301,30 @@ def test_write_pngs(tables):
         pytest.skip(f"kaleido could not render with {chromium}: {exc}")
     for name in figures:
         assert (ARTIFACTS / f"{name}.png").stat().st_size > 10_000
+
+
+# ---------------------------------------------------------------------------- a Braze send's load
+def test_call_plan_figure_marks_the_throttled_minutes():
+    from amptools import braze
+
+    plan = braze.call_plan(5, send_rate_per_minute=4, other_calls_per_minute=1, limit=6)
+    fig = plots.call_plan(plan)
+    send, other = fig.data
+    assert list(send.y) == [8, 2] and list(other.y) == [1, 1]
+    assert list(send.marker.color) == ["#d62728", "#1f77b4"]  # only minute 0 is over
+    assert fig.layout.barmode == "stack"
+    assert fig.layout.shapes[0].y0 == 6
+    assert "1 of 2 minutes over the limit of 6" in fig.layout.title.text
+    assert "rate limit of 2 messages a minute" in fig.layout.title.text
+    calm = plots.call_plan(braze.call_plan(5, send_rate_per_minute=2), title="Mine")
+    assert calm.layout.title.text == "Mine"
+    assert "stays under" in plots.call_plan(braze.call_plan(5, send_rate_per_minute=2)).layout.title.text
+
+
+def test_call_plan_figure_empty_and_missing_columns():
+    from amptools import braze
+
+    empty = plots.call_plan(braze.call_plan(0, send_rate_per_minute=3))
+    assert empty.layout.annotations[0].text == plots.NO_DATA
+    with pytest.raises(ValueError, match="'api_calls'"):
+        plots.call_plan(pd.DataFrame({"minute": [0]}))

@@ -34,6 +34,7 @@ CONTRACT = {
     "notebooks": ["build_report"],
     "widgets": ["ProfileExplorer"],
     "sample": ["SampleServer"],
+    "braze": ["connected_content", "preview", "call_plan"],
 }
 
 

@@ -129,7 +129,7 @@ def test_explorer_displays_itself(sample_server):
     bundle = explorer._repr_mimebundle_()
     assert "application/vnd.jupyter.widget-view+json" in bundle
     assert explorer.tab_names == ["Summary", "Recommendations", "Properties", "Cohorts", "Computations",
-                                  "Propensities", "Failures", "Charts", "Export"]
+                                  "Propensities", "Failures", "Charts", "Export", "Message preview"]
     assert list(explorer.results.titles) == explorer.tab_names
 
 
@@ -339,3 +339,48 @@ def test_default_explorer_on_a_sample_client_uses_the_sample_org(sample_server):
     assert explorer.users.method == "sample" and explorer.users.ids[0] == "testUser"
     assert explorer.options.valid and explorer.options.query.asks_recommendations
     assert str(explorer.controller.export_folder) == "exports"
+
+
+def test_message_preview_tab_renders_every_users_message(fetched_explorer):
+    from amptools import braze
+
+    explorer = fetched_explorer
+    explorer.select_tab("Message preview")
+    template = explorer.preview_template.value
+    assert braze.parse_tag(template).query.recs == explorer.controller.result.query.recs
+    assert not explorer.preview_button.disabled
+    explorer.preview_button.click()
+    previews = explorer.previews
+    assert len(previews) == len(explorer.controller.result.ids)
+    rank = {"error": 0, "aborted": 1}
+    keys = [rank.get(s, 2 if u else 3) for s, u in zip(previews["status"], previews["unresolved"].fillna(""))]
+    assert keys == sorted(keys) and "rendered" in set(previews["status"])
+    assert "rendered" in explorer.preview_message.value and "<table" in explorer.preview_view.value
+
+    # The analyst's own template: aborted and unresolved come first.
+    explorer.preview_template.value = (template.split("\n")[0] + "\n{% if ${user_id} == 'testUser' %}"
+                                       "{% abort_message('not the test user') %}{% endif %}Hi {{${nickname}}}")
+    explorer.preview_button.click()
+    previews = explorer.previews
+    assert previews["status"].tolist()[0] == "aborted" and previews["user_id"].iloc[0] == "testUser"
+    assert set(previews["status"].iloc[1:]) == {"rendered"}
+    assert (previews["unresolved"].iloc[1:] == "${nickname}").all()
+    assert "not the test user ×1" in explorer.preview_message.value
+
+    explorer.preview_template.value = "{% if %}"
+    explorer.preview_button.click()
+    assert "line 1" in explorer.preview_view.value and "#b00020" in explorer.preview_message.value
+
+
+def test_message_preview_follows_the_form_until_edited(sample_server):
+    from amptools import braze
+
+    explorer = make_explorer(sample_server)
+    assert explorer.preview_button.disabled  # nothing fetched yet
+    assert braze.parse_tag(explorer.preview_template.value).query == explorer.options.query
+    explorer.options.recs.value = ["email-picks"]
+    explorer.options.amp_props.value = False
+    assert braze.parse_tag(explorer.preview_template.value).query == explorer.options.query
+    explorer.preview_template.value = "my own {{${first_name}}}"
+    explorer.options.cohort_ids.value = False
+    assert explorer.preview_template.value == "my own {{${first_name}}}"
