@@ -206,6 +206,8 @@ class SampleCohorts:
         self._jobs: dict[str, _Job] = {}
         self._members: dict[str, list[int]] | None = None
         self._recomputed: dict[str, int] = {}
+        self._renamed: dict[str, str] = {}
+        self._removed: set[str] = set()
         self._lock = threading.Lock()
         self._counter = itertools.count(1)
 
@@ -236,6 +238,9 @@ class SampleCohorts:
         memberships = self._memberships()
         cohorts = []
         for n, (cid, name, targets, archived) in enumerate(entries):
+            if cid in self._removed:
+                continue
+            name = self._renamed.get(cid, name)
             computed = org.as_of - 3600 * (n % 24) + self._recomputed.get(cid, 0)
             entry: dict[str, Any] = {
                 "id": cid, "name": name, "description": f"Sample cohort: {name.lower()}.",
@@ -254,6 +259,14 @@ class SampleCohorts:
         """Pretend a cohort was computed again (its ``lastComputed`` moves on)."""
         with self._lock:
             self._recomputed[cohort_id] = self._recomputed.get(cohort_id, 0) + 60
+
+    def rename(self, cohort_id: str, name: str) -> None:
+        """Give a cohort another name (two cohorts may share one, as in Amplitude)."""
+        self._renamed[cohort_id] = name
+
+    def remove(self, cohort_id: str) -> None:
+        """Delete a cohort: it leaves the list and its download requests answer 404."""
+        self._removed.add(cohort_id)
 
     def member_file(self, cohort_id: str, *, props: bool, prop_keys: tuple[str, ...]) -> bytes:
         """The CSV of a cohort's members: ``amplitude_id, user_id`` and properties."""
@@ -298,7 +311,7 @@ class SampleCohorts:
                                                        "monthly_limit": MONTHLY_LIMIT}})
         if len(rest) == 2 and rest[0] == "request":
             cohort_id = rest[1]
-            if cohort_id not in self._memberships():
+            if cohort_id not in self._memberships() or cohort_id in self._removed:
                 return handler._json_error(404, f"Cohort {cohort_id} not found")
             with self._lock:
                 self.downloads += 1

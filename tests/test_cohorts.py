@@ -1,0 +1,274 @@
+"""CohortClient against the sample org's real Cohorts API and its storage host."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import logging
+import pickle
+import threading
+import time
+import zipfile
+
+import pandas as pd
+import pytest
+
+import amptools as amp
+from amptools.cohorts import (
+    COHORT_COLUMNS,
+    CohortClient,
+    CohortJobTimeout,
+    downloads_spent,
+    read_member_file,
+)
+from amptools.errors import (
+    AuthenticationError,
+    ConfigurationError,
+    FetchCancelled,
+    InvalidQueryError,
+    NotFoundError,
+    ResponseFormatError,
+)
+from amptools.sample import SampleServer
+
+N_USERS = 400  # small org: its memberships are computed in a fraction of a second
+
+
+@pytest.fixture
+def server():
+    with SampleServer(n_users=N_USERS) as srv:
+        srv.cohorts.job_delay = 0.2
+        srv.cohorts.inline_limit = 20
+        yield srv
+
+
+def fast(srv: SampleServer, **kwargs) -> CohortClient:
+    return srv.cohort_client(poll_base=0.02, poll_cap=0.1, **kwargs)
+
+
+def cohort_paths(srv: SampleServer) -> list[str]:
+    return [a.path for a in srv.arrivals if a.path.startswith("/api/")]
+
+
+def profile_cohorts(srv: SampleServer) -> dict[str, set[str]]:
+    """Who the Profile API says is in which cohort: the truth the Cohorts API must match."""
+    ps = srv.client().get_profiles(list(srv.org.user_ids), cohort_ids=True, progress=False, workers=4)
+    members: dict[str, set[str]] = {}
+    for profile in ps.profiles:
+        for cohort_id in profile.cohort_ids or ():
+            members.setdefault(cohort_id, set()).add(profile.user_id)
+    return members
+
+
+# -- listing --------------------------------------------------------------------------
+def test_listing_has_names_sizes_and_sync_targets_consistent_with_profiles(server):
+    listing = fast(server).list_cohorts(include_archived=True)
+    assert tuple(listing.columns) == COHORT_COLUMNS
+    assert str(listing["size"].dtype) == "Int64"
+    assert str(listing["last_computed"].dtype) == "datetime64[us, UTC]"
+    truth = profile_cohorts(server)
+    synced = listing[listing["synced_to"].map(lambda targets: "profile_api" in targets)]
+    # Profiles list exactly the cohorts synced to the Profile API, with their true sizes.
+    assert set(truth) <= set(synced["cohort_id"])
+    for row in synced.itertuples():
+        assert row.size == len(truth.get(row.cohort_id, ())), row.name
+    names = dict(zip(listing["cohort_id"], listing["name"]))
+    assert names["cohort3"] == "Power users"
+    assert not set(truth) & set(listing.loc[~listing.index.isin(synced.index), "cohort_id"])
+
+
+def test_listing_leaves_archived_cohorts_out_unless_asked(server):
+    client = fast(server)
+    shown = client.list_cohorts()
+    every = client.list_cohorts(include_archived=True)
+    assert not shown["archived"].any()
+    assert set(every["cohort_id"]) - set(shown["cohort_id"]) == {"cohort30"}
+    assert list(shown["size"]) == sorted(shown["size"], reverse=True)
+
+
+# -- downloading ------------------------------------------------------------------------
+def test_request_poll_redirect_download_matches_the_profile_api(server):
+    client = fast(server)
+    stages: list[str] = []
+    before = downloads_spent()
+    members = client.members("Power users", on_progress=lambda stage, message: stages.append(stage))
+    truth = profile_cohorts(server)["cohort3"]
+    assert list(members.columns[:2]) == ["amplitude_id", "user_id"]
+    assert str(members["amplitude_id"].dtype) == "Int64"
+    assert set(members["user_id"]) == truth
+    assert len(truth) > server.cohorts.inline_limit  # so the file came through the storage host
+    paths = cohort_paths(server)
+    assert paths[0] == "/api/3/cohorts"
+    assert paths[1] == "/api/5/cohorts/request/cohort3"
+    statuses = [p for p in paths if "request-status" in p]
+    assert len(statuses) >= 2  # it really polled through JOB INPROGRESS
+    assert paths[-1].endswith("/file")
+    assert [r.status for r in server.cohorts.storage.requests] == [200]
+    assert stages[0] == "requested" and "waiting" in stages and stages[-1] == "done"
+    assert downloads_spent() == before + 1
+    assert members.attrs["cohort"]["downloads_spent"] == before + 1
+    assert members.attrs["cohort"]["from_cache"] is False
+
+
+def test_small_cohorts_come_in_the_body_with_properties(server):
+    client = fast(server)
+    row = client.list_cohorts().query(f"size <= {server.cohorts.inline_limit} and size > 0").iloc[0]
+    members = client.members(row["cohort_id"], prop_keys=["platform", "country"])
+    assert list(members.columns) == ["amplitude_id", "user_id", "platform", "country"]
+    assert len(members) == row["size"]
+    assert server.cohorts.storage.requests == []
+    first = server.org.find(user_id=members["user_id"].iloc[0])
+    assert members["platform"].iloc[0] == server.org.payload(first, {"get_amp_props": "true"})["userData"]["amp_props"]["platform"]
+
+
+def test_the_storage_host_never_receives_the_authorization_header(server):
+    fast(server).members("cohort1")
+    received = server.cohorts.storage.requests
+    assert received
+    for request in received:
+        assert "authorization" not in request.headers
+        assert not any(server.secret_key in value or server.api_key in value
+                       for value in request.headers.values())
+
+
+def test_an_expired_storage_link_is_asked_for_again(server):
+    server.cohorts.storage.expire_next(1)
+    members = fast(server).members("cohort1")
+    assert len(members) == server.cohorts.definitions()[0]["size"]
+    assert [r.status for r in server.cohorts.storage.requests] == [403, 200]
+    assert sum(p.endswith("/file") for p in cohort_paths(server)) == 2
+    assert server.cohorts.downloads == 1  # renewing the link spends no download
+
+
+def test_a_job_that_never_completes_ends_at_max_wait(server):
+    server.cohorts.job_delay = float("inf")
+    client = fast(server)
+    start = time.monotonic()
+    with pytest.raises(CohortJobTimeout, match=r"did not complete within max_wait=0.5 s") as caught:
+        client.members("Power users", max_wait=0.5)
+    assert 0.4 < time.monotonic() - start < 5
+    assert isinstance(caught.value, TimeoutError)
+    # Calling again resumes the same job: no second download is spent.
+    server.cohorts.job_delay = 0.0
+    server.cohorts._jobs[next(iter(server.cohorts._jobs))].ready_at = 0.0
+    client.members("Power users")
+    assert server.cohorts.downloads == 1
+
+
+def test_cancel_stops_the_wait(server):
+    server.cohorts.job_delay = float("inf")
+    client = server.cohort_client(poll_base=5.0, poll_cap=5.0)
+    cancel = threading.Event()
+    threading.Timer(0.3, cancel.set).start()
+    start = time.monotonic()
+    with pytest.raises(FetchCancelled, match="cohort 'Power users'"):
+        client.members("Power users", cancel=cancel)
+    assert time.monotonic() - start < 3
+
+
+def test_an_unchanged_cohort_is_never_downloaded_twice(server, tmp_path):
+    client = fast(server)
+    first = client.members("Power users")
+    sent = len(server.arrivals)
+    second = client.members("Power users")
+    assert len(server.arrivals) == sent  # not even the listing: it is fresh
+    pd.testing.assert_frame_equal(first, second)
+    assert second.attrs["cohort"]["from_cache"] is True
+
+    # With cache=, a new session spends no download either; a recomputed cohort is fetched again.
+    path = tmp_path / "cohorts.sqlite"
+    fast(server, cache=path).members("Power users")
+    downloads = server.cohorts.downloads
+    fast(server, cache=path).members("Power users")
+    assert server.cohorts.downloads == downloads
+    server.cohorts.recompute("cohort3")
+    fast(server, cache=path).members("Power users")
+    assert server.cohorts.downloads == downloads + 1
+
+
+def test_usage_reads_the_api_and_counts_this_process(server):
+    client = fast(server)
+    client.members("Beta testers")
+    usage = client.usage()
+    assert usage["downloads_this_month"] == server.cohorts.downloads == 1
+    assert usage["monthly_limit"] == 500
+    assert usage["downloads_this_process"] == downloads_spent() >= 1
+
+
+# -- errors --------------------------------------------------------------------------------
+def test_wrong_keys_give_an_authentication_error_naming_both(server):
+    client = CohortClient(server.api_key, "not-the-secret", base_url=server.url)
+    with pytest.raises(AuthenticationError, match="API key.*secret key") as caught:
+        client.list_cohorts()
+    assert caught.value.status == 401
+    assert "not-the-secret" not in str(caught.value) + repr(caught.value)
+
+
+def test_a_cohort_gone_since_the_listing_is_a_404(server):
+    client = fast(server)
+    client.list_cohorts()
+    server.cohorts.remove("cohort5")
+    with pytest.raises(NotFoundError, match=r"cohort 'Beta testers' \(cohort5\) is not in this project"):
+        client.members("Beta testers")
+
+
+def test_unknown_and_ambiguous_names_list_the_candidates(server):
+    client = fast(server)
+    with pytest.raises(InvalidQueryError, match=r"Did you mean 'Power users' \(cohort3\)"):
+        client.members("Power user")
+    assert not [p for p in cohort_paths(server) if "/request" in p]
+    server.cohorts.rename("cohort4", "Power users")
+    client.list_cohorts()
+    with pytest.raises(InvalidQueryError, match=r"2 cohorts are named 'Power users'.*cohort3.*cohort4|cohort4.*cohort3"):
+        client.members("Power users")
+    assert client.members("cohort3")["user_id"].notna().all()
+
+
+def test_keys_are_checked_and_never_shown(server, monkeypatch, caplog):
+    with pytest.raises(ConfigurationError, match="API key"):
+        CohortClient("", "x")
+    with pytest.raises(ConfigurationError, match="plain http"):
+        CohortClient("a", "b", base_url="http://example.com")
+    monkeypatch.delenv("AMPLITUDE_API_KEY", raising=False)
+    monkeypatch.setenv("AMPLITUDE_SECRET_KEY", "s3cr3t-canary")
+    with pytest.raises(ConfigurationError, match="AMPLITUDE_API_KEY is not set.*AMPLITUDE_SECRET_KEY"):
+        CohortClient.from_env()
+    assert CohortClient("a", "b", region="eu").base_url == "https://analytics.eu.amplitude.com"
+    caplog.set_level(logging.DEBUG)
+    client = fast(server)
+    client.members("Power users")
+    shown = repr(client) + repr(client.__dict__) + caplog.text
+    assert server.secret_key not in shown and server.api_key not in shown
+    with pytest.raises(TypeError):
+        pickle.dumps(client)
+
+
+def test_connect_uses_the_sample_org_without_keys(monkeypatch):
+    monkeypatch.delenv("AMPLITUDE_API_KEY", raising=False)
+    monkeypatch.delenv("AMPLITUDE_SECRET_KEY", raising=False)
+    client = amp.cohorts.connect()
+    assert client.is_sample
+    assert "Power users" in client.cohort_names().values()
+    profile_client = amp.connect()
+    assert amp.cohorts.for_profile_client(profile_client).base_url == profile_client.base_url
+
+
+# -- the file reader -------------------------------------------------------------------------
+def test_member_files_are_read_tolerantly():
+    plain = b'\xef\xbb\xbf"Amplitude ID","User ID","plan"\n1,u1,pro\n2,,free\n\n'
+    frame = read_member_file(plain)
+    assert list(frame.columns) == ["amplitude_id", "user_id", "plan"]
+    assert frame["amplitude_id"].tolist() == [1, 2]
+    assert frame["user_id"].isna().tolist() == [False, True]
+    assert read_member_file(gzip.compress(plain)).equals(frame)
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("cohort.csv", plain)
+    assert read_member_file(buffer.getvalue()).equals(frame)
+    only_users = read_member_file(b"user_id\tcountry\nu1\tFR\n")
+    assert list(only_users.columns) == ["amplitude_id", "user_id", "country"]
+    assert only_users["amplitude_id"].isna().all()
+    empty = read_member_file(b"amplitude_id,user_id\n")
+    assert len(empty) == 0 and list(empty.columns) == ["amplitude_id", "user_id"]
+    with pytest.raises(ResponseFormatError, match="'email'"):
+        read_member_file(b"email\na@example.com\n")
