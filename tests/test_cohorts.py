@@ -272,3 +272,51 @@ def test_member_files_are_read_tolerantly():
     assert len(empty) == 0 and list(empty.columns) == ["amplitude_id", "user_id"]
     with pytest.raises(ResponseFormatError, match="'email'"):
         read_member_file(b"email\na@example.com\n")
+
+
+# -- names in tables and figures ----------------------------------------------------------------
+@pytest.fixture(scope="module")
+def named():
+    """Profiles with cohort ids, and the org's cohort client (one small org for the module)."""
+    with SampleServer(n_users=60) as srv:
+        ps = srv.client().get_profiles(list(srv.org.user_ids), cohort_ids=True, progress=False)
+        yield ps, srv.cohort_client(), srv.org.cohort_names
+
+
+def test_tables_show_names_falling_back_to_ids(named):
+    ps, client, truth = named
+    long = amp.tables.cohorts(ps, names=client)
+    assert tuple(long.columns) == amp.tables.COHORT_NAMED_COLUMNS
+    assert str(long["cohort_name"].dtype) == "category"
+    assert (long["cohort_name"].astype(str) == long["cohort_id"].astype(str).map(truth)).all()
+    partial = amp.tables.cohorts(ps, names={"cohort1": "Everyone"})
+    assert set(partial.loc[partial["cohort_id"] == "cohort1", "cohort_name"]) == {"Everyone"}
+    assert set(partial.loc[partial["cohort_id"] == "cohort3", "cohort_name"]) == {"cohort3"}
+    assert amp.tables.cohorts([], names=client).columns.tolist() == list(amp.tables.COHORT_NAMED_COLUMNS)
+
+    by_id = amp.tables.cohort_matrix(ps)
+    by_name = amp.tables.cohort_matrix(ps, names=client.list_cohorts())
+    assert [truth.get(c, c) for c in by_id.columns] == list(by_name.columns)
+    assert by_name["Power users"].equals(by_id["cohort3"])
+    chosen = amp.tables.cohort_matrix(ps, cohorts=["Power users", "cohort1"], names=client)
+    assert list(chosen.columns) == ["user_id", "device_id", "Power users", "All active users"]
+    twins = amp.tables.cohort_matrix(ps, cohorts=["cohort1", "cohort3"], names={"cohort1": "Same", "cohort3": "Same"})
+    assert list(twins.columns)[2:] == ["Same (cohort1)", "Same (cohort3)"]
+    with pytest.raises(InvalidQueryError, match="names="):
+        amp.tables.cohorts(ps, names=42)
+
+
+def test_figures_show_names(named):
+    ps, client, truth = named
+    long = amp.tables.cohorts(ps)
+    sizes = amp.plots.cohort_sizes(long, names=client)
+    assert set(sizes.data[0].x) <= set(truth.values())
+    assert "Power users" in sizes.data[0].x
+    # The long table's cohort_name column is enough; labels= still wins.
+    overlap = amp.plots.cohort_overlap(amp.tables.cohorts(ps, names=client), labels={"cohort1": "Everyone"})
+    assert "Everyone" in overlap.data[0].x and "Power users" in overlap.data[0].x
+    heat = amp.plots.cohort_heatmap(long, names={"cohort3": "Power users"})
+    assert "Power users" in heat.data[0].x and "cohort1" in heat.data[0].x
+    upset = amp.plots.cohort_upset(long, names=client)
+    shown = list(upset.data[-1].customdata)  # the cohort-size bars, one per cohort shown
+    assert shown and set(shown) <= set(truth.values())
