@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import gzip
 import io
 import logging
@@ -320,3 +321,36 @@ def test_figures_show_names(named):
     upset = amp.plots.cohort_upset(long, names=client)
     shown = list(upset.data[-1].customdata)  # the cohort-size bars, one per cohort shown
     assert shown and set(shown) <= set(truth.values())
+
+
+# -- the command line ---------------------------------------------------------------------------
+def run_cli(*argv: str) -> tuple[int, str, str]:
+    from amptools.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    return main(list(argv), stdout=out, stderr=err), out.getvalue(), err.getvalue()
+
+
+def test_cli_lists_cohorts_and_fetches_one(tmp_path, monkeypatch):
+    code, out, _ = run_cli("cohorts", "list", "--sample")
+    assert code == 0
+    assert "Power users" in out and "profile_api" in out and "cohort30" not in out
+    code, out, _ = run_cli("cohorts", "list", "--sample", "--csv", "--archived")
+    rows = list(csv.DictReader(io.StringIO(out)))
+    assert {r["cohort_id"] for r in rows} >= {"cohort1", "cohort30"}
+
+    code, out, err = run_cli("fetch", "--sample", "--cohort", "Beta testers", "--cohorts",
+                             "--out", str(tmp_path), "--no-progress")
+    assert code == 0, err
+    assert "'Beta testers'" in err and "users to fetch" in err
+    fetched = list(csv.DictReader(open(tmp_path / "cohorts.csv", encoding="utf-8-sig")))
+    users = {r["user_id"] for r in fetched}
+    assert users and all({"cohort5"} <= {r["cohort_id"] for r in fetched if r["user_id"] == u} for u in users)
+
+    code, _, err = run_cli("fetch", "--sample", "--cohort", "Beta tester", "--out", str(tmp_path))
+    assert code == 2 and "Did you mean 'Beta testers' (cohort5)" in err
+    monkeypatch.delenv("AMPLITUDE_API_KEY", raising=False)
+    monkeypatch.setenv("AMPLITUDE_SECRET_KEY", "only-the-secret")
+    code, _, err = run_cli("cohorts", "list")
+    assert code == 2 and "AMPLITUDE_API_KEY is not set" in err and "--sample" in err
+    assert "only-the-secret" not in err
