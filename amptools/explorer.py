@@ -198,6 +198,7 @@ class CohortPicker:
         self._cancel = threading.Event()
         self._done.clear()
         self.error = None
+        self.members = None
         self.cohort_id = cohort_id
 
         def say(stage: str, message: str) -> None:
@@ -217,9 +218,13 @@ class CohortPicker:
                 self.error = error
                 self.message = f"Could not fetch the members: {error}"
             finally:
-                self._done.set()
-                if on_done is not None:
-                    on_done(self)
+                # Running until on_done returned, as ExplorerController: whoever waits
+                # sees the chooser already updated.
+                try:
+                    if on_done is not None:
+                        on_done(self)
+                finally:
+                    self._done.set()
 
         threading.Thread(target=run, name="amptools-cohort-members", daemon=True).start()
 
@@ -235,7 +240,7 @@ class CohortPicker:
 
         Members without a ``user_id`` are left out (the Profile API needs one).
         """
-        if self.members is None or self.running:
+        if self.members is None:
             return []
         ids = self.members["user_id"].dropna().drop_duplicates().tolist()
         if cap is None or cap >= len(ids):

@@ -317,7 +317,8 @@ class UserChooser(widgets.VBox):
     def _members_done(self, picker: CohortPicker) -> None:
         self.cohort_progress.bar_style = "danger" if picker.error else "success"
         self.cohort_status.value = _message(picker.message, error=picker.error is not None)
-        self._cohort_buttons()
+        self.cohort_fetch.disabled = self.cohort_list.value is None  # picker.running until this returns
+        self.cohort_cancel.disabled = True
         if picker.error is None:
             self.id_type = "user_id"  # a cohort's members come as user ids
         self._changed()

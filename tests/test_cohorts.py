@@ -354,3 +354,67 @@ def test_cli_lists_cohorts_and_fetches_one(tmp_path, monkeypatch):
     code, _, err = run_cli("cohorts", "list")
     assert code == 2 and "AMPLITUDE_API_KEY is not set" in err and "--sample" in err
     assert "only-the-secret" not in err
+
+
+# -- the explorer's "From a cohort" -------------------------------------------------------------
+def test_cohort_picker_lists_searches_fetches_and_caps(server):
+    from amptools.explorer import CohortPicker
+
+    picker = CohortPicker(fast(server))
+    assert picker.choices() == [] and picker.ids() == []
+    picker.load()
+    labels = dict((value, label) for label, value in picker.choices())
+    assert len(labels) == len(server.cohorts.definitions()) - 1  # the archived one is left out
+    assert labels["cohort3"].startswith("Power users — ") and " users — computed 2024-06-" in labels["cohort3"]
+    assert [value for _, value in picker.choices("POWER")] == ["cohort3"]
+    assert [value for _, value in picker.choices("cohort3")] == ["cohort3"]
+    stages = []
+    picker.start("cohort3", on_progress=lambda stage, message: stages.append(stage))
+    assert picker.wait(10) and picker.error is None
+    truth = set(server.cohorts.members("cohort3"))
+    every = picker.ids()
+    assert {server.org.find(user_id=u) for u in every} == truth
+    assert picker.ids(cap=5) == every[:5]
+    sampled = picker.ids(cap=5, sample=True)
+    assert len(sampled) == 5 and set(sampled) <= set(every) and sampled != every[:5]
+    assert picker.ids(cap=5, sample=True) == sampled  # seeded
+    assert "Power users: " in picker.message and "downloaded" in picker.message
+    assert "requested" in stages and stages[-1] == "done"
+
+    server.cohorts.job_delay = float("inf")
+    slow = CohortPicker(server.cohort_client(poll_base=5.0))
+    slow.load()
+    slow.start("cohort1")
+    slow.cancel()
+    assert slow.wait(5)
+    assert isinstance(slow.error, FetchCancelled) and slow.ids() == []
+    assert slow.message.startswith("Could not fetch the members")
+
+
+def test_the_explorer_chooses_users_from_a_cohort_with_real_widgets(server):
+    from amptools.widgets import ProfileExplorer
+
+    explorer = ProfileExplorer(server.client(), cohort_client=fast(server))
+    chooser = explorer.users
+    assert "From a cohort" in chooser.tabs.titles
+    chooser.method = "cohort"  # showing the tab lists the cohorts
+    assert "Power users" in " ".join(label for label, _ in chooser.cohort_list.options)
+    assert chooser.cohort_fetch.disabled and explorer.fetch_button.disabled
+    chooser.cohort_search.value = "power"
+    assert [value for _, value in chooser.cohort_list.options] == ["cohort3"]
+    chooser.cohort_list.value = "cohort3"
+    assert not chooser.cohort_fetch.disabled
+    chooser.cohort_cap.value = 4
+    chooser.cohort_fetch.click()
+    assert chooser.cohorts.wait(10)
+    assert chooser.cohort_progress.value == chooser.cohort_progress.max
+    assert "Power users: " in chooser.cohort_status.value
+    assert len(chooser.ids) == 4 and chooser.id_type == "user_id"
+    assert "4 user ids" in chooser.message.value
+    assert not explorer.fetch_button.disabled
+    explorer.options.recs.value = []
+    explorer.fetch_button.click()
+    assert explorer.wait(30)
+    summary = explorer.controller.table("summary")
+    assert summary["user_id"].tolist() == chooser.ids
+    assert "Power users" in explorer.controller.table("cohort_matrix").columns
