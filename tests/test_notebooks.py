@@ -38,7 +38,8 @@ EXPECTED = {
     "01_quickstart": ["chocolate milk", "bulgogi", "UnknownUserError", "'computed-prop-2': '3'",
                       "0x10x"],
     "02_compare_recommendations": ["application/vnd.plotly.v1+json", "Rank-biased", "two-tower-v1"],
-    "03_cohorts_and_computations": ["application/vnd.plotly.v1+json", "orders_90d", "cohort1"],
+    "03_cohorts_and_computations": ["application/vnd.plotly.v1+json", "orders_90d", "cohort1",
+                                    "All active users: ", "Power users", "downloads_this_month"],
     "04_marketing_export": ["(True, 301, 300)", "include_pii", "report.ipynb"],
     "05_explorer": ["application/vnd.jupyter.widget-view+json"],
 }
