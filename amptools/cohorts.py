@@ -23,6 +23,7 @@ last_computed)``: a cohort not computed again since is never downloaded twice.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import difflib
 import gzip
@@ -35,7 +36,7 @@ import sqlite3
 import threading
 import time
 import zipfile
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import quote, urlencode, urljoin, urlsplit
@@ -155,7 +156,7 @@ def map_cohort_response(
     -------
     dict or ProfileAPIError
     """
-    context = {"status": status, "body": text, "url": url}
+    context: dict[str, Any] = {"status": status, "body": text, "url": url}
     try:
         payload: Any = json.loads(text) if text.strip() else None
     except ValueError:
@@ -328,9 +329,13 @@ class _FileCache:
                     "last_computed TEXT, variant TEXT, fetched_at REAL, content BLOB, "
                     "PRIMARY KEY (scope, cohort_id, last_computed, variant))")
 
-    def _connect(self) -> sqlite3.Connection:
+    @contextlib.contextmanager
+    def _connect(self) -> Iterator[sqlite3.Connection]:
+        # One short connection per use, closed after (sqlite3's own context manager
+        # only commits), so a notebook never holds the file open.
         assert self.path is not None
-        return sqlite3.connect(self.path, timeout=30)
+        with contextlib.closing(sqlite3.connect(self.path, timeout=30)) as conn, conn:
+            yield conn
 
     def get(self, key: tuple[str, ...]) -> bytes | None:
         with self._lock:

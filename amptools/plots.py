@@ -629,7 +629,10 @@ def _named(labels: Mapping[Hashable, str] | None, names: object, cohorts: pd.Dat
     if names is None:
         return labels
     ids = cohorts["cohort_id"].dropna().astype(str).unique() if long else [c for c in cohorts.columns if c not in USER_KEY]
-    return {**cohort_labels(map(str, ids), names), **(labels or {})}
+    named: dict[Hashable, str] = {**(labels or {})}
+    for cohort_id, label in cohort_labels(map(str, ids), names).items():
+        named.setdefault(cohort_id, label)
+    return named
 
 
 def _cohort_order(matrix: np.ndarray, names: list[Hashable], top_n: int | None) -> tuple[np.ndarray, list[Hashable], np.ndarray]:

@@ -134,7 +134,7 @@ class StorageHost:
                              name="amptools-sample-storage", daemon=True).start()
             self._httpd = httpd
         host, port = self._httpd.server_address[:2]
-        return f"http://{host}:{port}"
+        return f"http://{host!s}:{port}"
 
     def publish(self, content: bytes, name: str) -> str:
         """A fresh pre-signed URL for ``content``."""

@@ -606,6 +606,8 @@ def serve(port: int = 8765, **kwargs: Any) -> None:
         print(f"  a fake org of {server.org.n_users} users, rate limit "
               f"{server.rate_limit} per {server.window:g} s; try user_id=testUser")
         print(f"  sample org's local key (not a real Amplitude key): {server.secret_key}")
+        print(f"  Cohorts API: {server.url}/api/3/cohorts (Basic auth, user {server.api_key}, "
+              "password the key above)")
         print("  in Python: amptools.ProfileClient(<that key>, base_url="
               f"{server.url!r})")
         print("Press Ctrl-C to stop.", flush=True)
