@@ -234,6 +234,8 @@ def _cohort_ids(args: argparse.Namespace, profile_client: Any, stderr: TextIO) -
 
 def _fetch(args: argparse.Namespace, stderr: TextIO = sys.stderr) -> Any:
     cohort = getattr(args, "cohort", None)
+    if cohort and args.ids != "-":
+        raise UsageError("give either an ids file or --cohort, not both.")
     ids, id_type = ([], "user_id") if cohort else _load_ids(args)
     query = _query(args)
     with _client(args.sample, rate_limit=args.rate_limit) as client:

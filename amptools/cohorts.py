@@ -618,7 +618,8 @@ class CohortClient:
         computed = row["last_computed"]
         key = (self._scope, cohort_id, "" if pd.isna(computed) else computed.isoformat(),
                json.dumps([props, sorted(keys)]))
-        content = self._cache.get(key)
+        # Without a last_computed nobody can tell whether the cohort changed: download.
+        content = self._cache.get(key) if key[2] else None
         from_cache = content is not None
         if content is None:
             content = self._download(cohort_id, label, key, props, keys, max_wait, cancel, say)
