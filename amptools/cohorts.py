@@ -24,7 +24,6 @@ last_computed)``: a cohort not computed again since is never downloaded twice.
 from __future__ import annotations
 
 import contextlib
-import csv
 import difflib
 import gzip
 import io
@@ -683,14 +682,19 @@ class CohortClient:
 
     def _fetch_file(self, request_id: str, label: str, cancel: threading.Event | None) -> bytes:
         url = self.base_url + FILE_PATH.format(quote(request_id, safe=""))
+
+        def fetch_file() -> HTTPAnswer | ProfileAPIError:
+            answer = self._http.get(url)
+            if isinstance(answer, TransportError) or answer.status in (200, 301, 302, 303, 307, 308):
+                return answer
+            return _as_error(map_cohort_response(  # 5xx and 429 are retried by _call
+                answer.status, answer.text, answer.headers, url,
+                not_found=f"the member file of cohort {label} is gone"))
+
         for _ in range(_LINK_RENEWALS):
-            answer = self._call(lambda: self._http.get(url), cancel)
+            answer = self._call(fetch_file, cancel)
             if answer.status == 200:
                 return answer.content
-            if answer.status not in (301, 302, 303, 307, 308):
-                raise _as_error(map_cohort_response(
-                    answer.status, answer.text, answer.headers, url,
-                    not_found=f"the member file of cohort {label} is gone"))
             location = urljoin(url, answer.headers.get("Location", ""))
             _checked_url(location, what="the storage link")
             # The pre-signed link carries its own signature: no Authorization header
