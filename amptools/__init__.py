@@ -66,6 +66,7 @@ __all__ = [
     "__version__",
     "braze",
     "bulk",
+    "cohorts",
     "connect",
     "export",
     "metrics",
@@ -78,7 +79,8 @@ __all__ = [
 
 # Submodules load on first use: `import amptools` stays fast, and ipywidgets or
 # plotly are imported only by those who use the explorer or the figures.
-_SUBMODULES = frozenset({"braze", "bulk", "export", "metrics", "notebooks", "plots", "sample", "tables", "widgets"})
+_SUBMODULES = frozenset({"braze", "bulk", "cohorts", "export", "metrics", "notebooks", "plots", "sample",
+                         "tables", "widgets"})
 
 
 def __getattr__(name: str) -> Any:
@@ -103,6 +105,18 @@ def _announce(kind: str, message: str) -> None:
         print(f"amptools: {message}", file=sys.stdout)
 
 
+def _shared_sample_server() -> Any:
+    """The process's one embedded sample org server, started on first use."""
+    global _sample_server
+    with _sample_lock:
+        if _sample_server is None:
+            from .sample import SampleServer
+
+            _sample_server = SampleServer().start()
+            atexit.register(_sample_server.stop)
+    return _sample_server
+
+
 def connect(**kwargs: Any) -> ProfileClient:
     """A client for the real Profile API when ``AMPLITUDE_SECRET_KEY`` is set, else the sample org.
 
@@ -116,13 +130,7 @@ def connect(**kwargs: Any) -> ProfileClient:
         _announce("real", f"using the Amplitude Profile API at {client.base_url} "
                           "(key from AMPLITUDE_SECRET_KEY).")
         return client
-    global _sample_server
-    with _sample_lock:
-        if _sample_server is None:
-            from .sample import SampleServer
-
-            _sample_server = SampleServer().start()
-            atexit.register(_sample_server.stop)
+    _shared_sample_server()
     _announce("sample", f"AMPLITUDE_SECRET_KEY is not set, so this uses the embedded sample org "
                         f"at {_sample_server.url} (synthetic data, {len(_sample_server.org.user_ids):,} "
                         "users and the documented testUser). Set the key to use your project.")

@@ -1,4 +1,4 @@
-"""The ``amptools`` command line: fetch, report, demo, sample-server.
+"""The ``amptools`` command line: fetch, report, demo, cohorts, sample-server.
 
 It composes the library and holds no logic of its own beyond reading arguments
 and files. Exit codes: 0 all fetched, 1 some users failed (listed on stderr),
@@ -134,6 +134,14 @@ def build_parser() -> argparse.ArgumentParser:
                      help=f"also write {BRAZE_CSV}, the marketing table as Braze's user import takes it")
     out.add_argument("--braze-json", action="store_true",
                      help=f"also write {BRAZE_JSON}: Braze /users/track bodies that keep the item lists")
+    chosen = fetch.add_argument_group("users from an Amplitude cohort (instead of an ids file)")
+    chosen.add_argument("--cohort", metavar="NAME_OR_ID",
+                        help="fetch the members of this cohort (Behavioral Cohorts API; needs "
+                             "AMPLITUDE_API_KEY too, or --sample)")
+    chosen.add_argument("--cohort-sample", type=int, metavar="N",
+                        help="fetch a seeded random N of the cohort's members, not all")
+    chosen.add_argument("--cohort-cache", metavar="PATH",
+                        help="SQLite file keeping cohort downloads (500 a month per org)")
 
     report = commands.add_parser("report", help="write a re-runnable analysis notebook",
                                  description="Write an analysis notebook (nbformat) that fetches "
@@ -150,6 +158,15 @@ def build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="the whole job headless on the sample org")
     demo.add_argument("--out", default="out", help="output folder (default: out)")
     demo.add_argument("--users", type=_whole(1, 2001), default=DEMO_USERS, help="how many sample users")
+
+    cohorts = commands.add_parser("cohorts", help="list the project's Amplitude cohorts",
+                                  description="The Behavioral Cohorts API: needs AMPLITUDE_API_KEY "
+                                              "and AMPLITUDE_SECRET_KEY, or --sample.")
+    cohort_commands = cohorts.add_subparsers(dest="cohorts_command", metavar="ACTION", required=True)
+    listing = cohort_commands.add_parser("list", help="id, name, size, last computed, sync targets")
+    listing.add_argument("--sample", action="store_true", help="use the embedded sample org (no keys needed)")
+    listing.add_argument("--archived", action="store_true", help="include archived cohorts")
+    listing.add_argument("--csv", action="store_true", help="write CSV to stdout instead of a table")
 
     server = commands.add_parser("sample-server", help="run the embedded sample org in the foreground")
     server.add_argument("--port", type=_whole(0, 65535), default=8765, help="0 picks a free port")
@@ -277,10 +294,43 @@ def write_outputs(profile_set: Any, out: Path, *, fmt: str = "csv", marketing: b
     return written
 
 
-def _fetch(args: argparse.Namespace) -> Any:
-    ids, id_type = _load_ids(args)
+def _cohort_client(profile_client: Any, **kwargs: Any) -> Any:
+    from .cohorts import for_profile_client
+
+    try:
+        return for_profile_client(profile_client, **kwargs)
+    except ConfigurationError as error:
+        raise UsageError(f"{error} Or add --sample to use the embedded sample org.") from None
+
+
+def _cohort_ids(args: argparse.Namespace, profile_client: Any, stderr: TextIO) -> tuple[list[str], str]:
+    members = _cohort_client(profile_client, cache=args.cohort_cache).members(args.cohort)
+    info = members.attrs.get("cohort", {})
+    ids = members["user_id"].dropna().drop_duplicates().tolist()
+    if len(ids) < len(members):
+        print(f"amptools: {len(members) - len(ids)} cohort members have no user_id; the Profile API "
+              "needs one, so they are left out.", file=stderr)
+    if args.cohort_sample is not None and args.cohort_sample < len(ids):
+        from .explorer import sample_ids
+
+        ids = sample_ids(ids, args.cohort_sample, include=())
+    print(f"amptools: cohort {info.get('name') or args.cohort!r}: {len(ids):,} users to fetch "
+          f"({'reused an earlier download' if info.get('from_cache') else 'downloaded'}; "
+          f"{info.get('downloads_spent', 0)} cohort downloads spent by this run).", file=stderr)
+    if not ids:
+        raise UsageError(f"the cohort {args.cohort!r} has no members with a user_id.")
+    return ids, "user_id"
+
+
+def _fetch(args: argparse.Namespace, stderr: TextIO = sys.stderr) -> Any:
+    cohort = getattr(args, "cohort", None)
+    if cohort and args.ids != "-":
+        raise UsageError("give either an ids file or --cohort, not both.")
+    ids, id_type = ([], "user_id") if cohort else _load_ids(args)
     query = _query(args)
     with _client(args.sample, rate_limit=args.rate_limit) as client:
+        if cohort:
+            ids, id_type = _cohort_ids(args, client, stderr)
         return client.get_profiles(ids, query=query, id_type=id_type, workers=args.workers,
                                    progress=not args.no_progress, cache=args.cache,
                                    max_age=args.max_age)
@@ -305,7 +355,7 @@ def cmd_fetch(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
     _check_paths(args, out_is_file=False)
     _check_marketing(args, _query(args))
     try:
-        profile_set = _fetch(args)
+        profile_set = _fetch(args, stderr)
     except AuthenticationError as error:
         # Nothing already fetched is lost: the tables of the partial run are written.
         if error.partial is not None and error.partial.counts["ok"]:
@@ -369,6 +419,23 @@ def cmd_demo(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
     print(f"open {(out / 'report.html').resolve()} in a browser, "
           f"or {(out / 'marketing.csv').resolve()} in Excel", file=stdout)
     return _report_failures(profile_set, stderr)
+
+
+def cmd_cohorts(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
+    with _client(args.sample) as client:
+        listing = _cohort_client(client).list_cohorts(include_archived=args.archived)
+    if args.csv:
+        from . import export
+
+        frame = listing.assign(**{c: listing[c].map(";".join) for c in ("owners", "synced_to")})
+        export.to_csv(frame, stdout, bom=False)
+        return EXIT_OK
+    shown = listing[["cohort_id", "name", "size", "last_computed", "synced_to"]].assign(
+        last_computed=listing["last_computed"].dt.strftime("%Y-%m-%d %H:%M"),
+        synced_to=listing["synced_to"].map(", ".join))
+    print(shown.to_string(index=False), file=stdout)
+    print(f"{len(listing)} cohorts", file=stdout)
+    return EXIT_OK
 
 
 def cmd_sample_server(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
@@ -435,7 +502,7 @@ def cmd_preview(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int
 
 
 COMMANDS = {"fetch": cmd_fetch, "report": cmd_report, "demo": cmd_demo,
-            "sample-server": cmd_sample_server, "preview": cmd_preview}
+            "cohorts": cmd_cohorts, "sample-server": cmd_sample_server, "preview": cmd_preview}
 
 
 def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None,

@@ -849,3 +849,90 @@ class ProfileClient:
         return fetch_profiles(self, ids, query, id_type=id_type, workers=workers,
                               progress=progress, cache=cache, max_age=max_age, cancel=cancel,
                               on_progress=on_progress, **options)
+
+
+# -- plain GETs for Amplitude's other REST APIs (cohorts.py) --------------------------
+class _BasicAuth(requests.auth.AuthBase):
+    """HTTP Basic with the API key as user and the secret key as password (Dashboard APIs)."""
+
+    def __init__(self, user: _Secret, password: _Secret) -> None:
+        self._user = user
+        self._password = password
+
+    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
+        return requests.auth.HTTPBasicAuth(self._user.reveal(), self._password.reveal())(request)
+
+    def __repr__(self) -> str:
+        return "<BasicAuth ***>"
+
+
+class _NoAuth(requests.auth.AuthBase):
+    # An explicit auth object also stops requests from adding ~/.netrc credentials,
+    # so a pre-signed storage URL receives no Authorization header at all.
+    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
+        request.headers.pop("Authorization", None)
+        return request
+
+
+class HTTPAnswer:
+    """One HTTP answer as plain values: what :class:`HTTPGetter` hands to other modules."""
+
+    __slots__ = ("content", "headers", "status", "url")
+
+    def __init__(self, status: int, headers: Mapping[str, str], content: bytes, url: str) -> None:
+        self.status = status
+        self.headers = headers
+        self.content = content
+        self.url = url
+
+    @property
+    def text(self) -> str:
+        return self.content.decode("utf-8", errors="replace")
+
+
+class HTTPGetter:
+    """Single GETs with Basic auth (or none), redirects never followed, quiet connections.
+
+    The transport half of :class:`amptools.cohorts.CohortClient`, kept here so that
+    ``client.py`` stays the only module that imports ``requests``. Transport failures
+    come back as :class:`TransportError` (see :func:`map_transport_error`); what a
+    status means is the caller's business.
+    """
+
+    def __init__(self, api_key: _Secret, secret_key: _Secret, *,
+                 timeout: tuple[float, float] = (5.0, 60.0)) -> None:
+        self._auth = _BasicAuth(api_key, secret_key)
+        self.timeout = timeout
+        self._local = threading.local()
+
+    def __repr__(self) -> str:
+        return "<amptools.client.HTTPGetter ***>"
+
+    def __reduce__(self) -> Any:
+        raise TypeError("an HTTPGetter holds the keys and cannot be pickled.")
+
+    def _session(self) -> requests.Session:
+        session = getattr(self._local, "session", None)
+        if session is None:
+            session = requests.Session()
+            adapter = _QuietAdapter(pool_connections=2, pool_maxsize=2, max_retries=0)
+            session.mount("http://", adapter)
+            session.mount("https://", adapter)
+            session.headers["User-Agent"] = "amptools/0.1 (+python-requests)"
+            self._local.session = session
+        return session
+
+    def get(self, url: str, *, authorized: bool = True,
+            headers: Mapping[str, str] | None = None) -> HTTPAnswer | TransportError:
+        """GET ``url`` once; ``authorized=False`` sends no ``Authorization`` header at all."""
+        try:
+            response = self._session().get(
+                url, auth=self._auth if authorized else _NoAuth(), headers=dict(headers or {}),
+                timeout=self.timeout, allow_redirects=False,
+            )
+            content = response.content
+        except requests.RequestException as exc:
+            error = map_transport_error(exc, url.split("?")[0] if not authorized else url)
+            error.__cause__ = None
+            return error
+        return HTTPAnswer(response.status_code, dict(response.headers), content, url)

@@ -5,7 +5,8 @@ widget values, hand them to the functions here and show what comes back. Every
 step therefore works (and is tested) without ipywidgets:
 
 - choosing users: :func:`parse_ids` (pasted text), :func:`parse_id_file` (an
-  uploaded CSV), :func:`sample_ids` (a pick of the sample org's users);
+  uploaded CSV), :func:`sample_ids` (a pick of the sample org's users),
+  :class:`CohortPicker` (the members of an Amplitude cohort);
 - choosing what to ask: :func:`build_query` turns plain values into a
   :class:`~amptools.query.ProfileQuery` and :func:`check_query` gives the message to
   show instead of raising;
@@ -44,6 +45,7 @@ if TYPE_CHECKING:
 
     from .bulk import BulkFetch, ProfileSet
     from .client import ProfileClient
+    from .cohorts import CohortClient
 
 __all__ = [
     "CHARTS",
@@ -54,6 +56,7 @@ __all__ = [
     "TABLE_NAMES",
     "ChartOption",
     "ChartSpec",
+    "CohortPicker",
     "ExplorerController",
     "ParsedIds",
     "build_query",
@@ -127,6 +130,130 @@ def sample_ids(
             taken.add(value)
             chosen.append(value)
     return chosen
+
+
+class CohortPicker:
+    """The "From a cohort" chooser, without widgets: list, search, fetch members, cap.
+
+    Parameters
+    ----------
+    client : CohortClient
+        Who lists cohorts and downloads members (``srv.cohort_client()`` on the sample org).
+    max_wait : float
+        Seconds to wait for Amplitude's download job.
+
+    Attributes
+    ----------
+    cohorts : DataFrame
+        The cohort list (``CohortClient.list_cohorts()``) once :meth:`load` ran.
+    members : DataFrame or None
+        The members of the last cohort fetched.
+    message : str
+        One line on what happened last (shown under the chooser).
+    error : BaseException or None
+        What stopped the last fetch of members.
+    """
+
+    def __init__(self, client: CohortClient, *, max_wait: float = 600.0) -> None:
+        self.client = client
+        self.max_wait = max_wait
+        self.cohorts = pd.DataFrame()
+        self.members: pd.DataFrame | None = None
+        self.cohort_id: str | None = None
+        self.message = ""
+        self.error: BaseException | None = None
+        self._cancel = threading.Event()
+        self._done = threading.Event()
+        self._done.set()
+
+    def load(self) -> pd.DataFrame:
+        """Ask for the cohort list (archived cohorts left out); returns it."""
+        self.cohorts = self.client.list_cohorts()
+        return self.cohorts
+
+    def names(self) -> dict[str, str]:
+        """``{cohort_id: name}`` of the loaded list (for tables and figures)."""
+        return _tables.cohort_names(self.cohorts) if not self.cohorts.empty else {}
+
+    def choices(self, search: str = "") -> list[tuple[str, str]]:
+        """``(label, cohort_id)`` of the cohorts whose name or id contains ``search`` (any case).
+
+        Labels read ``Power users — 352 users — computed 2024-06-10 22:00``.
+        """
+        frame = self.cohorts
+        if frame.empty:
+            return []
+        text = search.strip().lower()
+        if text:
+            frame = frame[frame["name"].str.lower().str.contains(text, regex=False)
+                          | frame["cohort_id"].str.lower().str.contains(text, regex=False)]
+        labels = []
+        for row in frame.itertuples(index=False):
+            size = "size unknown" if pd.isna(row.size) else f"{int(row.size):,} users"
+            computed = "" if pd.isna(row.last_computed) else f" — computed {row.last_computed:%Y-%m-%d %H:%M}"
+            labels.append((f"{row.name or row.cohort_id} — {size}{computed}", str(row.cohort_id)))
+        return labels
+
+    @property
+    def running(self) -> bool:
+        return not self._done.is_set()
+
+    def start(self, cohort_id: str, *, on_progress: Callable[[str, str], Any] | None = None,
+              on_done: Callable[[CohortPicker], Any] | None = None) -> None:
+        """Fetch a cohort's members in a background thread (progress as ``(stage, message)``)."""
+        if self.running:
+            raise RuntimeError("members are already being fetched; cancel or wait first.")
+        self._cancel = threading.Event()
+        self._done.clear()
+        self.error = None
+        self.members = None
+        self.cohort_id = cohort_id
+
+        def say(stage: str, message: str) -> None:
+            self.message = message
+            if on_progress is not None:
+                on_progress(stage, message)
+
+        def run() -> None:
+            try:
+                self.members = self.client.members(cohort_id, max_wait=self.max_wait,
+                                                   cancel=self._cancel, on_progress=say)
+                info = self.members.attrs.get("cohort", {})
+                self.message = (f"{info.get('name') or cohort_id}: {len(self.members):,} members "
+                                f"({'reused the download of its last computation' if info.get('from_cache') else 'downloaded'}; "
+                                f"{info.get('downloads_spent', 0)} of the org's 500 monthly downloads spent by this session).")
+            except BaseException as error:  # shown to the analyst, not lost in a thread
+                self.error = error
+                self.message = f"Could not fetch the members: {error}"
+            finally:
+                # Running until on_done returned, as ExplorerController: whoever waits
+                # sees the chooser already updated.
+                try:
+                    if on_done is not None:
+                        on_done(self)
+                finally:
+                    self._done.set()
+
+        threading.Thread(target=run, name="amptools-cohort-members", daemon=True).start()
+
+    def cancel(self) -> None:
+        """Stop waiting for the members (nothing is lost: call start again to resume)."""
+        self._cancel.set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        return self._done.wait(timeout)
+
+    def ids(self, *, cap: int | None = None, sample: bool = False, seed: int = 0) -> list[str]:
+        """The members' user ids to fetch: all, the first ``cap``, or a seeded sample of ``cap``.
+
+        Members without a ``user_id`` are left out (the Profile API needs one).
+        """
+        if self.members is None:
+            return []
+        ids = self.members["user_id"].dropna().drop_duplicates().tolist()
+        if cap is None or cap >= len(ids):
+            return ids
+        return sample_ids(ids, cap, seed=seed, include=()) if sample else ids[:cap]
 
 
 # ---------------------------------------------------------------------------- choosing what to ask
@@ -436,6 +563,9 @@ class ExplorerController:
         Passed on to the bulk fetch: answers kept there are not asked again.
     export_folder : str or path
         Where :meth:`export` writes (created when needed).
+    cohort_names : cohort list, mapping or CohortClient, optional
+        Shows cohorts by name in the tables and charts (see
+        :func:`amptools.tables.cohort_names`); ids when the names cannot be had.
 
     Examples
     --------
@@ -453,8 +583,10 @@ class ExplorerController:
         workers: int = 4,
         cache: str | Path | None = None,
         export_folder: str | Path = DEFAULT_EXPORT_FOLDER,
+        cohort_names: Any = None,
     ) -> None:
         self.client = client
+        self.cohort_names = cohort_names
         self.workers = workers
         # Without a cache of the analyst's, one for this session: fetching the same
         # users again must not log their recommendation exposures again.
@@ -592,12 +724,13 @@ class ExplorerController:
     # -- results -----------------------------------------------------------------------
     def set_result(self, result: ProfileSet) -> None:
         """Take a :class:`ProfileSet` (from a fetch, or made elsewhere) and build its tables."""
+        names = self._cohort_names()
         built = {
             "summary": _tables.summary(result),
             "recommendations": _tables.recommendations(result),
             "properties": _tables.properties(result),
-            "cohorts": _tables.cohorts(result),
-            "cohort_matrix": _tables.cohort_matrix(result),
+            "cohorts": _tables.cohorts(result, names=names),
+            "cohort_matrix": _tables.cohort_matrix(result, names=names),
             "computations": _tables.computations(result),
             "propensities": _tables.propensities(result),
             "failures": result.failures,
@@ -605,6 +738,15 @@ class ExplorerController:
         with self._lock:
             self.result = result
             self._tables = built
+
+    def _cohort_names(self) -> dict[str, str] | None:
+        if self.cohort_names is None:
+            return None
+        try:
+            return _tables.cohort_names(self.cohort_names)
+        except AmptoolsError as error:  # the names are a nicety: the ids still work
+            self.notes.append(f"Cohorts are shown by id: their names could not be had ({error}).")
+            return None
 
     @property
     def tables(self) -> dict[str, pd.DataFrame]:

@@ -28,6 +28,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from amptools import metrics
+from amptools.tables import cohort_labels
 
 __all__ = [
     "call_plan",
@@ -110,6 +111,11 @@ _DOCS: dict[str, str] = {
         The user whose lists are shown.
     device_id : str, optional
         Needed only when the user id alone is ambiguous or empty.""",
+    "names": """names : cohort list, mapping or CohortClient, optional
+        Shows cohorts by name: the frame of ``CohortClient.list_cohorts()``, a
+        ``{cohort_id: name}`` mapping, or a ``CohortClient`` (asked for its list).
+        Ids without a name stay as they are; a long table's ``cohort_name`` column
+        (``tables.cohorts(ps, names=...)``) is used too.""",
     "common": """labels : mapping, optional
         Display names replacing the default words for columns and group values,
         e.g. ``{"rec_id": "Shelf", "home_page": "Home page"}``.
@@ -615,6 +621,21 @@ def _shared_counts(matrix: np.ndarray) -> np.ndarray:
     return shared
 
 
+def _named(labels: Mapping[Hashable, str] | None, names: object, cohorts: pd.DataFrame) -> Mapping[Hashable, str] | None:
+    """``labels`` with the cohorts' names added (what ``labels`` says wins)."""
+    long = "cohort_id" in cohorts.columns
+    if names is None and long and "cohort_name" in cohorts.columns:
+        pairs = cohorts[["cohort_id", "cohort_name"]].dropna().drop_duplicates("cohort_id")
+        names = dict(zip(pairs["cohort_id"].astype(str), pairs["cohort_name"].astype(str)))
+    if names is None:
+        return labels
+    ids = cohorts["cohort_id"].dropna().astype(str).unique() if long else [c for c in cohorts.columns if c not in USER_KEY]
+    named: dict[Hashable, str] = {**(labels or {})}
+    for cohort_id, label in cohort_labels(map(str, ids), names).items():
+        named.setdefault(cohort_id, label)
+    return named
+
+
 def _cohort_order(matrix: np.ndarray, names: list[Hashable], top_n: int | None) -> tuple[np.ndarray, list[Hashable], np.ndarray]:
     """Cohorts sorted largest first (ties by name), cut to ``top_n``."""
     sizes = matrix.sum(axis=0)
@@ -629,6 +650,7 @@ def cohort_sizes(
     cohorts: pd.DataFrame,
     *,
     top_n: int | None = None,
+    names: object = None,
     labels: Mapping[Hashable, str] | None = None,
     title: str | None = None,
     height: int | None = None,
@@ -641,10 +663,12 @@ def cohort_sizes(
     {cohorts}
     top_n : int, optional
         Show only the largest ``top_n`` cohorts.
+    {names}
     {common}
 
     {returns}
     """
+    labels = _named(labels, names, cohorts)
     matrix, names, users = _membership(cohorts, "cohort_sizes")
     n_users = len(users)
     matrix, names, sizes = _cohort_order(matrix, names, top_n)
@@ -669,6 +693,7 @@ def cohort_heatmap(
     max_users: int = 500,
     top_n: int | None = 50,
     seed: int = 0,
+    names: object = None,
     labels: Mapping[Hashable, str] | None = None,
     title: str | None = None,
     height: int | None = None,
@@ -690,10 +715,12 @@ def cohort_heatmap(
         Show the largest ``top_n`` cohorts.
     seed : int, default 0
         Seed of the user sample.
+    {names}
     {common}
 
     {returns}
     """
+    labels = _named(labels, names, cohorts)
     matrix, names, users = _membership(cohorts, "cohort_heatmap")
     matrix, names, _ = _cohort_order(matrix, names, top_n)
     n_users = len(users)
@@ -725,6 +752,7 @@ def cohort_overlap(
     cohorts: pd.DataFrame,
     *,
     top_n: int | None = 30,
+    names: object = None,
     labels: Mapping[Hashable, str] | None = None,
     title: str | None = None,
     height: int | None = None,
@@ -737,10 +765,12 @@ def cohort_overlap(
     {cohorts}
     top_n : int or None, default 30
         Show the largest ``top_n`` cohorts.
+    {names}
     {common}
 
     {returns}
     """
+    labels = _named(labels, names, cohorts)
     matrix, names, _ = _membership(cohorts, "cohort_overlap")
     matrix, names, sizes = _cohort_order(matrix, names, top_n)
     title = title or ("Overlap between cohorts (Jaccard similarity of members)" if top_n is None or len(names) < top_n
@@ -769,6 +799,7 @@ def cohort_upset(
     *,
     top_n: int = 15,
     max_cohorts: int = 10,
+    names: object = None,
     labels: Mapping[Hashable, str] | None = None,
     title: str | None = None,
     height: int | None = None,
@@ -789,10 +820,12 @@ def cohort_upset(
         Intersections shown.
     max_cohorts : int, default 10
         Cohorts considered, largest first.
+    {names}
     {common}
 
     {returns}
     """
+    labels = _named(labels, names, cohorts)
     matrix, names, _ = _membership(cohorts, "cohort_upset")
     matrix, names, sizes = _cohort_order(matrix, names, max_cohorts)
     title = title or f"Top {top_n} cohort intersections" + (f" among the {len(names)} largest cohorts" if len(names) == max_cohorts else "")

@@ -47,12 +47,14 @@ import numpy as np
 import pandas as pd
 from pandas.api.types import infer_dtype
 
+from .errors import InvalidQueryError
 from .models import UserProfile
 from .query import ProfileQuery
 
 __all__ = [
     "COHORT_COLUMNS",
     "COHORT_DTYPES",
+    "COHORT_NAMED_COLUMNS",
     "COMPUTATION_COLUMNS",
     "COMPUTATION_DTYPES",
     "ID_COLUMNS",
@@ -67,7 +69,9 @@ __all__ = [
     "SUMMARY_DTYPES",
     "TIMESTAMP_DTYPE",
     "as_profiles",
+    "cohort_labels",
     "cohort_matrix",
+    "cohort_names",
     "cohorts",
     "computations",
     "properties",
@@ -109,6 +113,8 @@ RECOMMENDATION_DTYPES: dict[str, Any] = {
 
 COHORT_COLUMNS: tuple[str, ...] = ("user_id", "device_id", "cohort_id")
 COHORT_DTYPES: dict[str, Any] = {"user_id": ID_DTYPE, "device_id": ID_DTYPE, "cohort_id": "category"}
+#: :func:`cohorts` with ``names=``: the cohort's name (its id when it has none) follows its id.
+COHORT_NAMED_COLUMNS: tuple[str, ...] = (*COHORT_COLUMNS, "cohort_name")
 
 COMPUTATION_COLUMNS: tuple[str, ...] = ("user_id", "device_id", "computation", "value", "raw",
                                          "ambiguous")
@@ -610,13 +616,76 @@ def _cohort_frame(profiles: Sequence[UserProfile]) -> tuple[pd.DataFrame, np.nda
     return _frame(columns, COHORT_COLUMNS, COHORT_DTYPES), positions
 
 
-def cohorts(data: Any, *, query: ProfileQuery | None = None) -> pd.DataFrame:
+def cohort_names(source: Any) -> dict[str, str]:
+    """``{cohort_id: name}`` from whatever lists cohorts; no network code of its own.
+
+    Parameters
+    ----------
+    source : DataFrame, mapping, object with ``cohort_names()``, or None
+        The frame of ``CohortClient.list_cohorts()`` (``cohort_id`` and ``name``
+        columns), a mapping of ids to names, or anything with a ``cohort_names()``
+        method returning one (a ``CohortClient``: it is asked for its list).
+        None gives ``{}``.
+
+    Returns
+    -------
+    dict of str to str
+        Ids with a blank name are left out, so they fall back to their ids.
+
+    Raises
+    ------
+    InvalidQueryError
+        When ``source`` is none of these.
+    """
+    if source is None:
+        return {}
+    if hasattr(source, "cohort_names") and callable(source.cohort_names):
+        source = source.cohort_names()
+    if isinstance(source, pd.DataFrame):
+        missing = {"cohort_id", "name"} - set(source.columns)
+        if missing:
+            raise InvalidQueryError(
+                f"names=: the frame has no {', '.join(sorted(missing))} column; pass the frame "
+                "of CohortClient.list_cohorts(), a {cohort_id: name} mapping or a CohortClient.")
+        source = dict(zip(source["cohort_id"].tolist(), source["name"].tolist()))
+    if not isinstance(source, Mapping):
+        raise InvalidQueryError(
+            f"names= must be a cohort list (CohortClient.list_cohorts()), a {{cohort_id: name}} "
+            f"mapping or a CohortClient, got {type(source).__name__}.")
+    return {str(k): str(v) for k, v in source.items()
+            if k is not None and v is not None and not pd.isna(v) and str(v).strip()}
+
+
+def cohort_labels(ids: Iterable[str], names: Any) -> dict[str, str]:
+    """What to show for each cohort id: its name, ``name (id)`` when names repeat, else the id.
+
+    Parameters
+    ----------
+    ids : iterable of str
+        The cohort ids shown together (a table's columns, a figure's axis).
+    names : cohort list, mapping or CohortClient
+        See :func:`cohort_names`.
+
+    Returns
+    -------
+    dict of str to str
+        One distinct label per distinct id.
+    """
+    known = names if isinstance(names, dict) else cohort_names(names)
+    shown = {i: known.get(i, i) for i in ids}
+    repeated = {n for n, count in pd.Series(list(shown.values()), dtype=object).value_counts().items() if count > 1}
+    return {i: f"{n} ({i})" if n in repeated and n != i else n for i, n in shown.items()}
+
+
+def cohorts(data: Any, *, names: Any = None, query: ProfileQuery | None = None) -> pd.DataFrame:
     """One row per (user, cohort the user is in).
 
     Parameters
     ----------
     data : ProfileSet, list of UserProfile, or list of response dicts
         The profiles (see :func:`as_profiles`).
+    names : cohort list, mapping or CohortClient, optional
+        Adds ``cohort_name`` (see :func:`cohort_names`); ids without a name keep the id.
     query : ProfileQuery, optional
         Used only to parse raw response dicts.
 
@@ -624,15 +693,24 @@ def cohorts(data: Any, *, query: ProfileQuery | None = None) -> pd.DataFrame:
     -------
     pandas.DataFrame
         Columns (:data:`COHORT_COLUMNS`): ``user_id``, ``device_id`` (str),
-        ``cohort_id`` (category). Users in no cohort, or not asked, give no rows.
+        ``cohort_id`` (category), and with ``names=`` also ``cohort_name``
+        (category; :data:`COHORT_NAMED_COLUMNS`). Users in no cohort, or not
+        asked, give no rows.
     """
-    return _cohort_frame(as_profiles(data, query=query))[0]
+    frame = _cohort_frame(as_profiles(data, query=query))[0]
+    if names is None:
+        return frame
+    ids = frame["cohort_id"].cat.categories.tolist()
+    display = cohort_labels(ids, cohort_names(names))
+    frame["cohort_name"] = _categorical(_objects(map(display.get, frame["cohort_id"].astype(object)), len(frame)))
+    return frame
 
 
 def cohort_matrix(
     data: Any,
     *,
     cohorts: Sequence[str] | None = None,
+    names: Any = None,
     query: ProfileQuery | None = None,
 ) -> pd.DataFrame:
     """One row per user, one flag column per cohort.
@@ -643,7 +721,11 @@ def cohort_matrix(
         The profiles (see :func:`as_profiles`).
     cohorts : sequence of str, optional
         The cohort columns, in this order (cohorts no user is in give all-False
-        columns). Default: every cohort seen, sorted.
+        columns). Default: every cohort seen, sorted. With ``names=`` these may be
+        names too.
+    names : cohort list, mapping or CohortClient, optional
+        Columns are headed by cohort names (see :func:`cohort_names`) instead of
+        ids; a repeated name becomes ``name (id)``, an id without a name stays.
     query : ProfileQuery, optional
         Used only to parse raw response dicts.
 
@@ -655,27 +737,34 @@ def cohort_matrix(
         cohorts were not asked for. A cohort named ``user_id`` or ``device_id``
         becomes ``cohort:user_id`` / ``cohort:device_id``.
     """
+    known = cohort_names(names)
+    if cohorts is not None and known:
+        by_name = {name: cohort_id for cohort_id, name in known.items()}
+        cohorts = [c if c in known else by_name.get(c, c) for c in ([cohorts] if isinstance(cohorts, str) else cohorts)]
     profiles = as_profiles(data, query=query)
     n = len(profiles)
     present, counts, not_asked = _flatten(list(map(_COHORT_IDS, profiles)))
     flat = _objects(chain.from_iterable(present), int(counts.sum()))
     if cohorts is None:
-        names = sorted(set(flat.tolist()))
+        ids = sorted(set(flat.tolist()))
     else:
         if isinstance(cohorts, str):
             cohorts = [cohorts]
-        names = list(dict.fromkeys(cohorts))
-    index = {name: i for i, name in enumerate(names)}
+        ids = list(dict.fromkeys(cohorts))
+    index = {cohort_id: i for i, cohort_id in enumerate(ids)}
     # One scatter: (cohort, profile) -> True; a (cohort x profile) grid keeps each
-    # column contiguous. Ids not among ``names`` get -1 and are left out.
+    # column contiguous. Ids not among ``ids`` get -1 and are left out.
     codes = np.fromiter(map(index.get, flat.tolist(), repeat(-1)), dtype=np.int64, count=len(flat))
     keep = codes >= 0
-    flags = np.zeros((len(names), n), dtype=bool)
+    flags = np.zeros((len(ids), n), dtype=bool)
     flags[codes[keep], _positions(counts)[keep]] = True
     columns = _id_columns(profiles)
-    taken = set(ID_COLUMNS) | set(names)
-    for name, i in index.items():
-        label = name if name not in ID_COLUMNS else _unique_name("cohort:" + name, taken, "cohort:")
+    # Headed by names when they are known; repeated names get their id added.
+    display = cohort_labels(ids, known) if known else {}
+    taken = set(ID_COLUMNS) | set(display.values() if display else ids)
+    for cohort_id, i in index.items():
+        label = display.get(cohort_id, cohort_id)
+        label = label if label not in ID_COLUMNS else _unique_name("cohort:" + label, taken, "cohort:")
         columns[label] = pd.arrays.BooleanArray(flags[i].copy(), not_asked.copy())
     return pd.DataFrame(columns, copy=False)
 

@@ -26,13 +26,14 @@ import ipywidgets as widgets
 
 from . import explorer as logic
 from .errors import InvalidQueryError
-from .explorer import TEST_USER, ChartOption, ExplorerController, ParsedIds
+from .explorer import TEST_USER, ChartOption, CohortPicker, ExplorerController, ParsedIds
 from .query import ProfileQuery
 
 if TYPE_CHECKING:
     import plotly.graph_objects as go
 
     from .client import ProfileClient
+    from .cohorts import CohortClient
 
 __all__ = ["ProfileExplorer", "QueryOptions", "UserChooser"]
 
@@ -73,9 +74,20 @@ def _sample_org_ids() -> tuple[Sequence[str], Sequence[str]] | None:
     return org.user_ids, org.device_ids
 
 
+def _default_cohort_client(client: Any) -> CohortClient | None:
+    """The sample org's cohort client, or the environment's; None when there is none."""
+    from .cohorts import for_profile_client
+    from .errors import ConfigurationError
+
+    try:
+        return for_profile_client(client)
+    except ConfigurationError:  # no Cohorts API keys: the chooser goes without "From a cohort"
+        return None
+
+
 # ---------------------------------------------------------------------------- users
 class UserChooser(widgets.VBox):
-    """Choose users: one id, a pasted list, an uploaded CSV, or a pick of the sample org.
+    """Choose users: one id, a pasted list, an uploaded CSV, a pick of the sample org, a cohort.
 
     Parameters
     ----------
@@ -88,8 +100,14 @@ class UserChooser(widgets.VBox):
         What the ids are.
     sample_size : int
         The initial size of the pick.
-    method : {"one", "paste", "upload", "sample"}, optional
+    method : {"one", "paste", "upload", "sample", "cohort"}, optional
         The method shown first; ``"sample"`` when ``org_ids`` is given, else ``"paste"``.
+    cohorts : CohortPicker, optional
+        Adds "From a cohort": the cohorts with name, size and last computed, a search
+        box, "Fetch members" with progress, then the members' user ids (at most
+        ``cohort_cap``, the first ones or a seeded random sample).
+    cohort_cap : int
+        The initial cap on the users taken from a cohort.
 
     Attributes
     ----------
@@ -99,7 +117,7 @@ class UserChooser(widgets.VBox):
         ``"user_id"`` or ``"device_id"``; settable.
     """
 
-    METHODS = ("one", "paste", "upload", "sample")
+    METHODS = ("one", "paste", "upload", "sample", "cohort")
 
     def __init__(
         self,
@@ -109,6 +127,8 @@ class UserChooser(widgets.VBox):
         id_type: str = "user_id",
         sample_size: int = 10,
         method: str | None = None,
+        cohorts: CohortPicker | None = None,
+        cohort_cap: int = 1000,
     ) -> None:
         self.org_ids = org_ids
         self.org_device_ids = org_device_ids
@@ -149,6 +169,10 @@ class UserChooser(widgets.VBox):
         if org_ids is not None:
             panels.append(("sample", "Sample org users", widgets.HBox(
                 [self.sample_size, self.include_test_user, self.reshuffle])))
+        self.cohorts = cohorts
+        self._cohorts_asked = False
+        if cohorts is not None:
+            panels.append(("cohort", "From a cohort", self._build_cohort_panel(cohort_cap)))
         self._methods = [name for name, _, _ in panels]
         self.tabs = widgets.Tab(children=[panel for _, _, panel in panels],
                                 titles=[title for _, title, _ in panels])
@@ -164,7 +188,7 @@ class UserChooser(widgets.VBox):
         self.upload.observe(self._uploaded, names="value")
         self.reshuffle.on_click(self._another_pick)
         super().__init__([self.id_type_buttons, self.tabs, self.message])
-        self._update_message()
+        self._changed()
 
     # -- plain values --------------------------------------------------------------
     @property
@@ -196,6 +220,8 @@ class UserChooser(widgets.VBox):
             return logic.parse_ids(self.pasted.value, separator=self.separator.value)
         if method == "upload":
             return self._file
+        if method == "cohort":
+            return ParsedIds(self._cohort_ids(), [], 0, "user_id")
         return ParsedIds(self._sample(), [], 0, self.id_type)
 
     @property
@@ -220,6 +246,89 @@ class UserChooser(widgets.VBox):
             return []
         return logic.sample_ids(ids, int(self.sample_size.value), seed=self.sample_seed, include=include)
 
+    # -- from a cohort (the logic is explorer.CohortPicker) ----------------------------
+    _STAGES = {"requested": 1, "waiting": 2, "downloading": 3, "cached": 4, "done": 4}
+
+    def _build_cohort_panel(self, cap: int) -> widgets.Widget:
+        self.cohort_search = widgets.Text(placeholder="search by name or id", description="Search",
+                                          layout=widgets.Layout(width="320px"))
+        self.cohort_list = widgets.Select(options=[], rows=8, layout=widgets.Layout(width="560px"))
+        self.cohort_fetch = widgets.Button(description="Fetch members", icon="download", disabled=True)
+        self.cohort_cancel = widgets.Button(description="Cancel", icon="stop", disabled=True)
+        self.cohort_progress = widgets.IntProgress(value=0, min=0, max=4, layout=widgets.Layout(width="160px"))
+        self.cohort_cap = widgets.BoundedIntText(value=cap, min=1, max=2_000_000, description="At most",
+                                                 layout=widgets.Layout(width="200px"))
+        self.cohort_sample = widgets.Checkbox(value=True, description="a random sample when larger",
+                                              indent=False)
+        self.cohort_status = widgets.HTML()
+        self.cohort_search.observe(lambda _: self._show_cohorts(), names="value")
+        self.cohort_list.observe(lambda _: self._cohort_buttons(), names="value")
+        for widget in (self.cohort_cap, self.cohort_sample):
+            widget.observe(self._changed, names="value")
+        self.cohort_fetch.on_click(self._fetch_members)
+        self.cohort_cancel.on_click(lambda _: self.cohorts.cancel() if self.cohorts else None)
+        return widgets.VBox([
+            self.cohort_search, self.cohort_list,
+            widgets.HBox([self.cohort_fetch, self.cohort_cancel, self.cohort_progress],
+                         layout=widgets.Layout(align_items="center")),
+            widgets.HBox([self.cohort_cap, self.cohort_sample]), self.cohort_status,
+        ])
+
+    def load_cohorts(self) -> None:
+        """Ask for the cohort list (done the first time "From a cohort" is shown)."""
+        if self.cohorts is None:
+            return
+        self._cohorts_asked = True
+        try:
+            self.cohorts.load()
+        except Exception as error:  # shown in the panel; the other methods still work
+            self.cohort_status.value = _message(f"Could not list the cohorts: {error}", error=True)
+            return
+        self._show_cohorts()
+
+    def _show_cohorts(self) -> None:
+        assert self.cohorts is not None
+        chosen = self.cohort_list.value
+        options = self.cohorts.choices(self.cohort_search.value)
+        self.cohort_list.options = options
+        if chosen in [value for _, value in options]:
+            self.cohort_list.value = chosen
+        shown = f"{len(options):,} of {len(self.cohorts.cohorts):,} cohorts"
+        self.cohort_status.value = _message(self.cohorts.message or shown)
+        self._cohort_buttons()
+
+    def _cohort_buttons(self) -> None:
+        running = self.cohorts is not None and self.cohorts.running
+        self.cohort_fetch.disabled = running or self.cohort_list.value is None
+        self.cohort_cancel.disabled = not running
+
+    def _fetch_members(self, _button: Any = None) -> None:
+        if self.cohorts is None or self.cohort_list.value is None:
+            return
+        self.cohort_progress.value, self.cohort_progress.bar_style = 0, ""
+        self.cohort_status.value = _message("Asking Amplitude for the members…")
+        self.cohorts.start(self.cohort_list.value, on_progress=self._member_progress,
+                           on_done=self._members_done)
+        self._cohort_buttons()
+
+    def _member_progress(self, stage: str, message: str) -> None:
+        self.cohort_progress.value = self._STAGES.get(stage, self.cohort_progress.value)
+        self.cohort_status.value = _message(message)
+
+    def _members_done(self, picker: CohortPicker) -> None:
+        self.cohort_progress.bar_style = "danger" if picker.error else "success"
+        self.cohort_status.value = _message(picker.message, error=picker.error is not None)
+        self.cohort_fetch.disabled = self.cohort_list.value is None  # picker.running until this returns
+        self.cohort_cancel.disabled = True
+        if picker.error is None:
+            self.id_type = "user_id"  # a cohort's members come as user ids
+        self._changed()
+
+    def _cohort_ids(self) -> list[str]:
+        if self.cohorts is None:
+            return []
+        return self.cohorts.ids(cap=int(self.cohort_cap.value), sample=bool(self.cohort_sample.value))
+
     def _uploaded(self, change: Mapping[str, Any]) -> None:
         files = change["new"] or ()
         self._file, self._file_error = ParsedIds(), None
@@ -238,6 +347,8 @@ class UserChooser(widgets.VBox):
         self._changed()
 
     def _changed(self, _change: Any = None) -> None:
+        if self.method == "cohort" and not self._cohorts_asked:
+            self.load_cohorts()
         self._update_message()
         for callback in self._callbacks:
             callback(self)
@@ -248,7 +359,7 @@ class UserChooser(widgets.VBox):
             return
         parsed = self.parsed
         text = ParsedIds(parsed.ids, parsed.duplicates, parsed.blanks, self.id_type).message
-        if parsed.ids and self.method in ("sample", "upload"):
+        if parsed.ids and self.method in ("sample", "upload", "cohort"):
             preview = ", ".join(parsed.ids[:5]) + (", …" if len(parsed.ids) > 5 else "")
             text = f"{text[:-1]}: {preview}"
         if self.method == "upload" and self.upload.value:
@@ -396,6 +507,10 @@ class ProfileExplorer(widgets.VBox):
         A profile cache: answers kept there are not fetched (nor exposed) again.
     sample_size : int
         The initial number of sampled users.
+    cohort_client : CohortClient, optional
+        Adds "From a cohort" to the user chooser and shows cohorts by name. By
+        default the sample org's (for a sample-org client), else one from
+        ``AMPLITUDE_API_KEY`` + ``AMPLITUDE_SECRET_KEY`` when both are set.
 
     Attributes
     ----------
@@ -419,14 +534,19 @@ class ProfileExplorer(widgets.VBox):
         workers: int = 4,
         cache: str | Path | None = None,
         sample_size: int = 10,
+        cohort_client: CohortClient | None = None,
     ) -> None:
-        self.controller = ExplorerController(client, workers=workers, cache=cache, export_folder=export_folder)
+        if cohort_client is None:
+            cohort_client = _default_cohort_client(client)
+        self.controller = ExplorerController(client, workers=workers, cache=cache, export_folder=export_folder,
+                                             cohort_names=cohort_client)
         is_sample = bool(getattr(client, "is_sample", False))
         if org_ids is None and is_sample:
             found = _sample_org_ids()
             if found is not None:
                 org_ids, org_device_ids = found
-        self.users = UserChooser(org_ids=org_ids, org_device_ids=org_device_ids, sample_size=sample_size)
+        self.users = UserChooser(org_ids=org_ids, org_device_ids=org_device_ids, sample_size=sample_size,
+                                 cohorts=CohortPicker(cohort_client) if cohort_client is not None else None)
         if is_sample:
             known = _sample_known_ids()
             self.options = QueryOptions(recs=known["recs"][:2], computations="all",

@@ -35,6 +35,7 @@ CONTRACT = {
     "widgets": ["ProfileExplorer"],
     "sample": ["SampleServer"],
     "braze": ["connected_content", "preview", "call_plan"],
+    "cohorts": ["CohortClient", "connect"],
 }
 
 
@@ -53,6 +54,16 @@ def test_client_signature_is_keyword_only_after_the_key():
         assert params[name].kind is inspect.Parameter.KEYWORD_ONLY
     assert params["rate_limit"].default == 540
     assert params["base_url"].default == amp.DEFAULT_BASE_URL == "https://profile-api.amplitude.com"
+
+
+def test_cohort_client_signature_matches_the_contract():
+    params = inspect.signature(amp.cohorts.CohortClient).parameters
+    assert list(params)[:2] == ["api_key", "secret_key"]
+    for name in ("region", "base_url", "timeout", "cache"):
+        assert params[name].kind is inspect.Parameter.KEYWORD_ONLY
+    assert params["region"].default == "us"
+    for method in ("list_cohorts", "members", "usage", "from_env", "cohort_names"):
+        assert callable(getattr(amp.cohorts.CohortClient, method))
 
 
 def test_query_defaults_match_the_contract():

@@ -150,7 +150,9 @@ def test_pasted_users_fetch_and_fill_the_tabs(sample_server):
     results = explorer.controller.tables
     pd.testing.assert_frame_equal(results["summary"], tables.summary(direct))
     pd.testing.assert_frame_equal(results["recommendations"], tables.recommendations(direct))
-    pd.testing.assert_frame_equal(results["cohort_matrix"], tables.cohort_matrix(direct))
+    # On the sample org the explorer knows the cohorts' names (its Cohorts API), so it shows them.
+    names = sample_server.org.cohort_names
+    pd.testing.assert_frame_equal(results["cohort_matrix"], tables.cohort_matrix(direct, names=names))
     assert results["summary"]["user_id"].tolist() == ids
     recs = results["recommendations"]
     test_items = recs[(recs["user_id"] == "testUser") & (recs["rec_id"] == "testRecId")]["item"].tolist()
@@ -159,7 +161,7 @@ def test_pasted_users_fetch_and_fill_the_tabs(sample_server):
     for user in ids:
         assert f">{user}<" in explorer.table_views["summary"].value
     assert "chocolate milk" in explorer.table_views["recommendations"].value
-    assert "cohort1" in explorer.table_views["cohort_matrix"].value
+    assert "All active users" in explorer.table_views["cohort_matrix"].value
     assert "0x10x" in explorer.table_views["propensities"].value
     assert "5 fetched" in explorer.status.value
     assert explorer.progress.value == explorer.progress.max == 5
@@ -271,7 +273,7 @@ def test_charts_tab_builds_figures(fetched_explorer):
     explorer.chart_picker.value = "cohort_sizes"
     cohorts = explorer.controller.table("cohorts")
     bars = explorer.figure.data[0]
-    assert set(bars.x if bars.orientation != "h" else bars.y) == set(cohorts["cohort_id"])
+    assert set(bars.x if bars.orientation != "h" else bars.y) == set(cohorts["cohort_name"])
     explorer.chart_picker.value = "computation_distribution"
     explorer.chart_option_widgets["computation"].value = "orders_90d"
     explorer.chart_option_widgets["split"].value = "none"

@@ -7,15 +7,18 @@
 
 from __future__ import annotations
 
+from amptools.sample.cohorts import SampleCohorts, StorageHost
 from amptools.sample.dataset import SampleOrg, SampleRequestError, load_definition
 from amptools.sample.server import Arrival, Faults, SampleServer, serve
 
 __all__ = [
     "Arrival",
     "Faults",
+    "SampleCohorts",
     "SampleOrg",
     "SampleRequestError",
     "SampleServer",
+    "StorageHost",
     "load_definition",
     "serve",
 ]

@@ -35,6 +35,7 @@ import struct
 import sys
 import threading
 import time
+import weakref
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -42,12 +43,15 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
 
+from amptools.sample.cohorts import PREFIX as COHORTS_PREFIX
+from amptools.sample.cohorts import SampleCohorts
 from amptools.sample.dataset import SampleOrg, SampleRequestError
 
 if TYPE_CHECKING:
     from amptools.client import ProfileClient
+    from amptools.cohorts import CohortClient
 
-__all__ = ["ENDPOINT", "THROTTLE_BODY", "Arrival", "Faults", "SampleServer", "serve"]
+__all__ = ["ENDPOINT", "THROTTLE_BODY", "Arrival", "Faults", "SampleServer", "running", "serve"]
 
 ENDPOINT = "/v1/userprofile"
 THROTTLE_BODY = (
@@ -310,6 +314,8 @@ class _Handler(BaseHTTPRequestHandler):
         if delay > 0 and owner._stopping.wait(delay):
             return self._reset()
 
+        if split.path.startswith(COHORTS_PREFIX):
+            return owner.cohorts.handle(self, split.path, split.query)
         if split.path != ENDPOINT or self.command != "GET":
             # An unread request body would poison the kept-alive connection.
             if self.command != "GET":
@@ -357,6 +363,15 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(200, body, "application/json", truncate=fault == "truncate")
 
 
+#: The sample servers running in this process, by URL (see :func:`running`).
+_RUNNING: weakref.WeakValueDictionary[str, SampleServer] = weakref.WeakValueDictionary()
+
+
+def running(url: str) -> SampleServer | None:
+    """The sample server of this process that answers at ``url``, if any."""
+    return _RUNNING.get(url.rstrip("/"))
+
+
 class SampleServer:
     """The embedded User Profile API: a threaded HTTP server on 127.0.0.1.
 
@@ -377,6 +392,8 @@ class SampleServer:
     secret_key : str, optional
         The key clients must send; by default one named after the org (seed and size),
         so a cache filled from this sample org is reused by later sessions.
+        The Cohorts API (``/api/...``, see :mod:`amptools.sample.cohorts`) takes it as
+        the password of HTTP Basic auth, with :attr:`api_key` as the user.
     port : int
         Port to bind on 127.0.0.1; a free one when 0.
 
@@ -409,6 +426,10 @@ class SampleServer:
         # so caches filled from the same sample org in another session stay usable.
         self.secret_key: str = (secret_key if secret_key is not None
                                 else f"sample-org-{self.org.seed}-{self.org.n_users}")
+        # The Cohorts API's Basic auth pairs an API key with the secret key.
+        self.api_key: str = f"sample-api-{self.org.seed}-{self.org.n_users}"
+        #: The Behavioral Cohorts API of this org (job delay, storage host: see sample.cohorts).
+        self.cohorts = SampleCohorts(self)
         self.port = port
         self._faults = faults
         self._limiter = _SlidingWindow(rate_limit, window)
@@ -474,6 +495,8 @@ class SampleServer:
             name="amptools-sample-server", daemon=True,
         )
         self._thread.start()
+        self._registered_url = self.url
+        _RUNNING[self.url] = self
         return self
 
     def stop(self) -> None:
@@ -496,6 +519,8 @@ class SampleServer:
             except OSError:
                 pass
         httpd.server_close()
+        self.cohorts.stop()
+        _RUNNING.pop(self._registered_url, None)
         if thread is not None:
             thread.join(timeout=5)
         self._httpd = None
@@ -524,6 +549,22 @@ class SampleServer:
         from amptools.client import ProfileClient
 
         return ProfileClient(self.secret_key, base_url=self.url, **kwargs)
+
+    def cohort_client(self, **kwargs: Any) -> CohortClient:
+        """A :class:`amptools.cohorts.CohortClient` for this org's Cohorts API (keys included).
+
+        Parameters
+        ----------
+        **kwargs
+            Passed on to ``CohortClient`` (``cache``, ``timeout``, ``poll_base``, ...).
+
+        Returns
+        -------
+        CohortClient
+        """
+        from amptools.cohorts import CohortClient
+
+        return CohortClient(self.api_key, self.secret_key, base_url=self.url, **kwargs)
 
     # ---------------------------------------------------------------- internals
     def _record(self, arrival: Arrival) -> None:
@@ -565,6 +606,8 @@ def serve(port: int = 8765, **kwargs: Any) -> None:
         print(f"  a fake org of {server.org.n_users} users, rate limit "
               f"{server.rate_limit} per {server.window:g} s; try user_id=testUser")
         print(f"  sample org's local key (not a real Amplitude key): {server.secret_key}")
+        print(f"  Cohorts API: {server.url}/api/3/cohorts (Basic auth, user {server.api_key}, "
+              "password the key above)")
         print("  in Python: amptools.ProfileClient(<that key>, base_url="
               f"{server.url!r})")
         print("Press Ctrl-C to stop.", flush=True)
