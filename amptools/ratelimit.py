@@ -127,9 +127,10 @@ class PaceState:
             return False
         self.share = max(MIN_SHARE, self.current_share(now, period) * DECREASE)
         self.updated = self.decreased = now
-        # No saved-up burst after a throttle: the next requests come at the new pace.
+        # No saved-up burst after a throttle (nor after its pause): the next requests
+        # come one by one at the new pace.
         interval = period / (limit * self.share)
-        self.tat = max(self.tat, now + (burst(limit) - 1) * interval)
+        self.tat = max(self.tat, max(now, self.not_before) + (burst(limit) - 1) * interval)
         return True
 
 
