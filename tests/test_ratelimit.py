@@ -355,6 +355,7 @@ def test_burst_bound_against_the_server(workers: int) -> None:
     assert max_in_span(times, period / 10) <= limit // 5
 
 
+@pytest.mark.slow
 def test_a_scripted_burst_of_throttles_slows_the_client_then_it_recovers() -> None:
     limit, period = 40, 1.0
     with SampleServer(rate_limit=100_000, window=period) as srv:
