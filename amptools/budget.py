@@ -42,6 +42,7 @@ __all__ = [
     "is_claimed",
     "open_store",
     "release",
+    "release_owner",
     "wait_claimed",
 ]
 
@@ -207,6 +208,11 @@ class BudgetStore:
             else:
                 db.execute("DELETE FROM claims WHERE key = ? AND owner = ?", (key, owner))
 
+    def release_owner(self, owner: str) -> int:
+        """Give up every claim of ``owner`` (a run that ends); returns how many there were."""
+        with self.transaction() as db:
+            return db.execute("DELETE FROM claims WHERE owner = ?", (owner,)).rowcount
+
     def is_claimed(self, key: str) -> bool:
         """Whether a live claim holds ``key``."""
         with self._lock:
@@ -362,6 +368,11 @@ def claim(key: str, owner: str, ttl: float) -> bool:
 def release(key: str, owner: str | None = None) -> None:
     """Give a claim up (see :meth:`BudgetStore.release`)."""
     open_store().release(key, owner)
+
+
+def release_owner(owner: str) -> int:
+    """Give up every claim of ``owner`` (see :meth:`BudgetStore.release_owner`)."""
+    return open_store().release_owner(owner)
 
 
 def is_claimed(key: str) -> bool:

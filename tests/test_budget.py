@@ -247,6 +247,9 @@ def test_claims(tmp_path: Path) -> None:
     assert store.claim("k", "a", ttl=10)
     assert store.wait_claimed("free-key", timeout=0)
     assert not store.wait_claimed("k", timeout=0.05, poll=0.01)
+    assert store.claim("k2", "a", ttl=10) and store.claim("k3", "b", ttl=10)
+    assert store.release_owner("a") == 2  # a run that ends gives up all it held
+    assert not store.is_claimed("k") and not store.is_claimed("k2") and store.is_claimed("k3")
 
 
 def test_wait_claimed_returns_when_another_thread_releases(tmp_path: Path) -> None:
