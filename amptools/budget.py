@@ -16,6 +16,10 @@ A process that dies leaves nothing behind: an in-flight permit carries its proce
 and a lease, and counts as completed when its process is gone or its lease ran out; a
 claim carries its process id and an expiry, and is free once either is past.
 
+Read the file only through this module while a process uses it: opening and closing
+it with anything else (``open()``, a copy) drops that process's SQLite locks, since
+POSIX file locks belong to the process, not to the connection.
+
 Clock times are ``time.monotonic()``, which counts from boot for every process of the
 machine; rows dated in the future (a reboot reset the clock) are dropped on opening.
 """
