@@ -23,6 +23,7 @@ import math
 import os
 import random
 import socket
+import sqlite3
 import sys
 import threading
 import time
@@ -55,7 +56,7 @@ from .errors import (
 )
 from .models import ComputationNames, UserProfile
 from .query import ProfileQuery, validate_id
-from .ratelimit import RateLimiter
+from .ratelimit import Quota, RateLimiter
 
 if TYPE_CHECKING:
     from .bulk import ProfileSet
@@ -500,6 +501,10 @@ class ProfileClient:
         540 a minute leaves 10% of the org's 600 to other tools.
     rate_period : float
         The window of ``rate_limit`` in seconds.
+    shared_budget : bool
+        Share one budget with every client of the same scope on this machine, across
+        threads and processes (see :mod:`amptools.budget`). False keeps this client's
+        own limiter. An injected ``clock`` always keeps its own.
     backoff_base, backoff_cap, retry_after_cap : float
         The retry delays (see :func:`retry_delay`).
     deadline : float, optional
@@ -524,6 +529,7 @@ class ProfileClient:
         max_retries: int = 4,
         rate_limit: int = 540,
         rate_period: float = 60.0,
+        shared_budget: bool = True,
         backoff_base: float = 0.5,
         backoff_cap: float = 30.0,
         retry_after_cap: float = 60.0,
@@ -564,7 +570,8 @@ class ProfileClient:
         if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
             raise ConfigurationError(f"max_retries must be a whole number ≥ 0, got {max_retries!r}.")
         self.max_retries = max_retries
-        self.limiter = RateLimiter(rate_limit, rate_period, clock=clock, sleep=sleep)
+        self.limiter = RateLimiter(rate_limit, rate_period, clock=clock, sleep=sleep,
+                                   ledger=self._shared_ledger(shared_budget and clock is time.monotonic))
         self.backoff_base = backoff_base
         self.backoff_cap = backoff_cap
         self.retry_after_cap = retry_after_cap
@@ -590,6 +597,37 @@ class ProfileClient:
         if path.endswith(ENDPOINT):
             path = path[: -len(ENDPOINT)]
         return f"{parts.scheme}://{parts.netloc}{path}"
+
+    def _shared_ledger(self, shared: bool) -> Any:
+        """The machine-wide budget of this client's scope, or None (this client's own)."""
+        if not shared:
+            return None
+        from .budget import SharedBudget, open_store
+
+        scope = self.scope
+        if self.is_sample:
+            # api_scope drops a loopback port so sample-org caches are reused across
+            # sessions, but two sample servers running at once are two orgs with two
+            # limits: their budgets are kept apart by port.
+            scope += f" port:{urlsplit(self.base_url).port}"
+        try:
+            return SharedBudget(open_store(), scope)
+        except (OSError, sqlite3.Error) as error:
+            log.warning("the shared request budget is unavailable (%s); this client paces "
+                        "itself alone", type(error).__name__)
+            return None
+
+    def quota(self) -> Quota:
+        """What this client (its scope, when shared) used and is allowed: plain data.
+
+        Returns
+        -------
+        Quota
+            ``used_last_minute``, ``allowed_now`` (the pace per minute, lower after
+            throttles), ``limit`` (the ceiling per minute), ``throttles`` (met by this
+            client) and ``shared``; ``str()`` gives one line for a progress display.
+        """
+        return self.limiter.quota()
 
     @classmethod
     def from_env(cls, **kwargs: Any) -> ProfileClient:
@@ -679,7 +717,7 @@ class ProfileClient:
                 jitter=lambda d: jitter(d, self._rng),
             )
             if isinstance(result, ThrottledError):
-                self.limiter.pause(delay)
+                self.limiter.throttled(delay)  # pauses every thread and slows the pace
             log.info("retrying after %s (attempt %d of %d) in %.2fs",
                      type(result).__name__, attempt, self.max_retries + 1, delay)
             if cancel is not None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,26 @@ DOCUMENTED_QUERIES: dict[str, dict[str, str]] = {
     "one_computation": {"comp_id": "computed-prop-2"},
     "all_computations": {"get_computations": "true"},
 }
+
+
+@pytest.fixture(scope="session", autouse=True)
+def isolated_budget(tmp_path_factory):
+    """The shared request budget (and claims) of this test session only.
+
+    Clients of one scope share a budget file under the user cache directory, and the
+    sample org's key is derived from its seed, so without this two test sessions (or a
+    test and a notebook the user runs) would pace each other. Subprocesses and notebook
+    kernels inherit the variable.
+    """
+    from amptools.budget import CACHE_DIR_VARIABLE
+
+    previous = os.environ.get(CACHE_DIR_VARIABLE)
+    os.environ[CACHE_DIR_VARIABLE] = str(tmp_path_factory.mktemp("amptools-cache"))
+    yield os.environ[CACHE_DIR_VARIABLE]
+    if previous is None:
+        os.environ.pop(CACHE_DIR_VARIABLE, None)
+    else:
+        os.environ[CACHE_DIR_VARIABLE] = previous
 
 
 def load_sample(name: str) -> dict[str, Any]:

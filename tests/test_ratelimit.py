@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 
@@ -10,7 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from amptools.errors import ConfigurationError, FetchCancelled
-from amptools.ratelimit import RateLimiter
+from amptools.ratelimit import DECREASE, INCREASE, MIN_SHARE, Quota, RateLimiter, burst
+from amptools.sample import Faults, SampleServer
 
 
 class FakeClock:
@@ -47,6 +49,17 @@ def max_in_window(intervals: list[tuple[float, float]], period: float) -> int:
     return best
 
 
+def max_in_span(times: list[float], span: float) -> int:
+    """The most moments in any half-open span [t, t + span)."""
+    times = sorted(times)
+    best = start = 0
+    for end, moment in enumerate(times):
+        while times[start] <= moment - span:
+            start += 1
+        best = max(best, end - start + 1)
+    return best
+
+
 def test_600_a_minute_in_milliseconds() -> None:
     limiter, clock = make(600, 60.0)
     grants = []
@@ -54,12 +67,66 @@ def test_600_a_minute_in_milliseconds() -> None:
     for _ in range(1800):
         with limiter.permit():
             grants.append(clock.now)
-    assert time.perf_counter() - started < 1.0  # simulated: three minutes of pacing in well under a second
-    assert grants[:600] == [0.0] * 600
-    assert grants[600] == pytest.approx(60.0)  # the 601st waits a full window
-    assert grants[1200] == pytest.approx(120.0)
+    assert time.perf_counter() - started < 2.0  # simulated: three minutes of pacing in well under a second
+    assert grants[:30] == pytest.approx([0.0] * 30)  # a burst of a twentieth of the limit
+    assert grants[30] == pytest.approx(0.1)  # then one every tenth of a second
+    assert max_in_span(grants, 6.0) <= 120  # any tenth of the period: at most a fifth of the limit
     assert max_in_window([(g, g) for g in grants], 60.0) == 600
+    assert 1799 / (grants[-1] - grants[0]) >= 0.97 * 10  # a long run keeps the pace of the limit
     assert limiter.granted == 1800
+
+
+class Simulation:
+    """``workers`` threads, simulated in one: each holds a permit ``latency`` seconds.
+
+    The fake sleep fires the releases that fall due while a worker waits, in time
+    order, so the limiter sees in-flight requests complete exactly when they would.
+    """
+
+    def __init__(self, limiter: RateLimiter, clock: FakeClock, latency: float) -> None:
+        self.limiter, self.clock, self.latency = limiter, clock, latency
+        self.pending: list[tuple[float, int, float]] = []  # (release time, token, grant time)
+        self.intervals: list[tuple[float, float]] = []
+        limiter._sleep = self.sleep
+
+    def fire(self, until: float) -> None:
+        self.pending.sort()
+        while self.pending and self.pending[0][0] <= until:
+            release, token, grant = self.pending.pop(0)
+            now = self.clock.now
+            self.clock.now = release
+            self.limiter.release(token)
+            self.clock.now = max(now, release)
+            self.intervals.append((grant, release))
+
+    def sleep(self, seconds: float) -> None:
+        target = self.clock.now + max(seconds, 0.0)
+        self.fire(target)
+        self.clock.now = target
+
+    def run(self, workers: int, requests: int) -> list[tuple[float, float]]:
+        for _ in range(requests):
+            if len(self.pending) >= workers:  # every worker busy: wait for the first answer
+                self.sleep(min(p[0] for p in self.pending) - self.clock.now)
+            token = self.limiter.acquire()
+            self.pending.append((self.clock.now + self.latency, token, self.clock.now))
+        self.sleep(self.latency)
+        return self.intervals
+
+
+@pytest.mark.parametrize("workers", [1, 8, 32])
+@pytest.mark.parametrize("latency", [0.0, 0.01])
+def test_burst_bound_and_pace_for_any_number_of_workers(workers: int, latency: float) -> None:
+    limit, period = 600, 60.0
+    limiter, clock = make(limit, period)
+    intervals = Simulation(limiter, clock, latency * period).run(workers, 3000)
+    grants = sorted(grant for grant, _ in intervals)
+    assert len(grants) == 3000
+    assert max_in_window(intervals, period) <= limit
+    assert max_in_span(grants, period / 10) <= limit // 5
+    # One worker waiting 0.6 s for each answer cannot keep the pace; eight can.
+    if workers >= latency * limit:
+        assert 2999 / (grants[-1] - grants[0]) >= 0.97 * limit / period
 
 
 def test_completion_time_counts_not_send_time() -> None:
@@ -120,7 +187,7 @@ def test_permit_releases_on_error() -> None:
     with pytest.raises(RuntimeError):
         with limiter.permit():
             raise RuntimeError("boom")
-    assert limiter._in_flight == 0
+    assert limiter.ledger._in_flight == 0  # type: ignore[attr-defined]
     assert limiter.in_window() == 1  # it still counts for its window
 
 
@@ -205,3 +272,119 @@ def test_float_edge_of_the_window_regression() -> None:
     limiter.release()
     limiter.acquire()
     assert clock.now == pytest.approx(2.2)
+
+
+# -- yielding ---------------------------------------------------------------------------
+def test_a_throttle_halves_the_pace_and_it_climbs_back() -> None:
+    limiter, clock = make(600, 60.0)
+    limiter.acquire()
+    clock.now = 1.0
+    limiter.release()
+    assert limiter.pace == 600
+    assert limiter.throttled(0.0) is True
+    assert limiter.pace == pytest.approx(600 * DECREASE)
+    # The same request's second answer, or another sent at the old pace: no second cut.
+    assert limiter.throttled(0.0) is False
+    assert limiter.pace == pytest.approx(600 * DECREASE)
+    for _ in range(10):  # throttles of requests sent at the new pace keep halving it...
+        with limiter.permit():
+            pass
+        clock.now += 1e-6
+        limiter.throttled(0.0)
+    assert limiter.pace == pytest.approx(600 * MIN_SHARE, rel=1e-3)  # ...down to the floor
+    assert limiter.throttles == 12
+    # It climbs back by a tenth of the limit per period, and the limit stays the ceiling.
+    start = clock.now
+    clock.now = start + 60.0
+    assert limiter.pace == pytest.approx(600 * (MIN_SHARE + INCREASE), rel=1e-3)
+    clock.now = start + 60.0 * (1 - MIN_SHARE) / INCREASE + 1.0
+    assert limiter.pace == 600
+    clock.now += 3600.0
+    assert limiter.pace == 600
+
+
+def test_after_a_throttle_requests_come_at_the_new_pace_without_a_burst() -> None:
+    limiter, clock = make(600, 60.0)
+    for _ in range(5):
+        with limiter.permit():
+            pass
+    limiter.throttled(1.0)  # Retry-After: 1 s
+    grants = []
+    for _ in range(20):
+        with limiter.permit():
+            grants.append(clock.now)
+    assert grants[0] >= 1.0  # the pause holds
+    gaps = [b - a for a, b in zip(grants, grants[1:])]
+    # 300 a minute: 0.2 s apart (a little less as the pace climbs back), never back to back.
+    assert 0.19 < min(gaps) and max(gaps) < 0.21
+
+
+def test_quota_is_plain_data() -> None:
+    limiter, clock = make(120, 60.0)
+    for _ in range(10):
+        with limiter.permit():
+            pass
+    quota = limiter.quota()
+    assert quota == Quota(used_last_minute=10, allowed_now=120, limit=120, throttles=0, shared=False)
+    limiter.throttled(0.0)
+    quota = limiter.quota()
+    assert (quota.allowed_now, quota.throttles) == (60, 1)
+    assert str(quota) == ("quota: 10 requests in the last minute, pace 60/min of 120/min, "
+                          "1 throttle, budget of this client")
+    clock.now += 61.0
+    assert limiter.quota().used_last_minute == 0
+    # A two-second period is shown per minute, as the service counts.
+    assert make(10, 2.0)[0].quota().limit == 300
+
+
+# -- against the sample server ----------------------------------------------------------------
+FAST = {"backoff_base": 0.001, "backoff_cap": 0.01, "retry_after_cap": 0.01}
+
+
+@pytest.mark.parametrize("workers", [1, 8, 32])
+def test_burst_bound_against_the_server(workers: int) -> None:
+    limit, period = 100, 2.0
+    with SampleServer(rate_limit=limit, window=period) as srv:
+        client = srv.client(rate_limit=limit, rate_period=period, **FAST)
+        ps = client.get_profiles(srv.org.user_ids[1:81], workers=workers, progress=False)
+        arrivals = srv.arrivals
+    times = [a.time for a in arrivals]
+    assert ps.counts["ok"] == 80 and len(arrivals) == 80
+    assert [a.status for a in arrivals].count(429) == 0
+    assert max_in_span(times, period) <= limit
+    assert max_in_span(times, period / 10) <= limit // 5
+
+
+@pytest.mark.slow
+def test_a_scripted_burst_of_throttles_slows_the_client_then_it_recovers() -> None:
+    limit, period = 40, 1.0
+    with SampleServer(rate_limit=100_000, window=period) as srv:
+        client = srv.client(rate_limit=limit, rate_period=period, max_retries=10, **FAST)
+
+        def script() -> None:
+            # Throttle everything from the 30th request until three throttles went out.
+            while len(srv.arrivals) < 30:
+                time.sleep(0.005)
+            srv.faults = Faults(throttle=1.0)
+            while sum(a.status == 429 for a in srv.arrivals) < 3:
+                time.sleep(0.001)
+            srv.faults = None
+
+        scripter = threading.Thread(target=script)
+        scripter.start()
+        ps = client.get_profiles(srv.org.user_ids[1:161], workers=8, progress=False)
+        scripter.join(10)
+        arrivals = srv.arrivals
+    quota = client.quota()
+    throttled = [a.time for a in arrivals if a.status == 429]
+    assert ps.counts["ok"] == 160  # nothing lost
+    assert len(throttled) >= 3 and quota.throttles == len(throttled)
+    last, end = max(throttled), max(a.time for a in arrivals)
+    assert end - last > 2 * period  # the run went on long enough to see the climb
+    just_after = sum(last < a.time <= last + period for a in arrivals)
+    at_the_end = sum(end - period < a.time <= end for a in arrivals)
+    # Yielded: at most the halved pace (plus one period's climb and a burst) right after...
+    assert just_after <= math.ceil(limit * (DECREASE + INCREASE)) + burst(limit)
+    # ...and climbing back, never above the ceiling.
+    assert at_the_end > just_after
+    assert max_in_span([a.time for a in arrivals], period) <= limit
