@@ -35,6 +35,7 @@ from .errors import (
 )
 from .models import ComputationNames, Propensity, Recommendation, UserProfile
 from .query import ProfileQuery
+from .ratelimit import Quota
 
 __version__ = "0.1.0"
 
@@ -55,6 +56,7 @@ __all__ = [
     "ProfileClient",
     "ProfileQuery",
     "Propensity",
+    "Quota",
     "Recommendation",
     "RedirectError",
     "ResponseFormatError",

@@ -51,6 +51,14 @@ one computations-only request for that user to refresh them (at most
 names. Names are kept per scope in the cache and in the process.
 ``split_computations=True`` asks the two-request way for every user.
 
+Processes sharing a cache
+-------------------------
+Two processes (two notebooks, a notebook and ``amptools fetch``) that share a cache
+file never fetch the same id at once: before asking for an id a worker claims it
+machine-wide (:mod:`amptools.budget`); an id claimed by another run is waited for
+and then read from the cache. A claim expires after ``CLAIM_TTL`` seconds, or when
+its process is gone, so a killed process blocks nobody.
+
 When writing to the cache fails (the file is locked by another program for longer
 than its timeout, the disk is full, the file is read-only), the run goes on in
 memory: a :class:`~amptools.cache.CacheWarning` names the file and the error once,
@@ -62,6 +70,7 @@ from __future__ import annotations
 
 import logging
 import queue
+import uuid
 import sqlite3
 import threading
 import time
@@ -124,6 +133,9 @@ _BAD_IDS_SHOWN = 5
 # computations-only requests a run sends to refresh them (each costs one request).
 NAME_PROBES = 5
 NAME_REFRESHES = 5
+# How long another process may hold an id of a shared cache before it is asked again:
+# longer than one id's retries take (attempt deadlines and backoff included).
+CLAIM_TTL = 300.0
 # How often the coordinating thread looks at the cancel event while it waits.
 _POLL = 0.05
 
@@ -449,6 +461,8 @@ class _Run:
         self._names_read = False  # a merged profile was parsed with the names of the moment
         self._names_grew = False  # ... and names were learned after that
         self._refreshes = NAME_REFRESHES
+        self._claims: Any = None  # the machine-wide claims, when a cache file is shared
+        self._owner = uuid.uuid4().hex
         self.scope = client_scope(client)
         # Bodies already cached for ids still to fetch: {id: {part key: body}}.
         self.have: dict[str, dict[str, Any]] = {}
@@ -473,6 +487,7 @@ class _Run:
         self._save(outcome.id, parts=result.parts, status=outcome.status,
                    http_status=outcome.http_status, attempts=outcome.attempts,
                    error=None if outcome.status == "ok" else outcome.error)
+        self._release_claim(outcome.id)
         self._count(outcome)
 
     def _save(self, id_: str, **what: Any) -> None:
@@ -529,6 +544,10 @@ class _Run:
     def _fetch_one(self, id_: str, hand: Callable[[_Part], None]) -> _Result | None:
         """Fetch the parts of one id the cache lacks; ``hand`` passes each body that is
         not the last one on to be cached at once."""
+        if self._claims is not None:
+            waited = self._wait_for_other_run(id_)
+            if waited is not None:
+                return waited
         have = self.have.get(id_, {})
         _, parts, keys = self._plan(id_)
         missing = [i for i, key in enumerate(keys) if key not in have]
@@ -580,6 +599,39 @@ class _Run:
                                    f"unexpected response: {type(error).__name__}: {error}"),
                            tuple(fetched))
         return _Result(Outcome(id_, "ok", 200, attempts, None, False, profile), tuple(fetched))
+
+    # -- processes sharing a cache ------------------------------------------------------------
+    def _claim_key(self, id_: str) -> str:
+        cache = self._cache
+        return f"{cache.path if cache is not None else ''}|{self.scope}|{self.id_type}:{id_}|{self.query.canonical()}"
+
+    def _wait_for_other_run(self, id_: str) -> _Result | None:
+        """Claim ``id_``; when another run holds it, wait for it and take its answer from
+        the cache. None: this worker fetches the id."""
+        key = self._claim_key(id_)
+        try:
+            if not self._claims.claim(key, self._owner, CLAIM_TTL):
+                self._claims.wait_claimed(key, timeout=CLAIM_TTL, cancel=self.stop)
+                self._claims.claim(key, self._owner, CLAIM_TTL)
+            # Claimed now; another run may have answered it since this run looked.
+            cache = self._cache
+            entry = cache.stored(self.id_type, [id_], self.query, scope=self.scope,
+                                 max_age=self.max_age, also=self.split_query).get(id_) if cache else None
+            outcome = self._from_cache(entry) if entry is not None else None
+            if outcome is not None:
+                return _Result(outcome)
+        except Exception as error:  # a broken claims file must not stop the fetch
+            log.warning("claims unavailable (%s: %s); fetching without them", type(error).__name__, error)
+            self._claims = None
+        return None
+
+    def _release_claim(self, id_: str) -> None:
+        claims = self._claims
+        if claims is not None:
+            try:
+                claims.release(self._claim_key(id_), self._owner)
+            except Exception:  # expiry releases it anyway
+                log.debug("could not release the claim on %r", id_, exc_info=True)
 
     # -- one request per user: telling computations apart by name -------------------------
     def _plan(self, id_: str) -> tuple[ProfileQuery, tuple[ProfileQuery, ...], list[str]]:
@@ -742,6 +794,13 @@ class _Run:
         self.n_cached = len(cached)
         known = {o.id for o in cached}
         to_fetch = [id_ for id_ in self.ids if id_ not in known]
+        if cache is not None and cache.path != ":memory:" and to_fetch:
+            try:
+                from .budget import open_store
+
+                self._claims = open_store()
+            except Exception as error:  # no writable cache folder: each run for itself
+                log.warning("no claims for the shared cache (%s: %s)", type(error).__name__, error)
         probes: list[str] = []
         if self.query.needs_computation_names and not self.names:
             # Nobody knows this org's computation names yet: a few users are asked the
@@ -772,6 +831,11 @@ class _Run:
                     self._fetch_all(batch, cache)
         elif to_fetch:
             self.cancelled = True
+        if self._claims is not None:
+            try:
+                self._claims.release_owner(self._owner)
+            except Exception:
+                log.debug("could not release this run's claims", exc_info=True)
         self._settle_names(self._cache)
 
         # Every id ends with one outcome, whatever stopped the run.

@@ -331,9 +331,12 @@ def _fetch(args: argparse.Namespace, stderr: TextIO = sys.stderr) -> Any:
     with _client(args.sample, rate_limit=args.rate_limit) as client:
         if cohort:
             ids, id_type = _cohort_ids(args, client, stderr)
-        return client.get_profiles(ids, query=query, id_type=id_type, workers=args.workers,
-                                   progress=not args.no_progress, cache=args.cache,
-                                   max_age=args.max_age)
+        try:
+            return client.get_profiles(ids, query=query, id_type=id_type, workers=args.workers,
+                                       progress=not args.no_progress, cache=args.cache,
+                                       max_age=args.max_age)
+        finally:
+            print(f"amptools: {client.quota()}", file=stderr)  # what the run took of the org's quota
 
 
 def _report_failures(profile_set: Any, stderr: TextIO) -> int:

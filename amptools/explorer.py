@@ -619,6 +619,11 @@ class ExplorerController:
             return 0, 0, {}
         return self._job.progress
 
+    def quota_text(self) -> str:
+        """One line on the org's quota: requests in the last minute, the pace, throttles."""
+        quota = getattr(self.client, "quota", None)
+        return str(quota()) if callable(quota) else ""
+
     def exposure_note(self, query: ProfileQuery) -> str | None:
         """The recommendation-exposure message the first time ``query`` asks for recommendations; else None."""
         if not query.asks_recommendations or self._exposure_noted:

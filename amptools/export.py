@@ -524,6 +524,7 @@ def marketing_table(
     props: bool | Sequence[str] = (),
     include_pii: bool = False,
     items_as: str = "columns",
+    names: Any = None,
 ) -> pd.DataFrame:
     """One row per user for a campaign: top recommendations, cohort flags, properties.
 
@@ -554,6 +555,9 @@ def marketing_table(
         ``"columns"``: the items in ``rec_1`` .. ``rec_{top_n}`` (for CSV files);
         ``"list"``: in one column ``rec_items`` holding a list per user (for
         :func:`to_braze_json`, whose batches keep lists).
+    names : cohort list, mapping or CohortClient, optional
+        Cohort flag columns read ``cohort:<name>`` instead of ``cohort:<id>`` (see
+        :func:`amptools.tables.cohort_names`); an id without a name stays an id.
 
     Returns
     -------
@@ -645,12 +649,12 @@ def marketing_table(
     # Cohort flags, from the cohort matrix.
     if cohorts is not False:
         chosen = None if cohorts is True else list(cohorts)  # type: ignore[arg-type]
-        matrix = tables.cohort_matrix(profiles, cohorts=chosen)
-        names = [str(name) for name in matrix.columns[2:]]
+        matrix = tables.cohort_matrix(profiles, cohorts=chosen, names=names)
+        headings = [str(name) for name in matrix.columns[2:]]
         if chosen is None:
-            names.sort(key=_natural_key)
-        for name in names:
-            frame_columns[f"cohort:{name}"] = matrix[name].array
+            headings.sort(key=_natural_key)
+        for heading in headings:
+            frame_columns[f"cohort:{heading}"] = matrix[heading].array
 
     # Properties, from the properties table; they never replace the columns above.
     renamed: list[str] = []

@@ -561,6 +561,7 @@ class ProfileExplorer(widgets.VBox):
         self.progress = widgets.IntProgress(value=0, min=0, max=1, description="",
                                             layout=widgets.Layout(width="260px"))
         self.status = widgets.HTML()
+        self.quota = widgets.HTML()
         self.notes = widgets.HTML()
         self.fetch_button.on_click(self._fetch)
         self.cancel_button.on_click(self._cancel)
@@ -588,6 +589,7 @@ class ProfileExplorer(widgets.VBox):
             widgets.HTML("<b>Ask for</b>"), self.options,
             widgets.HBox([self.fetch_button, self.cancel_button, self.progress, self.status],
                          layout=widgets.Layout(align_items="center")),
+            self.quota,
             self.notes,
             self.results,
         ])
@@ -654,6 +656,7 @@ class ProfileExplorer(widgets.VBox):
         self.progress.value = done
         failed = counts.get("failed", 0) + counts.get("not_found", 0)
         self.status.value = _message(f"{done:,} / {total:,}" + (f" ({failed:,} not fetched)" if failed else ""))
+        self.quota.value = _message(self.controller.quota_text())
 
     def _on_done(self, controller: ExplorerController) -> None:
         tables = controller.tables
@@ -669,6 +672,7 @@ class ProfileExplorer(widgets.VBox):
         self.cancel_button.disabled = True
         message = controller.status_text()
         self.status.value = _message(message, error=controller.error is not None)
+        self.quota.value = _message(controller.quota_text())
         if self.options.error is not None or not self.users.ids:
             self.fetch_button.disabled = True
 

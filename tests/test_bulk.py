@@ -341,7 +341,13 @@ def test_cancel_from_another_thread_then_resume(srv: SampleServer, tmp_path: Pat
 def test_cancel_event_and_pre_cancelled_run(srv: SampleServer) -> None:
     srv.latency = 0.01
     cancel = threading.Event()
-    timer = threading.Timer(0.1, cancel.set)
+
+    def cancel_when_busy() -> None:  # mid-run, however slow the machine is today
+        while len(srv.arrivals) < 5:
+            time.sleep(0.002)
+        cancel.set()
+
+    timer = threading.Thread(target=cancel_when_busy)
     timer.start()
     ps = srv.client(**UNLIMITED).get_profiles(srv.org.user_ids[1:501], workers=2, cancel=cancel,
                                               progress=False)

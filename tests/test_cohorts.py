@@ -418,3 +418,17 @@ def test_the_explorer_chooses_users_from_a_cohort_with_real_widgets(server):
     summary = explorer.controller.table("summary")
     assert summary["user_id"].tolist() == chooser.ids
     assert "Power users" in explorer.controller.table("cohort_matrix").columns
+
+
+def test_the_marketing_table_names_its_cohort_columns(sample_server):
+    ps = sample_server.client(rate_limit=100_000).get_profiles(
+        list(sample_server.org.user_ids[1:40]), cohort_ids=True, progress=False)
+    cohort_client = sample_server.cohort_client()
+    named = amp.export.marketing_table(ps, cohorts=True, names=cohort_client)
+    by_id = amp.export.marketing_table(ps, cohorts=True)
+    names = amp.tables.cohort_names(cohort_client)
+    flags = [c for c in by_id.columns if c.startswith("cohort:")]
+    assert flags and [c for c in named.columns if c.startswith("cohort:")] != flags
+    for column in flags:
+        cohort_id = column.split(":", 1)[1]
+        assert named[f"cohort:{names.get(cohort_id, cohort_id)}"].equals(by_id[column])
