@@ -12,11 +12,11 @@ import importlib
 import os
 import sys
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .client import DEFAULT_BASE_URL, ExposureWarning, ProfileClient
 from .errors import (
     AmptoolsError,
+    AmptoolsWarning,
     AuthenticationError,
     BrazeImportError,
     CacheError,
@@ -37,10 +37,15 @@ from .models import ComputationNames, Propensity, Recommendation, UserProfile
 from .query import ProfileQuery
 from .ratelimit import Quota
 
+if TYPE_CHECKING:
+    from .bulk import ProfileSet
+    from .client import DEFAULT_BASE_URL, ExposureWarning, ProfileClient
+
 __version__ = "0.1.0"
 
 __all__ = [
     "AmptoolsError",
+    "AmptoolsWarning",
     "AuthenticationError",
     "BrazeImportError",
     "CacheError",
@@ -55,6 +60,7 @@ __all__ = [
     "ProfileAPIError",
     "ProfileClient",
     "ProfileQuery",
+    "ProfileSet",
     "Propensity",
     "Quota",
     "Recommendation",
@@ -85,16 +91,26 @@ _SUBMODULES = frozenset({"braze", "bulk", "cohorts", "export", "metrics", "noteb
                          "tables", "widgets"})
 
 
+# Names whose module needs requests (the client) or pandas (bulk) load on first use too,
+# so that the SQLite cache, the models and the queries import without them.
+_LAZY_NAMES = {"DEFAULT_BASE_URL": "client", "ExposureWarning": "client", "ProfileClient": "client",
+               "ProfileSet": "bulk"}
+
+
 def __getattr__(name: str) -> Any:
     if name in _SUBMODULES:
         module = importlib.import_module(f".{name}", __name__)
         globals()[name] = module
         return module
+    if name in _LAZY_NAMES:
+        value = getattr(importlib.import_module(f".{_LAZY_NAMES[name]}", __name__), name)
+        globals()[name] = value
+        return value
     raise AttributeError(f"module 'amptools' has no attribute {name!r}")
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | _SUBMODULES)
+    return sorted(set(globals()) | _SUBMODULES | set(_LAZY_NAMES))
 
 _sample_server: Any = None
 _sample_lock = threading.Lock()
@@ -127,6 +143,8 @@ def connect(**kwargs: Any) -> ProfileClient:
     Which of the two is used is said once. Keyword arguments go to
     :class:`ProfileClient`.
     """
+    from .client import ProfileClient
+
     if os.environ.get("AMPLITUDE_SECRET_KEY", "").strip():
         client = ProfileClient.from_env(**kwargs)
         _announce("real", f"using the Amplitude Profile API at {client.base_url} "

@@ -29,7 +29,7 @@ a second time abandons the requests still in flight.
 Cache
 -----
 Entries are scoped by the client's base URL and a fingerprint of its key
-(:func:`amptools.cache.client_scope`), so one cache file never serves one project's
+(the client's ``scope``), so one cache file never serves one project's
 answers to another. A query that ``ProfileQuery.parts()`` splits into two requests
 is cached part by part as each answer arrives; a later run asks only for the parts
 the cache lacks, so a user's recommendations are never fetched (and exposure-logged)
@@ -74,7 +74,6 @@ import uuid
 import sqlite3
 import threading
 import time
-import warnings
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
@@ -83,19 +82,19 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from .cache import CacheWarning, ProfileCache, StoredParts, client_scope, open_cache
-from .client import _user_stacklevel
+from .cache import CacheWarning, ProfileCache, StoredParts, decide, open_cache
 from .errors import (
+    AmptoolsWarning,
     AuthenticationError,
     CacheError,
     ConfigurationError,
     FetchCancelled,
     InvalidQueryError,
     ProfileAPIError,
-    ResponseFormatError,
     UnknownUserError,
+    warn,
 )
-from .models import ComputationNames, UserProfile
+from .models import ComputationNames, UserProfile, read_error
 from .query import ID_TYPES, ProfileQuery, validate_id
 
 if TYPE_CHECKING:
@@ -142,7 +141,7 @@ _POLL = 0.05
 ProgressHook = Callable[[int, int, Mapping[str, int]], None]
 
 
-class IncompleteFetchWarning(UserWarning):
+class IncompleteFetchWarning(AmptoolsWarning):
     """A bulk fetch stopped before every id was fetched (Ctrl-C); the result is partial."""
 
 
@@ -463,7 +462,7 @@ class _Run:
         self._refreshes = NAME_REFRESHES
         self._claims: Any = None  # the machine-wide claims, when a cache file is shared
         self._owner = uuid.uuid4().hex
-        self.scope = client_scope(client)
+        self.scope = str(client.scope)
         # Bodies already cached for ids still to fetch: {id: {part key: body}}.
         self.have: dict[str, dict[str, Any]] = {}
         self.cache_error: BaseException | None = None
@@ -504,13 +503,13 @@ class _Run:
         self._cache = None  # no more writes this run: each would wait for the lock again
         self.cache_error = error
         log.warning("cache %s failed: %s: %s", cache.path, type(error).__name__, error)
-        warnings.warn(
+        warn(
             f"writing to the cache {cache.path!r} failed ({type(error).__name__}: {error}). "
             "The fetch goes on: every result is kept in memory and returned, but results "
             "from now on are not kept in the cache, so a later run will fetch them again. "
             "Close other programs using the file (or free disk space) and run again with "
             "the same cache to store them.",
-            CacheWarning, stacklevel=2,
+            CacheWarning,
         )
 
     def _count(self, outcome: Outcome, *, report: bool = True) -> None:
@@ -578,7 +577,7 @@ class _Run:
                                        f"{type(error).__name__}: {error}"))
             attempts += used
             payloads[index] = payload
-            problem = _read_error(payload, part)
+            problem = read_error(payload, part)
             entry = (key, payload, used, problem)
             if problem is not None:
                 # Kept in the cache with its error; the parts after it are not asked.
@@ -676,7 +675,7 @@ class _Run:
         computations = payload.get("userData", {}).get("amp_props") if isinstance(payload, dict) else None
         if isinstance(computations, dict):
             self._learn(ComputationNames(frozenset(computations), frozenset(props) - frozenset(computations)))
-        return (self.split_keys[-1], payload, used, _read_error(payload, only))
+        return (self.split_keys[-1], payload, used, read_error(payload, only))
 
     def _settle_names(self, cache: ProfileCache | None) -> None:
         """Keep what the run learned, and read merged profiles again if the names grew
@@ -720,8 +719,8 @@ class _Run:
             # The same path as a cache that fails mid-run: fetch, keep all in memory, say so.
             cache, owned = None, False
             self.cache_error = error
-            warnings.warn(f"{error} The fetch goes on without it: every result is returned, "
-                          "but none is kept for a later run.", CacheWarning, stacklevel=_user_stacklevel())
+            warn(f"{error} The fetch goes on without it: every result is returned, "
+                 "but none is kept for a later run.", CacheWarning)
         try:
             return self._run(cache, started)
         finally:
@@ -734,39 +733,21 @@ class _Run:
         """The outcome an id's cached bodies give, or None when parts must be fetched
         (the usable bodies are then kept in ``self.have``)."""
         id_ = entry.id
-        if entry.is_not_found:
-            _, http_status, attempts = entry.not_found  # type: ignore[misc]
-            return Outcome(id_, "not_found", http_status, attempts,
-                           "User id and device id not seen before (cached)", True)
         if self.split_query is not None and not any(k in entry.parts for k in self.part_keys) \
                 and any(k in entry.parts for k in self.split_keys):
             self.split_ids.add(id_)  # answered (in part) the two-request way: finish it so
-        query, parts, keys = self._plan(id_)
-        have: dict[str, Any] = {}
-        for part, key in zip(parts, keys):
-            hit = entry.parts.get(key)
-            if hit is None:
-                continue
-            problem = _read_error(hit.payload, part)
-            if problem is None:
-                have[key] = hit.payload
-            elif part.asks_recommendations:
-                # Never fetched again on its own: each fetch logs an exposure event.
-                return Outcome(
-                    id_, "failed", 200, hit.attempts,
-                    f"{problem} (this body is kept in the cache and not fetched again, since "
-                    "fetching recommendations logs an exposure event; pass max_age= or "
-                    "cache.forget() to fetch it again)", True)
-            # else: a part without side effects is fetched again
-        if len(have) == len(keys):
+        _, parts, _ = self._plan(id_)
+        answer = decide(entry, parts)
+        if answer.status == "ok":
             try:
-                profile = self._profile(id_, [have[k] for k in keys])
+                profile = self._profile(id_, answer.payloads)
             except Exception:
                 return None
-            attempts = sum(entry.parts[k].attempts for k in keys)
-            return Outcome(id_, "ok", 200, attempts, None, True, profile)
-        if have:
-            self.have[id_] = have
+            return Outcome(id_, "ok", 200, answer.attempts, None, True, profile)
+        if answer.status in ("not_found", "failed"):
+            return Outcome(id_, answer.status, answer.http_status, answer.attempts, answer.error, True)
+        if answer.have:
+            self.have[id_] = answer.have
         return None
 
     def _run(self, cache: ProfileCache | None, started: float) -> ProfileSet:
@@ -858,12 +839,12 @@ class _Run:
             self.auth_error.partial = result
             raise self.auth_error
         if self.interrupted:
-            warnings.warn(
+            warn(
                 f"the fetch was interrupted: {result.counts['ok']} ok, "
                 f"{result.counts['not_found']} not_found kept; "
                 f"{sum(o.error == CANCELLED_ERROR for o in self.outcomes.values())} ids were not "
                 "fetched (counted as failed). Run again with the same cache= to fetch only those.",
-                IncompleteFetchWarning, stacklevel=4,
+                IncompleteFetchWarning,
             )
         return result
 
@@ -919,17 +900,6 @@ class _Run:
                 self.stop.set()
                 log.warning("interrupted: waiting for the requests in flight "
                             "(press Ctrl-C again to abandon them)")
-
-
-def _read_error(payload: Any, part: ProfileQuery) -> str | None:
-    """Why one body cannot be read as the answer to ``part`` (None when it can)."""
-    try:
-        UserProfile.from_json(payload, part)
-    except ResponseFormatError as error:
-        return str(error)
-    except Exception as error:
-        return f"unexpected response: {type(error).__name__}: {error}"
-    return None
 
 
 def fetch_profiles(

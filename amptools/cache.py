@@ -8,9 +8,10 @@ asking the service again for anything it already answered.
 Schema (version 2)
 ------------------
 Every row carries a ``scope``: which API and project answered. A bulk fetch uses
-:func:`cache_scope` of its client — the base URL plus a fingerprint of the secret
-key (the first 16 hex digits of SHA-256 over a fixed salt and the key; the key
-itself is never stored and cannot be recovered from it). One file can therefore
+its client's ``scope`` (:func:`amptools.client.api_scope`) — the base URL plus a
+fingerprint of the secret key (the first 16 hex digits of SHA-256 over a fixed salt
+and the key; the key itself is never stored and cannot be recovered from it). This
+module takes scopes as plain strings: it knows nothing of clients or HTTP. One file can therefore
 serve several projects, or the sample org and the real API, without mixing their
 answers. Direct calls of this class use the scope ``""`` unless given one.
 
@@ -36,10 +37,11 @@ answers. Direct calls of this class use the scope ``""`` unless given one.
     properties (``property``), learned by bulk fetches; they tell the two apart in a
     merged answer (one request per user). Added to schema 2 files when opened.
 
-A later run takes an id from the cache when every part has a body younger than
-``max_age``, or when it has a ``not_found`` outcome newer than those bodies;
-``failed`` outcomes are never reused, so those ids are asked again — but only for
-the parts the cache does not hold.
+Whether an id is answered is decided by one pure function, :func:`decide`, over what
+:meth:`ProfileCache.stored` read: an id is taken from the cache when every part has a
+body younger than ``max_age``, or when it has a ``not_found`` outcome newer than those
+bodies; ``failed`` outcomes are never reused, so those ids are asked again — but only
+for the parts the cache does not hold.
 
 A body that came back with HTTP 200 but could not be read (a ``ResponseFormatError``)
 is stored too, with its error. A rerun does not fetch such a part again when it
@@ -72,20 +74,17 @@ import os
 import sqlite3
 import threading
 import time
-import warnings
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from .client import api_scope
-from .errors import CacheError, ConfigurationError
-from .models import ComputationNames
+from .errors import AmptoolsWarning, CacheError, ConfigurationError, warn
+from .models import ComputationNames, read_error
 from .query import ProfileQuery
 
-__all__ = ["CacheHit", "CacheWarning", "PartHit", "ProfileCache", "StoredParts", "cache_scope",
-           "client_scope", "open_cache"]
+__all__ = ["Answer", "CacheWarning", "PartHit", "ProfileCache", "StoredParts", "decide", "open_cache"]
 
 SCHEMA_VERSION = 2
 OUTCOMES = ("ok", "not_found", "failed")
@@ -142,45 +141,8 @@ _TABLES = (
 _CHUNK = 400
 
 
-class CacheWarning(UserWarning):
+class CacheWarning(AmptoolsWarning):
     """Something about the cache the user should know (an upgrade, a failed write)."""
-
-
-def cache_scope(base_url: str, secret_key: str) -> str:
-    """The scope of a client's cache entries: its base URL and a key fingerprint.
-
-    The same as :func:`amptools.client.api_scope`: equal keys give equal scopes, and
-    the key cannot be read back from it.
-    """
-    return api_scope(base_url, secret_key)
-
-
-@dataclass(frozen=True)
-class CacheHit:
-    """What the cache knows about one id, fresh enough to use.
-
-    Attributes
-    ----------
-    id : str
-        The user id or device id.
-    status : {"ok", "not_found"}
-        ``ok`` with ``payloads``; ``not_found`` when the service did not know the id.
-    payloads : list of dict or None
-        The raw response bodies (one per ``ProfileQuery.parts()``) for ``ok``.
-    at : float
-        Unix seconds when the response (its newest part) or outcome was recorded.
-    http_status : int or None
-        The HTTP status of a cached ``not_found`` answer.
-    attempts : int
-        Requests the original fetch took (all parts together).
-    """
-
-    id: str
-    status: str
-    payloads: list[dict[str, Any]] | None
-    at: float
-    http_status: int | None = None
-    attempts: int = 0
 
 
 @dataclass(frozen=True)
@@ -214,6 +176,63 @@ class StoredParts:
             return False
         newest = self.newest
         return newest is None or self.not_found[0] > newest
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What the cache holds for one id and one way of asking it (see :func:`decide`).
+
+    ``status`` is ``ok`` (``payloads`` holds one body per part, in order),
+    ``not_found``, ``failed`` (an unreadable answer to recommendations, kept and not
+    asked again) or ``missing`` (``have`` holds the usable bodies, by part key; the
+    other parts must be fetched).
+    """
+
+    status: str
+    payloads: list[Any] = field(default_factory=list)
+    have: dict[str, Any] = field(default_factory=dict)
+    http_status: int | None = None
+    attempts: int = 0
+    error: str | None = None
+
+
+NOT_FOUND_CACHED = "User id and device id not seen before (cached)"
+
+
+def decide(entry: StoredParts | None, parts: Sequence[ProfileQuery]) -> Answer:
+    """The one rule for "is this id answered by the cache", for the requests ``parts``.
+
+    - a ``not_found`` outcome newer than every stored body: ``not_found``;
+    - every part has a readable body: ``ok``;
+    - a stored answer to recommendations that cannot be read: ``failed``, and it is not
+      asked again (each request for recommendations logs an exposure event) until
+      ``max_age`` makes it stale or :meth:`ProfileCache.forget` removes it;
+    - otherwise ``missing``, with the readable bodies in ``have`` (an unreadable body
+      without recommendations is simply asked again).
+    """
+    if entry is None:
+        return Answer("missing")
+    if entry.is_not_found:
+        _, http_status, attempts = entry.not_found  # type: ignore[misc]
+        return Answer("not_found", http_status=http_status, attempts=attempts, error=NOT_FOUND_CACHED)
+    keys = [part.canonical() for part in parts]
+    have: dict[str, Any] = {}
+    for part, key in zip(parts, keys):
+        hit = entry.parts.get(key)
+        if hit is None:
+            continue
+        problem = read_error(hit.payload, part)
+        if problem is None:
+            have[key] = hit.payload
+        elif part.asks_recommendations:
+            return Answer("failed", http_status=200, attempts=hit.attempts, error=(
+                f"{problem} (this body is kept in the cache and not fetched again, since "
+                "fetching recommendations logs an exposure event; pass max_age= or "
+                "cache.forget() to fetch it again)"))
+    if len(have) == len(keys):
+        return Answer("ok", [have[k] for k in keys], http_status=200,
+                      attempts=sum(entry.parts[k].attempts for k in keys))
+    return Answer("missing", have=have)
 
 
 def _conn_path(conn: sqlite3.Connection) -> str:
@@ -310,7 +329,7 @@ class ProfileCache:
     clock : callable
         Wall-clock seconds (``time.time``); injected by tests of ``max_age``.
 
-    Every method takes ``scope=`` (see :func:`cache_scope`); ``""`` by default. Bulk
+    Every method takes ``scope=`` (a plain string); ``""`` by default. Bulk
     fetches pass their client's scope. In :meth:`ids`, :meth:`outcomes`, ``len`` and
     iteration, ``scope=None`` (the default there) means every scope.
 
@@ -462,17 +481,18 @@ class ProfileCache:
         n = conn.execute("SELECT COUNT(*) FROM responses WHERE scope = ?",
                          (LEGACY_SCOPE,)).fetchone()[0]
         if n:
-            warnings.warn(
+            warn(
                 f"the cache {self.path!r} holds {n} responses written by an older amptools, "
                 "which did not record which API or project answered them. They are kept but "
                 "not used, so those users will be fetched again. If they came from the project "
                 "you are fetching now, call ProfileCache(path).adopt_legacy(client) once to use "
-                "them.", CacheWarning, stacklevel=4)
+                "them.", CacheWarning)
 
-    def adopt_legacy(self, client: Any) -> int:
-        """Hand the rows of an upgraded schema-1 file to ``client``'s scope; return how
-        many responses moved. Do it only when they came from that client's project."""
-        scope = client_scope(client)
+    def adopt_legacy(self, scope: str | Any) -> int:
+        """Hand the rows of an upgraded schema-1 file to ``scope`` (a client's ``scope``, or
+        the client itself); return how many responses moved. Do it only when they came
+        from that client's project."""
+        scope = scope if isinstance(scope, str) else str(scope.scope)
         with self._lock:
             n = self._conn.execute("SELECT COUNT(*) FROM responses WHERE scope = ?",
                                    (LEGACY_SCOPE,)).fetchone()[0]
@@ -574,51 +594,6 @@ class ProfileCache:
         if statements:
             self._write(statements)
 
-    def put(
-        self,
-        id_type: str,
-        id: str,
-        query: ProfileQuery | str,
-        payloads: Sequence[Mapping[str, Any]],
-        *,
-        attempts: int = 1,
-        http_status: int | None = 200,
-        fetched_at: float | None = None,
-        scope: str = "",
-    ) -> None:
-        """Store a successful fetch (one body per ``query.parts()``) and record ``ok``;
-        commits at once."""
-        keys = _part_keys(query)
-        payloads = list(payloads)
-        if len(payloads) != len(keys):
-            raise ValueError(f"expected {len(keys)} payloads for this query, got {len(payloads)}")
-        parts = [(key, body, max(1, attempts - (len(keys) - 1)) if i == 0 else 1, None)
-                 for i, (key, body) in enumerate(zip(keys, payloads))]
-        self.save(id_type, id, query, scope=scope, parts=parts, status="ok",
-                  http_status=http_status, attempts=attempts, at=fetched_at)
-
-    def record(
-        self,
-        id_type: str,
-        id: str,
-        query: ProfileQuery | str,
-        status: str,
-        *,
-        http_status: int | None = None,
-        attempts: int = 0,
-        error: str | None = None,
-        recorded_at: float | None = None,
-        scope: str = "",
-    ) -> None:
-        """Record a ``not_found`` or ``failed`` outcome in the ledger; commits at once.
-
-        A stored response is kept: a failed refresh does not throw away older data.
-        """
-        if status not in OUTCOMES:
-            raise ValueError(f"status must be one of {OUTCOMES}, got {status!r}")
-        self.save(id_type, id, query, scope=scope, status=status, http_status=http_status,
-                  attempts=attempts, error=error, at=recorded_at)
-
     def forget(self, id_type: str, ids: Iterable[str], *, scope: str | None = None) -> None:
         """Remove the stored bodies and outcomes of ``ids`` (every query; every scope
         when None), so the next run fetches them again."""
@@ -707,46 +682,6 @@ class ProfileCache:
                                          ("property", names.properties))
                      for name in sorted(group)])
 
-    def get(
-        self,
-        id_type: str,
-        id: str,
-        query: ProfileQuery | str,
-        *,
-        max_age: float | timedelta | None = None,
-        scope: str = "",
-    ) -> CacheHit | None:
-        """What the cache holds for one id, or None when it must be fetched."""
-        return self.lookup(id_type, [id], query, max_age=max_age, scope=scope).get(id)
-
-    def lookup(
-        self,
-        id_type: str,
-        ids: Iterable[str],
-        query: ProfileQuery | str,
-        *,
-        max_age: float | timedelta | None = None,
-        scope: str = "",
-    ) -> dict[str, CacheHit]:
-        """The usable entries for many ids at once: ``{id: CacheHit}``.
-
-        An id is usable when every part of its query has a stored body at most
-        ``max_age`` seconds old (any age when None), or when its ``not_found`` outcome
-        is, and is newer than those bodies. Ids with only a ``failed`` outcome, some
-        parts missing, or nothing, are absent.
-        """
-        keys = _part_keys(query)
-        hits: dict[str, CacheHit] = {}
-        for id_, entry in self.stored(id_type, ids, query, scope=scope, max_age=max_age).items():
-            if entry.is_not_found:
-                at, http_status, attempts = entry.not_found  # type: ignore[misc]
-                hits[id_] = CacheHit(id_, "not_found", None, at, http_status, attempts)
-            elif all(key in entry.parts for key in keys):
-                parts = [entry.parts[key] for key in keys]
-                hits[id_] = CacheHit(id_, "ok", [p.payload for p in parts],
-                                     max(p.at for p in parts), 200, sum(p.attempts for p in parts))
-        return hits
-
     def outcomes(self, id_type: str | None = None, query: ProfileQuery | str | None = None,
                  *, scope: str | None = None) -> Any:
         """The ledger as a DataFrame: id_type, id, query, status, http_status, attempts,
@@ -812,11 +747,6 @@ class ProfileCache:
         """Forget every response and outcome."""
         self._write([("DELETE FROM responses", ()), ("DELETE FROM outcomes", ()),
                      ("DELETE FROM rejected", ())])
-
-
-def client_scope(client: Any) -> str:
-    """The cache scope of a :class:`~amptools.client.ProfileClient` (see :func:`cache_scope`)."""
-    return str(client.scope)
 
 
 def open_cache(cache: ProfileCache | str | os.PathLike[str] | None) -> tuple[ProfileCache | None, bool]:

@@ -24,10 +24,8 @@ import os
 import random
 import socket
 import sqlite3
-import sys
 import threading
 import time
-import warnings
 import zlib
 from collections.abc import Callable, Mapping
 from email.utils import parsedate_to_datetime
@@ -41,6 +39,7 @@ from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
 from .errors import (
+    AmptoolsWarning,
     AuthenticationError,
     ConfigurationError,
     FetchCancelled,
@@ -53,6 +52,7 @@ from .errors import (
     ThrottledError,
     TransportError,
     UnknownUserError,
+    warn,
 )
 from .models import ComputationNames, UserProfile
 from .query import ProfileQuery, validate_id
@@ -84,7 +84,7 @@ UNKNOWN_USER_TEXT = "not seen before"
 log = logging.getLogger("amptools")
 
 
-class ExposureWarning(UserWarning):
+class ExposureWarning(AmptoolsWarning):
     """Fetching recommendations logs exposure events in Amplitude."""
 
 
@@ -349,19 +349,6 @@ def map_transport_error(exc: BaseException, url: str, *, deadline: float | None 
     else:
         what = "the request failed in transport"
     return TransportError(f"{what} ({kind}); retried with backoff.", url=url)
-
-
-_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
-
-
-def _user_stacklevel() -> int:
-    """The stacklevel that points a warning at the first frame outside amptools."""
-    frame = sys._getframe(1)
-    level = 1
-    while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE_DIR):
-        frame = frame.f_back
-        level += 1
-    return level
 
 
 _SCOPE_SALT = b"amptools.cache.scope.v1\x00"
@@ -686,7 +673,7 @@ class ProfileClient:
             if self._exposure_warned:
                 return
             self._exposure_warned = True
-        warnings.warn(EXPOSURE_MESSAGE, ExposureWarning, stacklevel=_user_stacklevel())
+        warn(EXPOSURE_MESSAGE, ExposureWarning)
 
     # -- one request -------------------------------------------------------------
     def request(

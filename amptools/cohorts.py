@@ -170,7 +170,7 @@ def map_cohort_response(
             "sent as the password) — check that both belong to this project.", **context)
     if status == 429:
         return ThrottledError(
-            f"the Cohorts API is over its limit (HTTP 429; 60 downloads per 10 minutes and 4 in "
+            "the Cohorts API is over its limit (HTTP 429; 60 downloads per 10 minutes and 4 in "
             "parallel per app); amptools waits and retries.",
             retry_after=_retry_after(headers.get("Retry-After")), **context)
     if status == 404:

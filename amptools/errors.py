@@ -27,10 +27,14 @@ errors ever holds the secret key: request URLs carry only the query string.
 
 from __future__ import annotations
 
+import os
+import sys
+import warnings
 from typing import Any
 
 __all__ = [
     "AmptoolsError",
+    "AmptoolsWarning",
     "AuthenticationError",
     "BrazeImportError",
     "CacheError",
@@ -51,6 +55,27 @@ __all__ = [
 
 class AmptoolsError(Exception):
     """Base of every error amptools raises on purpose."""
+
+
+class AmptoolsWarning(UserWarning):
+    """Base of every warning amptools issues: something to know; nothing was lost.
+
+    ``warnings.simplefilter("ignore", amptools.AmptoolsWarning)`` silences them all.
+    """
+
+
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
+def warn(message: str, category: type[AmptoolsWarning]) -> None:
+    """Issue a warning that points at the user's line: the first frame outside amptools
+    (however deep amptools called this), so the note shows where the user can act."""
+    frame = sys._getframe(1)
+    level = 2
+    while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE_DIR):
+        frame = frame.f_back  # type: ignore[assignment]
+        level += 1
+    warnings.warn(message, category, stacklevel=level)
 
 
 class InvalidQueryError(AmptoolsError, ValueError):

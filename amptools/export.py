@@ -66,7 +66,6 @@ import os
 import re
 import secrets
 import stat
-import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import date, datetime
 from pathlib import Path
@@ -76,7 +75,7 @@ import numpy as np
 import pandas as pd
 
 from . import tables
-from .errors import BrazeImportError, PersonalDataError
+from .errors import AmptoolsWarning, BrazeImportError, PersonalDataError, warn
 
 __all__ = [
     "BRAZE_DEFAULT_ATTRIBUTES",
@@ -110,11 +109,11 @@ PERSONAL_DATA_ATTR = "amptools.personal_data"
 PRIVATE_MODE = 0o600
 
 
-class ExcelReformatWarning(UserWarning):
+class ExcelReformatWarning(AmptoolsWarning):
     """Text in the CSV that Excel's default open would reformat (leading zeros, long numbers)."""
 
 
-class PropertyRenamedWarning(UserWarning):
+class PropertyRenamedWarning(AmptoolsWarning):
     """A property shares its name with a fixed column of the marketing table; it became ``prop:<name>``."""
 
 
@@ -416,12 +415,11 @@ def _warn_reformat(df: pd.DataFrame) -> None:
         if any(isinstance(v, str) and _EXCEL_REFORMATS.match(v) for v in series.tolist()):
             at_risk.append(str(name))
     if at_risk:
-        warnings.warn(
+        warn(
             f"column(s) {', '.join(at_risk)} hold ids with leading zeros or 16+ digits. The CSV "
             "keeps them exactly, but Excel's double-click open turns them into numbers; import "
             "with Data > From Text/CSV and set those columns to Text.",
             ExcelReformatWarning,
-            stacklevel=3,
         )
 
 
@@ -696,11 +694,10 @@ def marketing_table(
                     )
                 put(name, table[column].array)
     if renamed:
-        warnings.warn(
+        warn(
             f"{len(renamed)} propert{'y' if len(renamed) == 1 else 'ies'} named like the marketing "
             f"table's own columns kept under a prop: prefix: {', '.join(renamed)}.",
             PropertyRenamedWarning,
-            stacklevel=2,
         )
     frame = pd.DataFrame(frame_columns, copy=False)
     if include_pii:

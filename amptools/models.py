@@ -34,7 +34,7 @@ from typing import Any
 from .errors import ResponseFormatError
 from .query import ProfileQuery
 
-__all__ = ["ComputationNames", "Propensity", "Recommendation", "UserProfile"]
+__all__ = ["ComputationNames", "Propensity", "Recommendation", "UserProfile", "read_error"]
 
 _RECOMMENDATION_FIELDS = frozenset(
     {"rec_id", "child_rec_id", "items", "is_control", "recommendation_source", "last_updated"}
@@ -249,6 +249,17 @@ class ComputationNames:
         props, comps = (_user_data(p).get("amp_props") for p in payloads)
         return cls(frozenset(comps) if _is_mapping(comps) else frozenset(),
                    frozenset(props) if _is_mapping(props) else frozenset())
+
+
+def read_error(payload: Any, query: ProfileQuery) -> str | None:
+    """Why one body cannot be read as the answer to ``query`` (None when it can)."""
+    try:
+        UserProfile.from_json(payload, query)
+    except ResponseFormatError as error:
+        return str(error)
+    except Exception as error:  # noqa: BLE001 - the reason is kept with the body
+        return f"unexpected response: {type(error).__name__}: {error}"
+    return None
 
 
 _NAMES_LOCK = threading.Lock()

@@ -208,7 +208,8 @@ def test_explorer_renders_fetches_and_charts_in_jupyterlab(jupyterlab: tuple[str
             assert rows.count() == 10, rows.count()  # the default pick: 10 users
             first_row = rows.first.locator("td").all_inner_texts()
             assert first_row[0] == "testUser" and "ok" in first_row, first_row
-            status_text = page.locator(".jp-OutputArea-output .widget-html", has_text="fetched").first
+            status_text = page.locator(".jp-OutputArea-output .widget-html",
+                                       has_text=re.compile(r"\d+ fetched")).first
             assert "10 fetched" in status_text.inner_text()
             # The exposure note, shown once.
             assert page.locator(".jp-OutputArea-output", has_text="recommendation exposure event").count() == 1

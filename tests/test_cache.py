@@ -16,17 +16,52 @@ import pytest
 from amptools.cache import (
     LEGACY_SCOPE,
     SCHEMA_VERSION,
+    Answer,
     CacheWarning,
     ProfileCache,
-    cache_scope,
+    decide,
     open_cache,
 )
+from amptools.client import api_scope
 from amptools.errors import CacheError, ConfigurationError
 from amptools.query import ProfileQuery
 from amptools.sample import SampleServer
 
 Q = ProfileQuery(recs=("testRecId",))
 BODY = {"userData": {"user_id": "u1", "device_id": None, "recommendations": None}}
+
+
+# The cache has one write API (save) and one read API (stored); whether an id is
+# answered is decide()'s to say, as in a bulk fetch. These helpers spell the common
+# cases the way the tests read best.
+def _query(query: ProfileQuery | str) -> ProfileQuery:
+    return query if isinstance(query, ProfileQuery) else ProfileQuery(**json.loads(query))
+
+
+def put(cache: ProfileCache, id_type: str, id_: str, query: ProfileQuery | str, bodies: list,
+        *, attempts: int = 1, scope: str = "") -> None:
+    keys = [part.canonical() for part in _query(query).parts()]
+    parts = [(key, body, max(1, attempts - (len(keys) - 1)) if i == 0 else 1, None)
+             for i, (key, body) in enumerate(zip(keys, bodies))]
+    cache.save(id_type, id_, query, scope=scope, parts=parts, status="ok", http_status=200, attempts=attempts)
+
+
+def record(cache: ProfileCache, id_type: str, id_: str, query: ProfileQuery | str, status: str,
+           *, http_status: int | None = None, attempts: int = 0, error: str | None = None,
+           scope: str = "") -> None:
+    cache.save(id_type, id_, query, scope=scope, status=status, http_status=http_status,
+               attempts=attempts, error=error)
+
+
+def lookup(cache: ProfileCache, id_type: str, ids: list[str], query: ProfileQuery | str, *,
+           max_age: object = None, scope: str = "") -> dict[str, Answer]:
+    stored = cache.stored(id_type, ids, query, scope=scope, max_age=max_age)
+    answers = {id_: decide(entry, _query(query).parts()) for id_, entry in stored.items()}
+    return {id_: answer for id_, answer in answers.items() if answer.status != "missing"}
+
+
+def get(cache: ProfileCache, id_type: str, id_: str, query: ProfileQuery | str, **options: object) -> Answer | None:
+    return lookup(cache, id_type, [id_], query, **options).get(id_)  # type: ignore[arg-type]
 
 
 class Clock:
@@ -39,15 +74,15 @@ class Clock:
 
 def test_put_and_lookup_round_trip(tmp_path: Path) -> None:
     with ProfileCache(tmp_path / "c.sqlite") as cache:
-        cache.put("user_id", "u1", Q, [BODY], attempts=2)
-        hit = cache.get("user_id", "u1", Q)
+        put(cache, "user_id", "u1", Q, [BODY], attempts=2)
+        hit = get(cache, "user_id", "u1", Q)
         assert hit is not None and hit.status == "ok"
         assert hit.payloads == [BODY]
         assert hit.attempts == 2
         # Keyed by id type and canonical query too.
-        assert cache.get("device_id", "u1", Q) is None
-        assert cache.get("user_id", "u1", ProfileQuery()) is None
-        assert cache.get("user_id", "u1", Q.canonical()) is not None
+        assert get(cache, "device_id", "u1", Q) is None
+        assert get(cache, "user_id", "u1", ProfileQuery()) is None
+        assert get(cache, "user_id", "u1", Q.canonical()) is not None
         assert len(cache) == 1
         assert list(cache) == [("user_id", "u1", Q.canonical())]
 
@@ -56,15 +91,15 @@ def test_two_part_payloads_and_unicode_ids(tmp_path: Path) -> None:
     query = ProfileQuery(amp_props=True, computations=True, split_computations=True)
     bodies = [{"userData": {"amp_props": {"a": 1}}}, {"userData": {"amp_props": {"c": "2"}}}]
     with ProfileCache(tmp_path / "c.sqlite") as cache:
-        cache.put("user_id", "Zoë & Łukasz 🚀", query, bodies)
-        assert cache.get("user_id", "Zoë & Łukasz 🚀", query).payloads == bodies
+        put(cache, "user_id", "Zoë & Łukasz 🚀", query, bodies)
+        assert get(cache, "user_id", "Zoë & Łukasz 🚀", query).payloads == bodies
 
 
 def test_not_found_is_cached_failed_is_not(tmp_path: Path) -> None:
     with ProfileCache(tmp_path / "c.sqlite") as cache:
-        cache.record("user_id", "ghost", Q, "not_found", http_status=400, attempts=1, error="unknown")
-        cache.record("user_id", "flaky", Q, "failed", http_status=503, attempts=5, error="5xx")
-        hits = cache.lookup("user_id", ["ghost", "flaky", "never"], Q)
+        record(cache, "user_id", "ghost", Q, "not_found", http_status=400, attempts=1, error="unknown")
+        record(cache, "user_id", "flaky", Q, "failed", http_status=503, attempts=5, error="5xx")
+        hits = lookup(cache, "user_id", ["ghost", "flaky", "never"], Q)
         assert set(hits) == {"ghost"}
         assert hits["ghost"].status == "not_found" and hits["ghost"].http_status == 400
         ledger = cache.outcomes()
@@ -76,51 +111,51 @@ def test_not_found_is_cached_failed_is_not(tmp_path: Path) -> None:
 
 def test_failed_refresh_keeps_the_old_response(tmp_path: Path) -> None:
     with ProfileCache(tmp_path / "c.sqlite") as cache:
-        cache.put("user_id", "u1", Q, [BODY])
-        cache.record("user_id", "u1", Q, "failed", http_status=500, attempts=5)
-        assert cache.get("user_id", "u1", Q).status == "ok"
+        put(cache, "user_id", "u1", Q, [BODY])
+        record(cache, "user_id", "u1", Q, "failed", http_status=500, attempts=5)
+        assert get(cache, "user_id", "u1", Q).status == "ok"
 
 
 def test_newer_of_response_and_not_found_wins(tmp_path: Path) -> None:
     clock = Clock()
     with ProfileCache(tmp_path / "c.sqlite", clock=clock) as cache:
-        cache.put("user_id", "u1", Q, [BODY])
+        put(cache, "user_id", "u1", Q, [BODY])
         clock.now += 10
-        cache.record("user_id", "u1", Q, "not_found", http_status=400)
-        assert cache.get("user_id", "u1", Q).status == "not_found"
+        record(cache, "user_id", "u1", Q, "not_found", http_status=400)
+        assert get(cache, "user_id", "u1", Q).status == "not_found"
         clock.now += 10
-        cache.put("user_id", "u1", Q, [BODY])
-        assert cache.get("user_id", "u1", Q).status == "ok"
+        put(cache, "user_id", "u1", Q, [BODY])
+        assert get(cache, "user_id", "u1", Q).status == "ok"
 
 
 def test_max_age(tmp_path: Path) -> None:
     clock = Clock()
     with ProfileCache(tmp_path / "c.sqlite", clock=clock) as cache:
-        cache.put("user_id", "u1", Q, [BODY])
-        cache.record("user_id", "ghost", Q, "not_found")
+        put(cache, "user_id", "u1", Q, [BODY])
+        record(cache, "user_id", "ghost", Q, "not_found")
         clock.now += 100
-        assert set(cache.lookup("user_id", ["u1", "ghost"], Q, max_age=101)) == {"u1", "ghost"}
-        assert cache.lookup("user_id", ["u1", "ghost"], Q, max_age=99) == {}
-        assert cache.lookup("user_id", ["u1"], Q, max_age=timedelta(minutes=1)) == {}
-        assert set(cache.lookup("user_id", ["u1"], Q, max_age=None)) == {"u1"}
+        assert set(lookup(cache, "user_id", ["u1", "ghost"], Q, max_age=101)) == {"u1", "ghost"}
+        assert lookup(cache, "user_id", ["u1", "ghost"], Q, max_age=99) == {}
+        assert lookup(cache, "user_id", ["u1"], Q, max_age=timedelta(minutes=1)) == {}
+        assert set(lookup(cache, "user_id", ["u1"], Q, max_age=None)) == {"u1"}
         with pytest.raises(ConfigurationError):
-            cache.lookup("user_id", ["u1"], Q, max_age=-1)
+            lookup(cache, "user_id", ["u1"], Q, max_age=-1)
 
 
 def test_lookup_many_ids_in_chunks(tmp_path: Path) -> None:
     with ProfileCache(tmp_path / "c.sqlite") as cache:
         for i in range(1200):
-            cache.put("user_id", f"u{i}", Q, [BODY])
-        hits = cache.lookup("user_id", [f"u{i}" for i in range(0, 2400, 2)], Q)
+            put(cache, "user_id", f"u{i}", Q, [BODY])
+        hits = lookup(cache, "user_id", [f"u{i}" for i in range(0, 2400, 2)], Q)
         assert len(hits) == 600
 
 
 def test_persists_and_never_stores_a_key(tmp_path: Path) -> None:
     path = tmp_path / "c.sqlite"
     with ProfileCache(path) as cache:
-        cache.put("user_id", "u1", Q, [BODY])
+        put(cache, "user_id", "u1", Q, [BODY])
     with ProfileCache(path) as cache:
-        assert cache.get("user_id", "u1", Q) is not None
+        assert get(cache, "user_id", "u1", Q) is not None
     raw = sqlite3.connect(path)
     columns = {row[1] for table in ("responses", "outcomes", "rejected", "meta")
                for row in raw.execute(f"PRAGMA table_info({table})")}
@@ -153,7 +188,7 @@ def test_concurrent_writers(tmp_path: Path) -> None:
 
     def write(target: ProfileCache, start: int) -> None:
         for i in range(start, start + 100):
-            target.put("user_id", f"u{i}", Q, [BODY])
+            put(target, "user_id", f"u{i}", Q, [BODY])
 
     threads = [threading.Thread(target=write, args=(c, n * 100))
                for n, c in enumerate([cache, cache, other, other, cache, other])]
@@ -186,14 +221,14 @@ def test_open_cache_accepts_path_or_object(tmp_path: Path) -> None:
 def test_damaged_row_is_a_miss(tmp_path: Path) -> None:
     path = tmp_path / "c.sqlite"
     with ProfileCache(path) as cache:
-        cache.put("user_id", "u1", Q, [BODY])
+        put(cache, "user_id", "u1", Q, [BODY])
         cache._conn.execute("UPDATE responses SET payload = '{not json'")  # schema 2 name
-        assert cache.get("user_id", "u1", Q) is None
+        assert get(cache, "user_id", "u1", Q) is None
 
 
 def test_memory_cache_and_clear() -> None:
     with ProfileCache(":memory:") as cache:
-        cache.put("user_id", "u1", Q, [BODY])
+        put(cache, "user_id", "u1", Q, [BODY])
         assert len(cache) == 1
         cache.clear()
         assert len(cache) == 0
@@ -202,17 +237,17 @@ def test_memory_cache_and_clear() -> None:
 
 # -- schema 2: scopes, parts, unreadable bodies, upgrades ------------------------------------
 def test_scopes_keep_projects_apart(tmp_path: Path) -> None:
-    a = cache_scope("https://profile-api.amplitude.com", "key-a")
-    b = cache_scope("https://profile-api.amplitude.com", "key-b")
-    c = cache_scope("http://127.0.0.1:9", "key-a")
+    a = api_scope("https://profile-api.amplitude.com", "key-a")
+    b = api_scope("https://profile-api.amplitude.com", "key-b")
+    c = api_scope("http://127.0.0.1:9", "key-a")
     assert len({a, b, c}) == 3 and "key-a" not in a
-    assert a == cache_scope("https://profile-api.amplitude.com/", "key-a")
+    assert a == api_scope("https://profile-api.amplitude.com/", "key-a")
     with ProfileCache(tmp_path / "c.sqlite") as cache:
-        cache.put("user_id", "u1", Q, [BODY], scope=a)
-        cache.record("user_id", "ghost", Q, "not_found", scope=a)
-        assert set(cache.lookup("user_id", ["u1", "ghost"], Q, scope=a)) == {"u1", "ghost"}
-        assert cache.lookup("user_id", ["u1", "ghost"], Q, scope=b) == {}
-        assert cache.lookup("user_id", ["u1", "ghost"], Q) == {}
+        put(cache, "user_id", "u1", Q, [BODY], scope=a)
+        record(cache, "user_id", "ghost", Q, "not_found", scope=a)
+        assert set(lookup(cache, "user_id", ["u1", "ghost"], Q, scope=a)) == {"u1", "ghost"}
+        assert lookup(cache, "user_id", ["u1", "ghost"], Q, scope=b) == {}
+        assert lookup(cache, "user_id", ["u1", "ghost"], Q) == {}
         assert cache.scopes() == [a]
         assert cache.ids("user_id", Q) == {"u1"} and cache.ids("user_id", Q, scope=b) == set()
 
@@ -222,12 +257,12 @@ def test_parts_are_stored_one_by_one(tmp_path: Path) -> None:
     main, comps = (p.canonical() for p in query.parts())
     with ProfileCache(tmp_path / "c.sqlite") as cache:
         cache.save("user_id", "u1", query, parts=[(main, BODY, 1, None)])
-        assert cache.get("user_id", "u1", query) is None  # one part is not a profile yet
+        assert get(cache, "user_id", "u1", query) is None  # one part is not a profile yet
         stored = cache.stored("user_id", ["u1"], query)["u1"]
         assert set(stored.parts) == {main} and stored.parts[main].payload == BODY
         cache.save("user_id", "u1", query, parts=[(comps, BODY, 2, None)], status="ok",
                    attempts=2, http_status=200)
-        hit = cache.get("user_id", "u1", query)
+        hit = get(cache, "user_id", "u1", query)
         assert hit.status == "ok" and hit.payloads == [BODY, BODY] and hit.attempts == 3
 
 
@@ -237,10 +272,10 @@ def test_an_unreadable_body_is_never_thrown_away(tmp_path: Path) -> None:
         cache.save("user_id", "u1", Q, parts=[(Q.canonical(), bad, 1, "bad recommendations")],
                    status="failed", http_status=200, attempts=1, error="bad recommendations")
         assert cache.stored("user_id", ["u1"], Q)["u1"].parts[Q.canonical()].error
-        cache.put("user_id", "u1", Q, [BODY])  # a later fetch replaces it ...
+        put(cache, "user_id", "u1", Q, [BODY])  # a later fetch replaces it ...
         rejected = cache._conn.execute("SELECT payload, error FROM rejected").fetchall()
         assert [(json.loads(p), e) for p, e in rejected] == [(bad, "bad recommendations")]
-        assert cache.get("user_id", "u1", Q).payloads == [BODY]  # ... and is served
+        assert get(cache, "user_id", "u1", Q).payloads == [BODY]  # ... and is served
 
 
 def make_schema_1(path: Path) -> None:
@@ -278,11 +313,11 @@ def test_schema_1_file_is_upgraded_and_kept_apart(tmp_path: Path) -> None:
             "SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0]
         assert int(version) == SCHEMA_VERSION == 2
         assert len(cache) == 3 and cache.scopes() == [LEGACY_SCOPE]
-        assert cache.lookup("user_id", ["u1", "u2", "g"], Q) == {}  # nobody's answers
-        legacy = cache.lookup("user_id", ["u1", "g"], Q, scope=LEGACY_SCOPE)
+        assert lookup(cache, "user_id", ["u1", "u2", "g"], Q) == {}  # nobody's answers
+        legacy = lookup(cache, "user_id", ["u1", "g"], Q, scope=LEGACY_SCOPE)
         assert legacy["u1"].payloads == [BODY] and legacy["u1"].attempts == 3
         assert legacy["g"].status == "not_found"
-        assert cache.get("user_id", "u2", two, scope=LEGACY_SCOPE).payloads == [BODY, BODY]
+        assert get(cache, "user_id", "u2", two, scope=LEGACY_SCOPE).payloads == [BODY, BODY]
     with SampleServer() as srv, warnings.catch_warnings(record=True):
         client = srv.client()
         with ProfileCache(path) as cache:
@@ -303,3 +338,41 @@ def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
     raw.close()
     with pytest.raises(CacheError, match="newer amptools"):
         ProfileCache(path)
+
+
+def test_the_cache_imports_no_http_and_no_client() -> None:
+    # The arrows point one way: the SQLite layer knows nothing of requests or clients.
+    import subprocess
+    import sys
+
+    code = ("import sys, amptools.cache, amptools.models, amptools.query\n"
+            "print(sorted(m for m in ('requests', 'urllib3', 'amptools.client', 'amptools.bulk') if m in sys.modules))")
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert loaded.stdout.strip() == "[]"
+
+
+def test_decide_is_the_one_hit_rule() -> None:
+    from amptools.cache import PartHit, StoredParts
+
+    split = ProfileQuery(recs=("r",), amp_props=True, computations=True, split_computations=True)
+    main, comps = split.parts()
+    good = {"userData": {"recommendations": [{"rec_id": "r", "items": ["a"]}], "amp_props": {}}}
+    unreadable = {"userData": {"recommendations": "oops"}}
+    parts = lambda **bodies: {q.canonical(): PartHit(q.canonical(), body, 5.0, 2)  # noqa: E731
+                              for q, body in ((main, bodies.get("main")), (comps, bodies.get("comps")))
+                              if body is not None}
+    assert decide(None, split.parts()).status == "missing"
+    ok = decide(StoredParts("u", parts(main=good, comps=BODY)), split.parts())
+    assert ok.status == "ok" and ok.payloads == [good, BODY] and ok.attempts == 4
+    half = decide(StoredParts("u", parts(main=good)), split.parts())
+    assert half.status == "missing" and half.have == {main.canonical(): good}
+    # An unreadable answer to recommendations is kept, not asked again (exposure events).
+    kept = decide(StoredParts("u", parts(main=unreadable, comps=BODY)), split.parts())
+    assert kept.status == "failed" and "not fetched again" in kept.error
+    # Without recommendations it is simply asked again.
+    again = decide(StoredParts("u", parts(main=good, comps=unreadable)), split.parts())
+    assert again.status == "missing" and list(again.have) == [main.canonical()]
+    newer_not_found = StoredParts("u", parts(main=good, comps=BODY), (6.0, 400, 1))
+    assert decide(newer_not_found, split.parts()).status == "not_found"
+    older_not_found = StoredParts("u", parts(main=good, comps=BODY), (4.0, 400, 1))
+    assert decide(older_not_found, split.parts()).status == "ok"
