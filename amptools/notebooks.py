@@ -243,7 +243,7 @@ def execute_report(path: str | os.PathLike[str], *, html: bool = False,
     notebook = nbformat.read(path, as_version=4)
     # Without CurveZMQ keys ipykernel warns on stderr that the kernel "is running over TCP
     # without encryption". Kernel managers that can provision the keys (newer jupyter_client,
-    # pyzmq built with curve) do so when asked; older ones keep their quiet default.
+    # pyzmq built with curve) do so when asked; with older ones the line may still show.
     config = Config()
     if "transport_encryption" in KernelManager.class_trait_names() and zmq.has("curve"):
         config.KernelManager.transport_encryption = "auto"
