@@ -234,11 +234,20 @@ def execute_report(path: str | os.PathLike[str], *, html: bool = False,
     Returns the paths written: the executed notebook and, with ``html``, a
     self-contained ``.html`` (plotly's JavaScript is embedded, no network needed).
     """
+    import zmq
+    from jupyter_client.manager import KernelManager
     from nbclient import NotebookClient
+    from traitlets.config import Config
 
     path = Path(path)
     notebook = nbformat.read(path, as_version=4)
-    NotebookClient(notebook, timeout=timeout, kernel_name="python3",
+    # Without CurveZMQ keys ipykernel warns on stderr that the kernel "is running over TCP
+    # without encryption". Kernel managers that can provision the keys (newer jupyter_client,
+    # pyzmq built with curve) do so when asked; with older ones the line may still show.
+    config = Config()
+    if "transport_encryption" in KernelManager.class_trait_names() and zmq.has("curve"):
+        config.KernelManager.transport_encryption = "auto"
+    NotebookClient(notebook, timeout=timeout, kernel_name="python3", config=config,
                    resources={"metadata": {"path": str(path.parent.resolve())}}).execute()
     nbformat.write(notebook, path)
     written = [path]

@@ -65,3 +65,14 @@ def fresh_server():
 
     with SampleServer() as server:
         yield server
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Say in one line when the browser test was skipped and why (``make test`` hides skip reasons)."""
+    reasons = {report.longrepr[2].removeprefix("Skipped: ")
+               for report in terminalreporter.stats.get("skipped", [])
+               if report.nodeid.split("::")[0].endswith("test_browser.py")
+               and isinstance(report.longrepr, tuple)}
+    if reasons:
+        terminalreporter.write_line(f"browser test skipped: {'; '.join(sorted(reasons))}",
+                                    yellow=True, bold=True)

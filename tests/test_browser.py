@@ -56,7 +56,7 @@ def _require_browser() -> None:
         message = "; ".join(problems)
         if required:
             pytest.fail(f"AMPTOOLS_REQUIRE_BROWSER=1 but {message}")
-        pytest.skip(message)
+        pytest.skip(f"{message}; with AMPTOOLS_REQUIRE_BROWSER=1 (as in CI) this fails instead")
 
 
 def _free_port() -> int:
