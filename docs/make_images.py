@@ -6,11 +6,13 @@ Run from the repository root:
 
 It builds the tables from 600 sample users' answers (read straight from the sample
 org's data, so no request is paced) and writes one small PNG per figure into
-docs/images/ with kaleido (which needs a chromium on PATH).
+docs/images/ with kaleido (which needs a chromium on PATH). Name figures as
+arguments to write only those (``docs/make_images.py cohort_upset``).
 """
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import amptools as amp
@@ -46,14 +48,15 @@ def figures() -> dict[str, object]:
     return {
         "rec_overlap_heatmap": plots.rec_overlap_heatmap(recs, metric="rbo"),
         "item_frequency": plots.item_frequency(recs),
-        "control_vs_treatment": plots.control_vs_treatment(recs),
+        "control_vs_treatment": plots.control_vs_treatment(
+            recs[recs["rec_id"].isin(["home-feed", "similar-items"])], top_n=6),
         "long_tail": plots.long_tail(recs),
-        "user_lists": plots.user_lists(recs, user_id="user-000001"),
-        "rank_comparison": plots.rank_comparison(recs, user_id="user-000001",
+        "user_lists": plots.user_lists(recs, user_id="user-000036"),
+        "rank_comparison": plots.rank_comparison(recs, user_id="user-000036",
                                                  left="home-feed", right="similar-items"),
         "cohort_sizes": plots.cohort_sizes(cohorts, top_n=12),
         "cohort_heatmap": plots.cohort_heatmap(cohorts, max_users=300, top_n=15),
-        "cohort_overlap": plots.cohort_overlap(cohorts, top_n=12),
+        "cohort_overlap": plots.cohort_overlap(cohorts, top_n=6),
         "cohort_upset": plots.cohort_upset(cohorts, top_n=12, max_cohorts=6),
         "computation_distribution": plots.computation_distribution(
             comps, computation="revenue_90d", groups=one_set, kind="box"),
@@ -65,13 +68,16 @@ def figures() -> dict[str, object]:
     }
 
 
-def main() -> None:
+def main(names: list[str]) -> None:
+    """Write every picture, or only those named on the command line."""
     IMAGES.mkdir(exist_ok=True)
     for name, figure in figures().items():
+        if names and name not in names:
+            continue
         path = IMAGES / f"{name}.png"
         figure.write_image(path, width=900, height=500, scale=1)
         print(f"{path.relative_to(IMAGES.parent.parent)}  {path.stat().st_size / 1024:.0f} KB")
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])
