@@ -129,8 +129,8 @@ def connected_content(
     user's id, ``user_id={{${user_id} | url_param_escape}}``. Braze makes **one** call
     per render, so a query asking for both user properties and computations is sent
     as one request (``get_amp_props=true`` with ``get_computations=true`` or
-    ``comp_id=``) and the answer's ``amp_props`` holds both, merged (amptools' own
-    fetches split them in two requests; see ``ProfileQuery.parts``).
+    ``comp_id=``) and the answer's ``amp_props`` holds both, merged — as amptools' own
+    fetches ask by default (see ``ProfileQuery.split_computations``).
 
     .. warning::
        Every call that asks for recommendations logs a recommendation exposure event

@@ -1,8 +1,8 @@
-"""The ``amptools`` command line: fetch, report, demo, cohorts, sample-server.
+"""The ``amptools`` command line: fetch, report, preview, demo, cohorts, sample-server.
 
-It composes the library and holds no logic of its own beyond reading arguments
-and files. Exit codes: 0 all fetched, 1 some users failed (listed on stderr),
-2 bad usage or input, 3 authentication failed.
+It composes the library and holds no logic of its own beyond reading arguments and
+files. Exit codes: 0 all fetched, 1 some users not fetched (failed or unknown to the
+service; listed on stderr), 2 bad usage or input, 3 authentication failed.
 """
 
 from __future__ import annotations
@@ -110,7 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Fetch Amplitude user profiles and turn them into tables, reports and "
                     "an Excel-safe marketing CSV. The key comes from AMPLITUDE_SECRET_KEY; "
                     "--sample uses the embedded sample org instead.",
-        epilog="Exit codes: 0 all fetched, 1 some users failed, 2 bad usage or input, "
+        epilog="Exit codes: 0 all fetched, 1 some users not fetched (failed or unknown), 2 bad usage or input, "
                "3 authentication failed.",
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
@@ -212,8 +212,10 @@ def _check_marketing(args: argparse.Namespace, query: ProfileQuery) -> None:
     given = [flag for flag, value in (("--marketing-rec-id", args.marketing_rec_id),
                                       ("--marketing-props", args.marketing_props),
                                       ("--include-pii", args.include_pii)) if value]
-    if given and not args.marketing:
-        raise UsageError(f"{', '.join(given)} only apply to marketing.csv: add --marketing.")
+    marketing_files = args.marketing or getattr(args, "braze", False) or getattr(args, "braze_json", False)
+    if given and not marketing_files:
+        raise UsageError(f"{', '.join(given)} only apply to the marketing table: add --marketing "
+                         "(or --braze, --braze-json).")
     if args.marketing_rec_id and args.marketing_rec_id not in query.recs:
         raise UsageError(f"--marketing-rec-id {args.marketing_rec_id} is not one of the sets "
                          f"fetched (--recs {','.join(query.recs) or 'is empty'}): add it to --recs.")
