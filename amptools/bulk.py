@@ -75,14 +75,14 @@ import sqlite3
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from .cache import CacheWarning, ProfileCache, StoredParts, decide, open_cache
+from .cache import Answer, CacheWarning, ProfileCache, StoredParts, decide, open_cache
 from .errors import (
     AmptoolsWarning,
     AuthenticationError,
@@ -404,8 +404,278 @@ class _Part:
     part: tuple[str, Any, int, str | None]
 
 
+class _Progress:
+    """The run's reporter: the counts, a tqdm bar and the ``on_progress`` hook."""
+
+    def __init__(self, total: int, *, bar: bool, hook: ProgressHook | None) -> None:
+        self.total = total
+        self.counts = dict.fromkeys(STATUSES, 0)
+        self.done = 0
+        self.cached = 0
+        self._want_bar = bar
+        self._bar: Any = None
+        self._hook = hook
+        self._hook_failed = False
+
+    def start(self, cached: list[Outcome]) -> None:
+        """Count what the cache answered, then show the bar (cached ids start it as done,
+        so they do not inflate the rate or the ETA)."""
+        self.cached = len(cached)
+        for outcome in cached:
+            self.add(outcome, report=False)
+        if self._want_bar:
+            from tqdm.auto import tqdm
+
+            self._bar = tqdm(total=self.total, initial=self.cached, desc="profiles", unit="id",
+                             mininterval=0.2, dynamic_ncols=True)
+            self._postfix()
+        self._notify()
+
+    def add(self, outcome: Outcome, *, report: bool = True) -> None:
+        self.counts[outcome.status] += 1
+        self.done += 1
+        if not report:
+            return
+        if self._bar is not None:
+            self._bar.update(1)
+            if outcome.status != "ok":
+                self._postfix(refresh=False)
+        self._notify()
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+
+    def _postfix(self, refresh: bool = True) -> None:
+        postfix = {"failed": self.counts["failed"], "not_found": self.counts["not_found"]}
+        if self.cached:
+            postfix["cached"] = self.cached
+        self._bar.set_postfix(postfix, refresh=refresh)
+
+    def _notify(self) -> None:
+        if self._hook is None:
+            return
+        try:
+            self._hook(self.done, self.total, dict(self.counts))
+        except Exception:  # a broken widget callback must not lose the run
+            if not self._hook_failed:
+                self._hook_failed = True
+                log.exception("on_progress raised; the fetch goes on without it")
+
+
+@dataclass(frozen=True)
+class _Form:
+    """One way of asking an id: a query, its requests and their cache keys."""
+
+    query: ProfileQuery
+    parts: tuple[ProfileQuery, ...]
+    keys: tuple[str, ...]
+
+    @classmethod
+    def of(cls, query: ProfileQuery) -> _Form:
+        parts = query.parts()
+        return cls(query, parts, tuple(part.canonical() for part in parts))
+
+
+@dataclass
+class _Plan:
+    """What the cache answers and how every other id is asked (see :func:`_plan`).
+
+    ``cached`` holds the cache's answer by id (``ok``, ``not_found`` or ``failed``);
+    ``to_fetch`` the other ids in input order; ``have`` the usable cached bodies of ids
+    still to fetch; ``split`` the ids asked the two-request way; ``probes`` those of
+    them that teach the run the org's computation names, asked first.
+    """
+
+    cached: dict[str, tuple[_Form, Answer]]
+    to_fetch: list[str]
+    have: dict[str, dict[str, Any]]
+    split: set[str]
+    probes: list[str]
+
+
+def _plan(ids: Sequence[str], stored: Mapping[str, StoredParts], main: _Form, split: _Form | None,
+          *, names_known: bool) -> _Plan:
+    """Pure: the plan of a run from what the cache holds. An id the cache answered (in
+    part) the two-request way is finished that way; when a merged query needs the org's
+    computation names and nobody knows them, the first ``NAME_PROBES`` ids to fetch are
+    asked the two-request way first."""
+    plan = _Plan({}, [], {}, set(), [])
+    for id_ in ids:
+        entry = stored.get(id_)
+        form = main
+        if split is not None and entry is not None and not any(k in entry.parts for k in main.keys) \
+                and any(k in entry.parts for k in split.keys):
+            form = split
+            plan.split.add(id_)
+        answer = decide(entry, form.parts)
+        if answer.status == "missing":
+            plan.to_fetch.append(id_)
+            if answer.have:
+                plan.have[id_] = answer.have
+        else:
+            plan.cached[id_] = (form, answer)
+    if main.query.needs_computation_names and not names_known:
+        plan.probes = [i for i in plan.to_fetch if i not in plan.split][:NAME_PROBES]
+        plan.split.update(plan.probes)
+    return plan
+
+
+class _Names:
+    """The org's computation names as a run learns them (shared by its threads)."""
+
+    def __init__(self, names: ComputationNames) -> None:
+        self.names = names
+        self._lock = threading.Lock()
+        self._read = False  # a merged profile was parsed with the names of the moment
+        self.grew = False  # ... and names were learned after that
+        self._refreshes = NAME_REFRESHES
+
+    def learn(self, names: ComputationNames) -> None:
+        with self._lock:
+            grown = self.names.learn(computations=names.computations, properties=names.properties)
+            if grown != self.names:
+                self.grew = self.grew or self._read
+                self.names = grown
+
+    def read(self) -> ComputationNames:
+        self._read = True
+        return self.names
+
+    def take_refresh(self, merged: Any) -> bool:
+        """Whether a merged answer holds a key known neither as a computation nor as a
+        property, and the run may still spend a request to refresh the names."""
+        props = merged.get("userData", {}).get("amp_props") if isinstance(merged, dict) else None
+        if not isinstance(props, dict) or not self.names.unseen(props):
+            return False
+        with self._lock:
+            if self._refreshes <= 0:
+                return False
+            self._refreshes -= 1
+            return True
+
+
+class _Claims:
+    """Ids of a cache file shared by several processes, claimed machine-wide."""
+
+    def __init__(self, store: Any, prefix: str) -> None:
+        self.store = store
+        self.prefix = prefix
+        self.owner = uuid.uuid4().hex
+
+    def key(self, id_: str) -> str:
+        return f"{self.prefix}|{id_}"
+
+    def hold(self, id_: str, stop: threading.Event) -> None:
+        """Claim ``id_``, waiting while another run holds it (at most CLAIM_TTL)."""
+        key = self.key(id_)
+        if not self.store.claim(key, self.owner, CLAIM_TTL):
+            self.store.wait_claimed(key, timeout=CLAIM_TTL, cancel=stop)
+            self.store.claim(key, self.owner, CLAIM_TTL)
+
+    def release(self, id_: str | None = None) -> None:
+        try:
+            if id_ is None:
+                self.store.release_owner(self.owner)
+            else:
+                self.store.release(self.key(id_), self.owner)
+        except Exception:  # the claim expires anyway
+            log.debug("could not release a claim", exc_info=True)
+
+
+class _Fetcher:
+    """Fetching one id (in a worker thread): the requests the cache lacks, as a _Result."""
+
+    def __init__(self, run: _Run) -> None:
+        self.run = run
+        self.client = run.client
+        self.id_type = run.id_type
+        self.stop = run.stop
+
+    def fetch(self, id_: str, hand: Callable[[_Part], None]) -> _Result | None:
+        """``hand`` passes each body that is not the id's last on, to be cached at once."""
+        run = self.run
+        if run.claims is not None:
+            try:
+                run.claims.hold(id_, self.stop)
+                # Claimed now; another run may have answered it since this run looked.
+                answered = run.reread(id_)
+            except Exception as error:  # a broken claims file must not stop the fetch
+                log.warning("claims unavailable (%s: %s); fetching without them", type(error).__name__, error)
+                run.claims, answered = None, None
+            if answered is not None:
+                return _Result(answered)
+        form = run.form(id_)
+        have = run.plan.have.get(id_, {})
+        missing = [i for i, key in enumerate(form.keys) if key not in have]
+        payloads: list[Any] = [have.get(key) for key in form.keys]
+        fetched: list[tuple[str, Any, int, str | None]] = []
+        attempts = 0
+        for n, index in enumerate(missing):
+            part, key = form.parts[index], form.keys[index]
+            try:
+                payload, used = self.client.request({self.id_type: id_, **part.to_params()}, cancel=self.stop)
+            except FetchCancelled:
+                return None  # counted as cancelled by the coordinating thread
+            except Exception as error:
+                return self._failure(id_, error, attempts)
+            attempts += used
+            payloads[index] = payload
+            problem = read_error(payload, part)
+            entry = (key, payload, used, problem)
+            if problem is not None:
+                # Kept in the cache with its error; the parts after it are not asked.
+                return _Result(Outcome(id_, "failed", 200, attempts, problem), (*fetched, entry))
+            if n < len(missing) - 1:
+                hand(_Part(id_, entry))  # cached now: survives a failure of the next part
+            else:
+                fetched.append(entry)
+        if form is run.main and run.query.needs_computation_names and run.names.take_refresh(payloads[0]):
+            refresh = self._refresh_names(id_, payloads[0])
+            if refresh is not None:
+                attempts += refresh[2]
+                fetched.append(refresh)
+        try:
+            profile = run.profile(form, payloads)
+        except Exception as error:
+            return _Result(Outcome(id_, "failed", 200, attempts,
+                                   f"unexpected response: {type(error).__name__}: {error}"), tuple(fetched))
+        return _Result(Outcome(id_, "ok", 200, attempts, None, False, profile), tuple(fetched))
+
+    def _failure(self, id_: str, error: Exception, attempts: int) -> _Result:
+        if isinstance(error, UnknownUserError):
+            return _Result(Outcome(id_, "not_found", error.status, attempts + error.attempts, str(error)))
+        if isinstance(error, AuthenticationError):
+            self.stop.set()  # before anything else: no new request after a 401
+            return _Result(Outcome(id_, "failed", error.status, attempts + error.attempts, str(error)),
+                           auth_error=error)
+        if isinstance(error, ProfileAPIError):
+            return _Result(Outcome(id_, "failed", error.status, attempts + error.attempts, str(error)))
+        log.error("unexpected error fetching %s %r", self.id_type, id_, exc_info=error)
+        return _Result(Outcome(id_, "failed", None, attempts + 1, f"{type(error).__name__}: {error}"))
+
+    def _refresh_names(self, id_: str, merged: Any) -> tuple[str, Any, int, str | None] | None:
+        """This user's computations alone, to learn a name the run did not know (a
+        computation added since the names were learned?); never fails the user."""
+        split = self.run.split
+        assert split is not None
+        only = split.parts[-1]
+        try:
+            payload, used = self.client.request({self.id_type: id_, **only.to_params()}, cancel=self.stop)
+        except (ProfileAPIError, FetchCancelled):
+            return None
+        props = merged["userData"]["amp_props"]
+        computations = payload.get("userData", {}).get("amp_props") if isinstance(payload, dict) else None
+        if isinstance(computations, dict):
+            self.run.names.learn(ComputationNames(frozenset(computations),
+                                                  frozenset(props) - frozenset(computations)))
+        return (split.keys[-1], payload, used, read_error(payload, only))
+
+
 class _Run:
-    """One bulk fetch: validation at construction, the work in :meth:`run`."""
+    """One bulk fetch: checks at construction; :meth:`run` plans from the cache, fetches
+    the rest in worker threads (:class:`_Fetcher`) and records every result here, in the
+    coordinating thread (the cache writes, the ledger, the :class:`_Progress`)."""
 
     def __init__(
         self,
@@ -433,43 +703,69 @@ class _Run:
         self.id_type = id_type
         self.ids = unique_ids(ids, id_type)
         self.workers = workers
-        self.progress = progress
+        self.show_bar = progress
         self.cache_arg = cache
         self.max_age = max_age
         self.user_cancel = cancel
         self.on_progress = on_progress
+        self.scope = str(client.scope)
+        self.main = _Form.of(self.query)
+        # A merged query can also be answered the two-request way: by older cache
+        # entries, and for the users that teach the run the org's computation names.
+        self.split = _Form.of(self.query.split()) if self.query.merges_computations else None
         self.stop = threading.Event()
         self.outcomes: dict[str, Outcome] = {}
-        self.counts = dict.fromkeys(STATUSES, 0)
         self.auth_error: AuthenticationError | None = None
         self.cancelled = False
         self.interrupted = False
-        self._hook_failed = False
-        self._bar: Any = None
-        self.n_cached = 0
-        self.parts = self.query.parts()
-        self.part_keys = [part.canonical() for part in self.parts]
-        # A merged query can also be answered the two-request way: by older cache
-        # entries, and for the users that teach the run the org's computation names.
-        self.split_query = self.query.split() if self.query.merges_computations else None
-        self.split_parts = self.split_query.parts() if self.split_query is not None else ()
-        self.split_keys = [part.canonical() for part in self.split_parts]
-        self.split_ids: set[str] = set()
-        self.names = ComputationNames()
-        self._names_lock = threading.Lock()
-        self._names_read = False  # a merged profile was parsed with the names of the moment
-        self._names_grew = False  # ... and names were learned after that
-        self._refreshes = NAME_REFRESHES
-        self._claims: Any = None  # the machine-wide claims, when a cache file is shared
-        self._owner = uuid.uuid4().hex
-        self.scope = str(client.scope)
-        # Bodies already cached for ids still to fetch: {id: {part key: body}}.
-        self.have: dict[str, dict[str, Any]] = {}
         self.cache_error: BaseException | None = None
+        self.names = _Names(ComputationNames())
+        self.plan = _Plan({}, [], {}, set(), [])
+        self.claims: _Claims | None = None
         self._cache: ProfileCache | None = None
+        self._progress: _Progress | None = None
+
+    # -- forms and profiles (any thread) -------------------------------------------------
+    def form(self, id_: str) -> _Form:
+        """How ``id_`` is asked: the run's query, or its two-request form."""
+        if id_ in self.plan.split and self.split is not None:
+            return self.split
+        return self.main
+
+    def profile(self, form: _Form, payloads: list[Any]) -> UserProfile:
+        """One profile from its bodies; a two-request answer also teaches the names."""
+        if not self.query.needs_computation_names:
+            return UserProfile.from_payloads(payloads, form.query)
+        if form is self.split:
+            self.names.learn(ComputationNames.from_split(payloads))
+            return UserProfile.from_payloads(payloads, form.query)
+        return UserProfile.from_payloads(payloads, form.query, self.names.read())
+
+    def _cached_outcome(self, id_: str, form: _Form, answer: Answer) -> Outcome | None:
+        """The outcome of a cache answer; None when its bodies do not make a profile."""
+        if answer.status != "ok":
+            return Outcome(id_, answer.status, answer.http_status, answer.attempts, answer.error, True)
+        try:
+            profile = self.profile(form, answer.payloads)
+        except Exception:
+            return None
+        return Outcome(id_, "ok", 200, answer.attempts, None, True, profile)
+
+    def reread(self, id_: str) -> Outcome | None:
+        """What the cache holds for ``id_`` now (another process may have answered it)."""
+        cache = self._cache
+        if cache is None:
+            return None
+        entry = cache.stored(self.id_type, [id_], self.query, scope=self.scope, max_age=self.max_age,
+                             also=self.split.query if self.split else None).get(id_)
+        plan = _plan([id_], {id_: entry} if entry else {}, self.main, self.split, names_known=True)
+        if id_ not in plan.cached:
+            return None
+        form, answer = plan.cached[id_]
+        return self._cached_outcome(id_, form, answer)
 
     # -- bookkeeping (coordinating thread only) ------------------------------------------
-    def _record(self, result: _Result | _Part, cache: ProfileCache | None) -> None:
+    def _record(self, result: _Result | _Part) -> None:
         """Cache, then count, one result. Idempotent: a Ctrl-C anywhere in here leaves the
         result queued, and processing it again neither loses nor double-counts it."""
         if isinstance(result, _Part):
@@ -486,8 +782,14 @@ class _Run:
         self._save(outcome.id, parts=result.parts, status=outcome.status,
                    http_status=outcome.http_status, attempts=outcome.attempts,
                    error=None if outcome.status == "ok" else outcome.error)
-        self._release_claim(outcome.id)
+        if self.claims is not None:
+            self.claims.release(outcome.id)
         self._count(outcome)
+
+    def _count(self, outcome: Outcome) -> None:
+        self.outcomes[outcome.id] = outcome
+        if self._progress is not None:
+            self._progress.add(outcome)
 
     def _save(self, id_: str, **what: Any) -> None:
         """Write to the cache; on the first failure, warn and go on in memory only."""
@@ -512,204 +814,6 @@ class _Run:
             CacheWarning,
         )
 
-    def _count(self, outcome: Outcome, *, report: bool = True) -> None:
-        self.outcomes[outcome.id] = outcome
-        self.counts[outcome.status] += 1
-        if not report:
-            return
-        if self._bar is not None:
-            self._bar.update(1)
-            if outcome.status != "ok":
-                self._set_postfix(refresh=False)
-        self._notify()
-
-    def _set_postfix(self, refresh: bool = True) -> None:
-        postfix = {"failed": self.counts["failed"], "not_found": self.counts["not_found"]}
-        if self.n_cached:
-            postfix["cached"] = self.n_cached
-        self._bar.set_postfix(postfix, refresh=refresh)
-
-    def _notify(self) -> None:
-        if self.on_progress is None:
-            return
-        try:
-            self.on_progress(len(self.outcomes), len(self.ids), dict(self.counts))
-        except Exception:  # a broken widget callback must not lose the run
-            if not self._hook_failed:
-                self._hook_failed = True
-                log.exception("on_progress raised; the fetch goes on without it")
-
-    # -- one id (worker threads) ---------------------------------------------------------
-    def _fetch_one(self, id_: str, hand: Callable[[_Part], None]) -> _Result | None:
-        """Fetch the parts of one id the cache lacks; ``hand`` passes each body that is
-        not the last one on to be cached at once."""
-        if self._claims is not None:
-            waited = self._wait_for_other_run(id_)
-            if waited is not None:
-                return waited
-        have = self.have.get(id_, {})
-        _, parts, keys = self._plan(id_)
-        missing = [i for i, key in enumerate(keys) if key not in have]
-        payloads: list[Any] = [have.get(key) for key in keys]
-        fetched: list[tuple[str, Any, int, str | None]] = []
-        attempts = 0
-        for n, index in enumerate(missing):
-            part, key = parts[index], keys[index]
-            try:
-                payload, used = self.client.request({self.id_type: id_, **part.to_params()},
-                                                    cancel=self.stop)
-            except FetchCancelled:
-                return None  # counted as cancelled by the coordinating thread
-            except UnknownUserError as error:
-                return _Result(Outcome(id_, "not_found", error.status, attempts + error.attempts,
-                                       str(error)))
-            except AuthenticationError as error:
-                # Stop the other workers before anything else: no new request after a 401.
-                self.stop.set()
-                return _Result(Outcome(id_, "failed", error.status, attempts + error.attempts,
-                                       str(error)), auth_error=error)
-            except ProfileAPIError as error:
-                return _Result(Outcome(id_, "failed", error.status, attempts + error.attempts,
-                                       str(error)))
-            except Exception as error:  # never lose an id to a surprise
-                log.exception("unexpected error fetching %s %r", self.id_type, id_)
-                return _Result(Outcome(id_, "failed", None, attempts + 1,
-                                       f"{type(error).__name__}: {error}"))
-            attempts += used
-            payloads[index] = payload
-            problem = read_error(payload, part)
-            entry = (key, payload, used, problem)
-            if problem is not None:
-                # Kept in the cache with its error; the parts after it are not asked.
-                return _Result(Outcome(id_, "failed", 200, attempts, problem), (*fetched, entry))
-            if n < len(missing) - 1:
-                hand(_Part(id_, entry))  # cached now: survives a failure of the next part
-            else:
-                fetched.append(entry)
-        if id_ not in self.split_ids and self.query.needs_computation_names:
-            refresh = self._refresh_names(id_, payloads[0])
-            if refresh is not None:
-                attempts += refresh[2]
-                fetched.append(refresh)
-        try:
-            profile = self._profile(id_, payloads)
-        except Exception as error:
-            return _Result(Outcome(id_, "failed", 200, attempts,
-                                   f"unexpected response: {type(error).__name__}: {error}"),
-                           tuple(fetched))
-        return _Result(Outcome(id_, "ok", 200, attempts, None, False, profile), tuple(fetched))
-
-    # -- processes sharing a cache ------------------------------------------------------------
-    def _claim_key(self, id_: str) -> str:
-        cache = self._cache
-        return f"{cache.path if cache is not None else ''}|{self.scope}|{self.id_type}:{id_}|{self.query.canonical()}"
-
-    def _wait_for_other_run(self, id_: str) -> _Result | None:
-        """Claim ``id_``; when another run holds it, wait for it and take its answer from
-        the cache. None: this worker fetches the id."""
-        key = self._claim_key(id_)
-        try:
-            if not self._claims.claim(key, self._owner, CLAIM_TTL):
-                self._claims.wait_claimed(key, timeout=CLAIM_TTL, cancel=self.stop)
-                self._claims.claim(key, self._owner, CLAIM_TTL)
-            # Claimed now; another run may have answered it since this run looked.
-            cache = self._cache
-            entry = cache.stored(self.id_type, [id_], self.query, scope=self.scope,
-                                 max_age=self.max_age, also=self.split_query).get(id_) if cache else None
-            outcome = self._from_cache(entry) if entry is not None else None
-            if outcome is not None:
-                return _Result(outcome)
-        except Exception as error:  # a broken claims file must not stop the fetch
-            log.warning("claims unavailable (%s: %s); fetching without them", type(error).__name__, error)
-            self._claims = None
-        return None
-
-    def _release_claim(self, id_: str) -> None:
-        claims = self._claims
-        if claims is not None:
-            try:
-                claims.release(self._claim_key(id_), self._owner)
-            except Exception:  # expiry releases it anyway
-                log.debug("could not release the claim on %r", id_, exc_info=True)
-
-    # -- one request per user: telling computations apart by name -------------------------
-    def _plan(self, id_: str) -> tuple[ProfileQuery, tuple[ProfileQuery, ...], list[str]]:
-        """How this id is asked: the run's query, or its two-request form."""
-        if id_ in self.split_ids:
-            assert self.split_query is not None
-            return self.split_query, self.split_parts, self.split_keys
-        return self.query, self.parts, self.part_keys
-
-    def _profile(self, id_: str, payloads: list[Any]) -> UserProfile:
-        """One profile from its bodies; a two-request answer also teaches the names."""
-        query, _, _ = self._plan(id_)
-        if query is self.split_query and self.query.needs_computation_names:
-            self._learn(ComputationNames.from_split(payloads))
-        elif self.query.needs_computation_names:
-            self._names_read = True
-        return UserProfile.from_payloads(payloads, query, self.names)
-
-    def _learn(self, names: ComputationNames) -> None:
-        with self._names_lock:
-            grown = self.names.learn(computations=names.computations, properties=names.properties)
-            if grown != self.names:
-                self._names_grew = self._names_grew or self._names_read
-                self.names = grown
-
-    def _refresh_names(self, id_: str, merged: Any) -> tuple[str, Any, int, str | None] | None:
-        """Ask for this user's computations alone when the merged answer holds a key the
-        run knows neither as a computation nor as a property (a computation added since
-        the names were learned?). At most NAME_REFRESHES a run; never fails the user."""
-        props = merged.get("userData", {}).get("amp_props") if isinstance(merged, dict) else None
-        if not isinstance(props, dict) or not self.names.unseen(props):
-            return None
-        with self._names_lock:
-            if self._refreshes <= 0:
-                return None
-            self._refreshes -= 1
-        only = self.split_parts[-1]
-        try:
-            payload, used = self.client.request({self.id_type: id_, **only.to_params()}, cancel=self.stop)
-        except (ProfileAPIError, FetchCancelled):
-            return None
-        computations = payload.get("userData", {}).get("amp_props") if isinstance(payload, dict) else None
-        if isinstance(computations, dict):
-            self._learn(ComputationNames(frozenset(computations), frozenset(props) - frozenset(computations)))
-        return (self.split_keys[-1], payload, used, read_error(payload, only))
-
-    def _settle_names(self, cache: ProfileCache | None) -> None:
-        """Keep what the run learned, and read merged profiles again if the names grew
-        after they were parsed."""
-        if not self.query.needs_computation_names:
-            return
-        ComputationNames.remember(self.scope, self.names)
-        if cache is not None and self.names:
-            try:
-                cache.save_names(self.names, scope=self.scope)
-            except Exception as error:  # sqlite3 errors, a full disk, a read-only file
-                self._cache_failed(cache, error)
-        if self._names_grew:
-            for id_, outcome in self.outcomes.items():
-                if outcome.profile is not None and id_ not in self.split_ids:
-                    profile = UserProfile.from_payloads([outcome.profile.raw], self.query, self.names)
-                    self.outcomes[id_] = replace(outcome, profile=profile)
-
-    def _worker(self, pending: queue.SimpleQueue[str], results: deque[_Result | _Part],
-                ready: threading.Event) -> None:
-        def hand(item: _Part) -> None:
-            results.append(item)
-            ready.set()
-
-        while not self.stop.is_set():
-            try:
-                id_ = pending.get_nowait()
-            except queue.Empty:
-                return
-            result = self._fetch_one(id_, hand)
-            if result is not None:
-                results.append(result)
-                ready.set()
-
     # -- the whole run -------------------------------------------------------------------
     def run(self) -> ProfileSet:
         started = time.monotonic()
@@ -721,113 +825,89 @@ class _Run:
             self.cache_error = error
             warn(f"{error} The fetch goes on without it: every result is returned, "
                  "but none is kept for a later run.", CacheWarning)
+        self._cache = cache
+        self._progress = _Progress(len(self.ids), bar=self.show_bar, hook=self.on_progress)
         try:
-            return self._run(cache, started)
+            self._prepare()
+            self._fetch()
+            return self._finish(started)
         finally:
-            if self._bar is not None:
-                self._bar.close()
+            self._progress.close()
             if owned and cache is not None:
                 cache.close()
 
-    def _from_cache(self, entry: StoredParts) -> Outcome | None:
-        """The outcome an id's cached bodies give, or None when parts must be fetched
-        (the usable bodies are then kept in ``self.have``)."""
-        id_ = entry.id
-        if self.split_query is not None and not any(k in entry.parts for k in self.part_keys) \
-                and any(k in entry.parts for k in self.split_keys):
-            self.split_ids.add(id_)  # answered (in part) the two-request way: finish it so
-        _, parts, _ = self._plan(id_)
-        answer = decide(entry, parts)
-        if answer.status == "ok":
-            try:
-                profile = self._profile(id_, answer.payloads)
-            except Exception:
-                return None
-            return Outcome(id_, "ok", 200, answer.attempts, None, True, profile)
-        if answer.status in ("not_found", "failed"):
-            return Outcome(id_, answer.status, answer.http_status, answer.attempts, answer.error, True)
-        if answer.have:
-            self.have[id_] = answer.have
-        return None
-
-    def _run(self, cache: ProfileCache | None, started: float) -> ProfileSet:
-        cached: list[Outcome] = []
-        self._cache = cache
+    def _prepare(self) -> None:
+        """Read the cache and the names, make the plan, count what the cache answered."""
+        cache = self._cache
+        stored: dict[str, StoredParts] = {}
         if self.query.needs_computation_names:
-            self.names = ComputationNames.known(self.scope)
-            if cache is not None:
-                try:
-                    self._learn(cache.names(self.scope))
-                except (sqlite3.Error, OSError) as error:
-                    self._cache_failed(cache, error)
-        if cache is not None and self.ids:
+            self.names = _Names(ComputationNames.known(self.scope))
+        if cache is not None:
             try:
-                stored = cache.stored(self.id_type, self.ids, self.query, scope=self.scope,
-                                      max_age=self.max_age, also=self.split_query)
+                if self.query.needs_computation_names:
+                    self.names.learn(cache.names(self.scope))
+                if self.ids:
+                    stored = cache.stored(self.id_type, self.ids, self.query, scope=self.scope,
+                                          max_age=self.max_age, also=self.split.query if self.split else None)
             except (sqlite3.Error, OSError) as error:
                 self._cache_failed(cache, error)
-                stored = {}
-            for id_ in self.ids:
-                entry = stored.get(id_)
-                outcome = self._from_cache(entry) if entry is not None else None
-                if outcome is not None:
-                    cached.append(outcome)
-        self.n_cached = len(cached)
-        known = {o.id for o in cached}
-        to_fetch = [id_ for id_ in self.ids if id_ not in known]
-        if cache is not None and cache.path != ":memory:" and to_fetch:
+        self.plan = _plan(self.ids, stored, self.main, self.split, names_known=bool(self.names.names))
+        cached: list[Outcome] = []
+        for id_, (form, answer) in list(self.plan.cached.items()):
+            outcome = self._cached_outcome(id_, form, answer)
+            if outcome is None:  # bodies that do not make a profile: asked again
+                del self.plan.cached[id_]
+                self.plan.to_fetch.append(id_)
+            else:
+                cached.append(outcome)
+                self.outcomes[id_] = outcome
+        order = {id_: n for n, id_ in enumerate(self.ids)}
+        self.plan.to_fetch.sort(key=order.__getitem__)
+        if cache is not None and cache.path != ":memory:" and self.plan.to_fetch:
             try:
                 from .budget import open_store
 
-                self._claims = open_store()
+                self.claims = _Claims(open_store(), f"{cache.path}|{self.scope}|{self.id_type}|{self.query.canonical()}")
             except Exception as error:  # no writable cache folder: each run for itself
                 log.warning("no claims for the shared cache (%s: %s)", type(error).__name__, error)
-        probes: list[str] = []
-        if self.query.needs_computation_names and not self.names:
-            # Nobody knows this org's computation names yet: a few users are asked the
-            # two-request way first, and teach the run the names for everyone else.
-            probes = [i for i in to_fetch if i not in self.split_ids][:NAME_PROBES]
-            self.split_ids.update(probes)
+        if self._sends_recommendations():
+            self.client.warn_exposure(self.query)  # said once per client
+        assert self._progress is not None
+        self._progress.start(cached)
 
-        # Say so (once) when a request that is about to be sent asks for recommendations.
-        for part, key in zip(self.parts, self.part_keys):
-            if part.asks_recommendations and any(key not in self.have.get(i, ()) for i in to_fetch):
-                self.client.warn_exposure(part)
-                break
-        for outcome in cached:
-            self._count(outcome, report=False)
-        if self.progress:
-            from tqdm.auto import tqdm
+    def _sends_recommendations(self) -> bool:
+        """Whether a request about to be sent asks for recommendations (and so logs an
+        exposure event): a part with them that the cache does not hold, for some id."""
+        for id_ in self.plan.to_fetch:
+            form, have = self.form(id_), self.plan.have.get(id_, {})
+            if any(part.asks_recommendations and key not in have for part, key in zip(form.parts, form.keys)):
+                return True
+        return False
 
-            # Cached ids start the bar as done (initial) so they do not inflate rate or ETA.
-            self._bar = tqdm(total=len(self.ids), initial=len(cached), desc="profiles",
-                             unit="id", mininterval=0.2, dynamic_ncols=True)
-            self._set_postfix()
-        self._notify()
-
-        if to_fetch and not (self.user_cancel is not None and self.user_cancel.is_set()):
-            first = set(probes)
+    def _fetch(self) -> None:
+        to_fetch = self.plan.to_fetch
+        if to_fetch and self.user_cancel is not None and self.user_cancel.is_set():
+            self.cancelled = True
+        elif to_fetch:
+            first = set(self.plan.probes)
             for batch in ([i for i in to_fetch if i in first], [i for i in to_fetch if i not in first]):
                 if batch and not self.stop.is_set():
-                    self._fetch_all(batch, cache)
-        elif to_fetch:
-            self.cancelled = True
-        if self._claims is not None:
-            try:
-                self._claims.release_owner(self._owner)
-            except Exception:
-                log.debug("could not release this run's claims", exc_info=True)
-        self._settle_names(self._cache)
+                    self._fetch_all(batch)
+        if self.claims is not None:
+            self.claims.release()
 
+    def _finish(self, started: float) -> ProfileSet:
+        """Keep the names, give every id its one outcome, build the ProfileSet."""
+        if self.query.needs_computation_names:
+            self._settle_names()
         # Every id ends with one outcome, whatever stopped the run.
         reason = STOPPED_BY_AUTH_ERROR if self.auth_error is not None else CANCELLED_ERROR
-        for id_ in to_fetch:
+        for id_ in self.plan.to_fetch:
             if id_ not in self.outcomes:
                 self._count(Outcome(id_, "failed", None, 0, reason))
         if len(self.outcomes) != len(self.ids):  # the invariant, checked rather than assumed
             raise AssertionError(f"bulk fetch ended with {len(self.outcomes)} outcomes "
                                  f"for {len(self.ids)} ids")
-
         result = ProfileSet(
             (self.outcomes[id_] for id_ in self.ids),
             query=self.query, id_type=self.id_type,
@@ -848,23 +928,56 @@ class _Run:
             )
         return result
 
-    def _fetch_all(self, to_fetch: list[str], cache: ProfileCache | None) -> None:
+    def _settle_names(self) -> None:
+        """Keep what the run learned, and read merged profiles again if the names grew
+        after they were parsed."""
+        names = self.names.names
+        ComputationNames.remember(self.scope, names)
+        cache = self._cache
+        if cache is not None and names:
+            try:
+                cache.save_names(names, scope=self.scope)
+            except Exception as error:  # sqlite3 errors, a full disk, a read-only file
+                self._cache_failed(cache, error)
+        if self.names.grew:
+            for id_, outcome in self.outcomes.items():
+                if outcome.profile is not None and self.form(id_) is self.main:
+                    profile = UserProfile.from_payloads([outcome.profile.raw], self.query, names)
+                    self.outcomes[id_] = replace(outcome, profile=profile)
+
+    # -- threads -------------------------------------------------------------------------
+    def _fetch_all(self, ids: list[str]) -> None:
         pending: queue.SimpleQueue[str] = queue.SimpleQueue()
-        for id_ in to_fetch:
+        for id_ in ids:
             pending.put(id_)
         # A result leaves the deque only after it is cached and counted, so a Ctrl-C at
         # any moment cannot drop an answer that arrived (see _record).
         results: deque[_Result | _Part] = deque()
         ready = threading.Event()
-        n_threads = min(self.workers, len(to_fetch))
+        fetcher = _Fetcher(self)
+
+        def work() -> None:
+            def hand(item: _Part) -> None:
+                results.append(item)
+                ready.set()
+
+            while not self.stop.is_set():
+                try:
+                    id_ = pending.get_nowait()
+                except queue.Empty:
+                    return
+                result = fetcher.fetch(id_, hand)
+                if result is not None:
+                    results.append(result)
+                    ready.set()
+
         # Daemon threads: a run abandoned by a second Ctrl-C must not block the exit.
-        threads = [threading.Thread(target=self._worker, args=(pending, results, ready),
-                                    daemon=True, name=f"amptools-bulk-{i}")
-                   for i in range(n_threads)]
+        threads = [threading.Thread(target=work, daemon=True, name=f"amptools-bulk-{i}")
+                   for i in range(min(self.workers, len(ids)))]
         for thread in threads:
             thread.start()
         try:
-            self._collect(threads, results, ready, cache)
+            self._collect(threads, results, ready)
         except BaseException:
             # A failing cache write (disk full, ...) or a bug here: send nothing more.
             self.stop.set()
@@ -873,7 +986,7 @@ class _Run:
             self.cancelled = True
 
     def _collect(self, threads: list[threading.Thread], results: deque[_Result | _Part],
-                 ready: threading.Event, cache: ProfileCache | None) -> None:
+                 ready: threading.Event) -> None:
         """Cache and count the workers' results until they are all done (or abandoned)."""
         abandoned = False
         while True:
@@ -883,7 +996,7 @@ class _Run:
                     self.stop.set()
                     self.cancelled = True
                 if results:
-                    self._record(results[0], cache)
+                    self._record(results[0])
                     results.popleft()
                     continue
                 if abandoned or not any(thread.is_alive() for thread in threads):
@@ -972,6 +1085,9 @@ def fetch_profiles(
 class BulkFetch:
     """A bulk fetch running in a background thread (for widgets); see :func:`start_fetch`.
 
+    Like a :class:`concurrent.futures.Future`: :meth:`done`, :meth:`result`,
+    :meth:`cancel` and :meth:`add_done_callback`.
+
     Attributes
     ----------
     total : int
@@ -990,6 +1106,8 @@ class BulkFetch:
         self._result: ProfileSet | None = None
         self._error: BaseException | None = None
         self._finished = threading.Event()
+        self._callbacks: list[Callable[[BulkFetch], Any]] = []
+        self._callbacks_lock = threading.Lock()
         self._thread = threading.Thread(target=self._main, name="amptools-bulk", daemon=True)
 
     def _on_progress(self, done: int, total: int, counts: Mapping[str, int]) -> None:
@@ -1003,7 +1121,26 @@ class BulkFetch:
         except BaseException as error:  # handed to result()
             self._error = error
         finally:
-            self._finished.set()
+            with self._callbacks_lock:
+                self._finished.set()
+                callbacks, self._callbacks = self._callbacks, []
+            for callback in callbacks:
+                self._call(callback)
+
+    def add_done_callback(self, callback: Callable[[BulkFetch], Any]) -> None:
+        """Call ``callback(fetch)`` once the run has ended (at once when it already has),
+        in the thread that ended it. An exception in it is logged, never lost in silence."""
+        with self._callbacks_lock:
+            if not self._finished.is_set():
+                self._callbacks.append(callback)
+                return
+        self._call(callback)
+
+    def _call(self, callback: Callable[[BulkFetch], Any]) -> None:
+        try:
+            callback(self)
+        except Exception:
+            log.exception("a done callback of %r raised", self)
 
     def cancel(self) -> None:
         """Ask the run to stop: no new request is sent; :meth:`result` returns the partial set."""

@@ -665,6 +665,12 @@ class ProfileClient:
             self._local.session = session
         return session
 
+    def acknowledge_exposure(self) -> None:
+        """Say that the user was told fetching recommendations logs exposure events (a
+        widget's own note, say): this client then issues no :class:`ExposureWarning`."""
+        with self._exposure_lock:
+            self._exposure_warned = True
+
     def warn_exposure(self, query: ProfileQuery) -> None:
         """Warn once per client that fetching recommendations logs exposure events."""
         if not query.asks_recommendations:

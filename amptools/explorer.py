@@ -683,11 +683,9 @@ class ExplorerController:
         if id_type not in ID_TYPES:
             raise InvalidQueryError(f"id_type must be one of {', '.join(ID_TYPES)}, got {id_type!r}.")
         ids = unique_ids(ids, id_type)  # bad ids are refused before the exposure is noted
-        # The client warns once with a Python warning; the explorer says it in its own
-        # note instead, so the warning is taken here (not in the fetch's thread).
-        with warnings.catch_warnings(record=True):
-            warnings.simplefilter("always")
-            self.client.warn_exposure(query)
+        if query.asks_recommendations:
+            # The explorer says it in its own note (below), so the client need not warn.
+            self.client.acknowledge_exposure()
         job = start_fetch(self.client, list(ids), query, id_type=id_type, workers=self.workers,
                           cache=self.cache, on_progress=on_progress)
         note = self.exposure_note(query)
@@ -696,11 +694,11 @@ class ExplorerController:
         self._job = job
         self.error = None
         self._finished.clear()
-        threading.Thread(target=self._follow, args=(job, on_done), name="amptools-explorer",
-                         daemon=True).start()
+        job.add_done_callback(lambda ended: self._ended(ended, on_done))
         return note
 
-    def _follow(self, job: BulkFetch, on_done: DoneCallback | None) -> None:
+    def _ended(self, job: BulkFetch, on_done: DoneCallback | None) -> None:
+        """In the fetch's thread once it ended: the tables, then ``on_done``."""
         try:
             try:
                 result = job.result()

@@ -438,10 +438,46 @@ def test_failed_ids_are_retried_next_run(srv: SampleServer, tmp_path: Path) -> N
 
 def test_combining_sets(srv: SampleServer) -> None:
     client = srv.client(**UNLIMITED)
-    a = client.get_profiles(srv.org.user_ids[1:4], progress=False)
-    b = client.get_profiles(srv.org.user_ids[3:6], progress=False)
+    users = list(srv.org.user_ids[1:7])
+    a = client.get_profiles(users[:3], progress=False)
+    b = client.get_profiles(users[2:5], progress=False)
     both = a + b
-    assert both.ids == list(srv.org.user_ids[1:6]) and both.counts["ok"] == 5
+    assert both.ids == users[:5] and both.counts["ok"] == 5
+    # A later run that failed where an earlier one succeeded does not replace it ...
+    srv.faults = Faults(server_error=1.0, seed=3)
+    broken = srv.client(**UNLIMITED, max_retries=0).get_profiles(users[1:4] + ["ghost"], progress=False)
+    srv.faults = None
+    assert broken.counts["failed"] == 4
+    patched = a + broken
+    assert [patched.outcome(u).status for u in users[:4]] == ["ok", "ok", "ok", "failed"]
+    assert patched.outcome(users[1]).profile == a.outcome(users[1]).profile
+    assert patched.outcome("ghost").status == "failed"  # an id only the later set holds
+    # ... while a later success replaces an earlier failure (a retry run patches holes).
+    again = broken + client.get_profiles(users[1:3], progress=False)
+    assert [again.outcome(u).status for u in users[1:4]] == ["ok", "ok", "failed"]
+    with pytest.raises(ValueError, match="same query"):
+        a + client.get_profiles(users[:1], cohort_ids=True, progress=False)
+
+
+def test_a_bulk_fetch_calls_its_done_callbacks_once(srv: SampleServer) -> None:
+    seen: list[tuple[str, int]] = []
+    job = start_fetch(srv.client(**UNLIMITED), srv.org.user_ids[1:30], workers=4)
+    job.add_done_callback(lambda ended: seen.append(("early", ended.result().counts["ok"])))
+    job.wait(60)
+    job.add_done_callback(lambda ended: seen.append(("late", ended.result().counts["ok"])))
+    job.add_done_callback(lambda ended: 1 / 0)  # logged, does not stop the others
+    job.add_done_callback(lambda ended: seen.append(("after a broken one", ended.done())))
+    assert seen == [("early", 29), ("late", 29), ("after a broken one", True)]
+
+
+def test_an_acknowledged_exposure_is_not_warned_again(srv: SampleServer) -> None:
+    client = srv.client(**UNLIMITED)
+    client.acknowledge_exposure()  # a widget showed its own note
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        client.get_profiles(srv.org.user_ids[1:3], recs=("home-feed",), progress=False)
+    with pytest.warns(ExposureWarning):
+        srv.client(**UNLIMITED).get_profiles(srv.org.user_ids[1:3], recs=("home-feed",), progress=False)
 
 
 # -- resume after SIGKILL -------------------------------------------------------------------
