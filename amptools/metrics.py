@@ -40,7 +40,7 @@ import functools
 import inspect
 import warnings
 from collections.abc import Callable, Hashable, Iterable, Sequence
-from typing import Any, Literal, NamedTuple, TypeVar
+from typing import Any, Literal, NamedTuple, TypeVar, cast
 
 import numpy as np
 import pandas as pd
@@ -154,7 +154,7 @@ def deprecated_arguments(*formerly_positional: str, **renamed: str) -> Callable[
                     kwargs[new] = kwargs.pop(old)
             return function(*args, **kwargs)
 
-        return wrapper  # type: ignore[return-value]
+        return cast(_Callable, wrapper)
 
     return decorate
 
@@ -677,12 +677,12 @@ def _shared_items(lists: _Lists, n_groups: int) -> tuple[np.ndarray, np.ndarray,
     """
     heads: list[np.ndarray] = []
     distances: list[np.ndarray] = []
-    for distance in range(1, n_groups):
-        head = np.flatnonzero(lists.user_item[distance:] == lists.user_item[:-distance])
-        if not len(head):
+    for apart in range(1, n_groups):
+        first = np.flatnonzero(lists.user_item[apart:] == lists.user_item[:-apart])
+        if not len(first):
             break
-        heads.append(head)
-        distances.append(np.full(len(head), distance, dtype=np.int64))
+        heads.append(first)
+        distances.append(np.full(len(first), apart, dtype=np.int64))
     head = np.concatenate(heads) if heads else np.zeros(0, np.int64)
     distance = np.concatenate(distances) if distances else np.zeros(0, np.int64)
     pair = lists.group[head] * n_groups + lists.group[head + distance]
@@ -786,7 +786,7 @@ def overlap_matrix(
         warnings.warn("amptools.metrics.overlap_matrix(): return_counts=True is deprecated (it returns a tuple); "
                       "use amptools.metrics.overlap_counts(recs, by=...) or result.attrs['n_users']",
                       DeprecationWarning, stacklevel=3)
-        return result, count_frame  # type: ignore[return-value]
+        return cast(pd.DataFrame, (result, count_frame))  # the deprecated tuple
     return result
 
 
@@ -1267,7 +1267,7 @@ def personalization(
         warnings.warn("amptools.metrics.personalization(): plain lists or by=None return a float, not a Series "
                       "(deprecated); use amptools.metrics.personalization_score() for one number",
                       DeprecationWarning, stacklevel=3)
-        return personalization_score(recs)  # type: ignore[return-value]
+        return cast(pd.Series, personalization_score(recs))  # the deprecated float
     require_columns(recs, [*USER_KEY, "item", *by_columns], "personalization")
     frame = _prepared(recs, by_columns)
     values = {}
