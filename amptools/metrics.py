@@ -654,7 +654,7 @@ def _distinct_lists(user: np.ndarray, group: np.ndarray, rank: np.ndarray, item:
     s_user, s_group = user[s_row], group[s_row]
     s_user_item = np.cumsum(_run_starts(s_user, item[s_row])) - 1
     # lists are compared as rankings of distinct items: keep each item's best rank
-    repeat = np.r_[False, (s_user_item[1:] == s_user_item[:-1]) & (s_group[1:] == s_group[:-1])] if len(s_row) else s_row > 0
+    repeat = ~_run_starts(s_user_item, s_group)
     if repeat.any():
         keep = np.ones(len(user), dtype=bool)
         keep[s_row[repeat]] = False
