@@ -6,8 +6,9 @@ Two layers live here:
   :func:`overlap` and :func:`rbo` (rank-biased overlap).
 * **Table metrics** on the tidy recommendations table produced by
   ``amptools.tables.recommendations`` (columns :data:`RECOMMENDATION_COLUMNS`):
-  :func:`overlap_matrix`, :func:`coverage`, :func:`item_frequency`,
-  :func:`popularity`, :func:`long_tail` and :func:`personalization`.
+  :func:`overlap_matrix` (and :func:`overlap_counts`), :func:`coverage`,
+  :func:`item_frequency`, :func:`popularity`, :func:`long_tail`,
+  :func:`personalization` (per group) and :func:`personalization_score` (pooled).
 
 Conventions shared by every function in this module
 ----------------------------------------------------
@@ -25,14 +26,21 @@ Conventions shared by every function in this module
   ``is_control`` (or filter it out) before reading coverage or popularity as a
   property of the model.
 * Nothing here changes the caller's frame.
+* **One vocabulary**: the table comes first and everything else by keyword;
+  ``by`` names the grouping column(s); ``top_n`` is always "the n most frequent
+  items per group"; each function returns one type.  Old spellings keep working
+  for now with a DeprecationWarning naming the new one (:func:`deprecated_arguments`).
 
 This module builds no figures; :mod:`amptools.plots` draws these tables.
 """
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Iterable, Sequence
-from typing import Literal
+import functools
+import inspect
+import warnings
+from collections.abc import Callable, Hashable, Iterable, Sequence
+from typing import Any, Literal, NamedTuple, TypeVar, cast
 
 import numpy as np
 import pandas as pd
@@ -50,8 +58,10 @@ __all__ = [
     "jaccard",
     "long_tail",
     "overlap",
+    "overlap_counts",
     "overlap_matrix",
     "personalization",
+    "personalization_score",
     "popularity",
     "rbo",
 ]
@@ -94,6 +104,62 @@ Metric = Literal["jaccard", "overlap", "rbo"]
 
 
 # ----------------------------------------------------------------------------------
+# the one deprecation path for argument names (shared with amptools.plots)
+# ----------------------------------------------------------------------------------
+
+_Callable = TypeVar("_Callable", bound=Callable[..., Any])
+
+
+def deprecated_arguments(*formerly_positional: str, **renamed: str) -> Callable[[_Callable], _Callable]:
+    """Keep old spellings of a call working, with a DeprecationWarning naming the new one.
+
+    Parameters
+    ----------
+    *formerly_positional : str
+        Keyword-only parameters that used to be accepted by position right after the
+        data argument(s), in their old order.
+    **renamed : str
+        ``old_name="new_name"`` for each renamed keyword.
+
+    Every message starts with ``amptools.<module>.<function>()`` so a test run can turn
+    exactly amptools' own deprecations into errors
+    (``-W "error:amptools.:DeprecationWarning"``).
+    """
+
+    def decorate(function: _Callable) -> _Callable:
+        name = f"{function.__module__}.{function.__qualname__}()"
+        parameters = inspect.signature(function).parameters.values()
+        n_positional = sum(p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD for p in parameters)
+
+        @functools.wraps(function)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            extra = args[n_positional:]
+            if extra:
+                if len(extra) > len(formerly_positional):
+                    raise TypeError(f"{name} takes {n_positional} positional argument(s) but {len(args)} were given")
+                names = formerly_positional[: len(extra)]
+                given_twice = [n for n in names if n in kwargs]
+                if given_twice:
+                    raise TypeError(f"{name} got multiple values for {', '.join(given_twice)}")
+                warnings.warn(f"{name}: pass {', '.join(f'{n}=' for n in names)} by keyword; "
+                              "passing it by position is deprecated", DeprecationWarning, stacklevel=2)
+                kwargs.update(zip(names, extra))
+                args = args[:n_positional]
+            for old, new in renamed.items():
+                if old in kwargs:
+                    if new in kwargs:
+                        raise TypeError(f"{name} got both {old}= (deprecated) and {new}=; pass only {new}=")
+                    warnings.warn(f"{name}: {old}= is deprecated, use {new}= (same meaning)",
+                                  DeprecationWarning, stacklevel=2)
+                    kwargs[new] = kwargs.pop(old)
+            return function(*args, **kwargs)
+
+        return cast(_Callable, wrapper)
+
+    return decorate
+
+
+# ----------------------------------------------------------------------------------
 # list metrics
 # ----------------------------------------------------------------------------------
 
@@ -121,7 +187,8 @@ def _check_p(p: float) -> None:
         )
 
 
-def jaccard(a: Iterable[Hashable], b: Iterable[Hashable], k: int | None = None) -> float:
+@deprecated_arguments("k")
+def jaccard(a: Iterable[Hashable], b: Iterable[Hashable], *, k: int | None = None) -> float:
     """Jaccard similarity of two lists taken as sets: ``|A ∩ B| / |A ∪ B|``.
 
     Parameters
@@ -142,7 +209,8 @@ def jaccard(a: Iterable[Hashable], b: Iterable[Hashable], k: int | None = None) 
     return len(set_a & set_b) / len(set_a | set_b)
 
 
-def overlap(a: Iterable[Hashable], b: Iterable[Hashable], k: int | None = None) -> float:
+@deprecated_arguments("k")
+def overlap(a: Iterable[Hashable], b: Iterable[Hashable], *, k: int | None = None) -> float:
     """Overlap coefficient of two lists: ``|A ∩ B| / min(|A|, |B|)``.
 
     With ``k`` both lists are first cut to their top ``k`` distinct items, so for
@@ -171,7 +239,8 @@ def overlap(a: Iterable[Hashable], b: Iterable[Hashable], k: int | None = None) 
     return len(set_a & set_b) / min(len(set_a), len(set_b))
 
 
-def rbo(a: Iterable[Hashable], b: Iterable[Hashable], p: float = 0.9) -> float:
+@deprecated_arguments("p")
+def rbo(a: Iterable[Hashable], b: Iterable[Hashable], *, p: float = 0.9) -> float:
     """Extrapolated rank-biased overlap ``RBO_ext`` (Webber, Moffat & Zobel 2010).
 
     RBO compares two rankings with weights that decay geometrically with depth: the
@@ -392,25 +461,46 @@ def _has_repeats(keys: np.ndarray) -> bool:
     return bool((ordered[1:] == ordered[:-1]).any())
 
 
-def _first_occurrences(keys: np.ndarray) -> np.ndarray | None:
-    """Mask of the first occurrence of each integer key; None when no key repeats.
+def _sort_order(*keys: np.ndarray) -> np.ndarray:
+    """Stable argsort of rows by non-negative integer keys, the first key primary.
 
-    ``~pd.Series(keys).duplicated()`` without hashing: the keys and their row
-    numbers are packed into one integer and sorted by value.
+    The packed-sort idiom, written once: when the keys and the row number fit in one
+    int64 they are packed into one integer and sorted by value (several times faster
+    than :func:`numpy.lexsort`; the row number in the low digits keeps it stable),
+    otherwise :func:`numpy.lexsort`.
     """
-    n_keys = len(keys)
-    if n_keys < 2:
-        return None
-    if keys.min() >= 0 and (int(keys.max()) + 1) * n_keys < 2**62:
-        packed = np.sort(keys * n_keys + np.arange(n_keys))
-        sorted_keys = packed // n_keys
-        repeat = sorted_keys[1:] == sorted_keys[:-1]
-        if not repeat.any():
-            return None
-        first = np.zeros(n_keys, dtype=bool)
-        first[packed[np.r_[True, ~repeat]] % n_keys] = True
-        return first
-    return ~pd.Series(keys).duplicated().to_numpy() if _has_repeats(keys) else None
+    n_rows = len(keys[0])
+    if n_rows == 0:
+        return np.zeros(0, dtype=np.int64)
+    sizes = [int(key.max()) + 1 for key in keys]
+    if n_rows * int(np.prod(sizes, dtype=object)) >= 2**62:
+        return np.lexsort(keys[::-1])
+    packed = np.zeros(n_rows, dtype=np.int64)
+    for key, size in zip(keys, sizes):
+        packed = packed * size + key
+    return np.sort(packed * n_rows + np.arange(n_rows)) % n_rows
+
+
+def _is_sorted(*keys: np.ndarray) -> bool:
+    """Whether the rows are already in the order :func:`_sort_order` would give."""
+    undecided = np.ones(max(len(keys[0]) - 1, 0), dtype=bool)
+    for key in keys:
+        step = np.diff(key)
+        if (undecided & (step < 0)).any():
+            return False
+        undecided &= step == 0
+    return True
+
+
+def _run_starts(*keys: np.ndarray) -> np.ndarray:
+    """Mask of the rows whose keys differ from the previous row's (the first row included)."""
+    n_rows = len(keys[0])
+    starts = np.zeros(n_rows, dtype=bool)
+    if n_rows:
+        starts[0] = True
+        for key in keys:
+            starts[1:] |= key[1:] != key[:-1]
+    return starts
 
 
 def _prepared(recs: pd.DataFrame, by_columns: list[str]) -> pd.DataFrame:
@@ -494,15 +584,153 @@ def _rbo_closed_form(
     return np.clip(value, 0.0, 1.0)
 
 
+def _check_overlap_arguments(recs: pd.DataFrame, by: str, metric: str, k: int | None, p: float) -> None:
+    require_columns(recs, [*_LIST_COLUMNS, by], "overlap_matrix")
+    if metric not in ("jaccard", "overlap", "rbo"):
+        raise ValueError(f"metric must be 'jaccard', 'overlap' or 'rbo', got {metric!r}")
+    _check_k(k)
+    if metric == "rbo":
+        _check_p(p)
+
+
+def _overlap_groups(values: pd.Series, name: str) -> tuple[np.ndarray, pd.Index]:
+    """The group number of each row and the groups, sorted (first-appearance order when they do not sort)."""
+    n_rows = len(values)
+    value_code, value_uniques = _codes(values)
+    present = np.flatnonzero(np.bincount(value_code, minlength=len(value_uniques)))
+    try:
+        groups = sorted(value_uniques[present])
+    except TypeError:  # values that do not sort keep first-appearance order (as pd.unique)
+        first_row = np.full(len(value_uniques), n_rows, dtype=np.int64)
+        first_row[value_code[::-1]] = np.arange(n_rows - 1, -1, -1)  # the last write is the first row
+        groups = list(value_uniques[present[np.argsort(first_row[present], kind="stable")]])
+    group_index = pd.Index(groups, name=name)
+    value_to_group = np.full(len(value_uniques), -1, dtype=np.int64)
+    value_to_group[present] = group_index.get_indexer(pd.Index(list(value_uniques[present]), dtype=object))
+    if np.array_equal(value_to_group, np.arange(len(value_uniques))):
+        return value_code, group_index
+    return value_to_group[value_code], group_index
+
+
+def _shared_user_counts(has_list: np.ndarray) -> np.ndarray:
+    """Groups × groups: users with a list in both groups (a users × groups bool matrix in)."""
+    n_groups = has_list.shape[1]
+    counts = np.zeros((n_groups, n_groups), dtype=np.int64)
+    for i in range(n_groups):
+        for j in range(i, n_groups):
+            counts[i, j] = counts[j, i] = np.count_nonzero(has_list[:, i] & has_list[:, j])
+    return counts
+
+
+class _Lists(NamedTuple):
+    """Every user's lists, each item once at its best rank, sorted by (user, item, group).
+
+    ``user``, ``group``, ``user_item`` (one number per (user, item)) and ``position``
+    (1-based rank within the de-duplicated list) are per sorted row; ``lengths`` is
+    users × groups.
+    """
+
+    user: np.ndarray
+    group: np.ndarray
+    user_item: np.ndarray
+    position: np.ndarray
+    lengths: np.ndarray
+
+
+def _distinct_lists(user: np.ndarray, group: np.ndarray, rank: np.ndarray, item: np.ndarray, n_groups: int) -> _Lists:
+    """Sort the rows so items two lists of a user share become neighbours; drop repeats.
+
+    Rows are first put in (user, group, rank) order (tables already emit it, so that
+    is checked first).  One sort by (user, item, group) then puts the rows of one
+    (user, item) together ordered by group, a repeated item's best-ranked row first.
+    """
+    n_users = int(user.max()) + 1 if len(user) else 0
+    rank_code = rank - rank.min() if len(rank) else rank
+    if not _is_sorted(user, group, rank_code):
+        order = _sort_order(user, group, rank_code)
+        user, group, item = user[order], group[order], item[order]
+    list_key = user * max(n_groups, 1) + group
+    s_row = _sort_order(user, item, group)
+    s_user, s_group = user[s_row], group[s_row]
+    s_user_item = np.cumsum(_run_starts(s_user, item[s_row])) - 1
+    # lists are compared as rankings of distinct items: keep each item's best rank
+    repeat = ~_run_starts(s_user_item, s_group)
+    if repeat.any():
+        keep = np.ones(len(user), dtype=bool)
+        keep[s_row[repeat]] = False
+        new_row = np.cumsum(keep) - 1
+        list_key = list_key[keep]
+        s_row, s_user, s_group, s_user_item = new_row[s_row[~repeat]], s_user[~repeat], s_group[~repeat], s_user_item[~repeat]
+    # 1-based position of each row within its (user, group) list after de-duplication
+    starts = _run_starts(list_key)
+    position = np.arange(len(list_key)) - np.flatnonzero(starts)[np.cumsum(starts) - 1] + 1
+    lengths = np.bincount(list_key, minlength=n_users * n_groups).reshape(n_users, n_groups)
+    return _Lists(s_user, s_group, s_user_item, position[s_row], lengths)
+
+
+def _shared_items(lists: _Lists, n_groups: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every item a user's two lists share: its user, its worse rank of the two, and where each pair of groups starts.
+
+    Rows ``d`` apart in the same (user, item) run are an item two groups share.  The
+    results are ordered by (pair of groups, user, item) as the per-pair sums expect;
+    the rows of groups ``(i, j)`` are ``bounds[i * n_groups + j]:bounds[i * n_groups + j + 1]``.
+    """
+    heads: list[np.ndarray] = []
+    distances: list[np.ndarray] = []
+    for apart in range(1, n_groups):
+        first = np.flatnonzero(lists.user_item[apart:] == lists.user_item[:-apart])
+        if not len(first):
+            break
+        heads.append(first)
+        distances.append(np.full(len(first), apart, dtype=np.int64))
+    head = np.concatenate(heads) if heads else np.zeros(0, np.int64)
+    distance = np.concatenate(distances) if distances else np.zeros(0, np.int64)
+    pair = lists.group[head] * n_groups + lists.group[head + distance]
+    order = _sort_order(pair, head)
+    head, distance, pair = head[order], distance[order], pair[order]
+    max_rank = np.maximum(lists.position[head], lists.position[head + distance])
+    return lists.user[head], max_rank, np.searchsorted(pair, np.arange(n_groups * n_groups + 1))
+
+
+def _mean_similarities(lists: _Lists, counts: np.ndarray, metric: Metric, p: float) -> np.ndarray:
+    """Groups × groups: the mean over shared users of ``metric`` between their two lists."""
+    n_groups = len(counts)
+    shared_user, shared_max_rank, pair_bounds = _shared_items(lists, n_groups)
+    values = np.full((n_groups, n_groups), np.nan)
+    for i in range(n_groups):
+        if counts[i, i]:
+            values[i, i] = 1.0
+        for j in range(i + 1, n_groups):
+            if not counts[i, j]:
+                continue
+            length_a, length_b = lists.lengths[:, i], lists.lengths[:, j]
+            both = (length_a > 0) & (length_b > 0)
+            rows = slice(pair_bounds[i * n_groups + j], pair_bounds[i * n_groups + j + 1])
+            # renumber shared users 0..n_shared-1 so per-user arrays stay compact
+            owner = (np.cumsum(both) - 1)[shared_user[rows]]
+            length_a, length_b = length_a[both], length_b[both]
+            if metric == "rbo":
+                scores = _rbo_closed_form(shared_max_rank[rows], owner, length_a, length_b, float(p))
+            else:
+                inter = np.bincount(owner, minlength=int(counts[i, j])).astype(float)
+                if metric == "jaccard":
+                    scores = inter / (length_a + length_b - inter)
+                else:
+                    scores = inter / np.minimum(length_a, length_b)
+            values[i, j] = values[j, i] = float(scores.mean())
+    return values
+
+
+@deprecated_arguments("by", "metric")
 def overlap_matrix(
     recs: pd.DataFrame,
+    *,
     by: str = "rec_id",
     metric: Metric = "jaccard",
-    *,
     k: int | None = None,
     p: float = 0.9,
     return_counts: bool = False,
-) -> pd.DataFrame | tuple[pd.DataFrame, pd.DataFrame]:
+) -> pd.DataFrame:
     """Mean similarity between the lists of every pair of groups, over shared users.
 
     Groups are the values of ``by`` (``rec_id``, ``recommendation_source``,
@@ -529,156 +757,67 @@ def overlap_matrix(
     p : float, default 0.9
         RBO persistence.
     return_counts : bool, default False
-        Also return the matrix of shared-user counts.
+        Deprecated: returns ``(matrix, counts)``, a tuple instead of a frame.  Use
+        :func:`overlap_counts` or ``result.attrs["n_users"]`` for the counts.
 
     Returns
     -------
-    DataFrame or (DataFrame, DataFrame)
+    DataFrame
         A square frame, index and columns the group values (sorted, both named after
         ``by``): the mean similarity, 1.0 on the diagonal where the group has users,
-        NaN for a pair with no shared users.  The shared-user counts (int64, same
-        shape; the diagonal holds each group's user count) are returned second when
-        ``return_counts`` is true and are always in ``result.attrs["n_users"]``.
+        NaN for a pair with no shared users.  ``result.attrs["n_users"]`` holds the
+        shared-user counts (the frame :func:`overlap_counts` returns, of the lists
+        compared) and ``result.attrs["metric"]`` the metric.
     """
-    require_columns(recs, [*_LIST_COLUMNS, by], "overlap_matrix")
-    if metric not in ("jaccard", "overlap", "rbo"):
-        raise ValueError(f"metric must be 'jaccard', 'overlap' or 'rbo', got {metric!r}")
-    _check_k(k)
-    if metric == "rbo":
-        _check_p(p)
-
+    _check_overlap_arguments(recs, by, metric, k, p)
     frame = recs[[*USER_KEY, by, "rank", "item"]]
     if k is not None and metric != "rbo":
         frame = frame[frame["rank"] <= k]
-    n_rows = len(frame)
-    # groups: sorted values when they sort, else first-appearance order (as pd.unique)
-    value_code, value_uniques = _codes(frame[by])
-    present = np.flatnonzero(np.bincount(value_code, minlength=len(value_uniques)))
-    try:
-        groups = sorted(value_uniques[present])
-    except TypeError:  # values that do not sort keep first-appearance order (as pd.unique)
-        first_row = np.full(len(value_uniques), n_rows, dtype=np.int64)
-        first_row[value_code[::-1]] = np.arange(n_rows - 1, -1, -1)  # the last write is the first row
-        groups = list(value_uniques[present[np.argsort(first_row[present], kind="stable")]])
-    group_index = pd.Index(groups, name=by)
-    value_to_group = np.full(len(value_uniques), -1, dtype=np.int64)
-    value_to_group[present] = group_index.get_indexer(pd.Index(list(value_uniques[present]), dtype=object))
-    identity = np.array_equal(value_to_group, np.arange(len(value_uniques)))
-    group = value_code if identity else value_to_group[value_code]
-    n_groups = len(group_index)
-    user = user_codes(frame)
-    item = _codes(frame["item"])[0]
-    rank = frame["rank"].to_numpy(dtype=np.int64)
-    n_users = int(user.max()) + 1 if n_rows else 0
-    n_items = int(item.max()) + 1 if n_rows else 1
-
-    # order rows by (user, group, rank, row); tables already emit that order, so check first
-    list_key = user * max(n_groups, 1) + group
-    rank_code = rank - rank.min() if n_rows else rank
-    n_ranks = int(rank_code.max()) + 1 if n_rows else 1
-    order_key = list_key * n_ranks + rank_code
-    if n_rows and not np.all(order_key[1:] >= order_key[:-1]):
-        if (int(order_key.max()) + 1) * n_rows < 2**62:
-            # a stable argsort by one value sort of (key, row) packed into one integer
-            order = np.sort(order_key * n_rows + np.arange(n_rows)) % n_rows
-        else:
-            order = np.argsort(order_key, kind="stable")
-        user, group, item, list_key = user[order], group[order], item[order], list_key[order]
-    # lists are compared as rankings of distinct items: keep each item's best rank
-    # One integer sort of (user, item, group, row) packed into one integer puts the
-    # rows of one (user, item) together ordered by group, a repeated item's
-    # best-ranked row first (rows are in rank order).  Neighbours d apart in the same
-    # (user, item) run are then an item two groups share.
-    n_kept = len(user)
-    if n_users * n_items * max(n_groups, 1) * max(n_kept, 1) < 2**62:
-        packed = np.sort(((user * n_items + item) * n_groups + group) * max(n_kept, 1) + np.arange(n_kept))
-        s_row = packed % max(n_kept, 1)
-        packed //= max(n_kept, 1)
-        s_group = packed % max(n_groups, 1)
-        s_user_item = packed // max(n_groups, 1)
-        s_user = s_user_item // n_items
-    else:  # too many users × items to pack: sort by four keys instead
-        s_row = np.lexsort((np.arange(n_kept), group, item, user))
-        s_group, s_user, s_item = group[s_row], user[s_row], item[s_row]
-        s_user_item = np.cumsum(np.r_[True, (s_user[1:] != s_user[:-1]) | (s_item[1:] != s_item[:-1])]) if n_kept else s_user
-    # lists are compared as rankings of distinct items: keep each item's best rank
-    repeat = (s_user_item[1:] == s_user_item[:-1]) & (s_group[1:] == s_group[:-1])
-    if repeat.any():
-        keep_sorted = np.r_[True, ~repeat]
-        keep = np.ones(n_kept, dtype=bool)
-        keep[s_row[~keep_sorted]] = False
-        new_row = np.cumsum(keep) - 1
-        list_key = list_key[keep]
-        s_row, s_group, s_user_item, s_user = (
-            new_row[s_row[keep_sorted]], s_group[keep_sorted], s_user_item[keep_sorted], s_user[keep_sorted])
-
-    # 1-based position of each row within its (user, group) list after de-duplication
-    boundaries = np.r_[True, list_key[1:] != list_key[:-1]] if len(list_key) else np.zeros(0, bool)
-    run_start = np.flatnonzero(boundaries)
-    position = np.arange(len(list_key)) - run_start[np.cumsum(boundaries) - 1] + 1 if len(list_key) else np.zeros(0, np.int64)
-    s_position = position[s_row]
-    lengths = np.bincount(list_key, minlength=n_users * n_groups).reshape(n_users, n_groups)
-    has_list = lengths > 0
-    counts = np.zeros((n_groups, n_groups), dtype=np.int64)  # users with lists in both groups
-    for i in range(n_groups):
-        for j in range(i, n_groups):
-            counts[i, j] = counts[j, i] = np.count_nonzero(has_list[:, i] & has_list[:, j])
-
-    heads: list[np.ndarray] = []
-    distances: list[np.ndarray] = []
-    for distance in range(1, n_groups):
-        head = np.flatnonzero(s_user_item[distance:] == s_user_item[:-distance])
-        if not len(head):
-            break
-        heads.append(head)
-        distances.append(np.full(len(head), distance, dtype=np.int64))
-    head = np.concatenate(heads) if heads else np.zeros(0, np.int64)
-    distance = np.concatenate(distances) if distances else np.zeros(0, np.int64)
-    pair = s_group[head] * n_groups + s_group[head + distance]
-    # order by (pair of groups, user, item) as the per-item sums below expect
-    n_sorted = max(len(s_user_item), 1)
-    if n_groups**3 * n_sorted < 2**62:
-        packed = np.sort((pair * n_sorted + head) * n_groups + distance)
-        distance = packed % n_groups
-        packed //= n_groups
-        head, pair = packed % n_sorted, packed // n_sorted
-    else:
-        order = np.lexsort((head, pair))
-        head, distance, pair = head[order], distance[order], pair[order]
-    shared_user = s_user[head]
-    shared_max_rank = np.maximum(s_position[head], s_position[head + distance])
-    pair_bounds = np.searchsorted(pair, np.arange(n_groups * n_groups + 1))
-
-    values = np.full((n_groups, n_groups), np.nan)
-    for i in range(n_groups):
-        if counts[i, i]:
-            values[i, i] = 1.0
-        for j in range(i + 1, n_groups):
-            if not counts[i, j]:
-                continue
-            length_a, length_b = lengths[:, i], lengths[:, j]
-            both = (length_a > 0) & (length_b > 0)
-            rows = slice(pair_bounds[i * n_groups + j], pair_bounds[i * n_groups + j + 1])
-            # renumber shared users 0..n_shared-1 so per-user arrays stay compact
-            owner = (np.cumsum(both) - 1)[shared_user[rows]]
-            length_a, length_b = length_a[both], length_b[both]
-            if metric == "rbo":
-                scores = _rbo_closed_form(shared_max_rank[rows], owner, length_a, length_b, float(p))
-            else:
-                inter = np.bincount(owner, minlength=int(counts[i, j])).astype(float)
-                if metric == "jaccard":
-                    scores = inter / (length_a + length_b - inter)
-                else:
-                    scores = inter / np.minimum(length_a, length_b)
-            values[i, j] = values[j, i] = float(scores.mean())
-
+    group, group_index = _overlap_groups(frame[by], by)
+    lists = _distinct_lists(user_codes(frame), group, frame["rank"].to_numpy(dtype=np.int64),
+                            _codes(frame["item"])[0], len(group_index))
+    counts = _shared_user_counts(lists.lengths > 0)
+    values = _mean_similarities(lists, counts, metric, p)
     result = pd.DataFrame(values, index=group_index, columns=group_index.copy())
     count_frame = pd.DataFrame(counts, index=group_index, columns=group_index.copy())
     result.attrs["n_users"] = count_frame
     result.attrs["metric"] = metric
     if return_counts:
-        return result, count_frame
+        warnings.warn("amptools.metrics.overlap_matrix(): return_counts=True is deprecated (it returns a tuple); "
+                      "use amptools.metrics.overlap_counts(recs, by=...) or result.attrs['n_users']",
+                      DeprecationWarning, stacklevel=3)
+        return cast(pd.DataFrame, (result, count_frame))  # the deprecated tuple
     return result
+
+
+def overlap_counts(recs: pd.DataFrame, *, by: str = "rec_id") -> pd.DataFrame:
+    """Users with a list in both groups, for every pair of groups of ``by``.
+
+    The counts behind :func:`overlap_matrix` (each cell's mean is over these users),
+    as a frame of the same shape.
+
+    Parameters
+    ----------
+    recs : DataFrame
+        The recommendations table; needs ``user_id``, ``device_id``, ``rank``,
+        ``item`` and the ``by`` column.
+    by : str, default "rec_id"
+        Column whose values are the groups.
+
+    Returns
+    -------
+    DataFrame
+        Square, int64; index and columns the group values (sorted, both named after
+        ``by``), the diagonal holds each group's user count.  Equal to
+        ``overlap_matrix(recs, by=by).attrs["n_users"]``.
+    """
+    require_columns(recs, [*_LIST_COLUMNS, by], "overlap_counts")
+    group, group_index = _overlap_groups(recs[by], by)
+    user = user_codes(recs)
+    has_list = np.zeros((int(user.max()) + 1 if len(user) else 0, len(group_index)), dtype=bool)
+    has_list[user, group] = True
+    counts = _shared_user_counts(has_list)
+    return pd.DataFrame(counts, index=group_index, columns=group_index.copy())
 
 
 # ----------------------------------------------------------------------------------
@@ -714,10 +853,11 @@ def _list_keys(recs: pd.DataFrame) -> list[str]:
     return [*USER_KEY, "rec_id"] if "rec_id" in recs.columns else list(USER_KEY)
 
 
+@deprecated_arguments("catalog")
 def coverage(
     recs: pd.DataFrame,
-    catalog: Iterable[Hashable] | None = None,
     *,
+    catalog: Iterable[Hashable] | None = None,
     by: str | Sequence[str] | None = "recommendation_source",
 ) -> pd.DataFrame:
     """Catalog coverage and evenness of recommendations, overall and per group.
@@ -864,9 +1004,9 @@ def item_frequency(
     if np.array_equal(group_of_list[list_code], group_code):
         lists_per_group = np.bincount(group_of_list, minlength=n_groups)
     else:
-        pairs = np.sort(group_code * n_lists + list_code)
-        heads = pairs[np.r_[True, pairs[1:] != pairs[:-1]]]
-        lists_per_group = np.bincount(heads // n_lists, minlength=n_groups)
+        order = _sort_order(group_code, list_code)
+        sorted_group = group_code[order]
+        lists_per_group = np.bincount(sorted_group[_run_starts(sorted_group, list_code[order])], minlength=n_groups)
     n_lists_group = lists_per_group[pair_group]
     n_entries_group = np.bincount(group_code, minlength=n_groups)[pair_group]
     n_lists_pair = pair_counts[nonzero].astype(np.int64)
@@ -897,10 +1037,11 @@ def _global_popularity_rank(frame: pd.DataFrame, item_popularity: pd.Series | No
     return popularity_counts.rank(ascending=False, method="min")
 
 
+@deprecated_arguments("by")
 def popularity(
     recs: pd.DataFrame,
-    by: str | Sequence[str] = "recommendation_source",
     *,
+    by: str | Sequence[str] = "recommendation_source",
     top_fraction: float = 0.2,
     item_popularity: pd.Series | None = None,
 ) -> pd.DataFrame:
@@ -971,7 +1112,8 @@ def popularity(
     return result
 
 
-def long_tail(recs: pd.DataFrame, by: str | Sequence[str] | None = "recommendation_source") -> pd.DataFrame:
+@deprecated_arguments("by")
+def long_tail(recs: pd.DataFrame, *, by: str | Sequence[str] | None = "recommendation_source") -> pd.DataFrame:
     """Long-tail curve: items ranked by recommendation count vs cumulative share.
 
     Parameters
@@ -1040,11 +1182,54 @@ def _personalization_from_codes(list_codes: np.ndarray, item_codes: np.ndarray) 
     return float(1.0 - mean_cosine)
 
 
+def personalization_score(recs: pd.DataFrame | Iterable[Iterable[Hashable]]) -> float:
+    """Personalization of all lists pooled: 1 − mean pairwise cosine similarity.
+
+    One number, where :func:`personalization` gives one per group.  What a list is:
+
+    * a **DataFrame** (the recommendations table): one list per
+      ``(user_id, device_id, rec_id)`` (without a ``rec_id`` column, one per user);
+      every list is compared with every other, whatever its rec set.
+    * a **list of lists** (or any iterable of iterables): each inner list is one
+      user's list.
+
+    Lists are binary item vectors (duplicates ignored); empty lists are left out.
+    Computed exactly in time linear in users × list length.
+
+    Parameters
+    ----------
+    recs : DataFrame or iterable of iterables
+        The recommendations table (needs ``user_id``, ``device_id`` and ``item``),
+        or plain lists.
+
+    Returns
+    -------
+    float
+        In [0, 1]: 0 when everyone gets the same items, near 1 when lists barely
+        overlap; NaN for fewer than two lists.
+    """
+    if isinstance(recs, pd.DataFrame):
+        require_columns(recs, [*USER_KEY, "item"], "personalization_score")
+        frame = _prepared(recs, [])
+        return _personalization_from_codes(frame["_list"].to_numpy(), frame["_item"].to_numpy())
+    list_codes: list[int] = []
+    items: list[Hashable] = []
+    for position, one_list in enumerate(recs):
+        if isinstance(one_list, (str, bytes)):
+            raise TypeError("personalization_score() expects a list of lists of items, got a list of strings")
+        distinct = _distinct(one_list)
+        list_codes.extend([position] * len(distinct))
+        items.extend(distinct)
+    return _personalization_from_codes(np.asarray(list_codes, dtype=np.int64), pd.Index(items, dtype=object))
+
+
+@deprecated_arguments("by")
 def personalization(
-    recs: pd.DataFrame | Iterable[Iterable[Hashable]],
+    recs: pd.DataFrame,
+    *,
     by: str | Sequence[str] | None = "rec_id",
-) -> float | pd.Series:
-    """Personalization: 1 − mean pairwise cosine similarity of users' lists.
+) -> pd.Series:
+    """Personalization per group: 1 − mean pairwise cosine similarity of users' lists.
 
     Lists are binary item vectors (duplicates ignored), so the cosine of two lists
     is ``|A ∩ B| / sqrt(|A| |B|)``.  0 means everyone gets the same items, values
@@ -1052,48 +1237,39 @@ def personalization(
     users × list length (see the identity in the source), so a million users is a
     matter of seconds — there is no user × user matrix.
 
-    What a "list" is:
-
-    * a **DataFrame** (the recommendations table): one list per
-      ``(user_id, device_id, rec_id)`` — a user's list is per rec set (without a
-      ``rec_id`` column, one list per user).  With ``by`` (default ``"rec_id"``) the
-      measure is computed separately within each group and a Series is returned;
-      with ``by=None`` all lists are compared with each other and a float returned.
-    * a **list of lists** (or any iterable of iterables): each inner list is one
-      user's list; ``by`` is ignored and a float is returned.
+    A list is one ``(user_id, device_id, rec_id)`` of the recommendations table (a
+    user's list is per rec set; without a ``rec_id`` column, one list per user), and
+    the measure is computed separately within each group of ``by``.  For one number
+    over all lists pooled (or over plain lists of items) use
+    :func:`personalization_score`.
 
     Empty lists are left out (their cosine is undefined).  Fewer than two lists
-    gives NaN.
+    in a group gives NaN.
 
     Parameters
     ----------
-    recs : DataFrame or iterable of iterables
-        The recommendations table (needs ``user_id``, ``device_id``, ``item`` and
-        the ``by`` column), or plain lists.
-    by : str or list of str or None, default "rec_id"
-        Compute within each value of these columns.
+    recs : DataFrame
+        The recommendations table; needs ``user_id``, ``device_id``, ``item`` and
+        the ``by`` column(s).
+    by : str or list of str, default "rec_id"
+        Compute within each value of these columns.  ``by=None`` (and plain lists
+        instead of a table) are deprecated: they return a float, the value of
+        :func:`personalization_score`, with a DeprecationWarning.
 
     Returns
     -------
-    float or Series
-        A float for plain lists or ``by=None``; otherwise a float64 Series named
-        ``"personalization"`` indexed by the group values (index named after ``by``).
+    Series
+        float64, named ``"personalization"``, indexed by the group values (index
+        named after ``by``; a MultiIndex for several columns).
     """
-    if not isinstance(recs, pd.DataFrame):
-        list_codes: list[int] = []
-        items: list[Hashable] = []
-        for position, one_list in enumerate(recs):
-            if isinstance(one_list, (str, bytes)):
-                raise TypeError("personalization() expects a list of lists of items, got a list of strings")
-            distinct = _distinct(one_list)
-            list_codes.extend([position] * len(distinct))
-            items.extend(distinct)
-        return _personalization_from_codes(np.asarray(list_codes, dtype=np.int64), pd.Index(items, dtype=object))
     by_columns = _as_list(by)
+    if not isinstance(recs, pd.DataFrame) or not by_columns:
+        warnings.warn("amptools.metrics.personalization(): plain lists or by=None return a float, not a Series "
+                      "(deprecated); use amptools.metrics.personalization_score() for one number",
+                      DeprecationWarning, stacklevel=3)
+        return cast(pd.Series, personalization_score(recs))  # the deprecated float
     require_columns(recs, [*USER_KEY, "item", *by_columns], "personalization")
     frame = _prepared(recs, by_columns)
-    if not by_columns:
-        return _personalization_from_codes(frame["_list"].to_numpy(), frame["_item"].to_numpy())
     values = {}
     list_code, item_code = frame["_list"].to_numpy(), frame["_item"].to_numpy()
     for value, index in frame.groupby(by_columns if len(by_columns) > 1 else by_columns[0], observed=True, sort=True, dropna=False).indices.items():

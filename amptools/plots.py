@@ -5,6 +5,13 @@ everything else by keyword, uses plotly.express's argument names (``color``,
 ``facet_col``, ``labels``, ``title``, ``height``, ``width``) and returns a
 :class:`plotly.graph_objects.Figure` without showing it.
 
+One vocabulary, shared with :mod:`amptools.metrics`: ``by`` is a grouping that is
+not drawn as colour (the axes of a heatmap, a user's lists), ``color`` the column
+whose values get one colour each, ``facet_col`` one panel per value; ``top_n`` is
+always "the n most frequent items per group", and ``max_*`` caps how many
+cohorts, intersections, groups, users or points a figure shows.  Old spellings
+(``top_n=`` of the cohort figures) keep working for now with a DeprecationWarning.
+
 Scale: figures are built from aggregates (counts, histogram bins computed with
 numpy, box-plot quartiles, kernel densities), never from one plotted mark per row,
 and point clouds use WebGL (``Scattergl``) and are sampled above a cap.  A figure
@@ -248,7 +255,8 @@ def rec_overlap_heatmap(
     metric_name = {"jaccard": "Jaccard similarity", "overlap": "Overlap", "rbo": f"Rank-biased overlap (p={p})"}.get(metric, metric)
     group_name = _label(by, labels)
     title = title or f"{metric_name} between {group_name.lower()}s (mean over shared users)"
-    values, counts = metrics.overlap_matrix(recs, by=by, metric=metric, k=k, p=p, return_counts=True)
+    values = metrics.overlap_matrix(recs, by=by, metric=metric, k=k, p=p)
+    counts = values.attrs["n_users"]
     if values.empty:
         return _empty_figure(title, height=height, width=width)
     names = [_label(value, labels) for value in values.index]
@@ -636,20 +644,21 @@ def _named(labels: Mapping[Hashable, str] | None, names: object, cohorts: pd.Dat
     return named
 
 
-def _cohort_order(matrix: np.ndarray, names: list[Hashable], top_n: int | None) -> tuple[np.ndarray, list[Hashable], np.ndarray]:
-    """Cohorts sorted largest first (ties by name), cut to ``top_n``."""
+def _cohort_order(matrix: np.ndarray, names: list[Hashable], max_cohorts: int | None) -> tuple[np.ndarray, list[Hashable], np.ndarray]:
+    """Cohorts sorted largest first (ties by name), cut to ``max_cohorts``."""
     sizes = matrix.sum(axis=0)
     order = sorted(range(len(names)), key=lambda i: (-sizes[i], str(names[i])))
-    if top_n is not None:
-        order = order[:top_n]
+    if max_cohorts is not None:
+        order = order[:max_cohorts]
     return matrix[:, order], [names[i] for i in order], sizes[order]
 
 
 @_shared_docs
+@metrics.deprecated_arguments(top_n="max_cohorts")
 def cohort_sizes(
     cohorts: pd.DataFrame,
     *,
-    top_n: int | None = None,
+    max_cohorts: int | None = None,
     names: object = None,
     labels: Mapping[Hashable, str] | None = None,
     title: str | None = None,
@@ -661,8 +670,8 @@ def cohort_sizes(
     Parameters
     ----------
     {cohorts}
-    top_n : int, optional
-        Show only the largest ``top_n`` cohorts.
+    max_cohorts : int, optional
+        Show only the largest ``max_cohorts`` cohorts (formerly ``top_n``).
     {names}
     {common}
 
@@ -671,8 +680,8 @@ def cohort_sizes(
     labels = _named(labels, names, cohorts)
     matrix, names, users = _membership(cohorts, "cohort_sizes")
     n_users = len(users)
-    matrix, names, sizes = _cohort_order(matrix, names, top_n)
-    shown = f"{len(names)} largest cohorts" if top_n is not None and top_n < matrix.shape[1] + 1 and len(names) == top_n else "Cohort sizes"
+    matrix, names, sizes = _cohort_order(matrix, names, max_cohorts)
+    shown = f"{len(names)} largest cohorts" if max_cohorts is not None and len(names) == max_cohorts else "Cohort sizes"
     title = title or f"{shown} ({n_users:,} users with any cohort)"
     if not names:
         return _empty_figure(title, height=height, width=width)
@@ -687,11 +696,12 @@ def cohort_sizes(
 
 
 @_shared_docs
+@metrics.deprecated_arguments(top_n="max_cohorts")
 def cohort_heatmap(
     cohorts: pd.DataFrame,
     *,
     max_users: int = 500,
-    top_n: int | None = 50,
+    max_cohorts: int | None = 50,
     seed: int = 0,
     names: object = None,
     labels: Mapping[Hashable, str] | None = None,
@@ -711,8 +721,8 @@ def cohort_heatmap(
     {cohorts}
     max_users : int, default 500
         Row cap; more users are sampled (seeded).
-    top_n : int or None, default 50
-        Show the largest ``top_n`` cohorts.
+    max_cohorts : int or None, default 50
+        Show the largest ``max_cohorts`` cohorts (formerly ``top_n``).
     seed : int, default 0
         Seed of the user sample.
     {names}
@@ -722,7 +732,7 @@ def cohort_heatmap(
     """
     labels = _named(labels, names, cohorts)
     matrix, names, users = _membership(cohorts, "cohort_heatmap")
-    matrix, names, _ = _cohort_order(matrix, names, top_n)
+    matrix, names, _ = _cohort_order(matrix, names, max_cohorts)
     n_users = len(users)
     sampled = n_users > max_users
     title = title or (f"Cohort membership of a random sample of {max_users:,} of {n_users:,} users (seed {seed})"
@@ -748,10 +758,11 @@ def cohort_heatmap(
 
 
 @_shared_docs
+@metrics.deprecated_arguments(top_n="max_cohorts")
 def cohort_overlap(
     cohorts: pd.DataFrame,
     *,
-    top_n: int | None = 30,
+    max_cohorts: int | None = 30,
     names: object = None,
     labels: Mapping[Hashable, str] | None = None,
     title: str | None = None,
@@ -763,8 +774,8 @@ def cohort_overlap(
     Parameters
     ----------
     {cohorts}
-    top_n : int or None, default 30
-        Show the largest ``top_n`` cohorts.
+    max_cohorts : int or None, default 30
+        Show the largest ``max_cohorts`` cohorts (formerly ``top_n``).
     {names}
     {common}
 
@@ -772,8 +783,8 @@ def cohort_overlap(
     """
     labels = _named(labels, names, cohorts)
     matrix, names, _ = _membership(cohorts, "cohort_overlap")
-    matrix, names, sizes = _cohort_order(matrix, names, top_n)
-    title = title or ("Overlap between cohorts (Jaccard similarity of members)" if top_n is None or len(names) < top_n
+    matrix, names, sizes = _cohort_order(matrix, names, max_cohorts)
+    title = title or ("Overlap between cohorts (Jaccard similarity of members)" if max_cohorts is None or len(names) < max_cohorts
                       else f"Overlap between the {len(names)} largest cohorts (Jaccard similarity of members)")
     if not names:
         return _empty_figure(title, height=height, width=width)
@@ -794,10 +805,11 @@ def cohort_overlap(
 
 
 @_shared_docs
+@metrics.deprecated_arguments(top_n="max_intersections")
 def cohort_upset(
     cohorts: pd.DataFrame,
     *,
-    top_n: int = 15,
+    max_intersections: int = 15,
     max_cohorts: int = 10,
     names: object = None,
     labels: Mapping[Hashable, str] | None = None,
@@ -810,14 +822,14 @@ def cohort_upset(
     Intersections are exclusive: a user counts in the one combination that is
     exactly the set of (shown) cohorts they belong to.  Top: intersection sizes;
     below: a dot matrix with the member cohorts joined by a line; left: cohort
-    sizes.  Only the ``max_cohorts`` largest cohorts and the ``top_n`` largest
+    sizes.  Only the ``max_cohorts`` largest cohorts and the ``max_intersections`` largest
     intersections are shown (users in none of the shown cohorts are not counted).
 
     Parameters
     ----------
     {cohorts}
-    top_n : int, default 15
-        Intersections shown.
+    max_intersections : int, default 15
+        Intersections shown, largest first (formerly ``top_n``).
     max_cohorts : int, default 10
         Cohorts considered, largest first.
     {names}
@@ -828,13 +840,13 @@ def cohort_upset(
     labels = _named(labels, names, cohorts)
     matrix, names, _ = _membership(cohorts, "cohort_upset")
     matrix, names, sizes = _cohort_order(matrix, names, max_cohorts)
-    title = title or f"Top {top_n} cohort intersections" + (f" among the {len(names)} largest cohorts" if len(names) == max_cohorts else "")
+    title = title or f"Top {max_intersections} cohort intersections" + (f" among the {len(names)} largest cohorts" if len(names) == max_cohorts else "")
     matrix = matrix[matrix.any(axis=1)]
     if not len(matrix):
         return _empty_figure(title, height=height, width=width)
     weights = (1 << np.arange(matrix.shape[1], dtype=np.int64))
     patterns, counts = np.unique(matrix.astype(np.int64) @ weights, return_counts=True)
-    order = np.lexsort((patterns, -counts))[:top_n]
+    order = np.lexsort((patterns, -counts))[:max_intersections]
     patterns, counts = patterns[order], counts[order]
     members = (patterns[:, None] >> np.arange(len(names))[None, :]) & 1 == 1  # intersections × cohorts
     display = [_label(n, labels) for n in names]

@@ -345,12 +345,6 @@ def _frame(columns: dict[str, Any], order: Sequence[str], dtypes: Mapping[str, A
     return frame.astype(wrong) if wrong else frame
 
 
-def _empty_categorical(n: int = 0) -> pd.Categorical:
-    return pd.Categorical.from_codes(
-        np.full(n, -1, dtype=np.int8), categories=pd.Index([], dtype="str")
-    )
-
-
 # -- recommendations -----------------------------------------------------------------------
 def _recommendation_sets(profiles: Sequence[UserProfile]) -> tuple[list[Any], np.ndarray]:
     """Every recommendation set in input order, and how many each profile has."""

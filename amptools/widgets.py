@@ -50,7 +50,6 @@ RESULT_TABS: tuple[tuple[str, str | None], ...] = (
     ("Export", None),
     ("Message preview", None),
 )
-_WIDE = widgets.Layout(width="100%")
 _NOTE_STYLE = ("padding:6px 10px;border-left:4px solid #e0a800;background:#fff8e1;"
                "color:#5c4400;margin:4px 0")
 _ERROR_STYLE = "color:#b00020"

@@ -60,7 +60,7 @@ def main() -> None:
     small = zipf_lists(rng, 2_000)
     table = as_table(small)
     start = time.perf_counter()
-    ours = metrics.personalization(table, by=None)
+    ours = metrics.personalization_score(table)
     ours_time = time.perf_counter() - start
     start = time.perf_counter()
     reference = naive(small)
@@ -70,13 +70,13 @@ def main() -> None:
           f"|difference| {abs(ours - reference):.2e}; naive / ours = {naive_time / ours_time:.1f}×")
     assert abs(ours - reference) < 1e-9, "the identity and the pairwise matrix disagree"
     start = time.perf_counter()
-    plain = metrics.personalization(small.tolist())
+    plain = metrics.personalization_score(small.tolist())
     print(f"same users as a plain list of lists: {plain:.12f} in {(time.perf_counter() - start) * 1000:.1f} ms")
 
     big = zipf_lists(rng, 1_000_000)
     big_table = as_table(big)
     start = time.perf_counter()
-    value = metrics.personalization(big_table, by=None)
+    value = metrics.personalization_score(big_table)
     print(f"1,000,000 users × 10 items (tidy table, {len(big_table):,} rows): {value:.6f} in "
           f"{time.perf_counter() - start:.2f} s (the naive matrix would need "
           f"{1_000_000 ** 2 * 8 / 1e12:.0f} TB)")

@@ -159,7 +159,8 @@ def test_overlap_matrix_literal():
         ("u2", "A"): ["x", "y"], ("u2", "B"): ["z"],
         ("u3", "A"): ["a"], ("u3", "C"): ["a"],
     })
-    result, counts = metrics.overlap_matrix(recs, by="rec_id", metric="jaccard", return_counts=True)
+    result = metrics.overlap_matrix(recs, by="rec_id", metric="jaccard")
+    counts = metrics.overlap_counts(recs, by="rec_id")
     assert list(result.index) == ["A", "B", "C"] and list(result.columns) == ["A", "B", "C"]
     # u1: 2/4, u2: 0/3 -> mean 0.25
     assert result.loc["A", "B"] == pytest.approx(0.25)
@@ -167,7 +168,7 @@ def test_overlap_matrix_literal():
     assert np.isnan(result.loc["B", "C"])  # nobody has both
     assert np.diag(result.to_numpy()).tolist() == [1.0, 1.0, 1.0]
     assert counts.loc["A", "B"] == 2 and counts.loc["B", "C"] == 0 and counts.loc["A", "A"] == 3
-    assert result.attrs["n_users"].equals(counts)
+    assert result.attrs["n_users"].equals(counts) and counts.dtypes.eq("int64").all()
     over = metrics.overlap_matrix(recs, metric="overlap")
     assert over.loc["A", "B"] == pytest.approx((2 / 3 + 0) / 2)
     top1 = metrics.overlap_matrix(recs, metric="jaccard", k=1)
@@ -292,11 +293,11 @@ def naive_personalization(lists: list[list[str]]) -> float:
 def test_personalization_matches_pairwise():
     rng = np.random.default_rng(5)
     lists = [[f"i{x}" for x in rng.choice(40, size=rng.integers(1, 12), replace=False)] for _ in range(300)]
-    assert metrics.personalization(lists) == pytest.approx(naive_personalization(lists), abs=1e-12)
-    assert metrics.personalization([["a", "b"], ["a", "b"]]) == pytest.approx(0.0)
-    assert metrics.personalization([["a"], ["b"]]) == pytest.approx(1.0)
-    assert math.isnan(metrics.personalization([["a"]]))
-    assert math.isnan(metrics.personalization([]))
+    assert metrics.personalization_score(lists) == pytest.approx(naive_personalization(lists), abs=1e-12)
+    assert metrics.personalization_score([["a", "b"], ["a", "b"]]) == pytest.approx(0.0)
+    assert metrics.personalization_score([["a"], ["b"]]) == pytest.approx(1.0)
+    assert math.isnan(metrics.personalization_score([["a"]]))
+    assert math.isnan(metrics.personalization_score([]))
 
 
 def test_personalization_per_rec_set():
@@ -308,7 +309,7 @@ def test_personalization_per_rec_set():
         sub = recs[recs["rec_id"] == rec_id]
         lists = [g.sort_values("rank")["item"].tolist() for _, g in sub.groupby("user_id", observed=True)]
         assert value == pytest.approx(naive_personalization(lists), abs=1e-12)
-    pooled = metrics.personalization(recs, by=None)
+    pooled = metrics.personalization_score(recs)
     all_lists = [g["item"].tolist() for _, g in recs.groupby(["user_id", "rec_id"], observed=True)]
     assert pooled == pytest.approx(naive_personalization(all_lists), abs=1e-12)
     by_model = metrics.personalization(recs, by="recommendation_source")
@@ -365,8 +366,10 @@ def test_table_metrics_do_not_depend_on_dtypes(variant, messy):
     other = variant(recs)
     for by in ("rec_id", "recommendation_source", "is_control"):
         for metric in ("jaccard", "overlap", "rbo"):
-            left = [_missing_as_none(f) for f in metrics.overlap_matrix(recs, by=by, metric=metric, return_counts=True)]
-            right = [_missing_as_none(f) for f in metrics.overlap_matrix(other, by=by, metric=metric, return_counts=True)]
+            left = [_missing_as_none(f) for f in (metrics.overlap_matrix(recs, by=by, metric=metric),
+                                                  metrics.overlap_counts(recs, by=by))]
+            right = [_missing_as_none(f) for f in (metrics.overlap_matrix(other, by=by, metric=metric),
+                                                   metrics.overlap_counts(other, by=by))]
             pd.testing.assert_frame_equal(left[0], right[0], check_index_type=False, check_column_type=False,
                                           check_names=True, rtol=0, atol=1e-15)
             pd.testing.assert_frame_equal(left[1], right[1], check_index_type=False, check_column_type=False)
@@ -393,6 +396,61 @@ def test_overlap_matrix_messy_rows_against_scalar_metrics():
         users = sorted({u for u, r in lists if r == a} & {u for u, r in lists if r == b})
         expected = np.mean([metrics.rbo(lists[(u, a)], lists[(u, b)], p=0.8) for u in users])
         assert result.loc[a, b] == pytest.approx(expected, abs=1e-12)
+
+
+def test_old_spellings_still_work_with_a_deprecation_warning():
+    recs = random_recs(30, seed=4)
+    with pytest.warns(DeprecationWarning, match=r"^amptools\.metrics\.overlap_matrix\(\): pass by=, metric= by keyword"):
+        old = metrics.overlap_matrix(recs, "recommendation_source", "rbo")
+    pd.testing.assert_frame_equal(old, metrics.overlap_matrix(recs, by="recommendation_source", metric="rbo"))
+    with pytest.warns(DeprecationWarning, match="return_counts=True is deprecated.*overlap_counts"):
+        values, counts = metrics.overlap_matrix(recs, return_counts=True)
+    pd.testing.assert_frame_equal(counts, metrics.overlap_counts(recs))
+    with pytest.warns(DeprecationWarning, match=r"coverage\(\): pass catalog= by keyword"):
+        old = metrics.coverage(recs, ["i1", "i2"])
+    pd.testing.assert_frame_equal(old, metrics.coverage(recs, catalog=["i1", "i2"]))
+    with pytest.warns(DeprecationWarning, match="by="):
+        pd.testing.assert_frame_equal(metrics.long_tail(recs, "rec_id"), metrics.long_tail(recs, by="rec_id"))
+    with pytest.warns(DeprecationWarning, match="by="):
+        pd.testing.assert_frame_equal(metrics.popularity(recs, "rec_id"), metrics.popularity(recs, by="rec_id"))
+    with pytest.warns(DeprecationWarning, match="k="):
+        assert metrics.jaccard("abcd", "abxy", 2) == 1.0
+    with pytest.warns(DeprecationWarning, match="p="):
+        assert metrics.rbo("abc", "acb", 0.5) == metrics.rbo("abc", "acb", p=0.5)
+    # calls that returned a float keep returning it, with a warning pointing at personalization_score
+    with pytest.warns(DeprecationWarning, match="personalization_score"):
+        assert metrics.personalization([["a"], ["b"]]) == 1.0
+    with pytest.warns(DeprecationWarning, match="personalization_score"):
+        assert metrics.personalization(recs, by=None) == metrics.personalization_score(recs)
+    with pytest.raises(TypeError, match="multiple values for by"):
+        metrics.long_tail(recs, "rec_id", by="rec_id")
+    with pytest.raises(TypeError, match="positional"):
+        metrics.long_tail(recs, "rec_id", "extra")
+
+
+def test_keyword_only_after_the_data_and_one_return_type():
+    import inspect
+    for name in metrics.__all__:
+        function = getattr(metrics, name)
+        if not callable(function):
+            continue
+        parameters = list(inspect.signature(function).parameters.values())
+        positional = [p.name for p in parameters if p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD]
+        assert positional in (["recs"], ["a", "b"]), (name, positional)
+    recs = random_recs(30, seed=4)
+    assert isinstance(metrics.personalization(recs, by="recommendation_source"), pd.Series)
+    assert isinstance(metrics.personalization_score(recs), float)
+    assert isinstance(metrics.overlap_matrix(recs, metric="rbo"), pd.DataFrame)
+
+
+@pytest.mark.parametrize("wide", [False, True])
+def test_sort_order_is_a_stable_lexicographic_argsort(wide):
+    rng = np.random.default_rng(0)
+    keys = [rng.integers(0, 5, 400), rng.integers(0, 3, 400), rng.integers(0, 2**55 if wide else 7, 400)]
+    expected = np.lexsort(keys[::-1])  # numpy's lexsort is stable; the last key is primary there
+    np.testing.assert_array_equal(metrics._sort_order(*keys), expected)
+    assert metrics._is_sorted(*(key[expected] for key in keys)) and not metrics._is_sorted(*keys)
+    assert metrics._sort_order(np.zeros(0, np.int64)).shape == (0,)
 
 
 def test_user_codes_number_pairs_in_first_appearance_order():

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-import shutil
+import os
+import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -168,7 +170,7 @@ def test_cohort_overlap_matches_pandas(tables):
 
 def test_cohort_upset(tables):
     cohorts = tables["cohorts"]
-    fig = plots.cohort_upset(cohorts, top_n=5)
+    fig = plots.cohort_upset(cohorts, max_intersections=5)
     bars = [t for t in fig.data if isinstance(t, go.Bar)]
     intersections, set_sizes = bars[0], bars[1]
     patterns = cohorts.groupby("user_id")["cohort_id"].apply(lambda s: frozenset(s)).value_counts()
@@ -176,6 +178,31 @@ def test_cohort_upset(tables):
     assert sorted(set_sizes.x, reverse=True) == list(cohorts["cohort_id"].value_counts().to_numpy())
     assert any(isinstance(t, go.Scatter) and t.mode == "lines" for t in fig.data)
     assert fig.layout.yaxis.title.text == "Users in exactly these cohorts"
+
+
+def test_cohort_figures_take_max_cohorts_and_warn_on_the_old_top_n(tables):
+    cohorts = tables["cohorts"]
+    assert len(plots.cohort_sizes(cohorts, max_cohorts=3).data[0].x) == 3
+    assert len(plots.cohort_overlap(cohorts, max_cohorts=2).data[0].x) == 2
+    assert len(plots.cohort_heatmap(cohorts, max_cohorts=4).data[0].x) == 4
+    with pytest.warns(DeprecationWarning, match=r"^amptools\.plots\.cohort_sizes\(\): top_n= is deprecated, use max_cohorts="):
+        old = plots.cohort_sizes(cohorts, top_n=3)
+    assert old.to_dict() == plots.cohort_sizes(cohorts, max_cohorts=3).to_dict()
+    with pytest.warns(DeprecationWarning, match="use max_intersections="):
+        old = plots.cohort_upset(cohorts, top_n=4)
+    assert len(old.data[0].y) == 4 and old.layout.title.text.startswith("Top 4 cohort intersections")
+    with pytest.raises(TypeError, match="pass only max_cohorts="):
+        plots.cohort_overlap(cohorts, top_n=2, max_cohorts=2)
+
+
+def test_every_figure_takes_the_frame_then_keywords():
+    import inspect
+    for name in plots.__all__:
+        parameters = list(inspect.signature(getattr(plots, name)).parameters.values())
+        assert parameters[0].kind is inspect.Parameter.POSITIONAL_OR_KEYWORD, name
+        assert all(p.kind is inspect.Parameter.KEYWORD_ONLY for p in parameters[1:]), name
+        assert "top_n" not in inspect.signature(getattr(plots, name)).parameters or name in (
+            "item_frequency", "control_vs_treatment"), f"{name}: top_n means items per group only"
 
 
 # ---------------------------------------------------------------------------- computations and propensities
@@ -280,12 +307,33 @@ def test_shared_docstrings_filled():
     assert "Figure size in pixels" in plots.cohort_upset.__doc__
 
 
+CHROMIUM = Path("/usr/bin/chromium")
+
+
+def _read_png(data: bytes) -> tuple[int, int, int, int, bytes]:
+    """Width, height, bit depth, colour type and the inflated image data of a PNG.
+
+    The chunks are walked by hand (length, type, data, CRC) so the test needs no
+    imaging library.
+    """
+    assert data[:8] == b"\x89PNG\r\n\x1a\n", "not a PNG"
+    width, height, depth, colour_type = struct.unpack(">IIBB", data[16:26])
+    position, compressed = 8, []
+    while position < len(data):
+        length, kind = struct.unpack(">I4s", data[position:position + 8])
+        if kind == b"IDAT":
+            compressed.append(data[position + 8:position + 8 + length])
+        position += 12 + length
+    return width, height, depth, colour_type, zlib.decompress(b"".join(compressed))
+
+
 @pytest.mark.slow
-def test_write_pngs(tables):
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    if chromium is None:
-        pytest.skip("no chromium on PATH; kaleido cannot render PNGs")
-    pytest.importorskip("kaleido")
+def test_write_pngs(tables, monkeypatch):
+    if not CHROMIUM.exists():
+        if os.environ.get("AMPTOOLS_REQUIRE_BROWSER") == "1":
+            pytest.fail(f"AMPTOOLS_REQUIRE_BROWSER=1 but {CHROMIUM} is missing (apt-get install -y chromium)")
+        pytest.skip(f"{CHROMIUM} is missing (apt-get install -y chromium): kaleido needs it to render PNGs")
+    monkeypatch.setenv("BROWSER_PATH", str(CHROMIUM))  # where kaleido looks for a browser first
     ARTIFACTS.mkdir(exist_ok=True)
     figures = {
         "rec_overlap_heatmap": plots.rec_overlap_heatmap(tables["recs"], metric="rbo"),
@@ -294,13 +342,23 @@ def test_write_pngs(tables):
         "computation_distribution": plots.computation_distribution(tables["computations"], computation="ltv",
                                                                    groups=tables["cohorts"], kind="violin"),
     }
-    try:
-        for name, fig in figures.items():
-            fig.write_image(ARTIFACTS / f"{name}.png", width=900, height=600)
-    except Exception as exc:  # kaleido/chromium mismatch is an environment problem, not ours
-        pytest.skip(f"kaleido could not render with {chromium}: {exc}")
-    for name in figures:
-        assert (ARTIFACTS / f"{name}.png").stat().st_size > 10_000
+    # what "blank" looks like: a white page of the same size from the same renderer
+    blank = go.Figure(layout={"template": plots.TEMPLATE, "xaxis": {"visible": False}, "yaxis": {"visible": False}})
+    blank_pixels = _read_png(blank.to_image(format="png", width=900, height=600))[4]
+    for name, fig in figures.items():
+        path = ARTIFACTS / f"{name}.png"
+        fig.write_image(path, width=900, height=600)
+        data = path.read_bytes()
+        width, height, depth, colour_type, pixels = _read_png(data)
+        assert (width, height, depth) == (900, 600, 8), name
+        channels = {2: 3, 6: 4}[colour_type]  # RGB or RGBA
+        assert len(pixels) == height * (1 + width * channels), f"{name}: truncated image data"
+        # a drawn figure holds text, marks and colours: far more to compress than a white page
+        # (recompressed here, so the measure does not depend on the browser's PNG encoder)
+        assert pixels != blank_pixels, f"{name} is blank"
+        drawn, white = len(zlib.compress(pixels)), len(zlib.compress(blank_pixels))
+        assert drawn > 5 * white, f"{name} is nearly blank ({drawn:,} vs {white:,} bytes compressed)"
+        assert len(set(pixels)) > 100, f"{name} has almost no distinct byte values (a white page has 3)"
 
 
 # ---------------------------------------------------------------------------- a Braze send's load
