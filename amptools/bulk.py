@@ -95,7 +95,7 @@ from .errors import (
     warn,
 )
 from .models import ComputationNames, UserProfile, read_error
-from .query import ID_TYPES, ProfileQuery, validate_id
+from .query import ID_TYPES, STATUSES, ProfileQuery, validate_id
 
 if TYPE_CHECKING:
     import os
@@ -117,7 +117,6 @@ __all__ = [
 
 log = logging.getLogger("amptools")
 
-STATUSES = ("ok", "not_found", "failed")
 FAILURE_COLUMNS = ("user_id", "device_id", "status", "http_status", "attempts", "error")
 OUTCOME_COLUMNS = ("id", "status", "http_status", "attempts", "error", "from_cache")
 _FAILURE_DTYPES = {"user_id": "str", "device_id": "str", "status": "str",

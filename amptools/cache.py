@@ -82,12 +82,12 @@ from typing import Any
 
 from .errors import AmptoolsWarning, CacheError, ConfigurationError, warn
 from .models import ComputationNames, read_error
-from .query import ProfileQuery
+from .query import STATUSES, ProfileQuery
 
 __all__ = ["Answer", "CacheWarning", "PartHit", "ProfileCache", "StoredParts", "decide", "open_cache"]
 
 SCHEMA_VERSION = 2
-OUTCOMES = ("ok", "not_found", "failed")
+OUTCOMES = STATUSES  # an outcome recorded in the ledger is a bulk fetch's status
 LEGACY_SCOPE = "legacy:v1"
 
 _NAMES_TABLE = """CREATE TABLE IF NOT EXISTS computation_names (

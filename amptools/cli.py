@@ -19,7 +19,7 @@ from typing import Any, TextIO
 
 from .errors import AmptoolsError, AuthenticationError, ConfigurationError, InvalidQueryError
 from .ids import parse_id_file
-from .query import PROPENSITY_TYPES, ProfileQuery
+from .query import ID_TYPES, PROPENSITY_TYPES, ProfileQuery
 
 __all__ = ["main"]
 
@@ -91,7 +91,7 @@ def _add_fetch_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("ids", nargs="?", default="-",
                         help="CSV with a user_id or device_id column, or one id per line; - for stdin")
     parser.add_argument("--ids-column", help="the id column's name when it is neither user_id nor device_id")
-    parser.add_argument("--id-type", choices=("user_id", "device_id"),
+    parser.add_argument("--id-type", choices=ID_TYPES,
                         help="send the ids as user_id or device_id (default: the CSV header, else user_id)")
     _add_query_flags(parser)
     run = parser.add_argument_group("how to fetch")

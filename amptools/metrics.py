@@ -46,6 +46,7 @@ import numpy as np
 import pandas as pd
 
 from . import tables
+from .query import ID_TYPES
 
 __all__ = [
     "COVERAGE_COLUMNS",
@@ -71,7 +72,7 @@ RECOMMENDATION_COLUMNS = tables.RECOMMENDATION_COLUMNS
 #: Columns every table metric needs at least.
 _LIST_COLUMNS: tuple[str, ...] = ("user_id", "device_id", "rank", "item")
 #: Columns that identify one user.
-USER_KEY: tuple[str, ...] = ("user_id", "device_id")
+USER_KEY: tuple[str, ...] = ID_TYPES  # the tables' key columns
 
 #: Columns returned by :func:`coverage`.
 COVERAGE_COLUMNS: tuple[str, ...] = (

@@ -35,6 +35,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from amptools import metrics
+from amptools.query import ID_TYPES
 from amptools.tables import cohort_labels
 
 __all__ = [
@@ -54,7 +55,7 @@ __all__ = [
     "user_lists",
 ]
 
-USER_KEY: tuple[str, ...] = ("user_id", "device_id")
+USER_KEY: tuple[str, ...] = ID_TYPES  # the tables' key columns
 # The columns each kind of figure needs at least (the tables' own lists are longer).
 NEEDS_RECOMMENDATIONS: tuple[str, ...] = ("user_id", "device_id", "rank", "item")
 NEEDS_COHORTS: tuple[str, ...] = ("user_id", "device_id", "cohort_id")

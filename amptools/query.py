@@ -15,9 +15,16 @@ from typing import Any, Literal
 
 from .errors import InvalidQueryError
 
-__all__ = ["ID_TYPES", "PROPENSITY_TYPES", "REC_TYPES", "ProfileQuery", "validate_id"]
+__all__ = ["ID_TYPES", "PROPENSITY_TYPES", "REC_TYPES", "STATUSES", "IdType", "ProfileQuery", "Status",
+           "validate_id"]
 
-ID_TYPES = ("user_id", "device_id")
+# The vocabulary every stage shares, defined here, at the start of the data flow.
+IdType = Literal["user_id", "device_id"]
+#: The ids a user can be asked by; also the key columns of every table, in this order.
+ID_TYPES: tuple[IdType, IdType] = ("user_id", "device_id")
+Status = Literal["ok", "not_found", "failed"]
+#: How each id of a bulk fetch ends (``ok + not_found + failed == unique ids``).
+STATUSES: tuple[Status, Status, Status] = ("ok", "not_found", "failed")
 PROPENSITY_TYPES = ("score", "pct")
 # The documented rec_type values; the service may add others, so any plain token is
 # let through (strict in what we send: no spaces, commas or punctuation).
@@ -27,8 +34,6 @@ _PROPENSITY_ALIASES = {"percentile": "pct", "probability": "score"}
 _SURROGATE = re.compile("[\ud800-\udfff]")
 # Words that mean "all" or "none" to a person but would be sent as a comp_id.
 _NOT_COMPUTATION_IDS = {"all", "true", "false", "none", "*", "yes", "no"}
-
-IdType = Literal["user_id", "device_id"]
 
 
 def validate_id(value: Any, name: str = "user_id") -> str:

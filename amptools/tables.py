@@ -49,7 +49,7 @@ from pandas.api.types import infer_dtype
 
 from .errors import InvalidQueryError
 from .models import UserProfile
-from .query import ProfileQuery
+from .query import ID_TYPES, STATUSES, ProfileQuery
 
 __all__ = [
     "COHORT_COLUMNS",
@@ -86,7 +86,7 @@ ID_DTYPE = "str"
 TIMESTAMP_DTYPE = pd.DatetimeTZDtype(unit="us", tz="UTC")
 """``datetime64[us, UTC]``: the unit pandas 3 infers for Python datetimes."""
 
-ID_COLUMNS: tuple[str, ...] = ("user_id", "device_id")
+ID_COLUMNS: tuple[str, ...] = ID_TYPES  # the key columns are the ids a user is asked by
 
 RECOMMENDATION_COLUMNS: tuple[str, ...] = (
     "user_id",
@@ -142,7 +142,6 @@ PROPENSITY_DTYPES: dict[str, Any] = {
     "value": "float64",
 }
 
-STATUSES: tuple[str, ...] = ("ok", "not_found", "failed")
 STATUS_DTYPE = pd.CategoricalDtype(pd.Index(list(STATUSES), dtype="str"))
 """``category`` with the categories ``ok``, ``not_found``, ``failed`` (in that order)."""
 

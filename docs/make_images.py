@@ -54,10 +54,10 @@ def figures() -> dict[str, object]:
         "user_lists": plots.user_lists(recs, user_id="user-000036"),
         "rank_comparison": plots.rank_comparison(recs, user_id="user-000036",
                                                  left="home-feed", right="similar-items"),
-        "cohort_sizes": plots.cohort_sizes(cohorts, top_n=12),
-        "cohort_heatmap": plots.cohort_heatmap(cohorts, max_users=300, top_n=15),
-        "cohort_overlap": plots.cohort_overlap(cohorts, top_n=6),
-        "cohort_upset": plots.cohort_upset(cohorts, top_n=12, max_cohorts=6),
+        "cohort_sizes": plots.cohort_sizes(cohorts, max_cohorts=12),
+        "cohort_heatmap": plots.cohort_heatmap(cohorts, max_users=300, max_cohorts=15),
+        "cohort_overlap": plots.cohort_overlap(cohorts, max_cohorts=6),
+        "cohort_upset": plots.cohort_upset(cohorts, max_intersections=12, max_cohorts=6),
         "computation_distribution": plots.computation_distribution(
             comps, computation="revenue_90d", groups=one_set, kind="box"),
         "computation_scatter": plots.computation_scatter(
