@@ -549,10 +549,12 @@ class CohortClient:
             listing = self._cohorts(fresh=fresh)
             by_id = listing[listing["cohort_id"] == cohort]
             if len(by_id):
-                return by_id.iloc[0].to_dict()
+                row: dict[str, Any] = by_id.iloc[0].to_dict()
+                return row
             by_name = listing[listing["name"] == cohort]
             if len(by_name) == 1:
-                return by_name.iloc[0].to_dict()
+                row = by_name.iloc[0].to_dict()
+                return row
             if len(by_name) > 1:
                 raise InvalidQueryError(
                     f"{len(by_name)} cohorts are named {cohort!r}: "

@@ -69,7 +69,7 @@ import stat
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import date, datetime
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -101,6 +101,8 @@ __all__ = [
 ]
 
 PathOrBuffer = str | os.PathLike[str] | IO[str] | IO[bytes]
+# to_csv gives back what it was given: a Path for a Path, the stream for a stream.
+_Destination = TypeVar("_Destination", bound=PathOrBuffer)
 
 #: ``DataFrame.attrs`` key that marks a table holding personal data (set by
 #: :func:`marketing_table` with ``include_pii=True``); its files get :data:`PRIVATE_MODE`.
@@ -311,12 +313,12 @@ def _value_text(value: Any, excel_safe: bool) -> str:
 
 def to_csv(
     df: pd.DataFrame,
-    path: PathOrBuffer,
+    path: _Destination,
     *,
     excel_safe: bool = True,
     bom: bool = True,
     private: bool | None = None,
-) -> PathOrBuffer:
+) -> _Destination:
     """Write ``df`` as a CSV file that Excel and Google Sheets open safely.
 
     UTF-8 (with a byte-order mark when ``bom``, so Excel detects the encoding),
@@ -381,10 +383,9 @@ def to_csv(
 
     if hasattr(path, "write"):
         if isinstance(path, io.TextIOBase):
-            write(path)  # type: ignore[arg-type]
+            write(path)
         elif isinstance(path, (io.RawIOBase, io.BufferedIOBase)):
-            wrapper = io.TextIOWrapper(path, encoding="utf-8", newline="",  # type: ignore[arg-type]
-                                       errors=_ENCODE_ERRORS)
+            wrapper = io.TextIOWrapper(path, encoding="utf-8", newline="", errors=_ENCODE_ERRORS)
             try:
                 write(wrapper)
                 wrapper.flush()
@@ -397,8 +398,11 @@ def to_csv(
             try:
                 path.write(buffer.getvalue().encode("utf-8", _ENCODE_ERRORS))  # type: ignore[arg-type]
             except TypeError:
-                path.write(buffer.getvalue())  # type: ignore[arg-type]
+                # A text-only writable; its declared type cannot say so.
+                path.write(buffer.getvalue())  # type: ignore[call-overload]
         return path
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"path must be a file path or a writable stream, got {type(path).__name__}.")
     with write_atomic(path, mode=PRIVATE_MODE if _is_private(df, private) else None) as stream:
         write(stream)
     return path
@@ -646,7 +650,7 @@ def marketing_table(
 
     # Cohort flags, from the cohort matrix.
     if cohorts is not False:
-        chosen = None if cohorts is True else list(cohorts)  # type: ignore[arg-type]
+        chosen = None if cohorts is True else list(cohorts)
         matrix = tables.cohort_matrix(profiles, cohorts=chosen, names=names)
         headings = [str(name) for name in matrix.columns[2:]]
         if chosen is None:

@@ -29,7 +29,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from itertools import repeat
-from typing import Any
+from typing import Any, TypeGuard
 
 from .errors import ResponseFormatError
 from .query import ProfileQuery
@@ -41,7 +41,7 @@ _RECOMMENDATION_FIELDS = frozenset(
 )
 
 
-def _is_mapping(value: Any) -> bool:
+def _is_mapping(value: object) -> TypeGuard[Mapping[str, Any]]:
     """``isinstance(value, Mapping)``, answering plain dicts without the ABC machinery."""
     return type(value) is dict or isinstance(value, Mapping)
 
@@ -508,11 +508,11 @@ def _propensities(data: Mapping[str, Any], query: ProfileQuery | None) -> tuple[
         if value is None:
             asked = query is not None and query.asks_propensities
             return () if asked else None
-        pred_id = None
-        kind = None
+        prediction: str | None = None
+        propensity_type: str | None = None
         if query is not None and len(query.predictions) == 1:
-            pred_id, kind = query.predictions[0], query.propensity_type
-        return (Propensity(pred_id, kind, value),)
+            prediction, propensity_type = query.predictions[0], query.propensity_type
+        return (Propensity(prediction, propensity_type, value),)
     if query is not None and query.asks_propensities:
         return ()
     return None
