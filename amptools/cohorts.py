@@ -46,6 +46,7 @@ from .client import (
     KEY_VARIABLE,
     HTTPAnswer,
     HTTPGetter,
+    ProfileClient,
     _is_loopback,
     _Secret,
     api_scope,
@@ -816,7 +817,7 @@ def connect(**kwargs: Any) -> CohortClient:
     return amptools._shared_sample_server().cohort_client(**kwargs)
 
 
-def for_profile_client(client: Any, **kwargs: Any) -> CohortClient:
+def for_profile_client(client: ProfileClient, **kwargs: Any) -> CohortClient:
     """The CohortClient that goes with a ProfileClient: its sample org's, or from the environment.
 
     Raises

@@ -75,6 +75,7 @@ import numpy as np
 import pandas as pd
 
 from . import tables
+from ._types import CohortNamesLike, PathLike, ProfilesLike
 from .errors import AmptoolsWarning, BrazeImportError, PersonalDataError, warn
 
 __all__ = [
@@ -100,7 +101,7 @@ __all__ = [
     "write_atomic",
 ]
 
-PathOrBuffer = str | os.PathLike[str] | IO[str] | IO[bytes]
+PathOrBuffer = PathLike | IO[str] | IO[bytes]
 # to_csv gives back what it was given: a Path for a Path, the stream for a stream.
 _Destination = TypeVar("_Destination", bound=PathOrBuffer)
 
@@ -203,7 +204,7 @@ codecs.register_error(_ENCODE_ERRORS, _replace_unencodable)
 
 @contextlib.contextmanager
 def write_atomic(
-    path: str | os.PathLike[str],
+    path: PathLike,
     *,
     mode: int | None = None,
     binary: bool = False,
@@ -518,7 +519,7 @@ def _property_column(name: str, taken: Iterable[str]) -> str:
 
 
 def marketing_table(
-    ps: Any,
+    ps: ProfilesLike,
     *,
     rec_id: str | None = None,
     top_n: int = 5,
@@ -526,7 +527,7 @@ def marketing_table(
     props: bool | Sequence[str] = (),
     include_pii: bool = False,
     items_as: str = "columns",
-    names: Any = None,
+    names: CohortNamesLike = None,
 ) -> pd.DataFrame:
     """One row per user for a campaign: top recommendations, cohort flags, properties.
 
@@ -998,7 +999,7 @@ def _check_positive(name: str, value: Any, upper: int | None = None) -> None:
 
 def to_braze_csv(
     table: pd.DataFrame,
-    path: str | os.PathLike[str],
+    path: PathLike,
     *,
     external_id: str = "user_id",
     id_type: str = "external_id",
@@ -1115,7 +1116,7 @@ def to_braze_csv(
 
 def to_braze_json(
     table: pd.DataFrame,
-    path: str | os.PathLike[str],
+    path: PathLike,
     *,
     external_id: str = "user_id",
     id_type: str = "external_id",

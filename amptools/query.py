@@ -31,7 +31,7 @@ _NOT_COMPUTATION_IDS = {"all", "true", "false", "none", "*", "yes", "no"}
 IdType = Literal["user_id", "device_id"]
 
 
-def validate_id(value: Any, name: str = "user_id") -> str:
+def validate_id(value: object, name: str = "user_id") -> str:
     """Return ``value`` as an id string, or raise :class:`InvalidQueryError`.
 
     Ids may hold any characters (they are URL-encoded when sent), but must be
