@@ -27,7 +27,7 @@ import sqlite3
 import threading
 import time
 import zlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any, TypedDict
 from urllib.parse import quote, urlsplit
@@ -55,11 +55,15 @@ from .errors import (
     warn,
 )
 from .models import ComputationNames, UserProfile
-from .query import ProfileQuery, validate_id
+from .query import IdType, ProfileQuery, validate_id
 from .ratelimit import Quota, RateLimiter
 
 if TYPE_CHECKING:
-    from .bulk import ProfileSet
+    from datetime import timedelta
+
+    from ._types import PathLike
+    from .bulk import ProfileSet, ProgressHook
+    from .cache import ProfileCache
 
 __all__ = [
     "DEFAULT_BASE_URL",
@@ -852,16 +856,16 @@ class ProfileClient:
 
     def get_profiles(
         self,
-        ids: Any,
+        ids: Iterable[str],
         query: ProfileQuery | None = None,
         *,
-        id_type: str = "user_id",
+        id_type: IdType = "user_id",
         workers: int = 8,
         progress: bool = True,
-        cache: Any = None,
-        max_age: Any = None,
+        cache: ProfileCache | PathLike | None = None,
+        max_age: float | timedelta | None = None,
         cancel: threading.Event | None = None,
-        on_progress: Callable[..., Any] | None = None,
+        on_progress: ProgressHook | None = None,
         **options: Any,
     ) -> ProfileSet:
         """Fetch many users at this client's rate limit; one outcome per unique id.
