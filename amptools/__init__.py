@@ -40,6 +40,7 @@ from .ratelimit import Quota
 if TYPE_CHECKING:
     from .bulk import ProfileSet
     from .client import DEFAULT_BASE_URL, ExposureWarning, ProfileClient
+    from .sample import SampleServer
 
 __version__ = "0.1.0"
 
@@ -112,7 +113,7 @@ def __getattr__(name: str) -> Any:
 def __dir__() -> list[str]:
     return sorted(set(globals()) | _SUBMODULES | set(_LAZY_NAMES))
 
-_sample_server: Any = None
+_sample_server: SampleServer | None = None
 _sample_lock = threading.Lock()
 _announced: set[str] = set()
 
@@ -123,7 +124,7 @@ def _announce(kind: str, message: str) -> None:
         print(f"amptools: {message}", file=sys.stdout)
 
 
-def _shared_sample_server() -> Any:
+def _shared_sample_server() -> SampleServer:
     """The process's one embedded sample org server, started on first use."""
     global _sample_server
     with _sample_lock:
@@ -132,7 +133,7 @@ def _shared_sample_server() -> Any:
 
             _sample_server = SampleServer().start()
             atexit.register(_sample_server.stop)
-    return _sample_server
+        return _sample_server
 
 
 def connect(**kwargs: Any) -> ProfileClient:
@@ -150,8 +151,8 @@ def connect(**kwargs: Any) -> ProfileClient:
         _announce("real", f"using the Amplitude Profile API at {client.base_url} "
                           "(key from AMPLITUDE_SECRET_KEY).")
         return client
-    _shared_sample_server()
+    server = _shared_sample_server()
     _announce("sample", f"AMPLITUDE_SECRET_KEY is not set, so this uses the embedded sample org "
-                        f"at {_sample_server.url} (synthetic data, {len(_sample_server.org.user_ids):,} "
+                        f"at {server.url} (synthetic data, {len(server.org.user_ids):,} "
                         "users and the documented testUser). Set the key to use your project.")
-    return _sample_server.client(**kwargs)
+    return server.client(**kwargs)

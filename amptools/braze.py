@@ -39,6 +39,7 @@ from liquid.exceptions import LiquidError, LiquidSyntaxError
 from liquid.tag import Tag
 from liquid.token import TOKEN_EXPRESSION, TOKEN_TAG, Token
 
+from ._types import ProfilesLike
 from .client import DEFAULT_BASE_URL, ENDPOINT, _encode_query
 from .errors import InvalidQueryError
 from .models import UserProfile
@@ -780,9 +781,9 @@ def _attribute_lookup(attributes: Any) -> dict[str, dict[str, Any]]:
 
 def preview(
     template: str,
-    profiles: Any,
+    profiles: ProfilesLike,
     *,
-    attributes: Any = None,
+    attributes: pd.DataFrame | Mapping[str, Mapping[str, object]] | None = None,
     query: ProfileQuery | None = None,
 ) -> pd.DataFrame:
     """Render a Braze message for every user, as Braze would at send time.

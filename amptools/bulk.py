@@ -95,7 +95,7 @@ from .errors import (
     warn,
 )
 from .models import ComputationNames, UserProfile, read_error
-from .query import ID_TYPES, STATUSES, ProfileQuery, validate_id
+from .query import ID_TYPES, STATUSES, IdType, ProfileQuery, validate_id
 
 if TYPE_CHECKING:
     import os
@@ -238,7 +238,7 @@ class ProfileSet:
     @property
     def counts(self) -> dict[str, int]:
         """``{"ok": n, "not_found": n, "failed": n}``; the values sum to the unique ids."""
-        counts = dict.fromkeys(STATUSES, 0)
+        counts: dict[str, int] = dict.fromkeys(STATUSES, 0)
         for outcome in self._outcomes.values():
             counts[outcome.status] += 1
         return counts
@@ -340,16 +340,20 @@ def _frame(rows: list[dict[str, Any]], columns: tuple[str, ...], dtypes: dict[st
 
 
 # -- input -----------------------------------------------------------------------------
-def unique_ids(ids: Any, id_type: str = "user_id") -> list[str]:
+def unique_ids(ids: Iterable[str | int] | str, id_type: str = "user_id") -> list[str]:
     """Validate every id and return the unique ones in input order.
+
+    ``ids`` comes from users (a list, a Series, a generator, one id): anything else
+    is refused with a message, whatever its static type says.
 
     Raises
     ------
     InvalidQueryError
         Before any request, listing the first few bad ids and their positions.
     """
+    items: Iterable[object] = ids
     if isinstance(ids, (str, bytes)):
-        ids = [ids]
+        items = [ids]
     elif isinstance(ids, pd.DataFrame):
         raise InvalidQueryError(
             "ids is a DataFrame; pass one column of it, e.g. df['user_id']."
@@ -362,7 +366,7 @@ def unique_ids(ids: Any, id_type: str = "user_id") -> list[str]:
     seen: dict[str, None] = {}
     bad: list[tuple[int, Any, str]] = []
     n_bad = 0
-    for position, value in enumerate(ids):
+    for position, value in enumerate(items):
         if hasattr(value, "item") and type(value).__module__ == "numpy" and not isinstance(value, float):
             value = value.item()  # numpy integers from arrays are plain ids too
         try:
@@ -408,7 +412,7 @@ class _Progress:
 
     def __init__(self, total: int, *, bar: bool, hook: ProgressHook | None) -> None:
         self.total = total
-        self.counts = dict.fromkeys(STATUSES, 0)
+        self.counts: dict[str, int] = dict.fromkeys(STATUSES, 0)
         self.done = 0
         self.cached = 0
         self._want_bar = bar
@@ -679,7 +683,7 @@ class _Run:
     def __init__(
         self,
         client: ProfileClient,
-        ids: Any,
+        ids: Iterable[str | int],
         query: ProfileQuery | None,
         *,
         id_type: str,
@@ -1016,10 +1020,10 @@ class _Run:
 
 def fetch_profiles(
     client: ProfileClient,
-    ids: Any,
+    ids: Iterable[str | int],
     query: ProfileQuery | None = None,
     *,
-    id_type: str = "user_id",
+    id_type: IdType = "user_id",
     workers: int = 8,
     progress: bool = True,
     cache: ProfileCache | str | os.PathLike[str] | None = None,
@@ -1099,7 +1103,7 @@ class BulkFetch:
         run.user_cancel = self._cancel
         self.total = len(run.ids)
         self._done = 0
-        self._counts = dict.fromkeys(STATUSES, 0)
+        self._counts: dict[str, int] = dict.fromkeys(STATUSES, 0)
         self._hook = run.on_progress
         run.on_progress = self._on_progress
         self._result: ProfileSet | None = None
@@ -1180,7 +1184,7 @@ class BulkFetch:
 
 def start_fetch(
     client: ProfileClient,
-    ids: Any,
+    ids: Iterable[str | int],
     query: ProfileQuery | None = None,
     *,
     progress: bool = False,

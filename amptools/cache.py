@@ -375,7 +375,7 @@ class ProfileCache:
 
     # -- schema ------------------------------------------------------------------------
     @staticmethod
-    def _version(conn: sqlite3.Connection) -> int | None:
+    def _version(conn: sqlite3.Connection) -> int:
         """0 for a new file, 1 for the unscoped schema, else the recorded version."""
         columns = {row[1] for row in conn.execute("PRAGMA table_info(responses)")}
         has_meta = bool(conn.execute(
@@ -659,8 +659,8 @@ class ProfileCache:
                     "AND status = 'not_found' AND recorded_at >= ? GROUP BY id",
                     (scope, id_type, *qkeys, *chunk, oldest),
                 ):
-                    entry = found.get(id_)
-                    parts = entry.parts if entry is not None else {}
+                    known = found.get(id_)
+                    parts = known.parts if known is not None else {}
                     found[id_] = StoredParts(id_, parts, (at, http_status, attempts or 0))
         return found
 

@@ -15,11 +15,14 @@ import sys
 import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 
 from .errors import AmptoolsError, AuthenticationError, ConfigurationError, InvalidQueryError
 from .ids import parse_id_file
 from .query import ID_TYPES, PROPENSITY_TYPES, ProfileQuery
+
+if TYPE_CHECKING:
+    from .bulk import ProfileSet
 
 __all__ = ["main"]
 
@@ -38,7 +41,7 @@ class UsageError(Exception):
 class _Parser(argparse.ArgumentParser):
     """argparse that reports bad usage in one line (no usage block): what to fix."""
 
-    def error(self, message: str) -> Any:  # type: ignore[override]
+    def error(self, message: str) -> NoReturn:
         self.exit(EXIT_USAGE, f"{self.prog}: {message} (see {self.prog} --help)\n")
 
 
@@ -274,7 +277,7 @@ def _write_table(frame: Any, path: Path, fmt: str) -> Path:
     return Path(export.to_csv(frame, path.with_suffix(".csv")))
 
 
-def write_outputs(profile_set: Any, out: Path, *, fmt: str = "csv", marketing: bool = False,
+def write_outputs(profile_set: ProfileSet, out: Path, *, fmt: str = "csv", marketing: bool = False,
                   marketing_options: dict[str, Any] | None = None, braze: bool = False,
                   braze_json: bool = False) -> list[Path]:
     """Write every table, failures and (optionally) marketing.csv and the Braze files; return the paths."""

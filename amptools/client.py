@@ -27,9 +27,9 @@ import sqlite3
 import threading
 import time
 import zlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from email.utils import parsedate_to_datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict
 from urllib.parse import quote, urlsplit
 
 import requests
@@ -55,11 +55,15 @@ from .errors import (
     warn,
 )
 from .models import ComputationNames, UserProfile
-from .query import ProfileQuery, validate_id
+from .query import IdType, ProfileQuery, validate_id
 from .ratelimit import Quota, RateLimiter
 
 if TYPE_CHECKING:
-    from .bulk import ProfileSet
+    from datetime import timedelta
+
+    from ._types import PathLike
+    from .bulk import ProfileSet, ProgressHook
+    from .cache import ProfileCache
 
 __all__ = [
     "DEFAULT_BASE_URL",
@@ -139,7 +143,7 @@ class _Watch:
 class _QuietHTTPConnection(HTTPConnection):
     # http.client prints every header sent (the key included) when its debuglevel is
     # raised, often globally for troubleshooting; our connections stay silent.
-    debuglevel = property(lambda self: 0, lambda self, value: None)  # type: ignore[assignment]
+    debuglevel = property(lambda self: 0, lambda self, value: None)
 
     def request(self, *args: Any, **kwargs: Any) -> None:
         watch = getattr(_active_watch, "current", None)
@@ -149,7 +153,7 @@ class _QuietHTTPConnection(HTTPConnection):
 
 
 class _QuietHTTPSConnection(HTTPSConnection):
-    debuglevel = property(lambda self: 0, lambda self, value: None)  # type: ignore[assignment]
+    debuglevel = property(lambda self: 0, lambda self, value: None)
     request = _QuietHTTPConnection.request
 
 
@@ -258,7 +262,7 @@ def map_response(
     status: int, text: str, headers: Mapping[str, str], url: str
 ) -> dict[str, Any] | ProfileAPIError:
     """Turn one HTTP answer into the JSON payload, or the error it stands for."""
-    context = {"status": status, "body": text, "url": url}
+    context: _Answer = {"status": status, "body": text, "url": url}
     error_text = ""
     payload: Any = None
     try:
@@ -405,7 +409,14 @@ def _is_loopback(host: str | None) -> bool:
         return False
 
 
-def _checked_ids(user_id: Any, device_id: Any) -> dict[str, str]:
+class _Answer(TypedDict):
+    # What every error made from one HTTP answer carries.
+    status: int
+    body: str
+    url: str
+
+
+def _checked_ids(user_id: object, device_id: object) -> dict[str, str]:
     if user_id is None and device_id is None:
         raise InvalidQueryError(
             "give a user_id or a device_id (or both): the API needs one to know who to look up."
@@ -527,12 +538,13 @@ class ProfileClient:
         rng: random.Random | None = None,
     ) -> None:
         problem = _key_problem(secret_key)
-        self._auth = _ApiKeyAuth(_Secret(secret_key.strip())) if problem is None else None
         # No frame of a raised error may hold the key in a local (verbose tracebacks,
         # error trackers and `pytest -l` print locals), so drop it before anything raises.
-        del secret_key
         if problem is not None:
+            del secret_key
             raise ConfigurationError(problem)
+        self._auth = _ApiKeyAuth(_Secret(secret_key.strip()))
+        del secret_key
         self.base_url = self._check_base_url(base_url)
         if isinstance(timeout, (int, float)) and not isinstance(timeout, bool):
             timeout = (float(timeout), float(timeout))
@@ -541,7 +553,7 @@ class ProfileClient:
         if not isinstance(timeout, tuple) or len(timeout) != 2 or not all(_is_seconds(t) for t in timeout):
             raise ConfigurationError(
                 f"timeout must be positive, finite seconds or (connect, read), got {timeout!r}.")
-        self.timeout = tuple(timeout)
+        self.timeout: tuple[float, float] = (timeout[0], timeout[1])
         for name, value in (("backoff_base", backoff_base), ("backoff_cap", backoff_cap),
                             ("retry_after_cap", retry_after_cap)):
             if not _is_seconds(value, zero=True):
@@ -781,8 +793,8 @@ class ProfileClient:
         self,
         query: ProfileQuery,
         *,
-        user_id: Any = None,
-        device_id: Any = None,
+        user_id: str | None = None,
+        device_id: str | None = None,
         cancel: threading.Event | None = None,
     ) -> tuple[list[dict[str, Any]], int]:
         """The raw bodies for one user (one per ``query.parts()``) and the attempts made.
@@ -840,24 +852,26 @@ class ProfileClient:
             # The org's computation names are not known yet: this user is asked the
             # two-request way, which keeps them apart and teaches the names.
             split = query.split()
-            payloads, _ = self.fetch_payloads(split, **ids)
+            payloads, _ = self.fetch_payloads(split, user_id=ids.get("user_id"),
+                                              device_id=ids.get("device_id"))
             ComputationNames.remember(self.scope, ComputationNames.from_split(payloads))
             return UserProfile.from_payloads(payloads, split)
-        payloads, _ = self.fetch_payloads(query, **ids)
+        payloads, _ = self.fetch_payloads(query, user_id=ids.get("user_id"),
+                                          device_id=ids.get("device_id"))
         return UserProfile.from_payloads(payloads, query, names)
 
     def get_profiles(
         self,
-        ids: Any,
+        ids: Iterable[str],
         query: ProfileQuery | None = None,
         *,
-        id_type: str = "user_id",
+        id_type: IdType = "user_id",
         workers: int = 8,
         progress: bool = True,
-        cache: Any = None,
-        max_age: Any = None,
+        cache: ProfileCache | PathLike | None = None,
+        max_age: float | timedelta | None = None,
         cancel: threading.Event | None = None,
-        on_progress: Callable[..., Any] | None = None,
+        on_progress: ProgressHook | None = None,
         **options: Any,
     ) -> ProfileSet:
         """Fetch many users at this client's rate limit; one outcome per unique id.
@@ -891,7 +905,9 @@ class _BasicAuth(requests.auth.AuthBase):
         self._password = password
 
     def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
-        return requests.auth.HTTPBasicAuth(self._user.reveal(), self._password.reveal())(request)
+        basic = requests.auth.HTTPBasicAuth(self._user.reveal(), self._password.reveal())
+        signed: requests.PreparedRequest = basic(request)  # the stubs type __call__ loosely
+        return signed
 
     def __repr__(self) -> str:
         return "<BasicAuth ***>"

@@ -46,6 +46,7 @@ from .client import (
     KEY_VARIABLE,
     HTTPAnswer,
     HTTPGetter,
+    ProfileClient,
     _is_loopback,
     _Secret,
     api_scope,
@@ -549,10 +550,12 @@ class CohortClient:
             listing = self._cohorts(fresh=fresh)
             by_id = listing[listing["cohort_id"] == cohort]
             if len(by_id):
-                return by_id.iloc[0].to_dict()
+                row: dict[str, Any] = by_id.iloc[0].to_dict()
+                return row
             by_name = listing[listing["name"] == cohort]
             if len(by_name) == 1:
-                return by_name.iloc[0].to_dict()
+                row = by_name.iloc[0].to_dict()
+                return row
             if len(by_name) > 1:
                 raise InvalidQueryError(
                     f"{len(by_name)} cohorts are named {cohort!r}: "
@@ -814,7 +817,7 @@ def connect(**kwargs: Any) -> CohortClient:
     return amptools._shared_sample_server().cohort_client(**kwargs)
 
 
-def for_profile_client(client: Any, **kwargs: Any) -> CohortClient:
+def for_profile_client(client: ProfileClient, **kwargs: Any) -> CohortClient:
     """The CohortClient that goes with a ProfileClient: its sample org's, or from the environment.
 
     Raises

@@ -30,7 +30,10 @@ from __future__ import annotations
 import os
 import sys
 import warnings
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .bulk import ProfileSet  # for annotations only: errors.py imports nothing of ours
 
 __all__ = [
     "AmptoolsError",
@@ -157,7 +160,7 @@ class AuthenticationError(ProfileAPIError):
     ``partial`` holds what a bulk run had fetched before the failure (or None).
     """
 
-    partial: Any = None
+    partial: ProfileSet | None = None
 
 
 class UnknownUserError(ProfileAPIError):
@@ -208,4 +211,4 @@ class FetchCancelled(AmptoolsError):
     ``partial`` holds what a bulk run had fetched before it stopped (or None).
     """
 
-    partial: Any = None
+    partial: ProfileSet | None = None

@@ -250,7 +250,7 @@ class CohortPicker:
         """
         if self.members is None:
             return []
-        ids = self.members["user_id"].dropna().drop_duplicates().tolist()
+        ids: list[str] = self.members["user_id"].dropna().drop_duplicates().tolist()
         if cap is None or cap >= len(ids):
             return ids
         return sample_ids(ids, cap, seed=seed, include=()) if sample else ids[:cap]
@@ -700,6 +700,7 @@ class ExplorerController:
     def _ended(self, job: BulkFetch, on_done: DoneCallback | None) -> None:
         """In the fetch's thread once it ended: the tables, then ``on_done``."""
         try:
+            result: ProfileSet | None
             try:
                 result = job.result()
             except AmptoolsError as error:

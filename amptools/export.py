@@ -69,12 +69,13 @@ import stat
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import date, datetime
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 
 import numpy as np
 import pandas as pd
 
 from . import tables
+from ._types import CohortNamesLike, PathLike, ProfilesLike
 from .errors import AmptoolsWarning, BrazeImportError, PersonalDataError, warn
 
 __all__ = [
@@ -100,7 +101,9 @@ __all__ = [
     "write_atomic",
 ]
 
-PathOrBuffer = str | os.PathLike[str] | IO[str] | IO[bytes]
+PathOrBuffer = PathLike | IO[str] | IO[bytes]
+# to_csv gives back what it was given: a Path for a Path, the stream for a stream.
+_Destination = TypeVar("_Destination", bound=PathOrBuffer)
 
 #: ``DataFrame.attrs`` key that marks a table holding personal data (set by
 #: :func:`marketing_table` with ``include_pii=True``); its files get :data:`PRIVATE_MODE`.
@@ -201,7 +204,7 @@ codecs.register_error(_ENCODE_ERRORS, _replace_unencodable)
 
 @contextlib.contextmanager
 def write_atomic(
-    path: str | os.PathLike[str],
+    path: PathLike,
     *,
     mode: int | None = None,
     binary: bool = False,
@@ -311,12 +314,12 @@ def _value_text(value: Any, excel_safe: bool) -> str:
 
 def to_csv(
     df: pd.DataFrame,
-    path: PathOrBuffer,
+    path: _Destination,
     *,
     excel_safe: bool = True,
     bom: bool = True,
     private: bool | None = None,
-) -> PathOrBuffer:
+) -> _Destination:
     """Write ``df`` as a CSV file that Excel and Google Sheets open safely.
 
     UTF-8 (with a byte-order mark when ``bom``, so Excel detects the encoding),
@@ -381,10 +384,9 @@ def to_csv(
 
     if hasattr(path, "write"):
         if isinstance(path, io.TextIOBase):
-            write(path)  # type: ignore[arg-type]
+            write(path)
         elif isinstance(path, (io.RawIOBase, io.BufferedIOBase)):
-            wrapper = io.TextIOWrapper(path, encoding="utf-8", newline="",  # type: ignore[arg-type]
-                                       errors=_ENCODE_ERRORS)
+            wrapper = io.TextIOWrapper(path, encoding="utf-8", newline="", errors=_ENCODE_ERRORS)
             try:
                 write(wrapper)
                 wrapper.flush()
@@ -397,8 +399,11 @@ def to_csv(
             try:
                 path.write(buffer.getvalue().encode("utf-8", _ENCODE_ERRORS))  # type: ignore[arg-type]
             except TypeError:
-                path.write(buffer.getvalue())  # type: ignore[arg-type]
+                # A text-only writable; its declared type cannot say so.
+                path.write(buffer.getvalue())  # type: ignore[call-overload]
         return path
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"path must be a file path or a writable stream, got {type(path).__name__}.")
     with write_atomic(path, mode=PRIVATE_MODE if _is_private(df, private) else None) as stream:
         write(stream)
     return path
@@ -514,7 +519,7 @@ def _property_column(name: str, taken: Iterable[str]) -> str:
 
 
 def marketing_table(
-    ps: Any,
+    ps: ProfilesLike,
     *,
     rec_id: str | None = None,
     top_n: int = 5,
@@ -522,7 +527,7 @@ def marketing_table(
     props: bool | Sequence[str] = (),
     include_pii: bool = False,
     items_as: str = "columns",
-    names: Any = None,
+    names: CohortNamesLike = None,
 ) -> pd.DataFrame:
     """One row per user for a campaign: top recommendations, cohort flags, properties.
 
@@ -646,7 +651,7 @@ def marketing_table(
 
     # Cohort flags, from the cohort matrix.
     if cohorts is not False:
-        chosen = None if cohorts is True else list(cohorts)  # type: ignore[arg-type]
+        chosen = None if cohorts is True else list(cohorts)
         matrix = tables.cohort_matrix(profiles, cohorts=chosen, names=names)
         headings = [str(name) for name in matrix.columns[2:]]
         if chosen is None:
@@ -994,7 +999,7 @@ def _check_positive(name: str, value: Any, upper: int | None = None) -> None:
 
 def to_braze_csv(
     table: pd.DataFrame,
-    path: str | os.PathLike[str],
+    path: PathLike,
     *,
     external_id: str = "user_id",
     id_type: str = "external_id",
@@ -1111,7 +1116,7 @@ def to_braze_csv(
 
 def to_braze_json(
     table: pd.DataFrame,
-    path: str | os.PathLike[str],
+    path: PathLike,
     *,
     external_id: str = "user_id",
     id_type: str = "external_id",

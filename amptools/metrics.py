@@ -365,11 +365,14 @@ def _comparable(values: pd.Series) -> np.ndarray:
     (free for pandas' ``str`` dtype), with ``pd.NA`` replaced by None so that ``!=``
     stays boolean.
     """
+    result: np.ndarray
     if isinstance(values.dtype, pd.CategoricalDtype):
-        return np.asarray(values.cat.codes)
-    if getattr(values.dtype, "na_value", None) is pd.NA and values.hasnans:
-        return values.to_numpy(dtype=object, na_value=None)
-    return values.to_numpy(dtype=object)
+        result = np.asarray(values.cat.codes)
+    elif getattr(values.dtype, "na_value", None) is pd.NA and values.hasnans:
+        result = values.to_numpy(dtype=object, na_value=None)
+    else:
+        result = values.to_numpy(dtype=object)
+    return result
 
 
 def _run_codes(keys: np.ndarray) -> np.ndarray:
@@ -384,8 +387,9 @@ def _run_codes(keys: np.ndarray) -> np.ndarray:
     starts = np.empty(len(keys), dtype=bool)
     starts[0] = True
     np.not_equal(keys[1:], keys[:-1], out=starts[1:])
-    head_codes = pd.factorize(keys[starts])[0].astype(np.int64, copy=False)
-    return head_codes[np.cumsum(starts) - 1]
+    head_codes: np.ndarray = pd.factorize(keys[starts])[0].astype(np.int64, copy=False)
+    codes: np.ndarray = head_codes[np.cumsum(starts) - 1]
+    return codes
 
 
 def user_codes(frame: pd.DataFrame) -> np.ndarray:
@@ -408,8 +412,9 @@ def user_codes(frame: pd.DataFrame) -> np.ndarray:
     user_head = pd.factorize(user[starts], use_na_sentinel=False)[0].astype(np.int64, copy=False)
     device_head, device_uniques = pd.factorize(device[starts], use_na_sentinel=False)
     head_key = user_head * max(len(device_uniques), 1) + device_head
-    head_codes = pd.factorize(head_key)[0].astype(np.int64, copy=False)
-    return head_codes[np.cumsum(starts) - 1]
+    head_codes: np.ndarray = pd.factorize(head_key)[0].astype(np.int64, copy=False)
+    codes: np.ndarray = head_codes[np.cumsum(starts) - 1]
+    return codes
 
 
 def _sorted_group_codes(frame: pd.DataFrame, by_columns: list[str]) -> tuple[np.ndarray, pd.DataFrame]:

@@ -29,7 +29,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from itertools import repeat
-from typing import Any
+from typing import Any, TypeGuard
 
 from .errors import ResponseFormatError
 from .query import ProfileQuery
@@ -41,7 +41,7 @@ _RECOMMENDATION_FIELDS = frozenset(
 )
 
 
-def _is_mapping(value: Any) -> bool:
+def _is_mapping(value: object) -> TypeGuard[Mapping[str, Any]]:
     """``isinstance(value, Mapping)``, answering plain dicts without the ABC machinery."""
     return type(value) is dict or isinstance(value, Mapping)
 
@@ -149,7 +149,7 @@ class Recommendation:
     extra: Mapping[str, Any] = field(default_factory=dict, hash=False, compare=False, repr=False)
 
     @classmethod
-    def from_json(cls, data: Any, path: str = "recommendations[0]") -> Recommendation:
+    def from_json(cls, data: object, path: str = "recommendations[0]") -> Recommendation:
         if not _is_mapping(data):
             raise _bad(path, f"expected an object, got {type(data).__name__}")
         rec_id = data.get("rec_id")
@@ -244,14 +244,14 @@ class ComputationNames:
             return merged
 
     @classmethod
-    def from_split(cls, payloads: Sequence[Any]) -> ComputationNames:
+    def from_split(cls, payloads: Sequence[object]) -> ComputationNames:
         """The names two bodies of a split query show: properties, then computations."""
         props, comps = (_user_data(p).get("amp_props") for p in payloads)
         return cls(frozenset(comps) if _is_mapping(comps) else frozenset(),
                    frozenset(props) if _is_mapping(props) else frozenset())
 
 
-def read_error(payload: Any, query: ProfileQuery) -> str | None:
+def read_error(payload: object, query: ProfileQuery) -> str | None:
     """Why one body cannot be read as the answer to ``query`` (None when it can)."""
     try:
         UserProfile.from_json(payload, query)
@@ -305,7 +305,7 @@ class UserProfile:
 
     # -- parsing -------------------------------------------------------------------
     @classmethod
-    def from_json(cls, payload: Any, query: ProfileQuery | None = None,
+    def from_json(cls, payload: object, query: ProfileQuery | None = None,
                   names: ComputationNames | None = None) -> UserProfile:
         """Parse one response body.
 
@@ -508,11 +508,11 @@ def _propensities(data: Mapping[str, Any], query: ProfileQuery | None) -> tuple[
         if value is None:
             asked = query is not None and query.asks_propensities
             return () if asked else None
-        pred_id = None
-        kind = None
+        prediction: str | None = None
+        propensity_type: str | None = None
         if query is not None and len(query.predictions) == 1:
-            pred_id, kind = query.predictions[0], query.propensity_type
-        return (Propensity(pred_id, kind, value),)
+            prediction, propensity_type = query.predictions[0], query.propensity_type
+        return (Propensity(prediction, propensity_type, value),)
     if query is not None and query.asks_propensities:
         return ()
     return None

@@ -14,7 +14,6 @@ import csv
 import html
 import json
 import math
-import os
 import re
 from collections.abc import Iterable
 from pathlib import Path
@@ -22,6 +21,7 @@ from pathlib import Path
 import nbformat
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
+from ._types import PathLike
 from .bulk import unique_ids
 from .errors import InvalidQueryError
 from .query import ProfileQuery
@@ -71,12 +71,12 @@ def _parameters(path: Path, ids: list[str], query: ProfileQuery, id_type: str,
 
 
 def build_report(
-    path: str | os.PathLike[str],
+    path: PathLike,
     ids: Iterable[str],
     query: ProfileQuery,
     *,
     title: str | None = None,
-    cache: str | os.PathLike[str] | None = None,
+    cache: PathLike | None = None,
     id_type: str = "user_id",
     sample: bool = False,
     workers: int = 8,
@@ -227,7 +227,7 @@ def build_report(
     return path
 
 
-def execute_report(path: str | os.PathLike[str], *, html: bool = False,
+def execute_report(path: PathLike, *, html: bool = False,
                    timeout: int = 600) -> list[Path]:
     """Run the notebook at ``path`` in place (a real kernel); optionally write HTML beside it.
 

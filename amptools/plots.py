@@ -186,7 +186,7 @@ def _empty_figure(title: str, *, height: int | None, width: int | None) -> go.Fi
 
 def _sorted_values(values: Sequence[Hashable]) -> list[Hashable]:
     try:
-        return sorted(values)
+        return sorted(values)  # type: ignore[type-var]  # mixed types fall to the except below
     except TypeError:
         return list(values)
 
@@ -318,7 +318,7 @@ def item_frequency(
     by = [color] if color else []
     _require_columns(recs, [*NEEDS_RECOMMENDATIONS, *by], "item_frequency")
     group_name = _label(color, labels) if color else None
-    title = title or (f"Top {top_n} items by {group_name.lower()}" if color else f"Top {top_n} items")
+    title = title or (f"Top {top_n} items by {group_name.lower()}" if group_name else f"Top {top_n} items")
     frequency = metrics.item_frequency(recs, by=by or None)
     if frequency.empty:
         return _empty_figure(title, height=height, width=width)
@@ -959,8 +959,9 @@ def _density(values: np.ndarray, grid: np.ndarray) -> np.ndarray:
     half = int(np.ceil(4 * bandwidth / step))
     offsets = np.arange(-half, half + 1) * step
     kernel = np.exp(-0.5 * (offsets / bandwidth) ** 2)
-    smooth = np.convolve(counts, kernel, mode="full")[half:half + len(grid)]
-    return smooth / (smooth.sum() * step)
+    smooth: np.ndarray = np.convolve(counts, kernel, mode="full")[half:half + len(grid)]
+    density: np.ndarray = smooth / (smooth.sum() * step)
+    return density
 
 
 def _distribution_traces(frame: pd.DataFrame, kind: Kind, nbins: int, value_name: str, group_name: str,

@@ -36,7 +36,7 @@ _SURROGATE = re.compile("[\ud800-\udfff]")
 _NOT_COMPUTATION_IDS = {"all", "true", "false", "none", "*", "yes", "no"}
 
 
-def validate_id(value: Any, name: str = "user_id") -> str:
+def validate_id(value: object, name: str = "user_id") -> str:
     """Return ``value`` as an id string, or raise :class:`InvalidQueryError`.
 
     Ids may hold any characters (they are URL-encoded when sent), but must be

@@ -49,6 +49,7 @@ from pandas.api.types import infer_dtype
 
 from .errors import InvalidQueryError
 from .models import UserProfile
+from ._types import CohortNamesLike, ProfilesLike
 from .query import ID_TYPES, STATUSES, ProfileQuery
 
 __all__ = [
@@ -199,7 +200,7 @@ _PROFILE_TYPE = frozenset({UserProfile})
 
 
 # -- input ---------------------------------------------------------------------------
-def as_profiles(data: Any, *, query: ProfileQuery | None = None) -> list[UserProfile]:
+def as_profiles(data: ProfilesLike, *, query: ProfileQuery | None = None) -> list[UserProfile]:
     """Turn any accepted input into a new list of profiles, in input order.
 
     Parameters
@@ -388,7 +389,7 @@ def _recommendation_frame(profiles: Sequence[UserProfile]) -> tuple[pd.DataFrame
     return _frame(columns, RECOMMENDATION_COLUMNS, RECOMMENDATION_DTYPES), rows
 
 
-def recommendations(data: Any, *, query: ProfileQuery | None = None) -> pd.DataFrame:
+def recommendations(data: ProfilesLike, *, query: ProfileQuery | None = None) -> pd.DataFrame:
     """One row per (user, recommendation set, item): the long recommendations table.
 
     Parameters
@@ -535,7 +536,7 @@ def _unique_name(name: str, taken: set[str], prefix: str) -> str:
 
 
 def properties(
-    data: Any,
+    data: ProfilesLike,
     *,
     parse_dates: bool = False,
     strip_gp: bool = False,
@@ -649,7 +650,7 @@ def cohort_names(source: Any) -> dict[str, str]:
             if k is not None and v is not None and not pd.isna(v) and str(v).strip()}
 
 
-def cohort_labels(ids: Iterable[str], names: Any) -> dict[str, str]:
+def cohort_labels(ids: Iterable[str], names: CohortNamesLike) -> dict[str, str]:
     """What to show for each cohort id: its name, ``name (id)`` when names repeat, else the id.
 
     Parameters
@@ -670,7 +671,7 @@ def cohort_labels(ids: Iterable[str], names: Any) -> dict[str, str]:
     return {i: f"{n} ({i})" if n in repeated and n != i else n for i, n in shown.items()}
 
 
-def cohorts(data: Any, *, names: Any = None, query: ProfileQuery | None = None) -> pd.DataFrame:
+def cohorts(data: ProfilesLike, *, names: CohortNamesLike = None, query: ProfileQuery | None = None) -> pd.DataFrame:
     """One row per (user, cohort the user is in).
 
     Parameters
@@ -700,10 +701,10 @@ def cohorts(data: Any, *, names: Any = None, query: ProfileQuery | None = None) 
 
 
 def cohort_matrix(
-    data: Any,
+    data: ProfilesLike,
     *,
     cohorts: Sequence[str] | None = None,
-    names: Any = None,
+    names: CohortNamesLike = None,
     query: ProfileQuery | None = None,
 ) -> pd.DataFrame:
     """One row per user, one flag column per cohort.
@@ -763,7 +764,7 @@ def cohort_matrix(
 
 
 # -- computations ----------------------------------------------------------------------------
-def computations(data: Any, *, query: ProfileQuery | None = None) -> pd.DataFrame:
+def computations(data: ProfilesLike, *, query: ProfileQuery | None = None) -> pd.DataFrame:
     """One row per (user, computation): the computed user properties.
 
     Only ``profile.computations`` is read, never ``amp_props``: user properties
@@ -827,7 +828,8 @@ def _to_float(values: np.ndarray) -> np.ndarray:
     if not len(values):
         return np.empty(0, dtype=np.float64)
     try:
-        return pd.to_numeric(values, errors="coerce").astype(np.float64, copy=False)
+        numbers: np.ndarray = pd.to_numeric(values, errors="coerce").astype(np.float64, copy=False)
+        return numbers
     except (TypeError, ValueError):
         out = np.full(len(values), np.nan)
         for i, value in enumerate(values):
@@ -839,7 +841,7 @@ def _to_float(values: np.ndarray) -> np.ndarray:
 
 
 # -- propensities ----------------------------------------------------------------------------
-def propensities(data: Any, *, query: ProfileQuery | None = None) -> pd.DataFrame:
+def propensities(data: ProfilesLike, *, query: ProfileQuery | None = None) -> pd.DataFrame:
     """One row per (user, prediction): propensity scores or percentiles.
 
     Parameters
@@ -876,7 +878,7 @@ def propensities(data: Any, *, query: ProfileQuery | None = None) -> pd.DataFram
 
 
 # -- summary -----------------------------------------------------------------------------------
-def summary(data: Any, *, query: ProfileQuery | None = None) -> pd.DataFrame:
+def summary(data: ProfilesLike, *, query: ProfileQuery | None = None) -> pd.DataFrame:
     """One row per user: what came back, how much, and whether the fetch worked.
 
     Parameters
@@ -978,6 +980,7 @@ def summary(data: Any, *, query: ProfileQuery | None = None) -> pd.DataFrame:
         elif name == "n_computations_null":
             out[name] = integer(nulls, no_comps)
         else:
+            assert key is not None  # the two counts without a key are the branches above
             _, counts, missing = flattened[key]
             out[name] = integer(counts, missing)
     # in_control: True when any set says True; <NA> when no set says either.

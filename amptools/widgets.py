@@ -30,6 +30,7 @@ from .explorer import TEST_USER, ChartOption, CohortPicker, ExplorerController, 
 from .query import ProfileQuery
 
 if TYPE_CHECKING:
+    import pandas as pd
     import plotly.graph_objects as go
 
     from .client import ProfileClient
@@ -832,7 +833,7 @@ class ProfileExplorer(widgets.VBox):
         if result is not None:
             self._prefill_template(result.query)
 
-    def preview(self) -> Any:
+    def preview(self) -> pd.DataFrame | None:
         """Render the template for every fetched user; show and return the previews."""
         try:
             previews = self.controller.preview_messages(self.preview_template.value)

@@ -36,7 +36,7 @@ import json
 import math
 import unicodedata
 from bisect import bisect_right
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
 from itertools import accumulate
@@ -93,7 +93,8 @@ def load_definition(path: str | Path | None = None) -> dict[str, Any]:
         The parsed definition.
     """
     with open(path or ORG_DEFINITION_PATH, encoding="utf-8") as handle:
-        return json.load(handle)
+        definition: dict[str, Any] = json.load(handle)
+    return definition
 
 
 def _flag(params: Mapping[str, str], name: str) -> bool:
@@ -142,7 +143,7 @@ class _User:
 class _IdSequence(Sequence[str]):
     """A lazy, read-only sequence of ids computed from the index."""
 
-    def __init__(self, length: int, make: Any) -> None:
+    def __init__(self, length: int, make: Callable[[int], str]) -> None:
         self._length = length
         self._make = make
 

@@ -234,6 +234,8 @@ class _Handler(BaseHTTPRequestHandler):
     server_version = "amptools-sample"
     timeout = 30
     server: _HTTPServer
+    # Filled by BaseHTTPRequestHandler.send_header; typeshed leaves the private list out.
+    _headers_buffer: list[bytes]
 
     def version_string(self) -> str:
         return self.server_version
@@ -452,6 +454,8 @@ class SampleServer:
         if self._httpd is None:
             raise RuntimeError("the sample server is not running; call start() first")
         host, port = self._httpd.server_address[:2]
+        if isinstance(host, bytes):  # never for an IPv4 server; typeshed allows it
+            host = host.decode()
         return f"http://{host}:{port}"
 
     @property
