@@ -160,6 +160,20 @@ def deprecated_arguments(*formerly_positional: str, **renamed: str) -> Callable[
     return decorate
 
 
+def shared_docs(**pieces: str) -> Callable[[_Callable], _Callable]:
+    """Fill a docstring's ``{name}`` placeholders with pieces written once (seaborn's way).
+
+    Put it below :func:`deprecated_arguments`, which copies the docstring it finds.
+    """
+
+    def decorate(function: _Callable) -> _Callable:
+        if function.__doc__:
+            function.__doc__ = function.__doc__.format(**pieces)
+        return function
+
+    return decorate
+
+
 # ----------------------------------------------------------------------------------
 # list metrics
 # ----------------------------------------------------------------------------------
@@ -173,6 +187,29 @@ def _distinct(items: Iterable[Hashable], k: int | None = None) -> list[Hashable]
         _check_k(k)
         result = result[:k]
     return result
+
+
+def _top_sets(a: Iterable[Hashable], b: Iterable[Hashable], k: int | None) -> tuple[set[Hashable], set[Hashable]]:
+    """The distinct items of two lists (of their top ``k`` with ``k``) as two sets."""
+    return set(_distinct(a, k)), set(_distinct(b, k))
+
+
+_RECS_BY_DOCS = """recs : DataFrame
+        The recommendations table; needs ``user_id``, ``device_id``, ``rank``,
+        ``item`` and the ``by`` column."""
+
+# what jaccard() and overlap() take and give, written once
+_SET_SIMILARITY_DOCS = """Parameters
+    ----------
+    a, b : iterable of hashable
+        Two recommendation lists, best first.  Duplicates are ignored.
+    k : int, optional
+        Compare only the top ``k`` distinct items of each list.
+
+    Returns
+    -------
+    float
+        In [0, 1]; 1.0 for two empty lists, 0.0 when exactly one is empty."""
 
 
 def _check_k(k: int | None) -> None:
@@ -189,28 +226,20 @@ def _check_p(p: float) -> None:
 
 
 @deprecated_arguments("k")
+@shared_docs(set_similarity=_SET_SIMILARITY_DOCS)
 def jaccard(a: Iterable[Hashable], b: Iterable[Hashable], *, k: int | None = None) -> float:
     """Jaccard similarity of two lists taken as sets: ``|A ∩ B| / |A ∪ B|``.
 
-    Parameters
-    ----------
-    a, b : iterable of hashable
-        Two recommendation lists, best first.  Duplicates are ignored.
-    k : int, optional
-        Compare only the top ``k`` distinct items of each list.
-
-    Returns
-    -------
-    float
-        In [0, 1]; 1.0 for two empty lists, 0.0 when exactly one is empty.
+    {set_similarity}
     """
-    set_a, set_b = set(_distinct(a, k)), set(_distinct(b, k))
+    set_a, set_b = _top_sets(a, b, k)
     if not set_a and not set_b:
         return 1.0
     return len(set_a & set_b) / len(set_a | set_b)
 
 
 @deprecated_arguments("k")
+@shared_docs(set_similarity=_SET_SIMILARITY_DOCS)
 def overlap(a: Iterable[Hashable], b: Iterable[Hashable], *, k: int | None = None) -> float:
     """Overlap coefficient of two lists: ``|A ∩ B| / min(|A|, |B|)``.
 
@@ -220,19 +249,9 @@ def overlap(a: Iterable[Hashable], b: Iterable[Hashable], *, k: int | None = Non
     shorter list is not penalised for being short: ``overlap(["a"], ["a", "b"])`` is
     1.0 because everything the shorter list holds is in the other one.
 
-    Parameters
-    ----------
-    a, b : iterable of hashable
-        Two recommendation lists, best first.  Duplicates are ignored.
-    k : int, optional
-        Compare only the top ``k`` distinct items of each list.
-
-    Returns
-    -------
-    float
-        In [0, 1]; 1.0 for two empty lists, 0.0 when exactly one is empty.
+    {set_similarity}
     """
-    set_a, set_b = set(_distinct(a, k)), set(_distinct(b, k))
+    set_a, set_b = _top_sets(a, b, k)
     if not set_a and not set_b:
         return 1.0
     if not set_a or not set_b:
@@ -728,6 +747,7 @@ def _mean_similarities(lists: _Lists, counts: np.ndarray, metric: Metric, p: flo
 
 
 @deprecated_arguments("by", "metric")
+@shared_docs(recs=_RECS_BY_DOCS)
 def overlap_matrix(
     recs: pd.DataFrame,
     *,
@@ -751,12 +771,10 @@ def overlap_matrix(
 
     Parameters
     ----------
-    recs : DataFrame
-        The recommendations table; needs ``user_id``, ``device_id``, ``rank``,
-        ``item`` and the ``by`` column.
+    {recs}
     by : str, default "rec_id"
         Column whose values are the groups to compare.
-    metric : {"jaccard", "overlap", "rbo"}
+    metric : {{"jaccard", "overlap", "rbo"}}
         Per-user similarity, see :func:`jaccard`, :func:`overlap`, :func:`rbo`.
     k : int, optional
         For jaccard and overlap: compare only the top ``k`` ranks of each list.
@@ -796,6 +814,7 @@ def overlap_matrix(
     return result
 
 
+@shared_docs(recs=_RECS_BY_DOCS)
 def overlap_counts(recs: pd.DataFrame, *, by: str = "rec_id") -> pd.DataFrame:
     """Users with a list in both groups, for every pair of groups of ``by``.
 
@@ -804,9 +823,7 @@ def overlap_counts(recs: pd.DataFrame, *, by: str = "rec_id") -> pd.DataFrame:
 
     Parameters
     ----------
-    recs : DataFrame
-        The recommendations table; needs ``user_id``, ``device_id``, ``rank``,
-        ``item`` and the ``by`` column.
+    {recs}
     by : str, default "rec_id"
         Column whose values are the groups.
 
