@@ -160,20 +160,6 @@ def deprecated_arguments(*formerly_positional: str, **renamed: str) -> Callable[
     return decorate
 
 
-def shared_docs(**pieces: str) -> Callable[[_Callable], _Callable]:
-    """Fill a docstring's ``{name}`` placeholders with pieces written once (seaborn's way).
-
-    Put it below :func:`deprecated_arguments`, which copies the docstring it finds.
-    """
-
-    def decorate(function: _Callable) -> _Callable:
-        if function.__doc__:
-            function.__doc__ = function.__doc__.format(**pieces)
-        return function
-
-    return decorate
-
-
 # ----------------------------------------------------------------------------------
 # list metrics
 # ----------------------------------------------------------------------------------
@@ -226,7 +212,7 @@ def _check_p(p: float) -> None:
 
 
 @deprecated_arguments("k")
-@shared_docs(set_similarity=_SET_SIMILARITY_DOCS)
+@tables.shared_docs(set_similarity=_SET_SIMILARITY_DOCS)
 def jaccard(a: Iterable[Hashable], b: Iterable[Hashable], *, k: int | None = None) -> float:
     """Jaccard similarity of two lists taken as sets: ``|A ∩ B| / |A ∪ B|``.
 
@@ -239,7 +225,7 @@ def jaccard(a: Iterable[Hashable], b: Iterable[Hashable], *, k: int | None = Non
 
 
 @deprecated_arguments("k")
-@shared_docs(set_similarity=_SET_SIMILARITY_DOCS)
+@tables.shared_docs(set_similarity=_SET_SIMILARITY_DOCS)
 def overlap(a: Iterable[Hashable], b: Iterable[Hashable], *, k: int | None = None) -> float:
     """Overlap coefficient of two lists: ``|A ∩ B| / min(|A|, |B|)``.
 
@@ -747,7 +733,7 @@ def _mean_similarities(lists: _Lists, counts: np.ndarray, metric: Metric, p: flo
 
 
 @deprecated_arguments("by", "metric")
-@shared_docs(recs=_RECS_BY_DOCS)
+@tables.shared_docs(recs=_RECS_BY_DOCS)
 def overlap_matrix(
     recs: pd.DataFrame,
     *,
@@ -814,7 +800,7 @@ def overlap_matrix(
     return result
 
 
-@shared_docs(recs=_RECS_BY_DOCS)
+@tables.shared_docs(recs=_RECS_BY_DOCS)
 def overlap_counts(recs: pd.DataFrame, *, by: str = "rec_id") -> pd.DataFrame:
     """Users with a list in both groups, for every pair of groups of ``by``.
 

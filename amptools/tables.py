@@ -38,10 +38,10 @@ tuple or dict). Long tables cannot show the difference (both give no rows), so
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping, Sequence, Sized
+from collections.abc import Callable, Iterable, Mapping, Sequence, Sized
 from itertools import chain, repeat
 from operator import attrgetter, is_, methodcaller
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -197,6 +197,40 @@ _ISO_DATE = re.compile(
 
 
 _PROFILE_TYPE = frozenset({UserProfile})
+
+
+_Documented = TypeVar("_Documented", bound=Callable[..., Any])
+
+
+def shared_docs(**pieces: str) -> Callable[[_Documented], _Documented]:
+    """Fill a docstring's ``{name}`` placeholders with pieces written once (seaborn's way).
+
+    Shared with :mod:`amptools.metrics` and :mod:`amptools.plots`.  Put it below
+    ``metrics.deprecated_arguments``, which copies the docstring it finds.
+    """
+
+    def decorate(function: _Documented) -> _Documented:
+        if function.__doc__:
+            function.__doc__ = function.__doc__.format(**pieces)
+        return function
+
+    return decorate
+
+
+# What every table function takes, written once.
+_DATA_DOCS = """data : ProfileSet, list of UserProfile, or list of response dicts
+        The profiles (see :func:`as_profiles`)."""
+_QUERY_DOCS = """query : ProfileQuery, optional
+        Used only to parse raw response dicts."""
+_RETURNS_DOCS = """Returns
+    -------
+    pandas.DataFrame"""
+_TABLE_DOCS = shared_docs(
+    data=_DATA_DOCS,
+    query=_QUERY_DOCS,
+    parameters=f"Parameters\n    ----------\n    {_DATA_DOCS}\n    {_QUERY_DOCS}",  # of a table of data and query only
+    returns=_RETURNS_DOCS,
+)
 
 
 # -- input ---------------------------------------------------------------------------
@@ -389,19 +423,13 @@ def _recommendation_frame(profiles: Sequence[UserProfile]) -> tuple[pd.DataFrame
     return _frame(columns, RECOMMENDATION_COLUMNS, RECOMMENDATION_DTYPES), rows
 
 
+@_TABLE_DOCS
 def recommendations(data: ProfilesLike, *, query: ProfileQuery | None = None) -> pd.DataFrame:
     """One row per (user, recommendation set, item): the long recommendations table.
 
-    Parameters
-    ----------
-    data : ProfileSet, list of UserProfile, or list of response dicts
-        The profiles (see :func:`as_profiles`).
-    query : ProfileQuery, optional
-        Used only to parse raw response dicts.
+    {parameters}
 
-    Returns
-    -------
-    pandas.DataFrame
+    {returns}
         Columns (:data:`RECOMMENDATION_COLUMNS`), with dtypes:
 
         - ``user_id``, ``device_id`` : str
@@ -535,6 +563,7 @@ def _unique_name(name: str, taken: set[str], prefix: str) -> str:
     return candidate
 
 
+@_TABLE_DOCS
 def properties(
     data: ProfilesLike,
     *,
@@ -549,8 +578,7 @@ def properties(
 
     Parameters
     ----------
-    data : ProfileSet, list of UserProfile, or list of response dicts
-        The profiles (see :func:`as_profiles`).
+    {data}
     parse_dates : bool, default False
         Turn text columns whose every value is an ISO 8601 date or timestamp
         (``"2020-01-13"``, ``"2021-03-24T10:00:00Z"``) into ``datetime64[us, UTC]``;
@@ -562,12 +590,9 @@ def properties(
         and ``gp:x`` exist for some user, or ``gp:user_id``), the ``gp:`` column
         keeps its full name, so no two properties are ever merged and no value is
         lost.
-    query : ProfileQuery, optional
-        Used only to parse raw response dicts.
+    {query}
 
-    Returns
-    -------
-    pandas.DataFrame
+    {returns}
         ``user_id``, ``device_id`` (str), then one column per property in order of
         first appearance. A property named ``user_id`` or ``device_id`` becomes
         ``property:user_id`` / ``property:device_id``. Column dtypes follow the
@@ -671,21 +696,18 @@ def cohort_labels(ids: Iterable[str], names: CohortNamesLike) -> dict[str, str]:
     return {i: f"{n} ({i})" if n in repeated and n != i else n for i, n in shown.items()}
 
 
+@_TABLE_DOCS
 def cohorts(data: ProfilesLike, *, names: CohortNamesLike = None, query: ProfileQuery | None = None) -> pd.DataFrame:
     """One row per (user, cohort the user is in).
 
     Parameters
     ----------
-    data : ProfileSet, list of UserProfile, or list of response dicts
-        The profiles (see :func:`as_profiles`).
+    {data}
     names : cohort list, mapping or CohortClient, optional
         Adds ``cohort_name`` (see :func:`cohort_names`); ids without a name keep the id.
-    query : ProfileQuery, optional
-        Used only to parse raw response dicts.
+    {query}
 
-    Returns
-    -------
-    pandas.DataFrame
+    {returns}
         Columns (:data:`COHORT_COLUMNS`): ``user_id``, ``device_id`` (str),
         ``cohort_id`` (category), and with ``names=`` also ``cohort_name``
         (category; :data:`COHORT_NAMED_COLUMNS`). Users in no cohort, or not
@@ -700,6 +722,7 @@ def cohorts(data: ProfilesLike, *, names: CohortNamesLike = None, query: Profile
     return frame
 
 
+@_TABLE_DOCS
 def cohort_matrix(
     data: ProfilesLike,
     *,
@@ -711,8 +734,7 @@ def cohort_matrix(
 
     Parameters
     ----------
-    data : ProfileSet, list of UserProfile, or list of response dicts
-        The profiles (see :func:`as_profiles`).
+    {data}
     cohorts : sequence of str, optional
         The cohort columns, in this order (cohorts no user is in give all-False
         columns). Default: every cohort seen, sorted. With ``names=`` these may be
@@ -720,12 +742,9 @@ def cohort_matrix(
     names : cohort list, mapping or CohortClient, optional
         Columns are headed by cohort names (see :func:`cohort_names`) instead of
         ids; a repeated name becomes ``name (id)``, an id without a name stays.
-    query : ProfileQuery, optional
-        Used only to parse raw response dicts.
+    {query}
 
-    Returns
-    -------
-    pandas.DataFrame
+    {returns}
         ``user_id``, ``device_id`` (str), then one ``boolean`` column per cohort:
         True when the user is in it, False when not, ``<NA>`` when the user's
         cohorts were not asked for. A cohort named ``user_id`` or ``device_id``
@@ -764,6 +783,7 @@ def cohort_matrix(
 
 
 # -- computations ----------------------------------------------------------------------------
+@_TABLE_DOCS
 def computations(data: ProfilesLike, *, query: ProfileQuery | None = None) -> pd.DataFrame:
     """One row per (user, computation): the computed user properties.
 
@@ -772,15 +792,12 @@ def computations(data: ProfilesLike, *, query: ProfileQuery | None = None) -> pd
 
     Parameters
     ----------
-    data : ProfileSet, list of UserProfile, or list of response dicts
-        The profiles (see :func:`as_profiles`). Raw dicts need ``query`` for their
-        computations to be recognised (the API merges them into ``amp_props``).
-    query : ProfileQuery, optional
-        Used only to parse raw response dicts.
+    {data}
+        Raw dicts need ``query`` for their computations to be recognised (the
+        API merges them into ``amp_props``).
+    {query}
 
-    Returns
-    -------
-    pandas.DataFrame
+    {returns}
         Columns (:data:`COMPUTATION_COLUMNS`):
 
         - ``user_id``, ``device_id`` : str
@@ -841,19 +858,14 @@ def _to_float(values: np.ndarray) -> np.ndarray:
 
 
 # -- propensities ----------------------------------------------------------------------------
+@_TABLE_DOCS
 def propensities(data: ProfilesLike, *, query: ProfileQuery | None = None) -> pd.DataFrame:
     """One row per (user, prediction): propensity scores or percentiles.
 
-    Parameters
-    ----------
-    data : ProfileSet, list of UserProfile, or list of response dicts
-        The profiles (see :func:`as_profiles`).
-    query : ProfileQuery, optional
-        Used only to parse raw response dicts (it names a lone ``propensity``).
+    {parameters}
+        The query also names a lone ``propensity``.
 
-    Returns
-    -------
-    pandas.DataFrame
+    {returns}
         Columns (:data:`PROPENSITY_COLUMNS`):
 
         - ``user_id``, ``device_id`` : str
@@ -878,21 +890,18 @@ def propensities(data: ProfilesLike, *, query: ProfileQuery | None = None) -> pd
 
 
 # -- summary -----------------------------------------------------------------------------------
+@_TABLE_DOCS
 def summary(data: ProfilesLike, *, query: ProfileQuery | None = None) -> pd.DataFrame:
     """One row per user: what came back, how much, and whether the fetch worked.
 
     Parameters
     ----------
-    data : ProfileSet, list of UserProfile, or list of response dicts
-        The profiles (see :func:`as_profiles`). When ``data`` has a ``failures``
-        DataFrame (a ``ProfileSet``), its users are listed too, after the
-        profiles, with their status.
-    query : ProfileQuery, optional
-        Used only to parse raw response dicts.
+    {data}
+        When ``data`` has a ``failures`` DataFrame (a ``ProfileSet``), its users
+        are listed too, after the profiles, with their status.
+    {query}
 
-    Returns
-    -------
-    pandas.DataFrame
+    {returns}
         Columns (:data:`SUMMARY_COLUMNS`):
 
         - ``user_id``, ``device_id`` : str
