@@ -25,7 +25,7 @@ import functools
 import math
 import sys
 import threading
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from itertools import repeat
@@ -71,11 +71,16 @@ _EARLIEST = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _LATEST = datetime(2200, 1, 1, tzinfo=timezone.utc)
 
 
+def _refuse_boolean(value: Any, path: str, expected: str) -> None:
+    # bool is an int in Python: without this, JSON true would read as 1
+    if isinstance(value, bool):
+        raise _bad(path, f"expected {expected}, got a boolean")
+
+
 def _timestamp(value: Any, path: str) -> datetime | None:
     if value is None:
         return None
-    if isinstance(value, bool):
-        raise _bad(path, "expected Unix seconds, got a boolean")
+    _refuse_boolean(value, path, "Unix seconds")
     if isinstance(value, (int, float)):
         try:
             if not math.isfinite(value):
@@ -119,8 +124,7 @@ def _optional_bool(value: Any, path: str) -> bool | None:
 def _number(value: Any, path: str) -> float | None:
     if value is None:
         return None
-    if isinstance(value, bool):
-        raise _bad(path, "expected a number, got a boolean")
+    _refuse_boolean(value, path, "a number")
     if isinstance(value, (int, float)):
         return float(value)
     if isinstance(value, str):
@@ -471,16 +475,22 @@ def _split_computations(
     return dict(amp_props), None
 
 
+def _objects_in(value: object, name: str) -> Iterator[tuple[str, Mapping[str, Any]]]:
+    """Each object of the list ``userData.<name>`` with its path; anything else is an error."""
+    if not isinstance(value, list):
+        raise _bad(f"userData.{name}", f"expected a list, got {type(value).__name__}")
+    for i, entry in enumerate(value):
+        path = f"userData.{name}[{i}]"
+        if not isinstance(entry, Mapping):
+            raise _bad(path, f"expected an object, got {type(entry).__name__}")
+        yield path, entry
+
+
 def _propensities(data: Mapping[str, Any], query: ProfileQuery | None) -> tuple[Propensity, ...] | None:
     listed = data.get("propensities")
     if listed is not None:
-        if not isinstance(listed, list):
-            raise _bad("userData.propensities", f"expected a list, got {type(listed).__name__}")
         out = []
-        for i, entry in enumerate(listed):
-            path = f"userData.propensities[{i}]"
-            if not isinstance(entry, Mapping):
-                raise _bad(path, f"expected an object, got {type(entry).__name__}")
+        for path, entry in _objects_in(listed, "propensities"):
             out.append(
                 Propensity(
                     prediction_id=_optional_text(entry.get("pred_id"), f"{path}.pred_id"),
@@ -491,13 +501,8 @@ def _propensities(data: Mapping[str, Any], query: ProfileQuery | None) -> tuple[
         return tuple(out)
     predictions = data.get("predictions")
     if predictions is not None:
-        if not isinstance(predictions, list):
-            raise _bad("userData.predictions", f"expected a list, got {type(predictions).__name__}")
         out = []
-        for i, entry in enumerate(predictions):
-            path = f"userData.predictions[{i}]"
-            if not isinstance(entry, Mapping):
-                raise _bad(path, f"expected an object, got {type(entry).__name__}")
+        for path, entry in _objects_in(predictions, "predictions"):
             pred_id = _optional_text(entry.get("pred_id", entry.get("name")), f"{path}.pred_id")
             for key, kind in (("probability", "score"), ("percentile", "pct")):
                 if entry.get(key) is not None:
