@@ -998,12 +998,9 @@ def _check_positive(name: str, value: Any, upper: int | None = None) -> None:
 
 
 def to_braze_csv(
-    table: pd.DataFrame,
-    path: PathLike,
+    table: pd.DataFrame, path: PathLike,
     *,
-    external_id: str = "user_id",
-    id_type: str = "external_id",
-    alias_label: str | None = None,
+    external_id: str = "user_id", id_type: str = "external_id", alias_label: str | None = None,
     max_bytes: int = BRAZE_MAX_BYTES,
     private: bool | None = None,
 ) -> list[Path]:
@@ -1115,12 +1112,9 @@ def to_braze_csv(
 
 
 def to_braze_json(
-    table: pd.DataFrame,
-    path: PathLike,
+    table: pd.DataFrame, path: PathLike,
     *,
-    external_id: str = "user_id",
-    id_type: str = "external_id",
-    alias_label: str | None = None,
+    external_id: str = "user_id", id_type: str = "external_id", alias_label: str | None = None,
     batch: int = BRAZE_MAX_BATCH,
     private: bool | None = None,
 ) -> Path:

@@ -67,6 +67,16 @@ def fresh_server():
         yield server
 
 
+@pytest.fixture
+def umask_022():
+    """The common umask 022 for the test, so a file's mode shows what amptools chose."""
+    old = os.umask(0o022)
+    try:
+        yield
+    finally:
+        os.umask(old)
+
+
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     """Say in one line when the browser test was skipped and why (``make test`` hides skip reasons)."""
     reasons = {report.longrepr[2].removeprefix("Skipped: ")

@@ -370,15 +370,6 @@ def test_json_keeps_types(tmp_path: Path) -> None:
     assert "score" not in objects[1] and "flag" not in objects[1] and "when" not in objects[1]
 
 
-@pytest.fixture
-def umask_022():
-    old = os.umask(0o022)
-    try:
-        yield
-    finally:
-        os.umask(old)
-
-
 def test_braze_files_with_personal_data_are_private(tmp_path: Path, umask_022: None) -> None:
     users = [{"userData": {"user_id": "a", "device_id": "d", "amp_props": {"email": "a@example.com"}}}]
     with_pii = marketing_table(users, props=["email"], include_pii=True, cohorts=False)

@@ -340,15 +340,6 @@ def test_to_csv_failing_at_the_end_leaves_no_half_file(tmp_path: Path, monkeypat
     assert [p.name for p in tmp_path.iterdir()] == ["marketing.csv"]
 
 
-@pytest.fixture
-def umask_022():
-    old = os.umask(0o022)
-    try:
-        yield
-    finally:
-        os.umask(old)
-
-
 def mode_of(path: Path) -> int:
     return stat.S_IMODE(path.stat().st_mode)
 
