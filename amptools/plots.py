@@ -221,16 +221,8 @@ def _ordered_lists(sub: pd.DataFrame, by: str) -> dict[Hashable, list[Hashable]]
 
 @_shared_docs
 def rec_overlap_heatmap(
-    recs: pd.DataFrame,
-    *,
-    by: str = "rec_id",
-    metric: metrics.Metric = "jaccard",
-    k: int | None = None,
-    p: float = 0.9,
-    labels: Mapping[Hashable, str] | None = None,
-    title: str | None = None,
-    height: int | None = None,
-    width: int | None = None,
+    recs: pd.DataFrame, *, by: str = "rec_id", metric: metrics.Metric = "jaccard", k: int | None = None, p: float = 0.9,
+    labels: Mapping[Hashable, str] | None = None, title: str | None = None, height: int | None = None, width: int | None = None,
 ) -> go.Figure:
     """Heatmap of the mean similarity between recommendation sets (or models).
 
@@ -288,14 +280,8 @@ def rec_overlap_heatmap(
 
 @_shared_docs
 def item_frequency(
-    recs: pd.DataFrame,
-    *,
-    color: str | None = "rec_id",
-    top_n: int = 10,
-    labels: Mapping[Hashable, str] | None = None,
-    title: str | None = None,
-    height: int | None = None,
-    width: int | None = None,
+    recs: pd.DataFrame, *, color: str | None = "rec_id", top_n: int = 10,
+    labels: Mapping[Hashable, str] | None = None, title: str | None = None, height: int | None = None, width: int | None = None,
 ) -> go.Figure:
     """Horizontal bars: the most recommended items, grouped by set or model.
 
@@ -352,14 +338,8 @@ def item_frequency(
 
 @_shared_docs
 def control_vs_treatment(
-    recs: pd.DataFrame,
-    *,
-    facet_col: str = "rec_id",
-    top_n: int = 10,
-    labels: Mapping[Hashable, str] | None = None,
-    title: str | None = None,
-    height: int | None = None,
-    width: int | None = None,
+    recs: pd.DataFrame, *, facet_col: str = "rec_id", top_n: int = 10,
+    labels: Mapping[Hashable, str] | None = None, title: str | None = None, height: int | None = None, width: int | None = None,
 ) -> go.Figure:
     """What control users see next to what treatment users see, per rec set.
 
@@ -411,15 +391,8 @@ def control_vs_treatment(
 
 @_shared_docs
 def user_lists(
-    recs: pd.DataFrame,
-    *,
-    user_id: str,
-    device_id: str | None = None,
-    by: str = "rec_id",
-    labels: Mapping[Hashable, str] | None = None,
-    title: str | None = None,
-    height: int | None = None,
-    width: int | None = None,
+    recs: pd.DataFrame, *, user_id: str, device_id: str | None = None, by: str = "rec_id",
+    labels: Mapping[Hashable, str] | None = None, title: str | None = None, height: int | None = None, width: int | None = None,
 ) -> go.Figure:
     """One user's lists side by side, items at their rank, shared items marked.
 
@@ -470,17 +443,8 @@ def user_lists(
 
 @_shared_docs
 def rank_comparison(
-    recs: pd.DataFrame,
-    *,
-    user_id: str,
-    left: Hashable,
-    right: Hashable,
-    device_id: str | None = None,
-    by: str = "rec_id",
-    labels: Mapping[Hashable, str] | None = None,
-    title: str | None = None,
-    height: int | None = None,
-    width: int | None = None,
+    recs: pd.DataFrame, *, user_id: str, left: Hashable, right: Hashable, device_id: str | None = None, by: str = "rec_id",
+    labels: Mapping[Hashable, str] | None = None, title: str | None = None, height: int | None = None, width: int | None = None,
 ) -> go.Figure:
     """Slope chart of one user's two lists: shared items joined across ranks.
 
@@ -536,14 +500,8 @@ def rank_comparison(
 
 @_shared_docs
 def long_tail(
-    recs: pd.DataFrame,
-    *,
-    color: str | None = "recommendation_source",
-    max_points: int = 500,
-    labels: Mapping[Hashable, str] | None = None,
-    title: str | None = None,
-    height: int | None = None,
-    width: int | None = None,
+    recs: pd.DataFrame, *, color: str | None = "recommendation_source", max_points: int = 500,
+    labels: Mapping[Hashable, str] | None = None, title: str | None = None, height: int | None = None, width: int | None = None,
 ) -> go.Figure:
     """Long-tail curves: share of recommendations taken by the top x % of items.
 
@@ -654,17 +612,25 @@ def _cohort_order(matrix: np.ndarray, names: list[Hashable], max_cohorts: int | 
     return matrix[:, order], [names[i] for i in order], sizes[order]
 
 
+def _largest_cohorts(
+    cohorts: pd.DataFrame, labels: Mapping[Hashable, str] | None, names: object, max_cohorts: int | None, function: str,
+) -> tuple[Mapping[Hashable, str] | None, pd.DataFrame, np.ndarray, list[Hashable], np.ndarray]:
+    """What every cohort figure starts from.
+
+    Returns ``labels`` with the cohorts' names added, the user keys (one row per user
+    with any cohort), and the users × cohorts matrix, the cohorts' ids and their sizes,
+    cut to the ``max_cohorts`` largest cohorts, largest first.
+    """
+    named = _named(labels, names, cohorts)
+    matrix, cohort_ids, users = _membership(cohorts, function)
+    return (named, users, *_cohort_order(matrix, cohort_ids, max_cohorts))
+
+
 @_shared_docs
 @metrics.deprecated_arguments(top_n="max_cohorts")
 def cohort_sizes(
-    cohorts: pd.DataFrame,
-    *,
-    max_cohorts: int | None = None,
-    names: object = None,
-    labels: Mapping[Hashable, str] | None = None,
-    title: str | None = None,
-    height: int | None = None,
-    width: int | None = None,
+    cohorts: pd.DataFrame, *, max_cohorts: int | None = None, names: object = None,
+    labels: Mapping[Hashable, str] | None = None, title: str | None = None, height: int | None = None, width: int | None = None,
 ) -> go.Figure:
     """Bar chart of users per cohort, largest first, with the share of all users.
 
@@ -678,10 +644,8 @@ def cohort_sizes(
 
     {returns}
     """
-    labels = _named(labels, names, cohorts)
-    matrix, names, users = _membership(cohorts, "cohort_sizes")
+    labels, users, matrix, names, sizes = _largest_cohorts(cohorts, labels, names, max_cohorts, "cohort_sizes")
     n_users = len(users)
-    matrix, names, sizes = _cohort_order(matrix, names, max_cohorts)
     shown = f"{len(names)} largest cohorts" if max_cohorts is not None and len(names) == max_cohorts else "Cohort sizes"
     title = title or f"{shown} ({n_users:,} users with any cohort)"
     if not names:
@@ -699,16 +663,8 @@ def cohort_sizes(
 @_shared_docs
 @metrics.deprecated_arguments(top_n="max_cohorts")
 def cohort_heatmap(
-    cohorts: pd.DataFrame,
-    *,
-    max_users: int = 500,
-    max_cohorts: int | None = 50,
-    seed: int = 0,
-    names: object = None,
-    labels: Mapping[Hashable, str] | None = None,
-    title: str | None = None,
-    height: int | None = None,
-    width: int | None = None,
+    cohorts: pd.DataFrame, *, max_users: int = 500, max_cohorts: int | None = 50, seed: int = 0, names: object = None,
+    labels: Mapping[Hashable, str] | None = None, title: str | None = None, height: int | None = None, width: int | None = None,
 ) -> go.Figure:
     """Membership heatmap: users (rows) × cohorts (columns), sorted so structure shows.
 
@@ -731,9 +687,7 @@ def cohort_heatmap(
 
     {returns}
     """
-    labels = _named(labels, names, cohorts)
-    matrix, names, users = _membership(cohorts, "cohort_heatmap")
-    matrix, names, _ = _cohort_order(matrix, names, max_cohorts)
+    labels, users, matrix, names, _ = _largest_cohorts(cohorts, labels, names, max_cohorts, "cohort_heatmap")
     n_users = len(users)
     sampled = n_users > max_users
     title = title or (f"Cohort membership of a random sample of {max_users:,} of {n_users:,} users (seed {seed})"
@@ -761,14 +715,8 @@ def cohort_heatmap(
 @_shared_docs
 @metrics.deprecated_arguments(top_n="max_cohorts")
 def cohort_overlap(
-    cohorts: pd.DataFrame,
-    *,
-    max_cohorts: int | None = 30,
-    names: object = None,
-    labels: Mapping[Hashable, str] | None = None,
-    title: str | None = None,
-    height: int | None = None,
-    width: int | None = None,
+    cohorts: pd.DataFrame, *, max_cohorts: int | None = 30, names: object = None,
+    labels: Mapping[Hashable, str] | None = None, title: str | None = None, height: int | None = None, width: int | None = None,
 ) -> go.Figure:
     """Heatmap of the Jaccard similarity between cohorts' member sets.
 
@@ -782,9 +730,7 @@ def cohort_overlap(
 
     {returns}
     """
-    labels = _named(labels, names, cohorts)
-    matrix, names, _ = _membership(cohorts, "cohort_overlap")
-    matrix, names, sizes = _cohort_order(matrix, names, max_cohorts)
+    labels, _, matrix, names, sizes = _largest_cohorts(cohorts, labels, names, max_cohorts, "cohort_overlap")
     title = title or ("Overlap between cohorts (Jaccard similarity of members)" if max_cohorts is None or len(names) < max_cohorts
                       else f"Overlap between the {len(names)} largest cohorts (Jaccard similarity of members)")
     if not names:
@@ -808,15 +754,8 @@ def cohort_overlap(
 @_shared_docs
 @metrics.deprecated_arguments(top_n="max_intersections")
 def cohort_upset(
-    cohorts: pd.DataFrame,
-    *,
-    max_intersections: int = 15,
-    max_cohorts: int = 10,
-    names: object = None,
-    labels: Mapping[Hashable, str] | None = None,
-    title: str | None = None,
-    height: int | None = None,
-    width: int | None = None,
+    cohorts: pd.DataFrame, *, max_intersections: int = 15, max_cohorts: int = 10, names: object = None,
+    labels: Mapping[Hashable, str] | None = None, title: str | None = None, height: int | None = None, width: int | None = None,
 ) -> go.Figure:
     """UpSet-style chart of cohort intersections.
 
@@ -838,9 +777,7 @@ def cohort_upset(
 
     {returns}
     """
-    labels = _named(labels, names, cohorts)
-    matrix, names, _ = _membership(cohorts, "cohort_upset")
-    matrix, names, sizes = _cohort_order(matrix, names, max_cohorts)
+    labels, _, matrix, names, sizes = _largest_cohorts(cohorts, labels, names, max_cohorts, "cohort_upset")
     title = title or f"Top {max_intersections} cohort intersections" + (f" among the {len(names)} largest cohorts" if len(names) == max_cohorts else "")
     matrix = matrix[matrix.any(axis=1)]
     if not len(matrix):
@@ -1035,18 +972,10 @@ def _split_note(group_name: str | None, left_out: int, max_groups: int) -> str:
 
 @_shared_docs
 def computation_distribution(
-    computations: pd.DataFrame,
-    *,
-    computation: str,
-    groups: pd.DataFrame | None = None,
-    color: str | None = None,
-    kind: Kind = "histogram",
-    nbins: int = 40,
-    max_groups: int = 10,
-    labels: Mapping[Hashable, str] | None = None,
-    title: str | None = None,
-    height: int | None = None,
-    width: int | None = None,
+    computations: pd.DataFrame, *, computation: str,
+    groups: pd.DataFrame | None = None, color: str | None = None, max_groups: int = 10,
+    kind: Kind = "histogram", nbins: int = 40,
+    labels: Mapping[Hashable, str] | None = None, title: str | None = None, height: int | None = None, width: int | None = None,
 ) -> go.Figure:
     """Distribution of one computed property, split by cohort or by control/treatment.
 
@@ -1080,20 +1009,15 @@ def computation_distribution(
 
 @_shared_docs
 def propensity_distribution(
-    propensities: pd.DataFrame,
-    *,
-    prediction_id: str | Sequence[str] | None = None,
-    groups: pd.DataFrame | None = None,
-    color: str | None = None,
-    kind: Kind = "histogram",
-    nbins: int = 40,
-    max_groups: int = 10,
-    labels: Mapping[Hashable, str] | None = None,
-    title: str | None = None,
-    height: int | None = None,
-    width: int | None = None,
+    propensities: pd.DataFrame, *, prediction_id: str | Sequence[str] | None = None,
+    groups: pd.DataFrame | None = None, color: str | None = None, max_groups: int = 10,
+    kind: Kind = "histogram", nbins: int = 40,
+    labels: Mapping[Hashable, str] | None = None, title: str | None = None, height: int | None = None, width: int | None = None,
 ) -> go.Figure:
     """Propensity distributions by cohort (or control/treatment), one panel per prediction.
+
+    Scores (0–1) and percentiles (0–100) get panels of their own, and histogram bins
+    span the whole scale, so panels and groups compare at a glance.
 
     Parameters
     ----------
@@ -1132,19 +1056,10 @@ def propensity_distribution(
 
 @_shared_docs
 def computation_scatter(
-    computations: pd.DataFrame,
-    *,
-    x: str,
-    y: str,
-    groups: pd.DataFrame | None = None,
-    color: str | None = None,
-    max_groups: int = 10,
-    max_points: int = 10_000,
-    seed: int = 0,
-    labels: Mapping[Hashable, str] | None = None,
-    title: str | None = None,
-    height: int | None = None,
-    width: int | None = None,
+    computations: pd.DataFrame, *, x: str, y: str,
+    groups: pd.DataFrame | None = None, color: str | None = None, max_groups: int = 10,
+    max_points: int = 10_000, seed: int = 0,
+    labels: Mapping[Hashable, str] | None = None, title: str | None = None, height: int | None = None, width: int | None = None,
 ) -> go.Figure:
     """Scatter of two computed properties per user, coloured by cohort (WebGL).
 
@@ -1205,13 +1120,8 @@ NEEDS_CALL_PLAN: tuple[str, ...] = ("minute", "api_calls", "other_calls", "cache
 
 @_shared_docs
 def call_plan(
-    plan: pd.DataFrame,
-    *,
-    limit: int | None = None,
-    labels: Mapping[Hashable, str] | None = None,
-    title: str | None = None,
-    height: int | None = None,
-    width: int | None = None,
+    plan: pd.DataFrame, *, limit: int | None = None,
+    labels: Mapping[Hashable, str] | None = None, title: str | None = None, height: int | None = None, width: int | None = None,
 ) -> go.Figure:
     """Profile API calls per minute of a Braze send, against the org limit.
 
