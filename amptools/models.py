@@ -71,16 +71,16 @@ _EARLIEST = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _LATEST = datetime(2200, 1, 1, tzinfo=timezone.utc)
 
 
-def _refuse_boolean(value: Any, path: str, expected: str) -> None:
-    # bool is an int in Python: without this, JSON true would read as 1
+def _given(value: Any, path: str, expected: str) -> bool:
+    """False for a missing value (None); a boolean is an error, not the int Python takes it for."""
     if isinstance(value, bool):
         raise _bad(path, f"expected {expected}, got a boolean")
+    return value is not None
 
 
 def _timestamp(value: Any, path: str) -> datetime | None:
-    if value is None:
+    if not _given(value, path, "Unix seconds"):
         return None
-    _refuse_boolean(value, path, "Unix seconds")
     if isinstance(value, (int, float)):
         try:
             if not math.isfinite(value):
@@ -122,9 +122,8 @@ def _optional_bool(value: Any, path: str) -> bool | None:
 
 
 def _number(value: Any, path: str) -> float | None:
-    if value is None:
+    if not _given(value, path, "a number"):
         return None
-    _refuse_boolean(value, path, "a number")
     if isinstance(value, (int, float)):
         return float(value)
     if isinstance(value, str):

@@ -292,24 +292,14 @@ def as_profiles(data: ProfilesLike, *, query: ProfileQuery | None = None) -> lis
 # field over all profiles, then numpy repeats and takes. No per-row Python
 # objects are created for the long tables, which keeps both time and the number
 # of objects the garbage collector must walk down.
-_USER_ID = attrgetter("user_id")
-_DEVICE_ID = attrgetter("device_id")
-_RECOMMENDATIONS = attrgetter("recommendations")
-_AMP_PROPS = attrgetter("amp_props")
-_COMPUTATIONS = attrgetter("computations")
+# One getter per model field, made once, grouped by the model it reads.
+_USER_ID, _DEVICE_ID, _RECOMMENDATIONS, _AMP_PROPS, _COMPUTATIONS, _COHORT_IDS, _PROPENSITIES = map(
+    attrgetter, ("user_id", "device_id", "recommendations", "amp_props", "computations", "cohort_ids", "propensities"))
+_ITEMS, _IS_CONTROL, _LAST_UPDATED, _REC_ID, _CHILD_REC_ID, _RECOMMENDATION_SOURCE = map(
+    attrgetter, ("items", "is_control", "last_updated", "rec_id", "child_rec_id", "recommendation_source"))
+_PREDICTION_ID, _PROPENSITY_TYPE, _VALUE = map(attrgetter, ("prediction_id", "propensity_type", "value"))
 _VALUES = methodcaller("values")
 _NONE_TYPE = type(None)
-_ITEMS = attrgetter("items")
-_IS_CONTROL = attrgetter("is_control")
-_LAST_UPDATED = attrgetter("last_updated")
-_REC_ID = attrgetter("rec_id")
-_CHILD_REC_ID = attrgetter("child_rec_id")
-_RECOMMENDATION_SOURCE = attrgetter("recommendation_source")
-_COHORT_IDS = attrgetter("cohort_ids")
-_PROPENSITIES = attrgetter("propensities")
-_PREDICTION_ID = attrgetter("prediction_id")
-_PROPENSITY_TYPE = attrgetter("propensity_type")
-_VALUE = attrgetter("value")
 
 
 def _objects(values: Iterable[Any], count: int | None = None) -> np.ndarray:
