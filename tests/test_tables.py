@@ -639,69 +639,62 @@ def test_slotted_models_pickle_compare_and_tabulate_like_before() -> None:
     pd.testing.assert_frame_equal(tables.summary(again), tables.summary(profiles))
 
 
-# -- properties against the previous (scatter-grid) implementation --------------------------
+# -- properties against their documented rules, worked out value by value --------------------
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
-from pandas.api.types import infer_dtype  # noqa: E402
+
+
+def _missing_value(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and value != value)
+
+
+def _expected_column(values: list[Any], parse_dates: bool) -> Any:
+    """The column ``tables.properties`` documents for one property, worked out value by
+    value from the values' Python types (``values``: one per user, None where the
+    user lacks the key), not with the implementation's steps."""
+    present = [v for v in values if not _missing_value(v)]
+    types = {type(v) for v in present}
+    if types == {bool}:
+        return pd.array([None if _missing_value(v) else v for v in values], dtype="boolean")
+    if types == {int} and all(-(2**63) <= v < 2**63 for v in present):
+        return pd.array([None if _missing_value(v) else v for v in values], dtype="Int64")
+    if types and types <= {int, float} and types != {int}:
+        return np.array([np.nan if _missing_value(v) else float(v) for v in values], dtype=np.float64)
+    if types == {str}:
+        if parse_dates:
+            # The date check reads the values in order and fails on a NaN it reaches.
+            first_other = next((v for v in values if v is not None and v not in _DATES), None)
+            if isinstance(first_other, float):
+                raise TypeError("a NaN among dates")
+            if first_other is None:
+                return pd.to_datetime(pd.Series(values, dtype=object), utc=True, format="ISO8601").dt.as_unit("us").array
+        return pd.array(values, dtype="str")
+    exactly = np.empty(len(values), dtype=object)  # all null, big ints, mixed or nested: as sent
+    exactly[:] = values
+    return exactly
 
 
 def _reference_properties(profiles: list[UserProfile], parse_dates: bool, strip_gp: bool) -> pd.DataFrame:
-    """``tables.properties`` as it was before it used pandas' dict-list path: a grid
-    with None where a key is missing, typed column by column."""
-    rows = [p.amp_props or None for p in profiles]
-    keys = [k for r in rows if r for k in r]
-    values = [v for r in rows if r for v in r.values()]
-    users = [i for i, r in enumerate(rows) if r for _ in r]
-    codes, uniques = pd.factorize(np.array(keys, dtype=object), sort=False)
-    grid = np.full((len(uniques), len(rows)), None, dtype=object)
-    flat = np.empty(len(values), dtype=object)
-    flat[:] = values
-    grid[codes, np.array(users, dtype=np.int64)] = flat
-
-    def typed(array: np.ndarray) -> Any:
-        kind = infer_dtype(array, skipna=True)
-        if kind in ("boolean", "integer", "floating", "mixed-integer-float"):
-            missing = pd.isna(array)
-            present = array[~missing]
-            if kind == "boolean":
-                data = np.zeros(len(array), dtype=bool)
-                data[~missing] = present.astype(bool)
-                return pd.arrays.BooleanArray(data, missing)
-            if kind == "integer":
-                try:
-                    data = np.zeros(len(array), dtype=np.int64)
-                    data[~missing] = present.astype(np.int64)
-                except (OverflowError, TypeError, ValueError):
-                    return array.copy()
-                return pd.arrays.IntegerArray(data, missing)
-            data = np.full(len(array), np.nan)
-            data[~missing] = present.astype(np.float64)
-            return data
-        if kind == "string":
-            if parse_dates and all(v is None or tables._ISO_DATE.match(v) for v in array.tolist()):
-                try:
-                    parsed = pd.to_datetime(pd.Series(array), utc=True, format="ISO8601")
-                except (ValueError, OverflowError):
-                    pass
-                else:
-                    return parsed.dt.as_unit("us").array
-            return pd.array(array, dtype="str")
-        return array.copy()
-
-    columns = tables._id_columns(profiles)
-    names = uniques.tolist()
-    taken = set(tables.ID_COLUMNS) | set(names)
-    for code, name in enumerate(names):
+    """``tables.properties`` as its docstring describes it, computed one property at a time."""
+    rows = [p.amp_props or {} for p in profiles]
+    names = list(dict.fromkeys(k for r in rows for k in r))
+    columns: dict[str, Any] = {
+        "user_id": pd.array([p.user_id for p in profiles], dtype=tables.ID_DTYPE),
+        "device_id": pd.array([p.device_id for p in profiles], dtype=tables.ID_DTYPE),
+    }
+    taken = {"user_id", "device_id", *names}
+    for name in names:
         label = name
         if strip_gp and name.startswith("gp:") and name[3:] and name[3:] not in taken:
-            label = name[3:]
+            label = name[3:]  # stripped only when that name is free
             taken.add(label)
-        if label in tables.ID_COLUMNS:
-            label = tables._unique_name("property:" + label, taken, "property:")
+        if label in ("user_id", "device_id"):
+            label = "property:" + label
+            while label in taken:  # another property has that name too
+                label = "property:" + label
             taken.add(label)
-        columns[label] = typed(grid[code])
-    frame = pd.DataFrame(columns, copy=False)
-    return frame.astype({"user_id": "str", "device_id": "str"}) if not profiles else frame
+        columns[label] = _expected_column([r.get(name) for r in rows], parse_dates)
+    return pd.DataFrame(columns, copy=False)
 
 
 def _same_value(a: Any, b: Any) -> bool:
@@ -759,7 +752,7 @@ def _property_profiles(draw: Any) -> list[UserProfile]:
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(profiles=_property_profiles(), parse_dates=st.booleans(), strip_gp=st.booleans())
-def test_properties_match_previous_implementation(
+def test_properties_follow_the_documented_rules(
     profiles: list[UserProfile], parse_dates: bool, strip_gp: bool
 ) -> None:
     before = copy.deepcopy([p.amp_props for p in profiles])
