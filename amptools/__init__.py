@@ -74,7 +74,9 @@ __all__ = [
     "UserProfile",
     "__version__",
     "braze",
+    "budget",
     "bulk",
+    "cache",
     "cohorts",
     "connect",
     "export",
@@ -88,8 +90,8 @@ __all__ = [
 
 # Submodules load on first use: `import amptools` stays fast, and ipywidgets or
 # plotly are imported only by those who use the explorer or the figures.
-_SUBMODULES = frozenset({"braze", "bulk", "cohorts", "export", "metrics", "notebooks", "plots", "sample",
-                         "tables", "widgets"})
+_SUBMODULES = frozenset({"braze", "budget", "bulk", "cache", "cohorts", "export", "metrics", "notebooks",
+                         "plots", "sample", "tables", "widgets"})
 
 
 # Names whose module needs requests (the client) or pandas (bulk) load on first use too,

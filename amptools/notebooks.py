@@ -37,7 +37,7 @@ DEMO_QUERY = ProfileQuery(
 KERNELSPEC = {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}
 
 
-def markdown_text(text: str) -> str:
+def _markdown_text(text: str) -> str:
     """``text`` shown literally in a Markdown cell: no HTML tag, link or emphasis survives.
 
     Titles and ids come from users (a rec id, a ``--title``); in a report's HTML an
@@ -136,8 +136,8 @@ def build_report(
 
     cells = [
         new_markdown_cell(
-            f"# {markdown_text(title)}\n\nThis report fetches {len(ids):,} users' profiles from the "
-            f"Amplitude User Profile API — {markdown_text(', '.join(asked)) or 'ids only'} — and "
+            f"# {_markdown_text(title)}\n\nThis report fetches {len(ids):,} users' profiles from the "
+            f"Amplitude User Profile API — {_markdown_text(', '.join(asked)) or 'ids only'} — and "
             "turns them into tables "
             "and figures. Re-run it top to bottom (Run → Run All Cells) to refresh it; with a "
             "cache, users already fetched are not asked for again."
