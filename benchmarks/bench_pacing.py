@@ -26,18 +26,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from amptools.ratelimit import most_in_window  # noqa: E402
 from amptools.sample import SampleServer  # noqa: E402
-
-
-def max_in_sliding_window(times: list[float], window: float) -> int:
-    """The most arrivals in any half-open window [t, t + window) (also shorter ones)."""
-    times = sorted(times)
-    best = start = 0
-    for end, moment in enumerate(times):
-        while times[start] <= moment - window:
-            start += 1
-        best = max(best, end - start + 1)
-    return best
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -62,8 +52,8 @@ def main(argv: list[str] | None = None) -> int:
     throttled = sum(a.status == 429 for a in arrivals)
     span = max(times) - min(times)
     share = (len(times) - 1) / span / (args.limit / args.window) if span > 0 else 1.0
-    peak = max_in_sliding_window(times, args.window)
-    tenth = max_in_sliding_window(times, args.window / 10)
+    peak = most_in_window(times, args.window)
+    tenth = most_in_window(times, args.window / 10)
     goals = {
         "window": peak <= args.limit,
         "throttles": throttled == 0,

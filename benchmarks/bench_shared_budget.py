@@ -29,8 +29,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from amptools.ratelimit import most_in_window  # noqa: E402
 from amptools.sample import SampleServer  # noqa: E402
-from bench_pacing import max_in_sliding_window  # noqa: E402
 
 CHILD = """
 import sys
@@ -77,7 +77,7 @@ def run(server: SampleServer, args: argparse.Namespace, *, shared: bool) -> dict
     return {
         "requests": len(arrivals),
         "throttled": sum(a.status == 429 for a in arrivals),
-        "peak": max_in_sliding_window(times, args.window),
+        "peak": most_in_window(times, args.window),
         "share": (len(times) - 1) / span / (args.limit / args.window) if span > 0 else 1.0,
         "seconds": span,
     }

@@ -15,7 +15,7 @@ import pytest
 from amptools import budget
 from amptools.budget import BudgetStore, SharedBudget, budget_path, open_store
 from amptools.errors import FetchCancelled
-from amptools.ratelimit import DECREASE, RateLimiter
+from amptools.ratelimit import DECREASE, RateLimiter, most_in_window
 from amptools.sample import SampleServer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -31,16 +31,6 @@ class FakeClock:
 
     def sleep(self, seconds: float) -> None:
         self.now += max(seconds, 0.0)
-
-
-def max_in_span(times: list[float], span: float) -> int:
-    times = sorted(times)
-    best = start = 0
-    for end, moment in enumerate(times):
-        while times[start] <= moment - span:
-            start += 1
-        best = max(best, end - start + 1)
-    return best
 
 
 # -- where the file lives --------------------------------------------------------------------
@@ -73,7 +63,7 @@ def test_two_limiters_of_one_scope_share_window_and_pace(tmp_path: Path) -> None
         limiter = a if i % 3 else b
         with limiter.permit():
             grants.append(clock.now)
-    assert max_in_span(grants, 1.0) <= 20  # one window between them, not 20 each
+    assert most_in_window(grants, 1.0) <= 20  # one window between them, not 20 each
     assert 199 / (grants[-1] - grants[0]) >= 0.97 * 20  # and together the full pace
     assert a.in_window() == b.in_window() > 0
     assert other.in_window() == 0  # another scope is another budget
@@ -162,8 +152,8 @@ def test_two_processes_never_exceed_a_shared_limit() -> None:
     assert [line.split()[0] for line in outputs] == ["60", "60"]
     assert len(arrivals) == 120
     assert sum(a.status == 429 for a in arrivals) == 0
-    assert max_in_span([a.time for a in arrivals], period) <= limit
-    assert max_in_span([a.time for a in arrivals], period / 10) <= limit // 5
+    assert most_in_window([a.time for a in arrivals], period) <= limit
+    assert most_in_window([a.time for a in arrivals], period / 10) <= limit // 5
 
 
 @pytest.mark.slow
