@@ -118,14 +118,19 @@ def test_burst_bound_and_pace_for_any_number_of_workers(workers: int, latency: f
         assert 2999 / (grants[-1] - grants[0]) >= 0.97 * limit / period
 
 
+def next_grant_after_release(limiter: RateLimiter, clock: FakeClock, released_at: float) -> float:
+    """Take a permit, give it back at ``released_at``, take another: when that one is granted."""
+    limiter.acquire()
+    clock.now = released_at
+    limiter.release()
+    limiter.acquire()
+    return clock.now
+
+
 def test_completion_time_counts_not_send_time() -> None:
     # A request counts until `period` after it completes: a slow answer delays the next.
     limiter, clock = make(1, 60.0)
-    limiter.acquire()
-    clock.now = 10.0  # the answer takes 10 s
-    limiter.release()
-    limiter.acquire()
-    assert clock.now == pytest.approx(70.0)
+    assert next_grant_after_release(limiter, clock, 10.0) == pytest.approx(70.0)  # the answer took 10 s
 
 
 def test_in_flight_requests_count() -> None:
@@ -253,11 +258,7 @@ def test_float_edge_of_the_window_regression() -> None:
     # floats while 0.2 + 1.0 - 1.2 == 0.0, so the expired entry stayed counted and a
     # second request was granted at 1.2 in the same window as the first.
     limiter, clock = make(1, 1.0)
-    limiter.acquire()
-    clock.now = 0.2
-    limiter.release()
-    limiter.acquire()
-    assert clock.now == pytest.approx(1.2)
+    assert next_grant_after_release(limiter, clock, 0.2) == pytest.approx(1.2)
     limiter.release()
     limiter.acquire()
     assert clock.now == pytest.approx(2.2)
