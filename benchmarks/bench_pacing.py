@@ -19,25 +19,16 @@ share of ``limit / window``. (A bursting limiter was once measured against the s
 
 from __future__ import annotations
 
-import argparse
-import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from amptools.ratelimit import most_in_window  # noqa: E402
-from amptools.sample import SampleServer  # noqa: E402
+from _common import parse_options
+from amptools.ratelimit import most_in_window
+from amptools.sample import SampleServer
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--limit", type=int, default=100)
-    parser.add_argument("--window", type=float, default=2.0)
-    parser.add_argument("--workers", type=int, default=16)
-    parser.add_argument("--users", type=int, default=1000)
-    parser.add_argument("--latency", type=float, default=0.0, help="seconds per request")
-    args = parser.parse_args(argv)
+    args = parse_options(__doc__, argv, limit=100, window=2.0, workers=16, users=1000,
+                         latency=(0.0, "seconds per request"))
 
     with SampleServer(rate_limit=args.limit, window=args.window, latency=args.latency,
                       n_users=max(args.users + 1, 2000)) as server:

@@ -24,13 +24,10 @@ import os
 import subprocess
 import sys
 import tempfile
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from amptools.ratelimit import most_in_window  # noqa: E402
-from amptools.sample import SampleServer  # noqa: E402
+from _common import ROOT, parse_options
+from amptools.ratelimit import most_in_window
+from amptools.sample import SampleServer
 
 CHILD = """
 import sys
@@ -84,12 +81,7 @@ def run(server: SampleServer, args: argparse.Namespace, *, shared: bool) -> dict
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--limit", type=int, default=100)
-    parser.add_argument("--window", type=float, default=2.0)
-    parser.add_argument("--users", type=int, default=300, help="ids per process")
-    parser.add_argument("--workers", type=int, default=8)
-    args = parser.parse_args(argv)
+    args = parse_options(__doc__, argv, limit=100, window=2.0, users=(300, "ids per process"), workers=8)
 
     with tempfile.TemporaryDirectory() as cache_dir:
         os.environ["AMPTOOLS_CACHE_DIR"] = cache_dir
