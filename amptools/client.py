@@ -53,6 +53,7 @@ from .errors import (
     TransportError,
     UnknownUserError,
     warn,
+    whole_number,
 )
 from .models import ComputationNames, UserProfile
 from .query import IdType, ProfileQuery, validate_id
@@ -592,14 +593,8 @@ class ProfileClient(_KeyHolder):
         self.deadline = float(sum(self.timeout)) if deadline is None else deadline
         if not _is_seconds(self.deadline):
             raise ConfigurationError(f"deadline must be positive, finite seconds, got {deadline!r}.")
-        if isinstance(max_response_bytes, bool) or not isinstance(max_response_bytes, int) \
-                or max_response_bytes < 1024:
-            raise ConfigurationError(
-                f"max_response_bytes must be a whole number ≥ 1024, got {max_response_bytes!r}.")
-        self.max_response_bytes = max_response_bytes
-        if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
-            raise ConfigurationError(f"max_retries must be a whole number ≥ 0, got {max_retries!r}.")
-        self.max_retries = max_retries
+        self.max_response_bytes = whole_number("max_response_bytes", max_response_bytes, minimum=1024)
+        self.max_retries = whole_number("max_retries", max_retries, minimum=0)
         self.limiter = RateLimiter(rate_limit, rate_period, clock=clock, sleep=sleep,
                                    ledger=self._shared_ledger(shared_budget and clock is time.monotonic))
         self.backoff_base = backoff_base

@@ -58,7 +58,7 @@ from .client import (
 # The four errors used throughout are imported by name; the leaves met once or twice
 # (mostly in map_cohort_response) are spelled errors.X.
 from . import errors
-from .errors import ConfigurationError, InvalidQueryError, ProfileAPIError, ResponseFormatError
+from .errors import ConfigurationError, InvalidQueryError, ProfileAPIError, ResponseFormatError, whole_number
 
 __all__ = [
     "API_KEY_VARIABLE",
@@ -411,11 +411,9 @@ class CohortClient(_KeyHolder):
             timeout = (float(timeout), float(timeout))
         if len(timeout) != 2 or not all(t > 0 for t in timeout):
             raise ConfigurationError(f"timeout must be positive seconds or (connect, read), got {timeout!r}.")
-        if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
-            raise ConfigurationError(f"max_retries must be a whole number ≥ 0, got {max_retries!r}.")
         self._http = HTTPGetter(*secrets, timeout=(float(timeout[0]), float(timeout[1])))
         self._scope = api_scope(self.base_url, secrets[0].reveal() + ":" + secrets[1].reveal())
-        self.max_retries = max_retries
+        self.max_retries = whole_number("max_retries", max_retries, minimum=0)
         self.poll_base = poll_base
         self.poll_cap = poll_cap
         self.listing_max_age = listing_max_age
