@@ -14,25 +14,10 @@ import sys
 import threading
 from typing import TYPE_CHECKING, Any
 
-from .errors import (
-    AmptoolsError,
-    AmptoolsWarning,
-    AuthenticationError,
-    BrazeImportError,
-    CacheError,
-    ConfigurationError,
-    FetchCancelled,
-    InvalidQueryError,
-    NotFoundError,
-    PersonalDataError,
-    ProfileAPIError,
-    RedirectError,
-    ResponseFormatError,
-    ServerError,
-    ThrottledError,
-    TransportError,
-    UnknownUserError,
-)
+# The whole exception tree is public: errors.__all__ is its one list. (A star import,
+# unlike a computed list, also tells type checkers the names are exported.)
+from .errors import *  # noqa: F403
+from .errors import __all__ as _ERROR_NAMES
 from .models import ComputationNames, Propensity, Recommendation, UserProfile
 from .query import ProfileQuery
 from .ratelimit import Quota
@@ -45,32 +30,15 @@ if TYPE_CHECKING:
 __version__ = "0.1.0"
 
 __all__ = [
-    "AmptoolsError",
-    "AmptoolsWarning",
-    "AuthenticationError",
-    "BrazeImportError",
-    "CacheError",
     "ComputationNames",
-    "ConfigurationError",
     "DEFAULT_BASE_URL",
     "ExposureWarning",
-    "FetchCancelled",
-    "InvalidQueryError",
-    "NotFoundError",
-    "PersonalDataError",
-    "ProfileAPIError",
     "ProfileClient",
     "ProfileQuery",
     "ProfileSet",
     "Propensity",
     "Quota",
     "Recommendation",
-    "RedirectError",
-    "ResponseFormatError",
-    "ServerError",
-    "ThrottledError",
-    "TransportError",
-    "UnknownUserError",
     "UserProfile",
     "__version__",
     "braze",
@@ -87,6 +55,8 @@ __all__ = [
     "tables",
     "widgets",
 ]
+__all__ += _ERROR_NAMES
+__all__.sort()
 
 # Submodules load on first use: `import amptools` stays fast, and ipywidgets or
 # plotly are imported only by those who use the explorer or the figures.

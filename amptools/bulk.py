@@ -93,6 +93,7 @@ from .errors import (
     ProfileAPIError,
     UnknownUserError,
     warn,
+    whole_number,
 )
 from .models import ComputationNames, UserProfile, read_error
 from .query import ID_TYPES, STATUSES, IdType, ProfileQuery, validate_id
@@ -697,8 +698,7 @@ class _Run:
     ) -> None:
         if id_type not in ID_TYPES:
             raise InvalidQueryError(f"id_type must be one of {', '.join(ID_TYPES)}, got {id_type!r}.")
-        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-            raise ConfigurationError(f"workers must be a whole number ≥ 1, got {workers!r}.")
+        workers = whole_number("workers", workers, minimum=1)
         if on_progress is not None and not callable(on_progress):
             raise ConfigurationError("on_progress must be a callable (done, total, counts).")
         self.client = client

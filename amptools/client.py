@@ -53,6 +53,7 @@ from .errors import (
     TransportError,
     UnknownUserError,
     warn,
+    whole_number,
 )
 from .models import ComputationNames, UserProfile
 from .query import IdType, ProfileQuery, validate_id
@@ -169,6 +170,35 @@ class _QuietAdapter(HTTPAdapter):
     def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
         super().init_poolmanager(*args, **kwargs)
         self.poolmanager.pool_classes_by_scheme = {"http": _QuietHTTPPool, "https": _QuietHTTPSPool}
+
+
+def _thread_session(local: threading.local, *, pool_connections: int, pool_maxsize: int) -> requests.Session:
+    """This thread's session, kept in ``local`` and made on first use.
+
+    One session per thread: requests does not promise a Session is thread-safe. It
+    never retries by itself (our loops do, with backoff) and sends amptools' User-Agent.
+    """
+    session: requests.Session | None = getattr(local, "session", None)
+    if session is None:
+        session = requests.Session()
+        adapter = _QuietAdapter(pool_connections=pool_connections, pool_maxsize=pool_maxsize, max_retries=0)
+        session.mount("http://", adapter)
+        session.mount("https://", adapter)
+        session.headers["User-Agent"] = "amptools/0.1 (+python-requests)"
+        local.session = session
+    return session
+
+
+class _KeyHolder:
+    """Base of the clients, which hold keys: a pickle would carry them to a file or another
+    process, so pickling is refused and each process makes its own client."""
+
+    _holds = "the keys"  # said in the refusal
+
+    def __reduce__(self) -> Any:
+        name = type(self).__name__
+        raise TypeError(f"a {name} holds {self._holds} and cannot be pickled; "
+                        f"create one in each process with {name}.from_env().")
 
 
 class _Secret:
@@ -481,7 +511,7 @@ def _read_body(response: requests.Response, limit: int) -> bytes:
     return out
 
 
-class ProfileClient:
+class ProfileClient(_KeyHolder):
     """A client of the Amplitude User Profile API.
 
     Parameters
@@ -517,6 +547,8 @@ class ProfileClient:
     rng : random.Random, optional
         Seeds the jitter.
     """
+
+    _holds = "the secret key"
 
     def __init__(
         self,
@@ -561,14 +593,8 @@ class ProfileClient:
         self.deadline = float(sum(self.timeout)) if deadline is None else deadline
         if not _is_seconds(self.deadline):
             raise ConfigurationError(f"deadline must be positive, finite seconds, got {deadline!r}.")
-        if isinstance(max_response_bytes, bool) or not isinstance(max_response_bytes, int) \
-                or max_response_bytes < 1024:
-            raise ConfigurationError(
-                f"max_response_bytes must be a whole number ≥ 1024, got {max_response_bytes!r}.")
-        self.max_response_bytes = max_response_bytes
-        if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
-            raise ConfigurationError(f"max_retries must be a whole number ≥ 0, got {max_retries!r}.")
-        self.max_retries = max_retries
+        self.max_response_bytes = whole_number("max_response_bytes", max_response_bytes, minimum=1024)
+        self.max_retries = whole_number("max_retries", max_retries, minimum=0)
         self.limiter = RateLimiter(rate_limit, rate_period, clock=clock, sleep=sleep,
                                    ledger=self._shared_ledger(shared_budget and clock is time.monotonic))
         self.backoff_base = backoff_base
@@ -647,10 +673,6 @@ class ProfileClient:
         rate = f" rate_limit={limiter.limit}/{limiter.period:g}s" if limiter else ""
         return f"<amptools.ProfileClient {getattr(self, 'base_url', '(not set up)')}{rate}>"
 
-    def __reduce__(self) -> Any:
-        raise TypeError("a ProfileClient holds the secret key and cannot be pickled; "
-                        "create one in each process with ProfileClient.from_env().")
-
     @property
     def endpoint(self) -> str:
         return self.base_url + ENDPOINT
@@ -666,16 +688,7 @@ class ProfileClient:
         return _is_loopback(urlsplit(self.base_url).hostname)
 
     def _session(self) -> requests.Session:
-        # One session per thread: requests does not promise Session is thread-safe.
-        session = getattr(self._local, "session", None)
-        if session is None:
-            session = requests.Session()
-            adapter = _QuietAdapter(pool_connections=1, pool_maxsize=4, max_retries=0)
-            session.mount("http://", adapter)
-            session.mount("https://", adapter)
-            session.headers["User-Agent"] = "amptools/0.1 (+python-requests)"
-            self._local.session = session
-        return session
+        return _thread_session(self._local, pool_connections=1, pool_maxsize=4)
 
     def acknowledge_exposure(self) -> None:
         """Say that the user was told fetching recommendations logs exposure events (a
@@ -959,15 +972,7 @@ class HTTPGetter:
         raise TypeError("an HTTPGetter holds the keys and cannot be pickled.")
 
     def _session(self) -> requests.Session:
-        session = getattr(self._local, "session", None)
-        if session is None:
-            session = requests.Session()
-            adapter = _QuietAdapter(pool_connections=2, pool_maxsize=2, max_retries=0)
-            session.mount("http://", adapter)
-            session.mount("https://", adapter)
-            session.headers["User-Agent"] = "amptools/0.1 (+python-requests)"
-            self._local.session = session
-        return session
+        return _thread_session(self._local, pool_connections=2, pool_maxsize=2)
 
     def get(self, url: str, *, authorized: bool = True,
             headers: Mapping[str, str] | None = None) -> HTTPAnswer | TransportError:

@@ -48,25 +48,17 @@ from .client import (
     HTTPGetter,
     ProfileClient,
     _is_loopback,
+    _KeyHolder,
     _Secret,
     api_scope,
     jitter,
     retry_delay,
     should_retry,
 )
-from .errors import (
-    AuthenticationError,
-    ConfigurationError,
-    FetchCancelled,
-    InvalidQueryError,
-    NotFoundError,
-    ProfileAPIError,
-    RedirectError,
-    ResponseFormatError,
-    ServerError,
-    ThrottledError,
-    TransportError,
-)
+# The four errors used throughout are imported by name; the leaves met once or twice
+# (mostly in map_cohort_response) are spelled errors.X.
+from . import errors
+from .errors import ConfigurationError, InvalidQueryError, ProfileAPIError, ResponseFormatError, whole_number
 
 __all__ = [
     "API_KEY_VARIABLE",
@@ -165,23 +157,23 @@ def map_cohort_response(
     if isinstance(payload, dict):
         error_text = str(payload.get("error") or payload.get("message") or "")
     if status in (401, 403):
-        return AuthenticationError(
+        return errors.AuthenticationError(
             f"the Cohorts API rejected the keys (HTTP {status}): it needs both the project's "
             f"API key ({API_KEY_VARIABLE}, sent as the user) and its secret key ({KEY_VARIABLE}, "
             "sent as the password) — check that both belong to this project.", **context)
     if status == 429:
-        return ThrottledError(
+        return errors.ThrottledError(
             "the Cohorts API is over its limit (HTTP 429; 60 downloads per 10 minutes and 4 in "
             "parallel per app); amptools waits and retries.",
             retry_after=_retry_after(headers.get("Retry-After")), **context)
     if status == 404:
-        return NotFoundError(f"{not_found or 'nothing at ' + url.split('?')[0]} (HTTP 404).", **context)
+        return errors.NotFoundError(f"{not_found or 'nothing at ' + url.split('?')[0]} (HTTP 404).", **context)
     if 300 <= status < 400:
-        return RedirectError(
+        return errors.RedirectError(
             f"the Cohorts API redirected (HTTP {status}) where no redirect was expected; amptools "
             "does not follow it, so the keys are not sent elsewhere.", **context)
     if status >= 500:
-        return ServerError(f"the Cohorts API failed (HTTP {status}); retried with backoff.", **context)
+        return errors.ServerError(f"the Cohorts API failed (HTTP {status}); retried with backoff.", **context)
     if status >= 400:
         return ProfileAPIError(
             f"the Cohorts API refused the request (HTTP {status}): {error_text or text[:200]}", **context)
@@ -361,7 +353,7 @@ class _FileCache:
 
 
 # -- the client ---------------------------------------------------------------------
-class CohortClient:
+class CohortClient(_KeyHolder):
     """A client of Amplitude's Behavioral Cohorts API.
 
     Parameters
@@ -419,11 +411,9 @@ class CohortClient:
             timeout = (float(timeout), float(timeout))
         if len(timeout) != 2 or not all(t > 0 for t in timeout):
             raise ConfigurationError(f"timeout must be positive seconds or (connect, read), got {timeout!r}.")
-        if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
-            raise ConfigurationError(f"max_retries must be a whole number ≥ 0, got {max_retries!r}.")
         self._http = HTTPGetter(*secrets, timeout=(float(timeout[0]), float(timeout[1])))
         self._scope = api_scope(self.base_url, secrets[0].reveal() + ":" + secrets[1].reveal())
-        self.max_retries = max_retries
+        self.max_retries = whole_number("max_retries", max_retries, minimum=0)
         self.poll_base = poll_base
         self.poll_cap = poll_cap
         self.listing_max_age = listing_max_age
@@ -455,10 +445,6 @@ class CohortClient:
     def __repr__(self) -> str:
         return f"<amptools.CohortClient {getattr(self, 'base_url', '(not set up)')}>"
 
-    def __reduce__(self) -> Any:
-        raise TypeError("a CohortClient holds the keys and cannot be pickled; "
-                        "create one in each process with CohortClient.from_env().")
-
     @property
     def is_sample(self) -> bool:
         """True when the client talks to a local server (the embedded sample org)."""
@@ -484,7 +470,7 @@ class CohortClient:
     def _wait(self, seconds: float, cancel: threading.Event | None, when: str) -> None:
         if cancel is not None:
             if cancel.wait(seconds):
-                raise FetchCancelled(f"cancelled {when}")
+                raise errors.FetchCancelled(f"cancelled {when}")
         else:
             self._sleep(seconds)
 
@@ -494,7 +480,7 @@ class CohortClient:
 
         def fetch() -> tuple[int, dict[str, Any]] | ProfileAPIError:
             answer = self._http.get(url, headers={"Accept": "application/json"})
-            if isinstance(answer, TransportError):
+            if isinstance(answer, errors.TransportError):
                 return answer
             mapped = map_cohort_response(answer.status, answer.text, answer.headers, url, not_found=not_found)
             return mapped if isinstance(mapped, ProfileAPIError) else (answer.status, mapped)
@@ -688,7 +674,7 @@ class CohortClient:
 
         def fetch_file() -> HTTPAnswer | ProfileAPIError:
             answer = self._http.get(url)
-            if isinstance(answer, TransportError) or answer.status in (200, 301, 302, 303, 307, 308):
+            if isinstance(answer, errors.TransportError) or answer.status in (200, 301, 302, 303, 307, 308):
                 return answer
             return _as_error(map_cohort_response(  # 5xx and 429 are retried by _call
                 answer.status, answer.text, answer.headers, url,
@@ -717,8 +703,8 @@ class CohortClient:
     def _storage_get(self, location: str) -> HTTPAnswer | ProfileAPIError:
         answer = self._http.get(location, authorized=False)
         if isinstance(answer, HTTPAnswer) and answer.status >= 500:
-            return ServerError(f"the storage host failed (HTTP {answer.status}); retried.",
-                               status=answer.status, url=location.split("?")[0])
+            return errors.ServerError(f"the storage host failed (HTTP {answer.status}); retried.",
+                                      status=answer.status, url=location.split("?")[0])
         return answer
 
     # -- usage ---------------------------------------------------------------------
@@ -734,7 +720,7 @@ class CohortClient:
         """
         try:
             _, payload = self._get_json(USAGE_PATH)
-        except (NotFoundError, ResponseFormatError):
+        except (errors.NotFoundError, ResponseFormatError):
             payload = {}
         used = _find_number(payload, ("download", "usage", "count", "used"), skip="limit")
         limit = _find_number(payload, ("limit", "quota"))

@@ -89,6 +89,14 @@ class ConfigurationError(AmptoolsError, ValueError):
     """The client is set up wrongly (no key, unsafe URL, bad limit). Retrying cannot help."""
 
 
+def whole_number(name: str, value: object, *, minimum: int) -> int:
+    """``value`` when it is a whole number ≥ ``minimum`` (a bool is not), else a
+    :class:`ConfigurationError` that names the setting ``name``."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigurationError(f"{name} must be a whole number ≥ {minimum}, got {value!r}.")
+    return value
+
+
 class PersonalDataError(AmptoolsError, ValueError):
     """A property that looks like personal data was asked for without ``include_pii=True``."""
 

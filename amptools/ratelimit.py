@@ -31,7 +31,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Protocol
@@ -47,6 +47,7 @@ __all__ = [
     "PaceState",
     "Quota",
     "RateLimiter",
+    "most_in_window",
 ]
 
 # How long a waiting thread sleeps at most before it looks again: a released
@@ -137,6 +138,34 @@ class PaceState:
 def burst(limit: int) -> int:
     """How many requests may go back to back under ``limit`` (at least one)."""
     return max(1, int(limit * BURST_SHARE))
+
+
+def most_in_window(times: Iterable[float], window: float) -> int:
+    """The most moments in any half-open window ``[t, t + window)``: what a sliding-window
+    limit of ``window`` seconds counts at its fullest.
+
+    Check a log of request times against a limit, ``most_in_window(times, 60.0) <= 600``,
+    or its smoothness, with a tenth of the window.
+
+    Parameters
+    ----------
+    times : iterable of float
+        The moments, in seconds, in any order.
+    window : float
+        The window's length in seconds.
+
+    Returns
+    -------
+    int
+        The largest count; 0 for no moments.
+    """
+    ordered = sorted(times)
+    best = start = 0
+    for end, moment in enumerate(ordered):
+        while ordered[start] <= moment - window:
+            start += 1
+        best = max(best, end - start + 1)
+    return best
 
 
 @dataclass(frozen=True)

@@ -20,20 +20,16 @@ amptools starts: 0 expected).
 
 from __future__ import annotations
 
-import argparse
 import os
 import queue
-import sys
 import tempfile
 import threading
 import time
-from pathlib import Path
 
 import requests
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from amptools.sample import SampleServer  # noqa: E402
+from _common import parse_options
+from amptools.sample import SampleServer
 
 CAMPAIGN_USER = "testUser"  # every campaign call asks for this user; amptools never does
 
@@ -81,12 +77,8 @@ class Campaign:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--limit", type=int, default=600)
-    parser.add_argument("--window", type=float, default=6.0)
-    parser.add_argument("--seconds", type=float, default=54.0, help="how long amptools fetches")
-    parser.add_argument("--workers", type=int, default=8)
-    args = parser.parse_args(argv)
+    args = parse_options(__doc__, argv, limit=600, window=6.0, seconds=(54.0, "how long amptools fetches"),
+                         workers=8)
     campaign_rate = args.limit * 2 / 3 / args.window  # per second
     # amptools' default: 540 of the org's 600 a minute, the same share of this window.
     amptools_limit = round(args.limit * 540 / 600)

@@ -16,24 +16,15 @@ throttle pause the server's ``Retry-After: 1`` asks for.
 
 from __future__ import annotations
 
-import argparse
-import sys
 import time
 from collections import Counter, defaultdict
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from amptools.sample import Faults, SampleServer  # noqa: E402
+from _common import parse_options
+from amptools.sample import Faults, SampleServer
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--users", type=int, default=2000)
-    parser.add_argument("--workers", type=int, default=8)
-    parser.add_argument("--max-retries", type=int, default=6)
-    parser.add_argument("--seed", type=int, default=1)
-    args = parser.parse_args(argv)
+    args = parse_options(__doc__, argv, users=2000, workers=8, max_retries=6, seed=1)
 
     faults = Faults(server_error=0.20, throttle=0.10, reset=0.02, stall=0.01, truncate=0.01,
                     stall_seconds=1.5, seed=args.seed)

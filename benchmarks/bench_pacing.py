@@ -19,35 +19,16 @@ share of ``limit / window``. (A bursting limiter was once measured against the s
 
 from __future__ import annotations
 
-import argparse
-import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from amptools.sample import SampleServer  # noqa: E402
-
-
-def max_in_sliding_window(times: list[float], window: float) -> int:
-    """The most arrivals in any half-open window [t, t + window) (also shorter ones)."""
-    times = sorted(times)
-    best = start = 0
-    for end, moment in enumerate(times):
-        while times[start] <= moment - window:
-            start += 1
-        best = max(best, end - start + 1)
-    return best
+from _common import parse_options
+from amptools.ratelimit import most_in_window
+from amptools.sample import SampleServer
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--limit", type=int, default=100)
-    parser.add_argument("--window", type=float, default=2.0)
-    parser.add_argument("--workers", type=int, default=16)
-    parser.add_argument("--users", type=int, default=1000)
-    parser.add_argument("--latency", type=float, default=0.0, help="seconds per request")
-    args = parser.parse_args(argv)
+    args = parse_options(__doc__, argv, limit=100, window=2.0, workers=16, users=1000,
+                         latency=(0.0, "seconds per request"))
 
     with SampleServer(rate_limit=args.limit, window=args.window, latency=args.latency,
                       n_users=max(args.users + 1, 2000)) as server:
@@ -62,8 +43,8 @@ def main(argv: list[str] | None = None) -> int:
     throttled = sum(a.status == 429 for a in arrivals)
     span = max(times) - min(times)
     share = (len(times) - 1) / span / (args.limit / args.window) if span > 0 else 1.0
-    peak = max_in_sliding_window(times, args.window)
-    tenth = max_in_sliding_window(times, args.window / 10)
+    peak = most_in_window(times, args.window)
+    tenth = most_in_window(times, args.window / 10)
     goals = {
         "window": peak <= args.limit,
         "throttles": throttled == 0,

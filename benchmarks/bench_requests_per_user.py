@@ -13,17 +13,13 @@ two ways are identical. Goal: ≤ 1.02 requests per user, identical tables.
 
 from __future__ import annotations
 
-import argparse
 import os
-import sys
 import time
 import warnings
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from amptools import ProfileQuery, tables  # noqa: E402
-from amptools.sample import SampleServer  # noqa: E402
+from _common import parse_options
+from amptools import ProfileQuery, tables
+from amptools.sample import SampleServer
 
 QUERY = ProfileQuery(recs=("home-feed", "similar-items"), amp_props=True, cohort_ids=True,
                      computations=True, predictions=("0x2a7c", "0x3f1e"))
@@ -34,10 +30,7 @@ def _sorted(frame):
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--users", type=int, default=1000)
-    parser.add_argument("--workers", type=int, default=16)
-    args = parser.parse_args(argv)
+    args = parse_options(__doc__, argv, users=1000, workers=16)
     warnings.simplefilter("ignore")  # the exposure note, once per client
     # A key of its own: nothing this process or a cache learned about the org counts.
     with SampleServer(rate_limit=100_000, secret_key="bench-" + os.urandom(6).hex()) as server:

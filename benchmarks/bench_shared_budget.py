@@ -24,13 +24,10 @@ import os
 import subprocess
 import sys
 import tempfile
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from amptools.sample import SampleServer  # noqa: E402
-from bench_pacing import max_in_sliding_window  # noqa: E402
+from _common import ROOT, parse_options
+from amptools.ratelimit import most_in_window
+from amptools.sample import SampleServer
 
 CHILD = """
 import sys
@@ -77,19 +74,14 @@ def run(server: SampleServer, args: argparse.Namespace, *, shared: bool) -> dict
     return {
         "requests": len(arrivals),
         "throttled": sum(a.status == 429 for a in arrivals),
-        "peak": max_in_sliding_window(times, args.window),
+        "peak": most_in_window(times, args.window),
         "share": (len(times) - 1) / span / (args.limit / args.window) if span > 0 else 1.0,
         "seconds": span,
     }
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--limit", type=int, default=100)
-    parser.add_argument("--window", type=float, default=2.0)
-    parser.add_argument("--users", type=int, default=300, help="ids per process")
-    parser.add_argument("--workers", type=int, default=8)
-    args = parser.parse_args(argv)
+    args = parse_options(__doc__, argv, limit=100, window=2.0, users=(300, "ids per process"), workers=8)
 
     with tempfile.TemporaryDirectory() as cache_dir:
         os.environ["AMPTOOLS_CACHE_DIR"] = cache_dir

@@ -10,24 +10,16 @@ the parsing and the per-id bookkeeping must not get in its way.
 
 from __future__ import annotations
 
-import argparse
-import sys
 import time
-from pathlib import Path
 
 import requests
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from amptools.sample import SampleServer  # noqa: E402
+from _common import parse_options
+from amptools.sample import SampleServer
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--users", type=int, default=1000)
-    parser.add_argument("--latency", type=float, default=0.1, help="seconds per request")
-    parser.add_argument("--workers", type=int, default=8)
-    args = parser.parse_args(argv)
+    args = parse_options(__doc__, argv, users=1000, latency=(0.1, "seconds per request"), workers=8)
 
     with SampleServer(rate_limit=10**9, window=1.0, latency=args.latency,
                       n_users=max(args.users + 1, 2000)) as server:

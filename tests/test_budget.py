@@ -15,8 +15,8 @@ import pytest
 from amptools import budget
 from amptools.budget import BudgetStore, SharedBudget, budget_path, open_store
 from amptools.errors import FetchCancelled
-from amptools.ratelimit import DECREASE, RateLimiter
-from amptools.sample import SampleServer
+from amptools.ratelimit import DECREASE, RateLimiter, most_in_window
+from amptools.sample import Arrival, SampleServer
 
 ROOT = Path(__file__).resolve().parent.parent
 FAST = {"backoff_base": 0.001, "backoff_cap": 0.01, "retry_after_cap": 0.01}
@@ -31,16 +31,6 @@ class FakeClock:
 
     def sleep(self, seconds: float) -> None:
         self.now += max(seconds, 0.0)
-
-
-def max_in_span(times: list[float], span: float) -> int:
-    times = sorted(times)
-    best = start = 0
-    for end, moment in enumerate(times):
-        while times[start] <= moment - span:
-            start += 1
-        best = max(best, end - start + 1)
-    return best
 
 
 # -- where the file lives --------------------------------------------------------------------
@@ -73,7 +63,7 @@ def test_two_limiters_of_one_scope_share_window_and_pace(tmp_path: Path) -> None
         limiter = a if i % 3 else b
         with limiter.permit():
             grants.append(clock.now)
-    assert max_in_span(grants, 1.0) <= 20  # one window between them, not 20 each
+    assert most_in_window(grants, 1.0) <= 20  # one window between them, not 20 each
     assert 199 / (grants[-1] - grants[0]) >= 0.97 * 20  # and together the full pace
     assert a.in_window() == b.in_window() > 0
     assert other.in_window() == 0  # another scope is another budget
@@ -153,27 +143,30 @@ def run_two_processes(srv: SampleServer, limit: int, period: float, shared: bool
     return [child.communicate(timeout=120)[0].strip() for child in children]
 
 
+def two_processes_fetch_60_each(limit: int, period: float, *, shared: bool) -> list[Arrival]:
+    """Two processes each fetch 60 profiles from one server limited to ``limit`` per
+    ``period``; both get all 60 (retried to the end). Returns the server's arrivals."""
+    with SampleServer(rate_limit=limit, window=period) as srv:
+        outputs = run_two_processes(srv, limit, period, shared=shared, each=60)
+        arrivals = srv.arrivals
+    assert [line.split()[0] for line in outputs] == ["60", "60"]
+    return arrivals
+
+
 @pytest.mark.slow
 def test_two_processes_never_exceed_a_shared_limit() -> None:
     limit, period = 40, 1.0
-    with SampleServer(rate_limit=limit, window=period) as srv:
-        outputs = run_two_processes(srv, limit, period, shared=True, each=60)
-        arrivals = srv.arrivals
-    assert [line.split()[0] for line in outputs] == ["60", "60"]
+    arrivals = two_processes_fetch_60_each(limit, period, shared=True)
     assert len(arrivals) == 120
     assert sum(a.status == 429 for a in arrivals) == 0
-    assert max_in_span([a.time for a in arrivals], period) <= limit
-    assert max_in_span([a.time for a in arrivals], period / 10) <= limit // 5
+    assert most_in_window([a.time for a in arrivals], period) <= limit
+    assert most_in_window([a.time for a in arrivals], period / 10) <= limit // 5
 
 
 @pytest.mark.slow
 def test_without_the_shared_budget_two_processes_are_throttled() -> None:
     # The control of the test above: the same run with each process on its own budget.
-    limit, period = 40, 1.0
-    with SampleServer(rate_limit=limit, window=period) as srv:
-        outputs = run_two_processes(srv, limit, period, shared=False, each=60)
-        arrivals = srv.arrivals
-    assert [line.split()[0] for line in outputs] == ["60", "60"]  # retried to the end
+    arrivals = two_processes_fetch_60_each(40, 1.0, shared=False)
     assert sum(a.status == 429 for a in arrivals) > 0
 
 

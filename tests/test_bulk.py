@@ -35,6 +35,7 @@ from amptools.cache import CacheWarning, ProfileCache
 from amptools.client import ExposureWarning, ProfileClient
 from amptools.errors import AuthenticationError, ConfigurationError, InvalidQueryError
 from amptools.query import ProfileQuery
+from amptools.ratelimit import most_in_window
 from amptools.sample import Faults, SampleServer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -61,16 +62,6 @@ def srv(server: SampleServer):
 
 def asked(arrivals: list[Any], id_type: str = "user_id") -> Counter[str]:
     return Counter(a.params.get(id_type) for a in arrivals)
-
-
-def max_in_sliding_window(times: list[float], window: float) -> int:
-    times = sorted(times)
-    best, start = 0, 0
-    for end, t in enumerate(times):
-        while times[start] <= t - window:
-            start += 1
-        best = max(best, end - start + 1)
-    return best
 
 
 def check_invariant(ps: ProfileSet, unique: int) -> None:
@@ -213,7 +204,7 @@ def test_window_never_exceeded(workers: int) -> None:
     assert ps.counts["ok"] == 50
     assert len(arrivals) == 50  # no retries were needed
     assert [a.status for a in arrivals].count(429) == 0
-    assert max_in_sliding_window([a.time for a in arrivals], window) <= limit
+    assert most_in_window([a.time for a in arrivals], window) <= limit
 
 
 def test_throttle_answers_slow_the_whole_client(srv: SampleServer) -> None:

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from amptools.errors import ConfigurationError, FetchCancelled
-from amptools.ratelimit import DECREASE, INCREASE, MIN_SHARE, Quota, RateLimiter, burst
+from amptools.ratelimit import DECREASE, INCREASE, MIN_SHARE, Quota, RateLimiter, burst, most_in_window
 from amptools.sample import Faults, SampleServer
 
 
@@ -49,17 +49,6 @@ def max_in_window(intervals: list[tuple[float, float]], period: float) -> int:
     return best
 
 
-def max_in_span(times: list[float], span: float) -> int:
-    """The most moments in any half-open span [t, t + span)."""
-    times = sorted(times)
-    best = start = 0
-    for end, moment in enumerate(times):
-        while times[start] <= moment - span:
-            start += 1
-        best = max(best, end - start + 1)
-    return best
-
-
 def test_600_a_minute_in_milliseconds() -> None:
     limiter, clock = make(600, 60.0)
     grants = []
@@ -70,7 +59,7 @@ def test_600_a_minute_in_milliseconds() -> None:
     assert time.perf_counter() - started < 2.0  # simulated: three minutes of pacing in well under a second
     assert grants[:30] == pytest.approx([0.0] * 30)  # a burst of a twentieth of the limit
     assert grants[30] == pytest.approx(0.1)  # then one every tenth of a second
-    assert max_in_span(grants, 6.0) <= 120  # any tenth of the period: at most a fifth of the limit
+    assert most_in_window(grants, 6.0) <= 120  # any tenth of the period: at most a fifth of the limit
     assert max_in_window([(g, g) for g in grants], 60.0) == 600
     assert 1799 / (grants[-1] - grants[0]) >= 0.97 * 10  # a long run keeps the pace of the limit
     assert limiter.granted == 1800
@@ -123,20 +112,25 @@ def test_burst_bound_and_pace_for_any_number_of_workers(workers: int, latency: f
     grants = sorted(grant for grant, _ in intervals)
     assert len(grants) == 3000
     assert max_in_window(intervals, period) <= limit
-    assert max_in_span(grants, period / 10) <= limit // 5
+    assert most_in_window(grants, period / 10) <= limit // 5
     # One worker waiting 0.6 s for each answer cannot keep the pace; eight can.
     if workers >= latency * limit:
         assert 2999 / (grants[-1] - grants[0]) >= 0.97 * limit / period
 
 
+def next_grant_after_release(limiter: RateLimiter, clock: FakeClock, released_at: float) -> float:
+    """Take a permit, give it back at ``released_at``, take another: when that one is granted."""
+    limiter.acquire()
+    clock.now = released_at
+    limiter.release()
+    limiter.acquire()
+    return clock.now
+
+
 def test_completion_time_counts_not_send_time() -> None:
     # A request counts until `period` after it completes: a slow answer delays the next.
     limiter, clock = make(1, 60.0)
-    limiter.acquire()
-    clock.now = 10.0  # the answer takes 10 s
-    limiter.release()
-    limiter.acquire()
-    assert clock.now == pytest.approx(70.0)
+    assert next_grant_after_release(limiter, clock, 10.0) == pytest.approx(70.0)  # the answer took 10 s
 
 
 def test_in_flight_requests_count() -> None:
@@ -264,11 +258,7 @@ def test_float_edge_of_the_window_regression() -> None:
     # floats while 0.2 + 1.0 - 1.2 == 0.0, so the expired entry stayed counted and a
     # second request was granted at 1.2 in the same window as the first.
     limiter, clock = make(1, 1.0)
-    limiter.acquire()
-    clock.now = 0.2
-    limiter.release()
-    limiter.acquire()
-    assert clock.now == pytest.approx(1.2)
+    assert next_grant_after_release(limiter, clock, 0.2) == pytest.approx(1.2)
     limiter.release()
     limiter.acquire()
     assert clock.now == pytest.approx(2.2)
@@ -351,8 +341,8 @@ def test_burst_bound_against_the_server(workers: int) -> None:
     times = [a.time for a in arrivals]
     assert ps.counts["ok"] == 80 and len(arrivals) == 80
     assert [a.status for a in arrivals].count(429) == 0
-    assert max_in_span(times, period) <= limit
-    assert max_in_span(times, period / 10) <= limit // 5
+    assert most_in_window(times, period) <= limit
+    assert most_in_window(times, period / 10) <= limit // 5
 
 
 @pytest.mark.slow
@@ -387,4 +377,4 @@ def test_a_scripted_burst_of_throttles_slows_the_client_then_it_recovers() -> No
     assert just_after <= math.ceil(limit * (DECREASE + INCREASE)) + burst(limit)
     # ...and climbing back, never above the ceiling.
     assert at_the_end > just_after
-    assert max_in_span([a.time for a in arrivals], period) <= limit
+    assert most_in_window([a.time for a in arrivals], period) <= limit
