@@ -587,9 +587,8 @@ class ProfileExplorer(widgets.VBox):
             widgets.HTML(f"<h3 style='margin:4px 0'>Profile explorer</h3><small>Fetching from {org}.</small>"),
             widgets.HTML("<b>Users</b>"), self.users,
             widgets.HTML("<b>Ask for</b>"), self.options,
-            widgets.HBox([self.fetch_button, self.cancel_button, self.progress, self.status],
-                         layout=widgets.Layout(align_items="center")),
-            self.quota,
+            widgets.HBox([self.fetch_button, self.cancel_button, self.progress, self.status, self.quota],
+                         layout=widgets.Layout(align_items="center", flex_flow="row wrap")),
             self.notes,
             self.results,
         ])

@@ -64,6 +64,10 @@ def test_fetch_writes_every_table_and_marketing(tmp_path, monkeypatch):
          "--no-progress"])
     assert code == 1  # one user is unknown to the org
     assert "no-such-user: not_found" in stderr
+    # What the run took of the org's quota, said at the end: 2 users, one merged request each
+    # (+ the two-request way for the first users, which teaches the org's computation names).
+    quota = next(line for line in stderr.splitlines() if line.startswith("amptools: quota:"))
+    assert "requests in the last minute" in quota and "throttles" in quota
     names = sorted(p.name for p in out.iterdir())
     assert names == sorted(["summary.csv", "recommendations.csv", "properties.csv", "cohorts.csv",
                             "cohort_matrix.csv", "computations.csv", "propensities.csv",

@@ -165,6 +165,10 @@ def test_pasted_users_fetch_and_fill_the_tabs(sample_server):
     assert "0x10x" in explorer.table_views["propensities"].value
     assert "5 fetched" in explorer.status.value
     assert explorer.progress.value == explorer.progress.max == 5
+    # The org's quota beside the progress bar: what this fetch took of it.
+    assert "requests in the last minute" in explorer.quota.value
+    row = next(child for child in explorer.children if explorer.progress in getattr(child, "children", ()))
+    assert explorer.quota in row.children
     assert not explorer.fetch_button.disabled and explorer.cancel_button.disabled
 
 
