@@ -436,7 +436,9 @@ def user_lists(
     depth = max(len(items) for items in lists.values())
     fig.update_yaxes(title_text="Rank", autorange="reversed", dtick=1 if depth <= 30 else None)
     fig.update_xaxes(title_text=_label(by, labels), type="category",
-                     categoryorder="array", categoryarray=[_label(key, labels) for key in lists])
+                     categoryorder="array", categoryarray=[_label(key, labels) for key in lists],
+                     # Room right of the last list for its items' names, which sit beside the marks.
+                     range=[-0.5, len(lists) - 0.5 + 0.6])
     return _layout(fig, title=title, height=height or max(400, 30 * depth + 150), width=width,
                    legend_title_text="Item is")
 
@@ -707,9 +709,13 @@ def cohort_heatmap(
                    colorscale=[[0, "#f4f4f4"], [1, "#1f77b4"]], zmin=0, zmax=1, showscale=False, xgap=1,
                    hovertemplate="User: %{customdata}<br>Cohort: %{x}<br>Member: %{z}<extra></extra>")
     )
-    fig.update_xaxes(title_text=_label("cohort_id", labels), type="category", side="top")
+    fig.update_xaxes(title_text=_label("cohort_id", labels), type="category", side="top", tickangle=-45)
     fig.update_yaxes(title_text="Users (sorted by membership pattern)", showticklabels=False, autorange="reversed")
-    return _layout(fig, title=title, height=height or 600, width=width)
+    # The cohort names stand slanted above the grid: the top margin makes room for the
+    # longest, so they never run into the title.
+    longest = max(len(_label(n, labels)) for n in names)
+    return _layout(fig, title=title, height=height or 600, width=width,
+                   margin={"t": 100 + 5 * min(longest, 40)}, title_y=0.97, title_yanchor="top")
 
 
 @_shared_docs

@@ -118,6 +118,8 @@ def test_user_lists_and_rank_comparison():
     # a: rank 1 -> 2, c: rank 3 -> 1
     assert list(lines.y) == [1, 2, None, 3, 1, None]
     assert list(slope.layout.xaxis.ticktext) == ["A", "B"]
+    # The last list's item names stand right of its marks: the axis leaves room for them.
+    assert fig.layout.xaxis.range[1] > len({"A", "B"}) - 0.5
     empty = plots.user_lists(recs, user_id="nobody")
     assert empty.layout.annotations[0].text == plots.NO_DATA
 
@@ -156,6 +158,9 @@ def test_cohort_heatmap_samples_and_sorts(tables):
     assert fig.data[0].x[0] == cohorts["cohort_id"].value_counts().index[0]
     small = plots.cohort_heatmap(cohorts.iloc[:5])
     assert "sample" not in small.layout.title.text
+    # Slanted names above the grid get a top margin that grows with the longest.
+    renamed = plots.cohort_heatmap(cohorts, names={c: "a much longer cohort name" for c in cohorts["cohort_id"]})
+    assert renamed.layout.margin.t > fig.layout.margin.t
 
 
 def test_cohort_overlap_matches_pandas(tables):
