@@ -151,14 +151,18 @@ class BudgetStore:
         # isolation_level=None: we write BEGIN IMMEDIATE ourselves, so the write lock is
         # taken before reading and two processes cannot both see a free slot.
         db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None, check_same_thread=False)
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=NORMAL")
-        db.executescript(_SCHEMA)
-        now = self._clock()
-        with self._transaction(db):
-            db.execute("DELETE FROM permits WHERE granted < ? OR granted > ?", (now - _STALE, now + 1.0))
-            db.execute("DELETE FROM pace WHERE updated > ?", (now + 1.0,))
-            db.execute("DELETE FROM claims WHERE expires < ? OR expires > ?", (now, now + 10 * _STALE))
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.executescript(_SCHEMA)
+            now = self._clock()
+            with self._transaction(db):
+                db.execute("DELETE FROM permits WHERE granted < ? OR granted > ?", (now - _STALE, now + 1.0))
+                db.execute("DELETE FROM pace WHERE updated > ?", (now + 1.0,))
+                db.execute("DELETE FROM claims WHERE expires < ? OR expires > ?", (now, now + 10 * _STALE))
+        except BaseException:
+            db.close()  # a file that is not a budget: the next client tries afresh, nothing leaks
+            raise
         self._db, self._pid = db, os.getpid()
         return db
 
@@ -351,8 +355,8 @@ _stores_lock = threading.Lock()
 
 def open_store(path: str | os.PathLike[str] | None = None) -> BudgetStore:
     """The process's :class:`BudgetStore` for ``path`` (:func:`budget_path` by default)."""
-    resolved = Path(path) if path is not None else budget_path()
-    key = (resolved.expanduser().absolute(), os.getpid())
+    resolved = (Path(path) if path is not None else budget_path()).expanduser().absolute()
+    key = (resolved, os.getpid())
     with _stores_lock:
         store = _stores.get(key)
         if store is None:

@@ -10,10 +10,10 @@ Schema (version 2)
 Every row carries a ``scope``: which API and project answered. A bulk fetch uses
 its client's ``scope`` (:func:`amptools.client.api_scope`) — the base URL plus a
 fingerprint of the secret key (the first 16 hex digits of SHA-256 over a fixed salt
-and the key; the key itself is never stored and cannot be recovered from it). This
-module takes scopes as plain strings: it knows nothing of clients or HTTP. One file can therefore
-serve several projects, or the sample org and the real API, without mixing their
-answers. Direct calls of this class use the scope ``""`` unless given one.
+and the key; the key itself is never stored and cannot be recovered from it). One
+file can therefore serve several projects, or the sample org and the real API,
+without mixing their answers. This module takes scopes as plain strings (it knows
+nothing of clients or HTTP); direct calls use the scope ``""`` unless given one.
 
 ``responses`` — key ``(scope, id_type, id, part)``
     One raw body per request: ``part`` is the :meth:`ProfileQuery.canonical` of one

@@ -30,7 +30,7 @@ import zlib
 from collections.abc import Callable, Iterable, Mapping
 from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any, TypedDict
-from urllib.parse import quote, urlsplit
+from urllib.parse import SplitResult, quote, urlsplit
 
 import requests
 import urllib3.exceptions
@@ -428,6 +428,29 @@ def _is_seconds(value: Any, *, zero: bool = False) -> bool:
     return value >= 0 if zero else value > 0
 
 
+def checked_url(url: str, *, what: str, use: str, query: bool = False) -> SplitResult:
+    """The parts of an http(s) URL that may receive a key, or a :class:`ConfigurationError`.
+
+    Credentials in the URL are refused first, so no message ever quotes them; a query
+    (a signed storage link's signature) is never quoted either. Plain http is allowed
+    only for loopback addresses.
+    """
+    parts = urlsplit(str(url))
+    if parts.username is not None or parts.password is not None:
+        raise ConfigurationError(f"{what} must not hold credentials (user:password@); "
+                                 "pass keys as arguments.")
+    shown = f"{parts.scheme}://{parts.netloc}"
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigurationError(f"{what} {shown} is not an http(s) URL; use {use}.")
+    if parts.query and not query:
+        raise ConfigurationError(f"{what} must not hold a query string.")
+    if parts.scheme == "http" and not _is_loopback(parts.hostname):
+        raise ConfigurationError(
+            f"{what} {shown} is plain http: keys and data would travel unencrypted. Use "
+            f"https:// ({use}); http is allowed only for 127.0.0.1/localhost.")
+    return parts
+
+
 def _is_loopback(host: str | None) -> bool:
     if not host:
         return False
@@ -608,16 +631,7 @@ class ProfileClient(_KeyHolder):
 
     @staticmethod
     def _check_base_url(base_url: str) -> str:
-        parts = urlsplit(str(base_url))
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ConfigurationError(f"base_url {base_url!r} is not an http(s) URL; use {DEFAULT_BASE_URL}.")
-        if parts.username or parts.password or parts.query:
-            raise ConfigurationError("base_url must not hold credentials or a query string.")
-        if parts.scheme == "http" and not _is_loopback(parts.hostname):
-            raise ConfigurationError(
-                f"base_url {base_url!r} is plain http: the secret key would travel unencrypted. "
-                f"Use https:// ({DEFAULT_BASE_URL}); http is allowed only for 127.0.0.1/localhost."
-            )
+        parts = checked_url(base_url, what="base_url", use=DEFAULT_BASE_URL)
         path = parts.path.rstrip("/")
         if path.endswith(ENDPOINT):
             path = path[: -len(ENDPOINT)]

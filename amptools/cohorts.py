@@ -48,6 +48,8 @@ from .client import (
     HTTPGetter,
     ProfileClient,
     _is_loopback,
+    _parse_retry_after,
+    checked_url,
     _KeyHolder,
     _Secret,
     api_scope,
@@ -165,7 +167,7 @@ def map_cohort_response(
         return errors.ThrottledError(
             "the Cohorts API is over its limit (HTTP 429; 60 downloads per 10 minutes and 4 in "
             "parallel per app); amptools waits and retries.",
-            retry_after=_retry_after(headers.get("Retry-After")), **context)
+            retry_after=_parse_retry_after(headers.get("Retry-After")), **context)
     if status == 404:
         return errors.NotFoundError(f"{not_found or 'nothing at ' + url.split('?')[0]} (HTTP 404).", **context)
     if 300 <= status < 400:
@@ -182,13 +184,6 @@ def map_cohort_response(
             f"the Cohorts API answered HTTP {status} with a body that is not a JSON object "
             f"({text[:80]!r}).", **context)
     return payload
-
-
-def _retry_after(value: str | None) -> float | None:
-    try:
-        return max(0.0, float(value)) if value else None
-    except ValueError:
-        return None
 
 
 # -- reading what the API sends ------------------------------------------------------
@@ -406,7 +401,8 @@ class CohortClient(_KeyHolder):
             raise ConfigurationError(problem)
         if region not in HOSTS:
             raise ConfigurationError(f"region must be one of {', '.join(map(repr, HOSTS))}, got {region!r}.")
-        self.base_url = _checked_url(base_url or HOSTS[region], what="base_url")
+        parts = checked_url(base_url or HOSTS[region], what="base_url", use=f"{HOSTS['us']} (or region='eu')")
+        self.base_url = f"{parts.scheme}://{parts.netloc}{parts.path.rstrip('/')}"
         if isinstance(timeout, (int, float)):
             timeout = (float(timeout), float(timeout))
         if len(timeout) != 2 or not all(t > 0 for t in timeout):
@@ -611,9 +607,10 @@ class CohortClient(_KeyHolder):
         from_cache = content is not None
         if content is None:
             content = self._download(cohort_id, label, key, props, keys, max_wait, cancel, say)
-            self._cache.put(key, content)
+            if key[2]:  # a download without its computation time could never be reused
+                self._cache.put(key, content)
         else:
-            say("cached", f"cohort {label}: reused the download of its computation at {key[2] or 'unknown time'}; "
+            say("cached", f"cohort {label}: reused the download of its computation at {key[2]}; "
                           "no request sent")
         frame = read_member_file(content)
         frame.attrs["cohort"] = {"cohort_id": cohort_id, "name": name, "last_computed": computed,
@@ -685,7 +682,7 @@ class CohortClient(_KeyHolder):
             if answer.status == 200:
                 return answer.content
             location = urljoin(url, answer.headers.get("Location", ""))
-            _checked_url(location, what="the storage link")
+            checked_url(location, what="the storage link", use="the link the Cohorts API gives", query=True)
             # The pre-signed link carries its own signature: no Authorization header
             # goes with it, and it is never logged (its query is a credential too).
             stored = self._call(lambda: self._storage_get(location), cancel)
@@ -767,24 +764,6 @@ def _keys_problem(api_key: Any, secret_key: Any) -> str | None:
     if any(c in secret_key for c in "\r\n"):
         return "the secret key contains a line break; paste it again without one."
     return None
-
-
-def _checked_url(url: str, *, what: str) -> str:
-    parts = urlsplit(str(url))
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ConfigurationError(f"{what} {parts.scheme}://{parts.netloc} is not an http(s) URL; "
-                                 f"use {HOSTS['us']} (or region='eu').")
-    if parts.username or parts.password:
-        raise ConfigurationError(f"{what} must not hold credentials.")
-    if parts.scheme == "http" and not _is_loopback(parts.hostname):
-        raise ConfigurationError(
-            f"{what} {parts.scheme}://{parts.netloc} is plain http: data would travel unencrypted. "
-            "Use https://; http is allowed only for 127.0.0.1/localhost.")
-    if what == "base_url":
-        if parts.query:
-            raise ConfigurationError("base_url must not hold a query string.")
-        return f"{parts.scheme}://{parts.netloc}{parts.path.rstrip('/')}"
-    return url
 
 
 # -- where a CohortClient comes from -----------------------------------------------------

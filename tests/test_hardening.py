@@ -225,7 +225,9 @@ def test_keys_with_characters_a_key_never_has_are_refused_without_quoting_them(k
     with pytest.raises(ConfigurationError, match="paste it again") as caught:
         amp.ProfileClient(key, base_url="http://127.0.0.1:9")
     assert key not in str(caught.value) and key not in repr(caught.value)
-    assert amp.ProfileClient(f"  {CANARY}\n".strip(), base_url="http://127.0.0.1:9")
+    # Spaces around a pasted key are trimmed, not refused.
+    assert amp.ProfileClient(f"  {CANARY}  ", base_url="http://127.0.0.1:9").scope == \
+        amp.ProfileClient(CANARY, base_url="http://127.0.0.1:9").scope
 
 
 # -- 12: answers that cannot be a profile ------------------------------------------------
@@ -449,3 +451,15 @@ def test_a_report_after_a_fetch_reads_the_same_cache_from_the_working_directory(
     outputs = json.dumps([c.get("outputs", []) for c in nb.cells])
     assert "3 ok, 0 not_found, 0 failed of 3 ids, 3 from cache" in outputs  # no request sent
     assert "'workers': 2" in nb.cells[1].source and "'max_age': 3600.0" in nb.cells[1].source
+
+
+@pytest.mark.parametrize("url", ["htp://user:SECRETpass@profile-api.amplitude.com",
+                                 "http://user:SECRETpass@example.com", "https://:SECRETpass@example.com"])
+def test_credentials_in_a_base_url_are_refused_without_being_quoted(url):
+    from amptools.cohorts import CohortClient
+
+    for make in (lambda: amp.ProfileClient(CANARY, base_url=url),
+                 lambda: CohortClient("api-key", CANARY, base_url=url)):
+        with pytest.raises(ConfigurationError, match="must not hold credentials") as caught:
+            make()
+        assert "SECRETpass" not in str(caught.value) and "SECRETpass" not in repr(caught.value)
