@@ -290,7 +290,7 @@ def test_cohorts_overlap_with_structure(org: SampleOrg, users: list[dict[str, An
 
 # ------------------------------------------------------------- properties
 def test_properties_have_mixed_types(org: SampleOrg, users: list[dict[str, Any]]) -> None:
-    assert 25 <= len(org.property_names) <= 40
+    assert 25 <= len(org.property_names) - len(org.sparse_property_names) <= 40
     types: dict[str, set[type]] = {}
     present: Counter[str] = Counter()
     values: list[str] = []
@@ -318,11 +318,81 @@ def test_properties_have_mixed_types(org: SampleOrg, users: list[dict[str, Any]]
 
 
 # ----------------------------------------------------------- computations
+def test_sparse_properties_are_on_one_to_five_percent_of_users(org: SampleOrg) -> None:
+    """A real org's UTM fields and experiment flags: a dozen keys, each on few users."""
+    assert len(org.sparse_property_names) == 12
+    n = 4000
+    big = SampleOrg(n_users=n)
+    present: Counter[str] = Counter()
+    kinds: dict[str, set[type]] = {}
+    for i in range(1, n):
+        props = big.payload(i, {"get_amp_props": "true"})["userData"]["amp_props"]
+        for name in big.sparse_property_names:
+            if name in props:
+                present[name] += 1
+                kinds.setdefault(name, set()).add(type(props[name]))
+    for name in big.sparse_property_names:
+        assert 0.005 <= present[name] / n <= 0.07, (name, present[name])
+    # Mostly text (a merged answer cannot tell text properties from computations by type).
+    assert sum(kinds[name] == {str} for name in kinds) >= 8
+    assert {bool, int} <= set().union(*kinds.values())
+
+
+def test_some_computations_are_enabled_for_some_users_only(org: SampleOrg) -> None:
+    assert org.partial_computation_ids == ["trial_days_left", "churn_risk_score", "open_cart_value"]
+    enabled: Counter[str] = Counter()
+    for i in range(1, 1000):
+        every = org.payload(i, {"get_computations": "true"})["userData"]["amp_props"]
+        assert set(every) <= set(org.computation_ids)
+        enabled.update(k for k in every if k in org.partial_computation_ids)
+        listed = org.payload(i, {"comp_id": "trial_days_left"})["userData"]["amp_props"]
+        assert listed["trial_days_left"] == every.get("trial_days_left")  # null when not enabled
+    assert 40 <= enabled["trial_days_left"] <= 150
+    assert 250 <= enabled["churn_risk_score"] <= 450
+
+
+def test_the_clash_switch_names_a_computation_like_a_property() -> None:
+    plain, clashing = SampleOrg(), SampleOrg(clash=True)
+    assert "lifetime_value" not in plain.computation_ids
+    assert "lifetime_value" in clashing.computation_ids and "lifetime_value" in clashing.property_names
+    both = [i for i in range(1, 300) if "lifetime_value" in clashing.user_computations(i)]
+    assert 60 <= len(both) <= 180  # enabled for some users only
+    i = both[0]
+    merged = clashing.payload(i, {"get_amp_props": "true", "get_computations": "true"})["userData"]["amp_props"]
+    props = clashing.payload(i, {"get_amp_props": "true"})["userData"]["amp_props"]
+    comps = clashing.payload(i, {"get_computations": "true"})["userData"]["amp_props"]
+    assert merged["lifetime_value"] == comps["lifetime_value"] != props["lifetime_value"]
+    # Switching the clash on changes nothing else.
+    assert plain.payload(i, {"get_amp_props": "true"})["userData"]["amp_props"] == props
+    assert {k: v for k, v in comps.items() if k != "lifetime_value"} == \
+        plain.payload(i, {"get_computations": "true"})["userData"]["amp_props"]
+
+
+def test_changes_while_running() -> None:
+    org = SampleOrg()
+    before = org.payload(5, {"get_amp_props": "true", "get_computations": "true"})["userData"]["amp_props"]
+    org.add_computation("plan")  # the name of a property: a clash
+    org.remove_computation("orders_90d")
+    org.add_property("orders_90d")
+    after = org.payload(5, {"get_amp_props": "true", "get_computations": "true"})["userData"]["amp_props"]
+    comps = org.payload(5, {"get_computations": "true"})["userData"]["amp_props"]
+    props = org.payload(5, {"get_amp_props": "true"})["userData"]["amp_props"]
+    assert "plan" in comps and "orders_90d" not in comps
+    assert isinstance(props["orders_90d"], str) and props["plan"] == before["plan"]
+    assert after["plan"] == comps["plan"] != before["plan"]
+    assert after["orders_90d"] == props["orders_90d"]
+    # The documented test user never changes.
+    assert org.payload(0, {"get_computations": "true"}) == SampleOrg().payload(0, {"get_computations": "true"})
+
+
 def test_computations_are_strings_inside_amp_props(org: SampleOrg, users: list[dict[str, Any]]) -> None:
-    assert len(org.computation_ids) == 6
+    assert len(org.computation_ids) == 9
     kinds: Counter[str] = Counter()
     for data in users:
         for comp in org.computation_ids:
+            if comp not in data["amp_props"]:
+                assert comp in org.partial_computation_ids
+                continue
             value = data["amp_props"][comp]
             if value is None:
                 kinds["null"] += 1
@@ -342,11 +412,11 @@ def test_computation_requests(org: SampleOrg) -> None:
     assert list(only) == ["orders_90d", "missing-comp"]
     assert only["missing-comp"] is None
     every = org.payload(4, {"get_computations": "true"})["userData"]["amp_props"]
-    assert list(every) == org.computation_ids
+    assert list(every) == [c for c in org.computation_ids if c in org.user_computations(4)]
     props = org.payload(4, {"get_amp_props": "true"})["userData"]["amp_props"]
     assert not set(props) & set(org.computation_ids)
     merged = org.payload(4, {"get_amp_props": "true", "get_computations": "true"})["userData"]["amp_props"]
-    assert list(merged) == list(props) + org.computation_ids
+    assert list(merged) == list(props) + list(every)
 
 
 # ------------------------------------------------------------ predictions

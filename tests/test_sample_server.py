@@ -148,6 +148,40 @@ def test_throttling_over_a_short_window() -> None:
         assert [a.status for a in srv.arrivals] == [200] * 5 + [429, 200]
 
 
+@pytest.mark.parametrize("count_throttled", [False, True])
+def test_a_strict_limiter_counts_refused_requests(count_throttled: bool) -> None:
+    """Two limiters a real org may have: only admitted requests count, or every one."""
+    window = server_module._SlidingWindow(3, 60.0, count_refused=count_throttled)
+    assert [window.admit(t) for t in (0.0, 1.0, 2.0)] == [None, None, None]
+    assert window.admit(3.0) == pytest.approx(57.0)  # refused: the first expires at 60
+    # A strict limiter counted the refused one at 3: two must leave before the next is admitted.
+    assert window.admit(30.0) == pytest.approx(31.0 if count_throttled else 30.0)
+    # At 60.5 the first admitted request has left the window; a strict limiter still counts
+    # the two refused ones (at 3 and 30), so it admits again only once they leave too.
+    assert (window.admit(60.5) is None) is (not count_throttled)
+    if count_throttled:
+        assert window.admit(61.5) == pytest.approx(1.5)  # admitted at 63: 2, 3 and 30 left by then
+        assert window.admit(90.5) is None
+
+
+def test_the_server_passes_the_switches_on(session: requests.Session) -> None:
+    with SampleServer(count_throttled=True, clash=True) as server:
+        assert server._limiter.count_refused and server.org.clash
+
+
+def test_changes_happen_after_so_many_answered_requests(session: requests.Session) -> None:
+    change = server_module.Change(after=2, add_computation="new_score", remove_computation="orders_90d")
+    with SampleServer(changes=[change]) as server:
+        headers = {"Authorization": f"Api-Key {server.secret_key}"}
+        seen = []
+        for i in range(1, 5):
+            answer = session.get(server.url + ENDPOINT, headers=headers, timeout=10,
+                                 params={"user_id": server.org.user_ids[i], "get_computations": "true"})
+            seen.append(set(answer.json()["userData"]["amp_props"]))
+    assert ["new_score" in keys for keys in seen] == [False, False, True, True]
+    assert ["orders_90d" in keys for keys in seen] == [True, True, False, False]
+
+
 def test_arrivals_log_everything_but_the_key() -> None:
     with SampleServer() as srv:
         _get(srv, user_id="testUser", get_cohort_ids="true")

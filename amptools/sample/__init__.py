@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from amptools.sample.cohorts import SampleCohorts, StorageHost
 from amptools.sample.dataset import SampleOrg, SampleRequestError, load_definition
-from amptools.sample.server import Arrival, Faults, SampleServer, serve
+from amptools.sample.server import Arrival, Change, Faults, SampleServer, serve
 
 __all__ = [
     "Arrival",
+    "Change",
     "Faults",
     "SampleCohorts",
     "SampleOrg",

@@ -204,8 +204,10 @@ class SampleOrg:
         n_users: int | None = None,
         *,
         definition: Mapping[str, Any] | None = None,
+        clash: bool = False,
     ) -> None:
         spec = dict(definition) if definition is not None else load_definition()
+        self.clash = bool(clash)
         self.definition: dict[str, Any] = spec
         self.seed: int = int(spec["seed"] if seed is None else seed)
         if self.seed < 0:
@@ -231,6 +233,10 @@ class SampleOrg:
         self._device_inverse = pow(self._device_multiplier, -1, _DEVICE_MODULUS)
         self._special_every = int(spec.get("special_user_id_every", 0))
         self._special_labels: list[str] = list(spec.get("special_user_id_labels", []))
+        # Changes made while the org runs (see add_computation): applied when answering.
+        self._added_computations: dict[str, None] = {}
+        self._removed_computations: set[str] = set()
+        self._added_properties: dict[str, None] = {}
         self.user_ids: Sequence[str] = _IdSequence(self.n_users, self._user_id)
         self.device_ids: Sequence[str] = _IdSequence(self.n_users, self._device_id)
         self._user = functools.lru_cache(maxsize=8192)(self._build_user)
@@ -239,7 +245,8 @@ class SampleOrg:
         return self.n_users
 
     def __repr__(self) -> str:
-        return f"SampleOrg(seed={self.seed}, n_users={self.n_users})"
+        clash = ", clash=True" if self.clash else ""
+        return f"SampleOrg(seed={self.seed}, n_users={self.n_users}{clash})"
 
     # ------------------------------------------------------------------ compile
     def _compile_segments(self, spec: Mapping[str, Any]) -> None:
@@ -328,7 +335,15 @@ class SampleOrg:
                     prop.get("segment_days_ago", {}).get(s, prop["days_ago"]) for s in self.segments
                 ]
             self._properties.append(compiled)
-        self.property_names: list[str] = [p["name"] for p in self._properties]
+        self._sparse: list[dict[str, Any]] = []
+        for prop in spec.get("sparse_properties", []):
+            compiled = dict(prop)
+            if prop["kind"] == "choice":
+                compiled["cumulative"] = self._cumulative(prop.get("weights") or [1.0] * len(prop["values"]))
+            self._sparse.append(compiled)
+        #: Every property a user can have: the common ones, then the sparse ones (1-5% of users).
+        self.property_names: list[str] = [p["name"] for p in self._properties] + [p["name"] for p in self._sparse]
+        self.sparse_property_names: list[str] = [p["name"] for p in self._sparse]
         names = spec["names"]
         self._first_names: list[str] = names["first"]
         self._last_names: list[str] = names["last"]
@@ -337,7 +352,13 @@ class SampleOrg:
 
     def _compile_computations(self, spec: Mapping[str, Any]) -> None:
         self._computations: list[dict[str, Any]] = list(spec["computations"])
-        self.computation_ids: list[str] = [c["id"] for c in self._computations]
+        # Enabled for only some users; the clash (a computation named like a property) only
+        # when asked for. Both drawn from the users' second stream.
+        self._partial: list[dict[str, Any]] = list(spec.get("partial_computations", []))
+        self._clash: list[dict[str, Any]] = [dict(spec["clash"])] if self.clash and spec.get("clash") else []
+        #: Every computation of the org: enabled for every user, then for only some users.
+        self.computation_ids: list[str] = [c["id"] for c in (*self._computations, *self._partial, *self._clash)]
+        self.partial_computation_ids: list[str] = [c["id"] for c in (*self._partial, *self._clash)]
 
     def _compile_predictions(self, spec: Mapping[str, Any]) -> None:
         self._predictions: list[dict[str, Any]] = list(spec["predictions"])
@@ -441,6 +462,14 @@ class SampleOrg:
         computations = self._make_computations(rng, engagement)
         predictions = self._make_predictions(rng, engagement)
         recs = self._make_recs(rng, segment_index, taste)
+        # What a real org adds (sparse properties, computations enabled for some users)
+        # comes from a stream of its own, so every value above is what it always was.
+        extra = np.random.default_rng([self.seed, index, 7])
+        props.update(self._make_sparse(extra))
+        computations.update(self._make_partial(extra, engagement, self._partial))
+        if self._clash:
+            clash = np.random.default_rng([self.seed, index, 8])
+            computations.update(self._make_partial(clash, engagement, self._clash))
         return _User(
             index=index,
             user_id=self._user_id(index),
@@ -509,8 +538,8 @@ class SampleOrg:
                     ago = min(ago, days_ago[prop["not_before"]])
                 days_ago[prop["name"]] = ago
                 value = date.fromordinal(self._as_of_ordinal - ago).isoformat()
-            elif kind == "int":
-                value = int(prop["low"] + u * (prop["high"] - prop["low"] + 1))
+            elif kind in ("int", "code"):
+                value = self._plain_value(prop, u)
             elif kind == "int_lognormal":
                 scale = prop["sigma"] * normals[k] + prop.get("engagement", 0.0) * engagement
                 value = int(round(prop["median"] * math.exp(scale)))
@@ -532,13 +561,6 @@ class SampleOrg:
                 value = f"{prefix}{int(u * 100):02d}"
             elif kind == "top_category":
                 value = self.categories[int(np.argmax(taste))]
-            elif kind == "code":
-                number = int(u * len(_CODE_ALPHABET) ** 6)
-                chars = []
-                for _ in range(6):
-                    number, digit = divmod(number, len(_CODE_ALPHABET))
-                    chars.append(_CODE_ALPHABET[digit])
-                value = prop.get("prefix", "") + "".join(chars)
             else:
                 raise ValueError(f"unknown property kind {kind!r} for {prop['name']!r}")
             if u_missing < prop.get("missing", 0.0):
@@ -546,13 +568,48 @@ class SampleOrg:
             props[prop["name"]] = value
         return props
 
+    def _make_sparse(self, rng: np.random.Generator) -> dict[str, Any]:
+        draws = rng.random((len(self._sparse), 2)).tolist()
+        props: dict[str, Any] = {}
+        for prop, (u_present, u) in zip(self._sparse, draws):
+            if u_present < prop["share"]:
+                props[prop["name"]] = self._plain_value(prop, u)
+        return props
+
+    def _make_partial(self, rng: np.random.Generator, engagement: float,
+                      specs: Sequence[Mapping[str, Any]]) -> dict[str, str | None]:
+        enabled = rng.random(len(specs)).tolist()
+        values = self._make_computations(rng, engagement, specs)
+        return {spec["id"]: values[spec["id"]] for spec, u in zip(specs, enabled) if u < spec["enabled"]}
+
+    @staticmethod
+    def _plain_value(prop: Mapping[str, Any], u: float) -> Any:
+        """A property value drawn from one uniform number (no segment, no engagement)."""
+        kind = prop["kind"]
+        if kind == "choice":
+            cumulative = prop["cumulative"]
+            return prop["values"][min(bisect_right(cumulative, u), len(cumulative) - 1)]
+        if kind == "int":
+            return int(prop["low"] + u * (prop["high"] - prop["low"] + 1))
+        if kind == "bool":
+            return u < prop["p"]
+        if kind == "code":
+            number = int(u * len(_CODE_ALPHABET) ** 6)
+            chars = []
+            for _ in range(6):
+                number, digit = divmod(number, len(_CODE_ALPHABET))
+                chars.append(_CODE_ALPHABET[digit])
+            return prop.get("prefix", "") + "".join(chars)
+        raise ValueError(f"unknown sparse property kind {kind!r} for {prop['name']!r}")
+
     def _make_computations(
-        self, rng: np.random.Generator, engagement: float
+        self, rng: np.random.Generator, engagement: float, specs: Sequence[Mapping[str, Any]] | None = None,
     ) -> dict[str, str | None]:
-        draws = rng.random((len(self._computations), 3)).tolist()
-        normals = rng.standard_normal(len(self._computations)).tolist()
+        specs = self._computations if specs is None else specs
+        draws = rng.random((len(specs), 3)).tolist()
+        normals = rng.standard_normal(len(specs)).tolist()
         values: dict[str, str | None] = {}
-        for comp, (u_null, u_invalid, u_pick), z in zip(self._computations, draws, normals):
+        for comp, (u_null, u_invalid, u_pick), z in zip(specs, draws, normals):
             if u_null < comp.get("null_rate", 0.0):
                 values[comp["id"]] = None
                 continue
@@ -687,12 +744,14 @@ class SampleOrg:
         all_computations = _flag(params, "get_computations")
         comp_ids = _split_ids(params.get("comp_id"))
         if _flag(params, "get_amp_props") or all_computations or comp_ids:
-            amp_props = dict(user.props) if _flag(params, "get_amp_props") else {}
+            computations = self.user_computations(index)
+            amp_props = self.user_properties(index) if _flag(params, "get_amp_props") else {}
+            # One merged object: a computation named like a property shows the computation's value.
             if all_computations:
-                amp_props.update(user.computations)
+                amp_props.update(computations)
             for comp_id in comp_ids:
-                if comp_id in user.computations or comp_id not in amp_props:
-                    amp_props[comp_id] = user.computations.get(comp_id)
+                if comp_id in computations or comp_id not in amp_props:
+                    amp_props[comp_id] = computations.get(comp_id)
 
         cohort_ids = list(user.cohorts) if _flag(params, "get_cohort_ids") else None
         data: dict[str, Any] = {
@@ -720,6 +779,45 @@ class SampleOrg:
             data["propensity"] = entries[0]["prop"] if len(entries) == 1 else None
             data["propensities"] = entries
         return {"userData": data}
+
+    # ------------------------------------------------------------------ changes
+    def add_computation(self, name: str) -> None:
+        """Create computation ``name``, enabled for every user (a name a property also has
+        makes a clash: a merged answer shows the computation's value)."""
+        self._removed_computations.discard(name)
+        self._added_computations[name] = None
+
+    def remove_computation(self, name: str) -> None:
+        """Delete computation ``name``: answers no longer hold it."""
+        self._added_computations.pop(name, None)
+        self._removed_computations.add(name)
+
+    def add_property(self, name: str) -> None:
+        """Create user property ``name`` (a text value) on every synthetic user."""
+        self._added_properties[name] = None
+
+    def user_properties(self, index: int) -> dict[str, Any]:
+        """What the org holds as user ``index``'s properties now (a fresh dict): the truth
+        a properties-only answer shows."""
+        props = dict(self._user(index).props)
+        if index != 0:
+            for name in self._added_properties:
+                props[name] = f"p-{self._derived_number(index, name) % 1000}"
+        return props
+
+    def user_computations(self, index: int) -> dict[str, str | None]:
+        """What the org holds as user ``index``'s computations now (a fresh dict): the
+        truth a computations-only answer shows."""
+        computations = {k: v for k, v in self._user(index).computations.items()
+                        if k not in self._removed_computations}
+        if index != 0:
+            for name in self._added_computations:
+                computations[name] = f"{self._derived_number(index, name) % 100_000 / 100:.2f}"
+        return computations
+
+    def _derived_number(self, index: int, name: str) -> int:
+        digest = hashlib.blake2b(f"{self.seed}:{index}:{name}".encode(), digest_size=6).digest()
+        return int.from_bytes(digest, "big")
 
     @staticmethod
     def _rec_json(rec_id: str, slot: _RecSlot, rec_type: str) -> dict[str, Any]:

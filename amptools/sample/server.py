@@ -37,7 +37,7 @@ import threading
 import time
 import weakref
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
@@ -51,7 +51,7 @@ if TYPE_CHECKING:
     from amptools.client import ProfileClient
     from amptools.cohorts import CohortClient
 
-__all__ = ["ENDPOINT", "THROTTLE_BODY", "Arrival", "Faults", "SampleServer", "running", "serve"]
+__all__ = ["ENDPOINT", "THROTTLE_BODY", "Arrival", "Change", "Faults", "SampleServer", "running", "serve"]
 
 ENDPOINT = "/v1/userprofile"
 THROTTLE_BODY = (
@@ -144,6 +144,35 @@ class Faults:
         return None, second
 
 
+@dataclass(frozen=True)
+class Change:
+    """A change of the org once the server answered ``after`` profile requests, as a
+    real org changes while a long fetch runs (someone creates or deletes a computation).
+
+    Parameters
+    ----------
+    after : int
+        Profile requests answered (with a profile or an error) before the change.
+    add_computation, remove_computation, add_property : str, optional
+        The name created or deleted (see :meth:`SampleOrg.add_computation`). A computation
+        with the name of a property makes a clash.
+    """
+
+    after: int
+    add_computation: str | None = None
+    remove_computation: str | None = None
+    add_property: str | None = None
+
+    def apply(self, org: SampleOrg) -> None:
+        """Make the change in ``org``."""
+        if self.remove_computation is not None:
+            org.remove_computation(self.remove_computation)
+        if self.add_computation is not None:
+            org.add_computation(self.add_computation)
+        if self.add_property is not None:
+            org.add_property(self.add_property)
+
+
 @dataclass
 class Arrival:
     """One request received by a :class:`SampleServer` (never its key).
@@ -195,11 +224,13 @@ def parse_params(query: str) -> dict[str, str]:
 
 
 class _SlidingWindow:
-    """Admit at most ``limit`` requests in any ``window`` seconds."""
+    """Admit at most ``limit`` requests in any ``window`` seconds; with ``count_refused``
+    a refused request counts too (nobody outside Amplitude knows which the service does)."""
 
-    def __init__(self, limit: int, window: float) -> None:
+    def __init__(self, limit: int, window: float, count_refused: bool = False) -> None:
         self.limit = limit
         self.window = window
+        self.count_refused = count_refused
         self._admitted: deque[float] = deque()
         self._lock = threading.Lock()
 
@@ -208,8 +239,13 @@ class _SlidingWindow:
         with self._lock:
             while self._admitted and self._admitted[0] <= now - self.window:
                 self._admitted.popleft()
-            if len(self._admitted) >= self.limit:
-                return self._admitted[0] + self.window - now
+            over = len(self._admitted) - self.limit
+            if over >= 0:
+                # Admitted again once enough of the counted requests left the window.
+                wait = self._admitted[over] + self.window - now
+                if self.count_refused:
+                    self._admitted.append(now)
+                return wait
             self._admitted.append(now)
             return None
 
@@ -352,6 +388,7 @@ class _Handler(BaseHTTPRequestHandler):
         if fault == "throttle":
             return self._send(429, THROTTLE_BODY.encode(), "application/json", {"Retry-After": "1"})
 
+        owner._answering()
         if not user_id and not device_id:
             return self._json_error(400, MISSING_IDS_ERROR)
         index = owner.org.find(user_id=user_id or None, device_id=device_id or None)
@@ -383,6 +420,14 @@ class SampleServer:
         Requests admitted per ``window`` (sliding window); more answer 429.
     window : float
         Length of the rate-limit window in seconds.
+    count_throttled : bool
+        Count refused requests against the limit too (a stricter limiter: a client that
+        keeps asking while throttled keeps the window full). False: only admitted ones.
+    clash : bool
+        A computation with the name of a property (``lifetime_value``), enabled for some
+        users (see :class:`~amptools.sample.dataset.SampleOrg`).
+    changes : sequence of Change
+        Changes of the org made while it serves (a computation created after N requests).
     latency : float
         Seconds slept before answering every request.
     faults : Faults, optional
@@ -411,6 +456,9 @@ class SampleServer:
         *,
         rate_limit: int = 600,
         window: float = 60.0,
+        count_throttled: bool = False,
+        clash: bool = False,
+        changes: Sequence[Change] = (),
         latency: float = 0.0,
         faults: Faults | None = None,
         seed: int | None = None,
@@ -422,8 +470,11 @@ class SampleServer:
             raise ValueError("rate_limit must be at least 1 and window positive")
         self.rate_limit = rate_limit
         self.window = window
+        self.count_throttled = count_throttled
         self.latency = latency
-        self.org = SampleOrg(seed=seed, n_users=n_users)
+        self.org = SampleOrg(seed=seed, n_users=n_users, clash=clash)
+        self._changes = sorted(changes, key=lambda change: change.after)
+        self._answered = 0
         # The local org's default key is not a secret: it names the org (seed and size),
         # so caches filled from the same sample org in another session stay usable.
         self.secret_key: str = (secret_key if secret_key is not None
@@ -434,7 +485,7 @@ class SampleServer:
         self.cohorts = SampleCohorts(self)
         self.port = port
         self._faults = faults
-        self._limiter = _SlidingWindow(rate_limit, window)
+        self._limiter = _SlidingWindow(rate_limit, window, count_refused=count_throttled)
         self._arrivals: list[Arrival] = []
         self._attempts: dict[tuple[str, str], int] = {}
         self._lock = threading.Lock()
@@ -574,6 +625,13 @@ class SampleServer:
     def _record(self, arrival: Arrival) -> None:
         with self._lock:
             self._arrivals.append(arrival)
+
+    def _answering(self) -> None:
+        """Count one answered profile request; make the changes that fall due first."""
+        with self._lock:
+            while self._changes and self._changes[0].after <= self._answered:
+                self._changes.pop(0).apply(self.org)
+            self._answered += 1
 
     def _track(self, connection: socket.socket) -> None:
         with self._lock:
