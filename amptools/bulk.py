@@ -1,84 +1,33 @@
 """Many ids -> :class:`ProfileSet`: workers, pacing, progress, an outcome per id, resume.
 
-An org may make 600 requests a minute across all its endpoints and there is no
-batch endpoint, so bulk work is pacing, retrying and never asking twice:
+Every worker of a run takes its permits from the client's one limiter (retries
+included); duplicate ids are asked once and, with a cache, nothing already answered is
+asked again; every unique id ends with exactly one outcome (``ok``, ``not_found`` or
+``failed``). A 401 stops the run and raises with the partial set as ``error.partial``;
+a cancel (the event, :meth:`BulkFetch.cancel`, Ctrl-C) returns the partial set, whose
+unfetched ids are ``failed`` with :data:`CANCELLED_ERROR`, so a rerun with the same
+cache fetches exactly those. Processes sharing a cache file claim each id machine-wide
+(:mod:`amptools.budget`) and never fetch it twice. A query for properties and
+computations is one request per user, told apart by :mod:`amptools.names`.
 
-- every worker thread of a run takes its permits from the client's one
-  :class:`~amptools.ratelimit.RateLimiter` (retries included; a throttle answer
-  pauses all of them);
-- duplicate ids are asked once, and with a cache (:mod:`amptools.cache`) nothing
-  already answered is asked again;
-- every unique id ends with exactly one outcome, ``ok``, ``not_found`` or
-  ``failed``, so ``ok + not_found + failed == unique ids`` always holds.
-
-Stopping
---------
-An :class:`AuthenticationError` (HTTP 401) stops the run at once: no new request
-is sent after it, the requests already in flight are awaited, and the error is
-raised with the partial :class:`ProfileSet` as ``error.partial``.
-
-A cancelled run — the ``cancel`` event set from another thread, :meth:`BulkFetch.cancel`,
-or Ctrl-C (KeyboardInterrupt) — sends no new request, waits for the ones in
-flight (their answers are kept and cached), and *returns* the partial
-:class:`ProfileSet` with ``cancelled=True``. Ids it never fetched are counted as
-``failed`` with the error ``"cancelled before it was fetched"`` (attempts 0, no
-HTTP status), so the invariant holds and a rerun with the same cache fetches
-exactly those. Ctrl-C also issues an :class:`IncompleteFetchWarning`; pressing it
-a second time abandons the requests still in flight.
-
-Cache
------
-Entries are scoped by the client's base URL and a fingerprint of its key
-(the client's ``scope``), so one cache file never serves one project's
-answers to another. A query that ``ProfileQuery.parts()`` splits into two requests
-is cached part by part as each answer arrives; a later run asks only for the parts
-the cache lacks, so a user's recommendations are never fetched (and exposure-logged)
-twice because the other request failed. A 200 body that cannot be read is kept in
-the cache with its error (the id is ``failed``); a rerun does not fetch it again
-when it asked for recommendations (see :mod:`amptools.cache`).
-
-One request per user
---------------------
-A query for properties *and* computations is one request per user: the API merges
-them into ``amp_props`` and amptools tells them apart by name. With listed
-``comp_id`` values the query names them. With all computations the run needs the org's
-computation names: when neither this process nor the cache knows them for the
-client's scope, the first few users (``NAME_PROBES``) are fetched the two-request
-way (their answers keep the two apart exactly) and the names are learned from them;
-a merged answer with a key neither known as a computation nor as a property sends
-one computations-only request for that user to refresh them (at most
-``NAME_REFRESHES`` a run), and every merged profile is read again with the final
-names. Names are kept per scope in the cache and in the process.
-``split_computations=True`` asks the two-request way for every user.
-
-Processes sharing a cache
--------------------------
-Two processes (two notebooks, a notebook and ``amptools fetch``) that share a cache
-file never fetch the same id at once: before asking for an id a worker claims it
-machine-wide (:mod:`amptools.budget`); an id claimed by another run is waited for
-and then read from the cache. A claim expires after ``CLAIM_TTL`` seconds, or when
-its process is gone, so a killed process blocks nobody.
-
-When writing to the cache fails (the file is locked by another program for longer
-than its timeout, the disk is full, the file is read-only), the run goes on in
-memory: a :class:`~amptools.cache.CacheWarning` names the file and the error once,
-nothing more is written to the cache in that run, and the returned
-:class:`ProfileSet` holds every answer, with the error as ``cache_error``.
+The promises and how each is kept: ``docs/python-api.md``, ``docs/quota.md`` and
+``docs/reliability.md``.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import queue
-import uuid
 import sqlite3
 import threading
 import time
+import uuid
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import pandas as pd
 
@@ -95,12 +44,11 @@ from .errors import (
     warn,
     whole_number,
 )
-from .models import ComputationNames, UserProfile, read_error
+from .models import UserProfile, read_error
+from .names import KeyKindWarning, NameLearner, warning_text
 from .query import ID_TYPES, STATUSES, IdType, ProfileQuery, validate_id
 
 if TYPE_CHECKING:
-    import os
-
     from .client import ProfileClient
 
 __all__ = [
@@ -128,10 +76,6 @@ _OUTCOME_DTYPES = {"id": "str", "status": "str", "http_status": "Int64", "attemp
 CANCELLED_ERROR = "cancelled before it was fetched"
 STOPPED_BY_AUTH_ERROR = "not fetched: the run stopped at an authentication failure (HTTP 401)"
 _BAD_IDS_SHOWN = 5
-# Users fetched the two-request way to learn an org's computation names, and the most
-# computations-only requests a run sends to refresh them (each costs one request).
-NAME_PROBES = 5
-NAME_REFRESHES = 5
 # How long another process may hold an id of a shared cache before it is asked again:
 # longer than one id's retries take (attempt deadlines and backoff included).
 CLAIM_TTL = 300.0
@@ -388,15 +332,25 @@ def unique_ids(ids: Iterable[str | int] | str, id_type: str = "user_id") -> list
 
 
 # -- the run -----------------------------------------------------------------------------
+class FetchedPart(NamedTuple):
+    """One body a run received: the part it answers (the cache key), the body, the
+    requests it took, and why it cannot be read (None when it can)."""
+
+    key: str
+    payload: Any
+    attempts: int
+    error: str | None
+
+
 @dataclass(frozen=True)
 class _Result:
     """What a worker hands the coordinating thread for one id: its outcome, and the
-    bodies fetched in this run that are not cached yet, ``(part key, body, attempts,
-    read error)``, written together with the outcome."""
+    bodies fetched in this run that are not cached yet, written together with it."""
 
     outcome: Outcome
-    parts: tuple[tuple[str, Any, int, str | None], ...] = ()
+    parts: tuple[FetchedPart, ...] = ()
     auth_error: AuthenticationError | None = None
+    unsure: frozenset[str] = frozenset()  # keys of a merged answer never seen apart
 
 
 @dataclass(frozen=True)
@@ -405,7 +359,7 @@ class _Part:
     cached at once so it survives a failure or a cancel before the next part."""
 
     id: str
-    part: tuple[str, Any, int, str | None]
+    part: FetchedPart
 
 
 class _Progress:
@@ -467,6 +421,8 @@ class _Progress:
                 log.exception("on_progress raised; the fetch goes on without it")
 
 
+
+
 @dataclass(frozen=True)
 class _Form:
     """One way of asking an id: a query, its requests and their cache keys."""
@@ -487,24 +443,20 @@ class _Plan:
 
     ``cached`` holds the cache's answer by id (``ok``, ``not_found`` or ``failed``);
     ``to_fetch`` the other ids in input order; ``have`` the usable cached bodies of ids
-    still to fetch; ``split`` the ids asked the two-request way; ``probes`` those of
-    them that teach the run the org's computation names, asked first.
+    still to fetch; ``split`` the ids the cache holds (in part) the two-request way,
+    which are finished that way.
     """
 
     cached: dict[str, tuple[_Form, Answer]]
     to_fetch: list[str]
     have: dict[str, dict[str, Any]]
     split: set[str]
-    probes: list[str]
 
 
-def _plan(ids: Sequence[str], stored: Mapping[str, StoredParts], main: _Form, split: _Form | None,
-          *, names_known: bool) -> _Plan:
+def _plan(ids: Sequence[str], stored: Mapping[str, StoredParts], main: _Form, split: _Form | None) -> _Plan:
     """Pure: the plan of a run from what the cache holds. An id the cache answered (in
-    part) the two-request way is finished that way; when a merged query needs the org's
-    computation names and nobody knows them, the first ``NAME_PROBES`` ids to fetch are
-    asked the two-request way first."""
-    plan = _Plan({}, [], {}, set(), [])
+    part) the two-request way is finished that way."""
+    plan = _Plan({}, [], {}, set())
     for id_ in ids:
         entry = stored.get(id_)
         form = main
@@ -519,65 +471,57 @@ def _plan(ids: Sequence[str], stored: Mapping[str, StoredParts], main: _Form, sp
                 plan.have[id_] = answer.have
         else:
             plan.cached[id_] = (form, answer)
-    if main.query.needs_computation_names and not names_known:
-        plan.probes = [i for i in plan.to_fetch if i not in plan.split][:NAME_PROBES]
-        plan.split.update(plan.probes)
     return plan
 
 
-class _Names:
-    """The org's computation names as a run learns them (shared by its threads)."""
-
-    def __init__(self, names: ComputationNames) -> None:
-        self.names = names
-        self._lock = threading.Lock()
-        self._read = False  # a merged profile was parsed with the names of the moment
-        self.grew = False  # ... and names were learned after that
-        self._refreshes = NAME_REFRESHES
-
-    def learn(self, names: ComputationNames) -> None:
-        with self._lock:
-            grown = self.names.learn(computations=names.computations, properties=names.properties)
-            if grown != self.names:
-                self.grew = self.grew or self._read
-                self.names = grown
-
-    def read(self) -> ComputationNames:
-        self._read = True
-        return self.names
-
-    def take_refresh(self, merged: Any) -> bool:
-        """Whether a merged answer holds a key known neither as a computation nor as a
-        property, and the run may still spend a request to refresh the names."""
-        props = merged.get("userData", {}).get("amp_props") if isinstance(merged, dict) else None
-        if not isinstance(props, dict) or not self.names.unseen(props):
-            return False
-        with self._lock:
-            if self._refreshes <= 0:
-                return False
-            self._refreshes -= 1
-            return True
-
-
 class _Claims:
-    """Ids of a cache file shared by several processes, claimed machine-wide."""
+    """Ids of a cache file shared by several processes, claimed machine-wide.
+
+    A claims file that fails is given up for the rest of the run (each run fetches for
+    itself then, as without claims); the flag is kept under a lock, so a worker that
+    meets the failure and one that is about to claim agree.
+    """
 
     def __init__(self, store: Any, prefix: str) -> None:
         self.store = store
         self.prefix = prefix
         self.owner = uuid.uuid4().hex
+        self._lock = threading.Lock()
+        self._broken = False
+
+    @property
+    def usable(self) -> bool:
+        with self._lock:
+            return not self._broken
+
+    def _give_up(self, error: BaseException) -> None:
+        with self._lock:
+            if self._broken:
+                return
+            self._broken = True
+        log.warning("claims unavailable (%s: %s); fetching without them", type(error).__name__, error)
 
     def key(self, id_: str) -> str:
         return f"{self.prefix}|{id_}"
 
-    def hold(self, id_: str, stop: threading.Event) -> None:
-        """Claim ``id_``, waiting while another run holds it (at most CLAIM_TTL)."""
+    def hold(self, id_: str, stop: threading.Event) -> bool:
+        """Claim ``id_``, waiting while another run holds it (at most CLAIM_TTL); False
+        when the claims are unusable (the id is fetched without one)."""
+        if not self.usable:
+            return False
         key = self.key(id_)
-        if not self.store.claim(key, self.owner, CLAIM_TTL):
-            self.store.wait_claimed(key, timeout=CLAIM_TTL, cancel=stop)
-            self.store.claim(key, self.owner, CLAIM_TTL)
+        try:
+            if not self.store.claim(key, self.owner, CLAIM_TTL):
+                self.store.wait_claimed(key, timeout=CLAIM_TTL, cancel=stop)
+                self.store.claim(key, self.owner, CLAIM_TTL)
+        except Exception as error:  # a broken claims file must not stop the fetch
+            self._give_up(error)
+            return False
+        return True
 
     def release(self, id_: str | None = None) -> None:
+        if not self.usable:
+            return
         try:
             if id_ is None:
                 self.store.release_owner(self.owner)
@@ -587,38 +531,62 @@ class _Claims:
             log.debug("could not release a claim", exc_info=True)
 
 
+@dataclass(frozen=True)
+class _Context:
+    """What every worker of a run reads (never writes): set once, before they start."""
+
+    client: ProfileClient
+    id_type: str
+    query: ProfileQuery
+    main: _Form
+    split: _Form | None
+    stop: threading.Event
+    names: NameLearner
+    claims: _Claims | None
+    have: Mapping[str, Mapping[str, Any]]
+    positions: Mapping[str, int]
+    form_of: Callable[[str], _Form]
+    choose: Callable[[str, _Form], None]
+    reread: Callable[[str], Outcome | None]
+    profile: Callable[[_Form, list[Any]], UserProfile]
+
+
 class _Fetcher:
     """Fetching one id (in a worker thread): the requests the cache lacks, as a _Result."""
 
-    def __init__(self, run: _Run) -> None:
-        self.run = run
-        self.client = run.client
-        self.id_type = run.id_type
-        self.stop = run.stop
+    def __init__(self, context: _Context) -> None:
+        self.context = context
+
+    def _form(self, id_: str) -> _Form:
+        """How ``id_`` is asked: as the cache began it, else the exact way when the names
+        ask for a check at its position, else the run's query."""
+        context = self.context
+        form = context.form_of(id_)
+        if form is context.main and context.split is not None \
+                and context.names.exact(context.positions.get(id_, -1)):
+            form = context.split
+        context.choose(id_, form)
+        return form
 
     def fetch(self, id_: str, hand: Callable[[_Part], None]) -> _Result | None:
         """``hand`` passes each body that is not the id's last on, to be cached at once."""
-        run = self.run
-        if run.claims is not None:
-            try:
-                run.claims.hold(id_, self.stop)
-                # Claimed now; another run may have answered it since this run looked.
-                answered = run.reread(id_)
-            except Exception as error:  # a broken claims file must not stop the fetch
-                log.warning("claims unavailable (%s: %s); fetching without them", type(error).__name__, error)
-                run.claims, answered = None, None
+        context = self.context
+        if context.claims is not None and context.claims.hold(id_, context.stop):
+            # Claimed now; another run may have answered it since this run looked.
+            answered = context.reread(id_)
             if answered is not None:
                 return _Result(answered)
-        form = run.form(id_)
-        have = run.plan.have.get(id_, {})
+        form = self._form(id_)
+        have = context.have.get(id_, {})
         missing = [i for i, key in enumerate(form.keys) if key not in have]
         payloads: list[Any] = [have.get(key) for key in form.keys]
-        fetched: list[tuple[str, Any, int, str | None]] = []
+        fetched: list[FetchedPart] = []
         attempts = 0
         for n, index in enumerate(missing):
             part, key = form.parts[index], form.keys[index]
             try:
-                payload, used = self.client.request({self.id_type: id_, **part.to_params()}, cancel=self.stop)
+                payload, used = context.client.request({context.id_type: id_, **part.to_params()},
+                                                       cancel=context.stop)
             except FetchCancelled:
                 return None  # counted as cancelled by the coordinating thread
             except Exception as error:
@@ -626,7 +594,7 @@ class _Fetcher:
             attempts += used
             payloads[index] = payload
             problem = read_error(payload, part)
-            entry = (key, payload, used, problem)
+            entry = FetchedPart(key, payload, used, problem)
             if problem is not None:
                 # Kept in the cache with its error; the parts after it are not asked.
                 return _Result(Outcome(id_, "failed", 200, attempts, problem), (*fetched, entry))
@@ -634,46 +602,38 @@ class _Fetcher:
                 hand(_Part(id_, entry))  # cached now: survives a failure of the next part
             else:
                 fetched.append(entry)
-        if form is run.main and run.query.needs_computation_names and run.names.take_refresh(payloads[0]):
-            refresh = self._refresh_names(id_, payloads[0])
-            if refresh is not None:
-                attempts += refresh[2]
-                fetched.append(refresh)
         try:
-            profile = run.profile(form, payloads)
+            profile = context.profile(form, payloads)
         except Exception as error:
             return _Result(Outcome(id_, "failed", 200, attempts,
                                    f"unexpected response: {type(error).__name__}: {error}"), tuple(fetched))
-        return _Result(Outcome(id_, "ok", 200, attempts, None, False, profile), tuple(fetched))
+        return _Result(Outcome(id_, "ok", 200, attempts, None, False, profile), tuple(fetched),
+                       unsure=self._learn(form, payloads))
+
+    def _learn(self, form: _Form, payloads: list[Any]) -> frozenset[str]:
+        """What this user's answers teach the run about the org's names; the keys of a
+        merged answer that a refresh of this user would settle."""
+        names = self.context.names
+        if not names.active:
+            return frozenset()
+        if form is not self.context.main:
+            names.learn_exact(payloads[0], payloads[-1])
+            return frozenset()
+        names.learn_types(payloads[0])
+        return names.unsure(payloads[0])
 
     def _failure(self, id_: str, error: Exception, attempts: int) -> _Result:
+        stop, id_type = self.context.stop, self.context.id_type
         if isinstance(error, UnknownUserError):
             return _Result(Outcome(id_, "not_found", error.status, attempts + error.attempts, str(error)))
         if isinstance(error, AuthenticationError):
-            self.stop.set()  # before anything else: no new request after a 401
+            stop.set()  # before anything else: no new request after a 401
             return _Result(Outcome(id_, "failed", error.status, attempts + error.attempts, str(error)),
                            auth_error=error)
         if isinstance(error, ProfileAPIError):
             return _Result(Outcome(id_, "failed", error.status, attempts + error.attempts, str(error)))
-        log.error("unexpected error fetching %s %r", self.id_type, id_, exc_info=error)
+        log.error("unexpected error fetching %s %r", id_type, id_, exc_info=error)
         return _Result(Outcome(id_, "failed", None, attempts + 1, f"{type(error).__name__}: {error}"))
-
-    def _refresh_names(self, id_: str, merged: Any) -> tuple[str, Any, int, str | None] | None:
-        """This user's computations alone, to learn a name the run did not know (a
-        computation added since the names were learned?); never fails the user."""
-        split = self.run.split
-        assert split is not None
-        only = split.parts[-1]
-        try:
-            payload, used = self.client.request({self.id_type: id_, **only.to_params()}, cancel=self.stop)
-        except (ProfileAPIError, FetchCancelled):
-            return None
-        props = merged["userData"]["amp_props"]
-        computations = payload.get("userData", {}).get("amp_props") if isinstance(payload, dict) else None
-        if isinstance(computations, dict):
-            self.run.names.learn(ComputationNames(frozenset(computations),
-                                                  frozenset(props) - frozenset(computations)))
-        return (split.keys[-1], payload, used, read_error(payload, only))
 
 
 class _Run:
@@ -714,7 +674,7 @@ class _Run:
         self.scope = str(client.scope)
         self.main = _Form.of(self.query)
         # A merged query can also be answered the two-request way: by older cache
-        # entries, and for the users that teach the run the org's computation names.
+        # entries, and for the users that check the org's computation names.
         self.split = _Form.of(self.query.split()) if self.query.merges_computations else None
         self.stop = threading.Event()
         self.outcomes: dict[str, Outcome] = {}
@@ -722,27 +682,35 @@ class _Run:
         self.cancelled = False
         self.interrupted = False
         self.cache_error: BaseException | None = None
-        self.names = _Names(ComputationNames())
-        self.plan = _Plan({}, [], {}, set(), [])
+        self.names = NameLearner(self.scope, self.query, total=0)
+        self.plan = _Plan({}, [], {}, set())
         self.claims: _Claims | None = None
+        self._merged: dict[str, frozenset[str]] = {}  # ids read from merged answers: unsure keys
+        self._chosen: dict[str, _Form] = {}  # how each fetched id was asked (workers write)
+        self._chosen_lock = threading.Lock()
         self._cache: ProfileCache | None = None
         self._progress: _Progress | None = None
 
     # -- forms and profiles (any thread) -------------------------------------------------
     def form(self, id_: str) -> _Form:
-        """How ``id_`` is asked: the run's query, or its two-request form."""
+        """How ``id_`` is (or was) asked: the run's query, or its two-request form."""
+        with self._chosen_lock:
+            chosen = self._chosen.get(id_)
+        if chosen is not None:
+            return chosen
         if id_ in self.plan.split and self.split is not None:
             return self.split
         return self.main
 
+    def _choose(self, id_: str, form: _Form) -> None:
+        with self._chosen_lock:
+            self._chosen[id_] = form
+
     def profile(self, form: _Form, payloads: list[Any]) -> UserProfile:
-        """One profile from its bodies; a two-request answer also teaches the names."""
-        if not self.query.needs_computation_names:
-            return UserProfile.from_payloads(payloads, form.query)
-        if form is self.split:
-            self.names.learn(ComputationNames.from_split(payloads))
-            return UserProfile.from_payloads(payloads, form.query)
-        return UserProfile.from_payloads(payloads, form.query, self.names.read())
+        """One profile from its bodies (a merged answer read with the names of the moment)."""
+        if form is self.main and self.query.merges_computations:
+            return UserProfile.from_payloads(payloads, form.query, self.names.read())
+        return UserProfile.from_payloads(payloads, form.query)
 
     def _cached_outcome(self, id_: str, form: _Form, answer: Answer) -> Outcome | None:
         """The outcome of a cache answer; None when its bodies do not make a profile."""
@@ -761,7 +729,7 @@ class _Run:
             return None
         entry = cache.stored(self.id_type, [id_], self.query, scope=self.scope, max_age=self.max_age,
                              also=self.split.query if self.split else None).get(id_)
-        plan = _plan([id_], {id_: entry} if entry else {}, self.main, self.split, names_known=True)
+        plan = _plan([id_], {id_: entry} if entry else {}, self.main, self.split)
         if id_ not in plan.cached:
             return None
         form, answer = plan.cached[id_]
@@ -787,6 +755,8 @@ class _Run:
                    error=None if outcome.status == "ok" else outcome.error)
         if self.claims is not None:
             self.claims.release(outcome.id)
+        if outcome.profile is not None and self.names.active and self.form(outcome.id) is self.main:
+            self._merged[outcome.id] = result.unsure
         self._count(outcome)
 
     def _count(self, outcome: Outcome) -> None:
@@ -843,18 +813,18 @@ class _Run:
         """Read the cache and the names, make the plan, count what the cache answered."""
         cache = self._cache
         stored: dict[str, StoredParts] = {}
-        if self.query.needs_computation_names:
-            self.names = _Names(ComputationNames.known(self.scope))
+        evidence: dict[tuple[str, str], tuple[float, str]] = {}
         if cache is not None:
             try:
-                if self.query.needs_computation_names:
-                    self.names.learn(cache.names(self.scope))
+                if self.query.merges_computations:
+                    evidence = cache.name_evidence(self.scope)
                 if self.ids:
                     stored = cache.stored(self.id_type, self.ids, self.query, scope=self.scope,
                                           max_age=self.max_age, also=self.split.query if self.split else None)
             except (sqlite3.Error, OSError) as error:
                 self._cache_failed(cache, error)
-        self.plan = _plan(self.ids, stored, self.main, self.split, names_known=bool(self.names.names))
+        self.plan = _plan(self.ids, stored, self.main, self.split)
+        self.names = NameLearner(self.scope, self.query, total=len(self.plan.to_fetch), stored=evidence)
         cached: list[Outcome] = []
         for id_, (form, answer) in list(self.plan.cached.items()):
             outcome = self._cached_outcome(id_, form, answer)
@@ -870,7 +840,10 @@ class _Run:
             try:
                 from .budget import open_store
 
-                self.claims = _Claims(open_store(), f"{cache.path}|{self.scope}|{self.id_type}|{self.query.canonical()}")
+                # The file itself, however its path was typed (relative, absolute, a link).
+                where = os.stat(cache.path)
+                self.claims = _Claims(open_store(), f"{where.st_dev}:{where.st_ino}|{self.scope}|"
+                                                    f"{self.id_type}|{self.query.canonical()}")
             except Exception as error:  # no writable cache folder: each run for itself
                 log.warning("no claims for the shared cache (%s: %s)", type(error).__name__, error)
         if self._sends_recommendations():
@@ -892,16 +865,20 @@ class _Run:
         if to_fetch and self.user_cancel is not None and self.user_cancel.is_set():
             self.cancelled = True
         elif to_fetch:
-            first = set(self.plan.probes)
-            for batch in ([i for i in to_fetch if i in first], [i for i in to_fetch if i not in first]):
+            # The first id checks the org's names (asked the exact way) before the others
+            # are read with them.
+            first = 1 if self.names.active else 0
+            for batch in (to_fetch[:first], to_fetch[first:]):
                 if batch and not self.stop.is_set():
                     self._fetch_all(batch)
+            if self.names.active and not self.stop.is_set():
+                self._refresh_names()
         if self.claims is not None:
             self.claims.release()
 
     def _finish(self, started: float) -> ProfileSet:
         """Keep the names, give every id its one outcome, build the ProfileSet."""
-        if self.query.needs_computation_names:
+        if self.query.merges_computations:
             self._settle_names()
         # Every id ends with one outcome, whatever stopped the run.
         reason = STOPPED_BY_AUTH_ERROR if self.auth_error is not None else CANCELLED_ERROR
@@ -932,21 +909,50 @@ class _Run:
         return result
 
     def _settle_names(self) -> None:
-        """Keep what the run learned, and read merged profiles again if the names grew
-        after they were parsed."""
-        names = self.names.names
-        ComputationNames.remember(self.scope, names)
+        """Keep what the run learned, read merged profiles again if the names grew after
+        they were parsed, and name the keys that stayed unclear (once)."""
+        names = self.names.settle()
         cache = self._cache
-        if cache is not None and names:
+        learned = self.names.learned
+        if cache is not None and learned:
             try:
-                cache.save_names(names, scope=self.scope)
+                cache.save_names(learned, scope=self.scope)
             except Exception as error:  # sqlite3 errors, a full disk, a read-only file
                 self._cache_failed(cache, error)
-        if self.names.grew:
+        if self.names.grew or any(o.profile is not None and o.profile.names is not names
+                                  for o in self.outcomes.values()):
             for id_, outcome in self.outcomes.items():
                 if outcome.profile is not None and self.form(id_) is self.main:
                     profile = UserProfile.from_payloads([outcome.profile.raw], self.query, names)
                     self.outcomes[id_] = replace(outcome, profile=profile)
+        unclear = self.names.unclear(o.profile.key_kinds for o in self.outcomes.values()
+                                     if o.profile is not None)
+        if unclear:
+            warn(warning_text(unclear, self.query), KeyKindWarning)
+
+    def _refresh_names(self) -> None:
+        """Ask the users :meth:`NameLearner.plan_refreshes` chooses for their computations
+        (or properties) alone, keep each answer in the cache, learn from it. A refresh
+        never fails its user; a key it would have settled stays ``unverified``."""
+        fetched_apart = sum(self._chosen.get(id_) is self.split for id_ in self.plan.to_fetch)
+        part = self.names.refresh_part
+        key = part.canonical()
+        for id_ in self.names.plan_refreshes(self._merged, asked=fetched_apart):
+            outcome = self.outcomes[id_]
+            assert outcome.profile is not None
+            try:
+                payload, used = self.client.request({self.id_type: id_, **part.to_params()}, cancel=self.stop)
+            except (ProfileAPIError, FetchCancelled):
+                if self.stop.is_set():
+                    return
+                continue
+            except KeyboardInterrupt:
+                self.interrupted = self.cancelled = True
+                self.stop.set()
+                return
+            self.names.learn_refresh(outcome.profile.raw, payload)
+            self._save(id_, parts=(FetchedPart(key, payload, used, read_error(payload, part)),))
+            self.outcomes[id_] = replace(outcome, attempts=outcome.attempts + used)
 
     # -- threads -------------------------------------------------------------------------
     def _fetch_all(self, ids: list[str]) -> None:
@@ -957,7 +963,11 @@ class _Run:
         # any moment cannot drop an answer that arrived (see _record).
         results: deque[_Result | _Part] = deque()
         ready = threading.Event()
-        fetcher = _Fetcher(self)
+        fetcher = _Fetcher(_Context(
+            client=self.client, id_type=self.id_type, query=self.query, main=self.main, split=self.split,
+            stop=self.stop, names=self.names, claims=self.claims, have=self.plan.have,
+            positions={id_: n for n, id_ in enumerate(self.plan.to_fetch)},
+            form_of=self.form, choose=self._choose, reread=self.reread, profile=self.profile))
 
         def work() -> None:
             def hand(item: _Part) -> None:

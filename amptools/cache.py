@@ -34,8 +34,9 @@ nothing of clients or HTTP); direct calls use the scope ``""`` unless given one.
     ``schema_version`` (2).
 ``computation_names`` — key ``(scope, name, kind)``
     The names an org's answers use for computations (``kind`` ``computation``) and
-    properties (``property``), learned by bulk fetches; they tell the two apart in a
-    merged answer (one request per user). Added to schema 2 files when opened.
+    properties (``property``), learned by bulk fetches, with when (``seen_at``) and how
+    (``how``) each was last seen; they tell the two apart in a merged answer (one request
+    per user, see :mod:`amptools.names`). Added to schema 2 files when opened.
 
 Whether an id is answered is decided by one pure function, :func:`decide`, over what
 :meth:`ProfileCache.stored` read: an id is taken from the cache when every part has a
@@ -95,6 +96,7 @@ _NAMES_TABLE = """CREATE TABLE IF NOT EXISTS computation_names (
         name TEXT NOT NULL,
         kind TEXT NOT NULL CHECK (kind IN ('computation', 'property')),
         seen_at REAL NOT NULL,
+        how TEXT,
         PRIMARY KEY (scope, name, kind)
     )"""
 _TABLES = (
@@ -403,6 +405,8 @@ class ProfileCache:
         if version == SCHEMA_VERSION:
             if not conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'computation_names'").fetchone():
                 conn.execute(_NAMES_TABLE)  # added to schema 2 later; older files lack it
+            elif "how" not in {row[1] for row in conn.execute("PRAGMA table_info(computation_names)")}:
+                conn.execute("ALTER TABLE computation_names ADD COLUMN how TEXT")  # how each was seen
             self._warn_legacy(conn)
             return
         if version > SCHEMA_VERSION:
@@ -666,21 +670,29 @@ class ProfileCache:
 
     def names(self, scope: str = "") -> ComputationNames:
         """The computation and property names learned for ``scope``."""
+        from .names import _names
+
+        return _names(self.name_evidence(scope))
+
+    def name_evidence(self, scope: str = "") -> dict[tuple[str, str], tuple[float, str]]:
+        """``{(name, kind): (seen_at, how)}`` for ``scope`` (see :mod:`amptools.names`)."""
         with self._lock:
             rows = self._conn.execute(
-                "SELECT name, kind FROM computation_names WHERE scope = ?", (scope,)).fetchall()
-        return ComputationNames(frozenset(n for n, k in rows if k == "computation"),
-                                frozenset(n for n, k in rows if k == "property"))
+                "SELECT name, kind, seen_at, how FROM computation_names WHERE scope = ?", (scope,)).fetchall()
+        return {(name, kind): (at, how or "learned") for name, kind, at, how in rows}
 
-    def save_names(self, names: ComputationNames, *, scope: str = "") -> None:
-        """Remember computation and property names for ``scope`` (kept with the old ones)."""
-        at = self._clock()
-        sql = ("INSERT OR REPLACE INTO computation_names (scope, name, kind, seen_at) "
-               "VALUES (?, ?, ?, ?)")
-        self._write([(sql, (scope, name, kind, at))
-                     for kind, group in (("computation", names.computations),
-                                         ("property", names.properties))
-                     for name in sorted(group)])
+    def save_names(self, names: ComputationNames | dict[tuple[str, str], tuple[float, str]], *,
+                   scope: str = "") -> None:
+        """Remember computation and property names for ``scope`` (kept with the old ones);
+        ``names`` may be evidence ``{(name, kind): (seen_at, how)}``."""
+        from .names import evidence_of
+
+        evidence = evidence_of(names, at=self._clock()) if isinstance(names, ComputationNames) else names
+        sql = ("INSERT INTO computation_names (scope, name, kind, seen_at, how) VALUES (?, ?, ?, ?, ?) "
+               "ON CONFLICT (scope, name, kind) DO UPDATE SET seen_at = excluded.seen_at, how = excluded.how "
+               "WHERE excluded.seen_at >= computation_names.seen_at")
+        self._write([(sql, (scope, name, kind, at, how))
+                     for (name, kind), (at, how) in sorted(evidence.items())])
 
     def outcomes(self, id_type: str | None = None, query: ProfileQuery | str | None = None,
                  *, scope: str | None = None) -> Any:

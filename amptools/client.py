@@ -55,7 +55,8 @@ from .errors import (
     warn,
     whole_number,
 )
-from .models import ComputationNames, UserProfile
+from .models import UserProfile
+from .names import NameLearner
 from .query import IdType, ProfileQuery, validate_id
 from .ratelimit import Quota, RateLimiter
 
@@ -874,18 +875,28 @@ class ProfileClient(_KeyHolder):
         query = ProfileQuery.from_options(query, **options)
         ids = _checked_ids(user_id, device_id)
         self.warn_exposure(query)
-        names = ComputationNames.known(self.scope)
-        if query.needs_computation_names and not names:
-            # The org's computation names are not known yet: this user is asked the
-            # two-request way, which keeps them apart and teaches the names.
+        names = NameLearner(self.scope, query, total=0)
+        if names.active and (not names.names or names.clash_with_listed):
+            # Nothing is known of the org's names yet (or a listed computation is also a
+            # property's name): this user is asked the two-request way, which keeps them
+            # apart exactly and teaches the names.
             split = query.split()
-            payloads, _ = self.fetch_payloads(split, user_id=ids.get("user_id"),
-                                              device_id=ids.get("device_id"))
-            ComputationNames.remember(self.scope, ComputationNames.from_split(payloads))
+            payloads, _ = self.fetch_payloads(split, user_id=ids.get("user_id"), device_id=ids.get("device_id"))
+            names.learn_exact(payloads[0], payloads[-1])
+            names.settle()
             return UserProfile.from_payloads(payloads, split)
-        payloads, _ = self.fetch_payloads(query, user_id=ids.get("user_id"),
-                                          device_id=ids.get("device_id"))
-        return UserProfile.from_payloads(payloads, query, names)
+        payloads, _ = self.fetch_payloads(query, user_id=ids.get("user_id"), device_id=ids.get("device_id"))
+        if names.active:
+            names.learn_types(payloads[0])
+            if names.unsure(payloads[0]):
+                # A key never seen apart: this user's computations alone tell it.
+                try:
+                    alone, _ = self.request({**ids, **names.refresh_part.to_params()})
+                except ProfileAPIError:
+                    pass  # the key stays unverified, and flagged
+                else:
+                    names.learn_refresh(payloads[0], alone)
+        return UserProfile.from_payloads(payloads, query, names.settle() if names.active else None)
 
     def get_profiles(
         self,

@@ -14,9 +14,15 @@ Computations arrive inside ``amp_props`` keyed by name, as strings. Which keys
 are computations is only knowable from the query: when only computations were
 asked, all of ``amp_props`` is computations; when a list of computation ids was
 asked, those keys are; when properties and *all* computations were asked in one
-request, the org's computation names (:class:`ComputationNames`, learned by the
-bulk fetch) tell them apart; a split query (``split_computations=True``) answers
-them in two bodies.
+request, the org's computation names (:class:`ComputationNames`, learned by
+:mod:`amptools.names`) tell them apart; a split query (``split_computations=True``)
+answers them in two bodies.
+
+A merged answer's every key gets a kind (:data:`KEY_KINDS`), kept in
+``UserProfile.key_kinds``: ``property`` and ``computation`` go where they belong;
+``ambiguous`` (a name both kinds have) and ``unverified`` (a name never seen apart)
+go to both ``amp_props`` and ``computations``, so no value is silently misfiled —
+the tables flag them.
 """
 
 from __future__ import annotations
@@ -34,7 +40,11 @@ from typing import Any, TypeGuard
 from .errors import ResponseFormatError
 from .query import ProfileQuery
 
-__all__ = ["ComputationNames", "Propensity", "Recommendation", "UserProfile", "read_error"]
+__all__ = ["KEY_KINDS", "ComputationNames", "Propensity", "Recommendation", "UserProfile", "read_error"]
+
+#: What a key of a merged answer is: known apart as a property or a computation, a name
+#: both kinds have (``ambiguous``), or a name never seen apart (``unverified``).
+KEY_KINDS = ("property", "computation", "ambiguous", "unverified")
 
 _RECOMMENDATION_FIELDS = frozenset(
     {"rec_id", "child_rec_id", "items", "is_control", "recommendation_source", "last_updated"}
@@ -206,21 +216,40 @@ class Propensity:
 class ComputationNames:
     """The names an org's answers use for computations, and for properties.
 
-    Learned from answers that keep them apart (a computations-only request and a
-    properties-only one for the same user). A merged answer's keys are computations
-    when they are in ``computations``; a name in both sets (``clashes``) cannot be
-    told apart in a merged answer.
+    Learned from answers that keep them apart (a properties-only and a computations-only
+    answer for the same user, a computations-only answer beside a merged one, a value
+    that is not text — computations are always text); see :mod:`amptools.names`. A
+    merged answer's key is a computation when it is in ``computations`` only; a name in
+    both sets (``clashes``) cannot be told apart in a merged answer.
+
+    Attributes
+    ----------
+    computations, properties : frozenset of str
+        The names seen as each kind.
+    how : Mapping of str to str
+        For each name, how (and when) each kind was seen, in words (``tables.keys``
+        shows it). Not part of equality.
     """
 
     computations: frozenset[str] = frozenset()
     properties: frozenset[str] = frozenset()
+    how: Mapping[str, str] = field(default_factory=dict, compare=False, hash=False, repr=False)
 
     @property
     def clashes(self) -> frozenset[str]:
         return self.computations & self.properties
 
     def __bool__(self) -> bool:
-        return bool(self.computations)
+        return bool(self.computations or self.properties)
+
+    def kind(self, key: str) -> str:
+        """``property``, ``computation``, ``ambiguous`` (seen as both) or ``unverified``."""
+        computation, prop = key in self.computations, key in self.properties
+        if computation and prop:
+            return "ambiguous"
+        if computation:
+            return "computation"
+        return "property" if prop else "unverified"
 
     def unseen(self, keys: Iterable[str]) -> set[str]:
         """Keys that are neither a known computation nor a known property."""
@@ -229,22 +258,21 @@ class ComputationNames:
     def learn(self, *, computations: Iterable[str] = (), properties: Iterable[str] = ()) -> ComputationNames:
         """These names and the new ones together."""
         return ComputationNames(self.computations | frozenset(computations),
-                                self.properties | frozenset(properties))
+                                self.properties | frozenset(properties), self.how)
 
     @classmethod
     def known(cls, scope: str) -> ComputationNames:
-        """What this process has learned for ``scope`` (an API and project), or nothing."""
-        with _NAMES_LOCK:
-            return _KNOWN_NAMES.get(scope, cls())
+        """What this process has learned for ``scope`` (see :func:`amptools.names.known`)."""
+        from .names import known
+
+        return known(scope)
 
     @classmethod
     def remember(cls, scope: str, names: ComputationNames) -> ComputationNames:
         """Add ``names`` to what this process knows for ``scope``; return the union."""
-        with _NAMES_LOCK:
-            merged = _KNOWN_NAMES.get(scope, cls()).learn(
-                computations=names.computations, properties=names.properties)
-            _KNOWN_NAMES[scope] = merged
-            return merged
+        from .names import remember
+
+        return remember(scope, names)
 
     @classmethod
     def from_split(cls, payloads: Sequence[object]) -> ComputationNames:
@@ -265,10 +293,6 @@ def read_error(payload: object, query: ProfileQuery) -> str | None:
     return None
 
 
-_NAMES_LOCK = threading.Lock()
-_KNOWN_NAMES: dict[str, ComputationNames] = {}
-
-
 @dataclass(frozen=True, slots=True)
 class UserProfile:
     """One user's profile as the Profile API returned it.
@@ -277,8 +301,11 @@ class UserProfile:
     an empty tuple or dict when it was asked for and is empty. ``raw`` is the whole
     response body; ``raw_computations`` the body of the separate computations
     request when the query was split (see ``ProfileQuery.parts``).
-    ``ambiguous_computations`` names the computations told apart from properties in
-    a merged answer whose name is also a property's (the value may be either).
+    ``key_kinds`` gives the kind (:data:`KEY_KINDS`) of every key of a merged answer
+    (properties and computations asked in one request; empty otherwise): ``ambiguous``
+    and ``unverified`` keys are in both ``amp_props`` and ``computations``.
+    ``ambiguous_computations`` names the computations whose name is also a property's.
+    ``names`` are the computation names the answer was read with.
     """
 
     user_id: str | None
@@ -293,6 +320,8 @@ class UserProfile:
         default=None, hash=False, compare=False, repr=False
     )
     ambiguous_computations: frozenset[str] = field(default=frozenset(), hash=False, repr=False)
+    key_kinds: Mapping[str, str] = field(default_factory=dict, hash=False, compare=False, repr=False)
+    names: ComputationNames | None = field(default=None, hash=False, compare=False, repr=False)
 
     @property
     def id(self) -> str | None:
@@ -354,7 +383,7 @@ class UserProfile:
 def _profile_fields(payload: Any, query: ProfileQuery | None,
                     names: ComputationNames | None = None) -> dict[str, Any]:
     """The keyword arguments of :class:`UserProfile` for one response body."""
-    ambiguous: frozenset[str] = frozenset()
+    kinds: dict[str, str] = {}
     data = _user_data(payload)
     amp_props = data.get("amp_props", data.get("user_properties"))
     if amp_props is not None and not _is_mapping(amp_props):
@@ -368,9 +397,7 @@ def _profile_fields(payload: Any, query: ProfileQuery | None,
         amp_props = dict(amp_props) if amp_props is not None else None
     elif query is not None and query.asks_computations and amp_props is not None:
         # Builds new dicts from the payload's (never the payload's own).
-        amp_props, computations = _split_computations(amp_props, query, names)
-        if computations is not None and names is not None and query.needs_computation_names:
-            ambiguous = names.clashes & computations.keys()
+        amp_props, computations, kinds = _split_computations(amp_props, query, names)
     elif query is not None and query.asks_computations:
         # Asked, and the merged object is null: no computations (listed ones are null).
         computations = dict.fromkeys(query.computation_ids or ())
@@ -385,7 +412,10 @@ def _profile_fields(payload: Any, query: ProfileQuery | None,
         computations=computations,
         propensities=_propensities(data, query),
         raw=payload,
-        ambiguous_computations=ambiguous,
+        ambiguous_computations=frozenset(k for k, kind in kinds.items()
+                                         if kind == "ambiguous" and computations and k in computations),
+        key_kinds=kinds,
+        names=names if kinds else None,
     )
 
 
@@ -457,21 +487,36 @@ def _computation_text(value: Any) -> str | None:
 
 def _split_computations(
     amp_props: Mapping[str, Any], query: ProfileQuery, names: ComputationNames | None
-) -> tuple[dict[str, Any] | None, dict[str, str | None] | None]:
+) -> tuple[dict[str, Any] | None, dict[str, str | None], dict[str, str]]:
+    """``(properties, computations, kinds)`` of one ``amp_props`` object; ``kinds`` is
+    filled for a merged answer (properties and computations asked together)."""
     ids = query.computation_ids
     if not query.amp_props:
         # Only computations were asked: everything in amp_props is one.
-        return None, {k: _computation_text(v) for k, v in amp_props.items()}
-    if ids is not None:
-        computations = {k: _computation_text(amp_props.get(k)) for k in ids}
-        props = {k: v for k, v in amp_props.items() if k not in computations}
-        return props, computations
-    if names:
-        # Properties and all computations in one merged object: by the org's names.
-        computations = {k: _computation_text(v) for k, v in amp_props.items() if k in names.computations}
-        return {k: v for k, v in amp_props.items() if k not in computations}, computations
-    # Merged, and no names known: not separable here.
-    return dict(amp_props), None
+        return None, {k: _computation_text(v) for k, v in amp_props.items()}, {}
+    names = names if names is not None else ComputationNames()
+    props: dict[str, Any] = {}
+    computations: dict[str, str | None] = dict.fromkeys(ids) if ids is not None else {}
+    kinds: dict[str, str] = {}
+    for key, value in amp_props.items():
+        # Computations are text (or null): any other value is a property's.
+        typed = value is not None and not isinstance(value, str)
+        if ids is not None:
+            # Listed: the query says which keys are computations, unless a property
+            # has the name too.
+            kind = "property"
+            if key in computations:
+                kind = "ambiguous" if typed or key in names.properties else "computation"
+        else:
+            kind = names.kind(key)
+            if typed:
+                kind = "ambiguous" if key in names.computations else "property"
+        kinds[key] = kind
+        if kind != "computation":
+            props[key] = value
+        if kind == "computation" or (kind in ("ambiguous", "unverified") and not typed):
+            computations[key] = _computation_text(value)
+    return props, computations, kinds
 
 
 def _objects_in(value: object, name: str) -> Iterator[tuple[str, Mapping[str, Any]]]:

@@ -48,7 +48,7 @@ import pandas as pd
 from pandas.api.types import infer_dtype
 
 from .errors import InvalidQueryError
-from .models import UserProfile
+from .models import KEY_KINDS, UserProfile
 from ._types import CohortNamesLike, ProfilesLike
 from .query import ID_TYPES, STATUSES, ProfileQuery
 
@@ -60,6 +60,9 @@ __all__ = [
     "COMPUTATION_DTYPES",
     "ID_COLUMNS",
     "ID_DTYPE",
+    "KEY_COLUMNS",
+    "KEY_DTYPES",
+    "KEY_KIND_DTYPE",
     "PROPENSITY_COLUMNS",
     "PROPENSITY_DTYPES",
     "RECOMMENDATION_COLUMNS",
@@ -75,6 +78,7 @@ __all__ = [
     "cohort_names",
     "cohorts",
     "computations",
+    "keys",
     "properties",
     "propensities",
     "recommendations",
@@ -117,8 +121,11 @@ COHORT_DTYPES: dict[str, Any] = {"user_id": ID_DTYPE, "device_id": ID_DTYPE, "co
 #: :func:`cohorts` with ``names=``: the cohort's name (its id when it has none) follows its id.
 COHORT_NAMED_COLUMNS: tuple[str, ...] = (*COHORT_COLUMNS, "cohort_name")
 
+#: What a key is (see :mod:`amptools.names`): a category with these values, in this order.
+KEY_KIND_DTYPE = pd.CategoricalDtype(pd.Index(list(KEY_KINDS), dtype="str"))
+
 COMPUTATION_COLUMNS: tuple[str, ...] = ("user_id", "device_id", "computation", "value", "raw",
-                                         "ambiguous")
+                                         "ambiguous", "kind")
 COMPUTATION_DTYPES: dict[str, Any] = {
     "user_id": ID_DTYPE,
     "device_id": ID_DTYPE,
@@ -126,7 +133,11 @@ COMPUTATION_DTYPES: dict[str, Any] = {
     "value": "float64",
     "raw": "str",
     "ambiguous": "bool",
+    "kind": KEY_KIND_DTYPE,
 }
+
+KEY_COLUMNS: tuple[str, ...] = ("key", "kind", "n_users", "how")
+KEY_DTYPES: dict[str, Any] = {"key": "str", "kind": KEY_KIND_DTYPE, "n_users": "int64", "how": "str"}
 
 PROPENSITY_COLUMNS: tuple[str, ...] = (
     "user_id",
@@ -585,7 +596,10 @@ def properties(
     {returns}
         ``user_id``, ``device_id`` (str), then one column per property in order of
         first appearance. A property named ``user_id`` or ``device_id`` becomes
-        ``property:user_id`` / ``property:device_id``. Column dtypes follow the
+        ``property:user_id`` / ``property:device_id``. Keys a merged answer (one
+        request per user) could not tell apart from computations are flagged in
+        ``frame.attrs["key_kinds"]``: ``{{column: "ambiguous" | "unverified"}}`` (their
+        values are also in :func:`computations`; see :func:`keys`). Column dtypes follow the
         values (missing values, and users whose properties were not asked for,
         are missing in every column):
 
@@ -601,6 +615,7 @@ def properties(
     names, grid = _property_grid(rows)
     columns = _id_columns(profiles)
     taken = set(ID_COLUMNS) | set(names)
+    labels: dict[str, str] = {}
     for code, name in enumerate(names):
         label = name
         if strip_gp and name.startswith(_GP_PREFIX):
@@ -612,8 +627,23 @@ def properties(
             label = _unique_name("property:" + label, taken, "property:")
             taken.add(label)
         columns[label] = _property_column(grid[code], name, rows, parse_dates)
+        labels[name] = label
     frame = pd.DataFrame(columns, copy=False)
-    return frame.astype({"user_id": ID_DTYPE, "device_id": ID_DTYPE}) if not profiles else frame
+    if not profiles:
+        frame = frame.astype({"user_id": ID_DTYPE, "device_id": ID_DTYPE})
+    flagged = _unclear_keys(profiles)
+    frame.attrs["key_kinds"] = {labels[key]: kind for key, kind in flagged.items() if key in labels}
+    return frame
+
+
+def _unclear_keys(profiles: Sequence[UserProfile]) -> dict[str, str]:
+    """The keys some merged answer could not tell apart, with the worse kind seen."""
+    flagged: dict[str, str] = {}
+    for profile in profiles:
+        for key, kind in profile.key_kinds.items():
+            if kind == "ambiguous" or (kind == "unverified" and key not in flagged):
+                flagged[key] = kind
+    return flagged
 
 
 # -- cohorts -------------------------------------------------------------------------------
@@ -795,9 +825,13 @@ def computations(data: ProfilesLike, *, query: ProfileQuery | None = None) -> pd
         - ``value`` : float64 — the text as a number; NaN when it is null or does
           not parse (``"n/a"``, ``"true"``)
         - ``raw`` : str — the text exactly as the API sent it (NaN for null)
-        - ``ambiguous`` : bool — told apart from the properties of a merged answer
-          (one request per user) by a name that a property of the org also has: the
-          value may be that property's. Ask with ``split_computations=True`` to be sure.
+        - ``ambiguous`` : bool — ``kind == "ambiguous"``
+        - ``kind`` : category — ``computation``; or, for a merged answer (one request
+          per user), ``ambiguous`` (a property of the org has the name too: the value
+          may be that property's) or ``unverified`` (a key never seen apart from the
+          properties: it may be a property). Both are also in :func:`properties`. Ask
+          with ``split_computations=True`` to be sure; :func:`keys` says how each key
+          was known.
     """
     profiles = as_profiles(data, query=query)
     computed = [comps or {} for comps in map(_COMPUTATIONS, profiles)]
@@ -807,12 +841,79 @@ def computations(data: ProfilesLike, *, query: ProfileQuery | None = None) -> pd
     columns["computation"] = _categorical(_objects(chain.from_iterable(computed), total))
     raw_array = _objects(chain.from_iterable(map(_VALUES, computed)), total)
     columns["value"], columns["raw"] = _numbers_and_text(raw_array)
-    ambiguous = np.zeros(total, dtype=bool)
-    if any(p.ambiguous_computations for p in profiles):
-        flags = (name in p.ambiguous_computations for p, comps in zip(profiles, computed) for name in comps)
-        ambiguous = np.fromiter(flags, dtype=bool, count=total)
-    columns["ambiguous"] = ambiguous
+    kinds = pd.Categorical.from_codes(np.zeros(total, dtype=np.int8) + KEY_KINDS.index("computation"),
+                                      dtype=KEY_KIND_DTYPE)
+    if any(p.key_kinds for p in profiles):
+        codes = {kind: code for code, kind in enumerate(KEY_KINDS)}
+        flags = (codes[p.key_kinds.get(name, "computation")] for p, comps in zip(profiles, computed)
+                 for name in comps)
+        kinds = pd.Categorical.from_codes(np.fromiter(flags, dtype=np.int8, count=total), dtype=KEY_KIND_DTYPE)
+    columns["ambiguous"] = np.asarray(kinds == "ambiguous")
+    columns["kind"] = kinds
     return _frame(columns, COMPUTATION_COLUMNS, COMPUTATION_DTYPES)
+
+
+@_TABLE_DOCS
+def keys(data: ProfilesLike, *, query: ProfileQuery | None = None) -> pd.DataFrame:
+    """One row per key of ``amp_props``: what it is, for how many users, how it was known.
+
+    A query for properties and computations is one request per user, and the service
+    answers both in one object: amptools tells them apart by the org's names
+    (:mod:`amptools.names`). This table is where to look before trusting the split.
+
+    Parameters
+    ----------
+    {data}
+    {query}
+
+    {returns}
+        Columns (:data:`KEY_COLUMNS`), the unclear keys first:
+
+        - ``key`` : str
+        - ``kind`` : category — ``property`` or ``computation`` (known apart),
+          ``ambiguous`` (both kinds have the name: a merged answer may hold either's
+          value) or ``unverified`` (never seen apart: it may be either)
+        - ``n_users`` : int64 — users whose answer holds the key
+        - ``how`` : str — how the kind was known (an answer asked apart, a
+          computations-only answer, the value's type, the query's list), with the day;
+          or why it is not known. A property that shares a computation's name on only
+          *some* users is seen only when one of them is checked (``docs/profile-api.md``).
+    """
+    profiles = as_profiles(data, query=query)
+    seen: dict[str, set[str]] = {}
+    counts: dict[str, int] = {}
+    how: dict[str, str] = {}
+    listed: set[str] = set()
+    for profile in profiles:
+        kinds = dict(profile.key_kinds)
+        if not kinds:  # an answer that kept them apart
+            kinds = {**dict.fromkeys(profile.amp_props or (), "property"),
+                     **dict.fromkeys(profile.computations or (), "computation")}
+        elif profile.names is not None:
+            for key in kinds.keys() - how.keys():
+                if key in profile.names.how:
+                    how[key] = profile.names.how[key]
+        for key, kind in kinds.items():
+            seen.setdefault(key, set()).add(kind)
+            counts[key] = counts.get(key, 0) + 1
+        if profile.key_kinds and profile.computations is not None:
+            listed.update(key for key in profile.computations if key not in profile.key_kinds)
+    rows = []
+    for key, found in seen.items():
+        if "ambiguous" in found or {"property", "computation"} <= found:
+            kind = "ambiguous"
+        elif "unverified" in found:
+            kind = "unverified"
+        else:
+            kind = next(iter(found))
+        text = how.get(key) or ("never seen apart from the other kind" if kind == "unverified"
+                                else "listed in the query" if key in listed
+                                else "asked apart (the answers keep them apart)")
+        rows.append((KEY_KINDS.index(kind) if kind in ("ambiguous", "unverified") else 9, -counts[key],
+                     key, kind, counts[key], text))
+    rows.sort()
+    frame = pd.DataFrame([row[2:] for row in rows], columns=list(KEY_COLUMNS))
+    return frame.astype(KEY_DTYPES)
 
 
 def _numbers_and_text(raw: np.ndarray) -> tuple[np.ndarray, Any]:

@@ -82,14 +82,16 @@ def test_split_query_payloads_merge_into_one_profile():
 def test_a_merged_answer_is_told_apart_by_the_orgs_computation_names():
     q = ProfileQuery(amp_props=True, computations=True)
     merged = doc(amp_props={"plan": "pro", "computed-prop-1": "1.5", "score": "7"})
-    # Without names nothing can be told apart: all stays a property, computations unknown.
+    # Without names nothing can be told apart: every key is in both, unverified.
     unknown = UserProfile.from_json(merged, q)
-    assert unknown.computations is None and unknown.amp_props == merged["userData"]["amp_props"]
+    assert unknown.amp_props == unknown.computations == merged["userData"]["amp_props"]
+    assert set(unknown.key_kinds.values()) == {"unverified"}
     names = ComputationNames(frozenset({"computed-prop-1", "score", "absent"}), frozenset({"plan", "score"}))
     p = UserProfile.from_json(merged, q, names)
-    assert p.amp_props == {"plan": "pro"}
+    assert p.amp_props == {"plan": "pro", "score": "7"}  # score: either, so in both
     assert p.computations == {"computed-prop-1": "1.5", "score": "7"}
     assert p.ambiguous_computations == {"score"}  # a property has that name too
+    assert p.key_kinds == {"plan": "property", "computed-prop-1": "computation", "score": "ambiguous"}
     # With listed comp ids, the query alone tells them apart.
     listed = UserProfile.from_json(merged, ProfileQuery(amp_props=True, computations=("score",)))
     assert listed.computations == {"score": "7"} and "computed-prop-1" in listed.amp_props

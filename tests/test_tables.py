@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import copy
 import json
 from datetime import datetime, timezone
@@ -385,10 +387,11 @@ def test_bad_input_is_a_clear_type_error() -> None:
 
 
 def test_sample_org_users_tabulate() -> None:
-    dataset = pytest.importorskip("amptools.sample.dataset")
-    org = dataset.SampleOrg(n_users=40)
+    from amptools.sample.dataset import SampleOrg  # a broken import is a failure, not a skip
+
+    org = SampleOrg(n_users=40)
     query = ProfileQuery(recs=("home-feed", "similar-items"), amp_props=True, cohort_ids=True,
-                         computations=True, predictions=("0x10x", "0x2a7c"))
+                         computations=True, predictions=("0x10x", "0x2a7c"), split_computations=True)
     profiles = [
         UserProfile.from_payloads([org.payload(i, part.to_params()) for part in query.parts()], query)
         for i in range(40)
@@ -398,6 +401,17 @@ def test_sample_org_users_tabulate() -> None:
     props = tables.properties(profiles)
     comps = tables.computations(profiles)
     assert not set(comps["computation"].cat.categories) & set(props.columns)
+    assert props.attrs["key_kinds"] == {} and (comps["kind"] == "computation").all()
+    # The same answers merged in one request and read without the org's names: every
+    # text key may be either, so it is in both tables, flagged in both.
+    merged = [UserProfile.from_json(org.payload(i, query.split().parts()[0].to_params() | {
+        "get_computations": "true"}), replace(query, split_computations=False)) for i in range(40)]
+    merged_props, merged_comps = tables.properties(merged), tables.computations(merged)
+    unclear = {k for k, kind in merged_props.attrs["key_kinds"].items() if kind == "unverified"}
+    assert set(comps["computation"].cat.categories) <= unclear
+    assert set(merged_comps["computation"].cat.categories) == unclear
+    assert (merged_comps["kind"] == "unverified").all()
+    assert "number_property" in merged_props.columns and "number_property" not in unclear  # a number
     assert len(tables.propensities(profiles)) == 2 * 40
     summary = tables.summary(profiles)
     assert len(summary) == 40 and (summary["status"] == "ok").all()

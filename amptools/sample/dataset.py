@@ -36,7 +36,7 @@ import json
 import math
 import unicodedata
 from bisect import bisect_right
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
 from itertools import accumulate
@@ -335,6 +335,7 @@ class SampleOrg:
                     prop.get("segment_days_ago", {}).get(s, prop["days_ago"]) for s in self.segments
                 ]
             self._properties.append(compiled)
+        self._sparse_groups: dict[str, float] = dict(spec.get("sparse_groups", {}))
         self._sparse: list[dict[str, Any]] = []
         for prop in spec.get("sparse_properties", []):
             compiled = dict(prop)
@@ -569,10 +570,12 @@ class SampleOrg:
         return props
 
     def _make_sparse(self, rng: np.random.Generator) -> dict[str, Any]:
+        groups = {name: u < share for (name, share), u in
+                  zip(self._sparse_groups.items(), rng.random(len(self._sparse_groups)).tolist())}
         draws = rng.random((len(self._sparse), 2)).tolist()
         props: dict[str, Any] = {}
         for prop, (u_present, u) in zip(self._sparse, draws):
-            if u_present < prop["share"]:
+            if u_present < prop["share"] and groups.get(prop.get("group", ""), True):
                 props[prop["name"]] = self._plain_value(prop, u)
         return props
 
@@ -814,6 +817,43 @@ class SampleOrg:
             for name in self._added_computations:
                 computations[name] = f"{self._derived_number(index, name) % 100_000 / 100:.2f}"
         return computations
+
+    def check_split(self, profiles: Iterable[Any]) -> dict[str, int]:
+        """Judge how answers that mixed properties and computations were told apart.
+
+        Every key of every answer (each a cell of ``tables.properties`` or
+        ``tables.computations``) is ``right`` (filed as the org holds it now, with its
+        value), ``flagged`` (``ambiguous`` or ``unverified`` in ``profile.key_kinds``)
+        or ``wrong`` (filed as the other kind, or a clash filed as one kind only).
+
+        Parameters
+        ----------
+        profiles : iterable of UserProfile
+            Profiles of this org's users (asked for properties and computations).
+
+        Returns
+        -------
+        dict
+            ``{"right": n, "flagged": n, "wrong": n}``.
+        """
+        counts = {"right": 0, "flagged": 0, "wrong": 0}
+        for profile in profiles:
+            index = self.find(user_id=profile.user_id, device_id=profile.device_id)
+            if index is None:
+                raise ValueError(f"not a user of this org: {profile.user_id!r}")
+            truth = (self.user_properties(index), self.user_computations(index))
+            filed = (profile.amp_props or {}, profile.computations or {})
+            answered = set(filed[0]) | set(filed[1])
+            kinds = profile.key_kinds
+            for held, cells in zip(truth, filed):
+                for key in answered & (set(held) | set(cells)):
+                    if kinds.get(key) in ("ambiguous", "unverified"):
+                        counts["flagged"] += 1
+                    elif key in held and key in cells and cells[key] == held[key]:
+                        counts["right"] += 1
+                    elif key in held or key in cells:  # misfiled, or missing from where it belongs
+                        counts["wrong"] += 1
+        return counts
 
     def _derived_number(self, index: int, name: str) -> int:
         digest = hashlib.blake2b(f"{self.seed}:{index}:{name}".encode(), digest_size=6).digest()
