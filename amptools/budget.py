@@ -2,19 +2,30 @@
 
 Every :class:`~amptools.client.ProfileClient` of the same scope (base URL and key
 fingerprint, never the key) on this machine shares one budget by default: the sliding
-window, the smooth pace and the yielding of :mod:`amptools.ratelimit` are counted in
-``budget.sqlite`` under the user cache directory, so two notebooks (or a notebook and
-``amptools fetch``) take the org's quota once between them, and a throttle seen by one
-slows them all.
+window, the pace (slow start, yielding, the memory of recent throttles) and the fair
+shares of :mod:`amptools.ratelimit` are kept in ``budget.sqlite`` under the user cache
+directory, so two notebooks (or a notebook and ``amptools fetch``) take the org's quota
+once between them, a throttle seen by one slows them all, and a cautious client is never
+starved by a greedy one.
 
 The file lives in ``$AMPTOOLS_CACHE_DIR`` when that is set, else in the platform's user
 cache directory (``~/.cache/amptools`` on Linux, ``~/Library/Caches/amptools`` on macOS,
-``%LOCALAPPDATA%\\amptools\\Cache`` on Windows). It runs in WAL mode, and every change is
-one short ``BEGIN IMMEDIATE`` transaction, so processes never see a half-made grant.
+``%LOCALAPPDATA%\\amptools\\Cache`` on Windows). It is created readable by its owner only
+(its claims hold user ids), runs in WAL mode, and every change is one short
+``BEGIN IMMEDIATE`` transaction, so processes never see a half-made grant.
 
-A process that dies leaves nothing behind: an in-flight permit carries its process id
-and a lease, and counts as completed when its process is gone or its lease ran out; a
-claim carries its process id and an expiry, and is free once either is past.
+Nothing left behind by the dead: in-flight permits, clients and claims carry their
+process's id *and start time* (so neither a zombie nor a reused process id passes for a
+live process); a permit counts as completed when its process is gone or its lease ran
+out, a client stops sharing the pace when it is not heard from for :data:`ACTIVE`
+seconds, a claim is free once its process is gone or its expiry passed — and the rows of
+dead processes are deleted.
+
+The file is only a cache of counts: a file deleted or replaced while clients run is
+noticed within seconds (they reopen it, and say so once in the log); a file locked by
+another program, or damaged, never costs an answer — the limiter paces alone meanwhile
+(:class:`~amptools.ratelimit.RateLimiter`), and a damaged file is named once in a
+:class:`BudgetWarning` with what to do.
 
 Read the file only through this module while a process uses it: opening and closing
 it with anything else (``open()``, a copy) drops that process's SQLite locks, since
@@ -26,20 +37,26 @@ machine; rows dated in the future (a reboot reset the clock) are dropped on open
 
 from __future__ import annotations
 
+import logging
 import os
 import sqlite3
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from .ratelimit import _POLL, PaceState
+from .errors import AmptoolsWarning, warn
+from .ratelimit import POLL, ClientPace, Counts, PaceState, fair_shares, grant_wait
 
 __all__ = [
+    "ACTIVE",
     "CACHE_DIR_VARIABLE",
     "BudgetStore",
+    "BudgetWarning",
+    "Claims",
     "SharedBudget",
     "budget_path",
     "claim",
@@ -50,22 +67,34 @@ __all__ = [
     "wait_claimed",
 ]
 
+log = logging.getLogger("amptools")
+
 CACHE_DIR_VARIABLE = "AMPTOOLS_CACHE_DIR"
 FILE_NAME = "budget.sqlite"
 # An in-flight permit whose answer never came (a hung process) stops counting as in
 # flight after this long, and then counts one more period as a completed request.
 # Longer than any request can take (connect + read timeouts, 35 s by default).
 LEASE = 300.0
+#: Seconds a client may go without asking for a permit and still share its scope's pace.
+ACTIVE = 10.0
 # used_last_minute needs the grants of the last minute, whatever the period.
 _MINUTE = 60.0
 # Rows this old (or this far in the future, after a reboot) are dropped on opening.
 _STALE = 3600.0
+# A locked file is waited for this long before the client paces alone (SQLite's own
+# transactions take microseconds; a program holding the file for seconds is a fault).
+BUSY_TIMEOUT = 1.0
+# How often a store looks whether the file on disk is still the one it has open.
+CHECK_FILE = 2.0
+SCHEMA_VERSION = 2
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS permits (
     id INTEGER PRIMARY KEY,
     scope TEXT NOT NULL,
+    client TEXT NOT NULL,
     pid INTEGER NOT NULL,
+    proc TEXT NOT NULL,
     granted REAL NOT NULL,
     done REAL,
     lease REAL NOT NULL
@@ -73,19 +102,37 @@ CREATE TABLE IF NOT EXISTS permits (
 CREATE INDEX IF NOT EXISTS permits_scope ON permits (scope, granted);
 CREATE TABLE IF NOT EXISTS pace (
     scope TEXT PRIMARY KEY,
-    share REAL NOT NULL,
+    rate REAL NOT NULL,
     updated REAL NOT NULL,
-    tat REAL NOT NULL,
+    probe_until REAL NOT NULL,
+    peak REAL NOT NULL,
+    decreased REAL NOT NULL,
     not_before REAL NOT NULL,
-    decreased REAL NOT NULL
+    active REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS clients (
+    scope TEXT NOT NULL,
+    client TEXT NOT NULL,
+    pid INTEGER NOT NULL,
+    proc TEXT NOT NULL,
+    ceiling REAL NOT NULL,
+    seen REAL NOT NULL,
+    PRIMARY KEY (scope, client)
 );
 CREATE TABLE IF NOT EXISTS claims (
     key TEXT PRIMARY KEY,
     owner TEXT NOT NULL,
     pid INTEGER NOT NULL,
+    proc TEXT NOT NULL,
     expires REAL NOT NULL
 );
 """
+_TABLES = ("permits", "pace", "clients", "claims")
+
+
+class BudgetWarning(AmptoolsWarning):
+    """The shared budget file is unusable (damaged, or not a database): every client
+    paces alone until it is fixed."""
 
 
 def budget_path() -> Path:
@@ -103,10 +150,51 @@ def budget_path() -> Path:
     return base / FILE_NAME
 
 
-def _pid_alive(pid: int) -> bool:
-    """Whether process ``pid`` still runs (True when it cannot be told: the lease decides)."""
+# -- which processes live --------------------------------------------------------------------
+def _stat_fields(pid: int) -> list[str] | None:
+    """The fields of ``/proc/<pid>/stat`` after the command name, or None (no such process,
+    or no /proc here)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            text = handle.read().decode("ascii", "replace")
+    except OSError:
+        return None
+    return text[text.rfind(")") + 2:].split()
+
+
+def process_start(pid: int | None = None) -> str:
+    """When process ``pid`` (this one by default) started, as text ("" when it cannot be
+    told): with the id, it names one process, never one that reused the id later."""
+    fields = _stat_fields(os.getpid() if pid is None else pid)
+    return fields[19] if fields is not None and len(fields) > 19 else ""
+
+
+_ME = (os.getpid(), process_start())
+
+
+def _me() -> tuple[int, str]:
+    global _ME
+    if _ME[0] != os.getpid():  # a forked child is another process
+        _ME = (os.getpid(), process_start())
+    return _ME
+
+
+def process_alive(pid: int, started: str = "") -> bool:
+    """Whether process ``pid`` (started at ``started``, when known) still runs.
+
+    A zombie (exited, not yet reaped) is dead; a process with the same id that started at
+    another time is another process. Where neither can be read (no ``/proc``), a signal
+    0 answers, and on Windows nothing does: True, and the lease decides.
+    """
     if pid == os.getpid():
-        return True
+        return not started or started == _me()[1]
+    fields = _stat_fields(pid)
+    if fields is not None:
+        if fields[0] in ("Z", "X"):
+            return False
+        return not started or len(fields) <= 19 or fields[19] == started
+    if os.path.isdir("/proc/self"):
+        return False  # /proc is there and has no such process
     if os.name != "posix":
         return True  # os.kill(pid, 0) would terminate the process on Windows
     try:
@@ -118,28 +206,40 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def _create_private(path: Path) -> None:
+    """Create the file readable by its owner only (its claims hold user ids); SQLite gives
+    the ``-wal`` and ``-shm`` files the same mode. An existing file keeps its mode."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except FileExistsError:
+        pass
+
+
 class BudgetStore:
     """The SQLite file behind every shared budget and claim of this process.
 
-    One connection per process (re-opened after a fork), used under a lock: each
-    operation is one short transaction, so threads queue for microseconds.
+    One connection per process (re-opened after a fork, or when the file on disk was
+    deleted or replaced), used under a lock: each operation is one short transaction,
+    so threads queue for microseconds.
 
     Parameters
     ----------
     path : str or Path
-        The database file; its directory is created when missing.
+        The database file (``~`` expanded); it and its directory are created when missing.
     clock : callable
         ``time.monotonic`` (the only clock every process of the machine shares).
     """
 
     def __init__(self, path: str | os.PathLike[str], *,
                  clock: Callable[[], float] = time.monotonic) -> None:
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = Path(path).expanduser()
         self._clock = clock
         self._lock = threading.RLock()
         self._pid = -1
         self._db: sqlite3.Connection | None = None
+        self._identity: tuple[int, int] | None = None
+        self._checked = 0.0
         self._connect()
 
     def __repr__(self) -> str:
@@ -148,23 +248,41 @@ class BudgetStore:
     def _connect(self) -> sqlite3.Connection:
         if self._db is not None and self._pid == os.getpid():
             return self._db
+        _create_private(self.path)
         # isolation_level=None: we write BEGIN IMMEDIATE ourselves, so the write lock is
         # taken before reading and two processes cannot both see a free slot.
-        db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None, check_same_thread=False)
+        db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT, isolation_level=None, check_same_thread=False)
         try:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")
-            db.executescript(_SCHEMA)
-            now = self._clock()
             with self._transaction(db):
-                db.execute("DELETE FROM permits WHERE granted < ? OR granted > ?", (now - _STALE, now + 1.0))
-                db.execute("DELETE FROM pace WHERE updated > ?", (now + 1.0,))
-                db.execute("DELETE FROM claims WHERE expires < ? OR expires > ?", (now, now + 10 * _STALE))
+                if db.execute("PRAGMA user_version").fetchone()[0] != SCHEMA_VERSION:
+                    # Only counts of the last hour live here: an older layout is dropped.
+                    for table in _TABLES:
+                        db.execute(f"DROP TABLE IF EXISTS {table}")
+                    for statement in filter(str.strip, _SCHEMA.split(";")):
+                        db.execute(statement)
+                    db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+                self._tidy(db, self._clock())
         except BaseException:
             db.close()  # a file that is not a budget: the next client tries afresh, nothing leaks
             raise
-        self._db, self._pid = db, os.getpid()
+        stat = os.stat(self.path)
+        self._db, self._pid, self._identity = db, os.getpid(), (stat.st_dev, stat.st_ino)
+        self._checked = self._clock()
         return db
+
+    @staticmethod
+    def _tidy(db: sqlite3.Connection, now: float) -> None:
+        """Drop what is stale, dated in the future (a reboot), or left by dead processes."""
+        db.execute("DELETE FROM permits WHERE granted < ? OR granted > ?", (now - _STALE, now + 1.0))
+        db.execute("DELETE FROM pace WHERE updated > ? OR active < ?", (now + 1.0, now - _STALE))
+        db.execute("DELETE FROM clients WHERE seen < ? OR seen > ?", (now - ACTIVE, now + 1.0))
+        db.execute("DELETE FROM claims WHERE expires < ? OR expires > ?", (now, now + 10 * _STALE))
+        for table in ("claims", "clients"):
+            for pid, proc in db.execute(f"SELECT DISTINCT pid, proc FROM {table}").fetchall():
+                if not process_alive(pid, proc):
+                    db.execute(f"DELETE FROM {table} WHERE pid = ? AND proc = ?", (pid, proc))
 
     @staticmethod
     @contextmanager
@@ -173,14 +291,33 @@ class BudgetStore:
         try:
             yield db
         except BaseException:
-            db.execute("ROLLBACK")
+            if db.in_transaction:
+                db.execute("ROLLBACK")
             raise
         db.execute("COMMIT")
+
+    def _still_the_file(self) -> None:
+        """Reopen when the file on disk is no longer the one open (deleted, replaced)."""
+        now = self._clock()
+        if self._db is None or now - self._checked < CHECK_FILE:
+            return
+        self._checked = now
+        try:
+            stat = os.stat(self.path)
+            identity: tuple[int, int] | None = (stat.st_dev, stat.st_ino)
+        except FileNotFoundError:
+            identity = None
+        if identity == self._identity:
+            return
+        what = "was deleted" if identity is None else "was replaced by another file"
+        log.warning("the shared request budget %s %s; reopening it", self.path, what)
+        self.close()
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
         """One write transaction (``BEGIN IMMEDIATE``) on this process's connection."""
         with self._lock:
+            self._still_the_file()
             db = self._connect()
             with self._transaction(db):
                 yield db
@@ -191,26 +328,35 @@ class BudgetStore:
             if self._db is not None and self._pid == os.getpid():
                 self._db.close()
             self._db = None
+            self._identity = None
 
-    # -- claims ------------------------------------------------------------------
+
+class Claims:
+    """Claims on work in a :class:`BudgetStore`: two processes sharing a profile cache never
+    fetch one id at once. A claim carries its owner (a run), its process and an expiry."""
+
+    def __init__(self, store: BudgetStore) -> None:
+        self.store = store
+
     def claim(self, key: str, owner: str, ttl: float) -> bool:
         """Claim ``key`` for ``owner`` for ``ttl`` seconds; False when someone else holds it.
 
         A claim of the same owner is renewed. A claim whose process died or whose
         expiry passed is free.
         """
-        now = self._clock()
-        with self.transaction() as db:
-            row = db.execute("SELECT owner, pid, expires FROM claims WHERE key = ?", (key,)).fetchone()
-            if row is not None and row[0] != owner and row[2] > now and _pid_alive(row[1]):
+        now = self.store._clock()
+        pid, proc = _me()
+        with self.store.transaction() as db:
+            row = db.execute("SELECT owner, pid, proc, expires FROM claims WHERE key = ?", (key,)).fetchone()
+            if row is not None and row[0] != owner and row[3] > now and process_alive(row[1], row[2]):
                 return False
-            db.execute("INSERT OR REPLACE INTO claims (key, owner, pid, expires) VALUES (?, ?, ?, ?)",
-                       (key, owner, os.getpid(), now + ttl))
+            db.execute("INSERT OR REPLACE INTO claims (key, owner, pid, proc, expires) VALUES (?, ?, ?, ?, ?)",
+                       (key, owner, pid, proc, now + ttl))
             return True
 
     def release(self, key: str, owner: str | None = None) -> None:
         """Give ``key`` up (only ``owner``'s claim when given)."""
-        with self.transaction() as db:
+        with self.store.transaction() as db:
             if owner is None:
                 db.execute("DELETE FROM claims WHERE key = ?", (key,))
             else:
@@ -218,15 +364,14 @@ class BudgetStore:
 
     def release_owner(self, owner: str) -> int:
         """Give up every claim of ``owner`` (a run that ends); returns how many there were."""
-        with self.transaction() as db:
+        with self.store.transaction() as db:
             return db.execute("DELETE FROM claims WHERE owner = ?", (owner,)).rowcount
 
     def is_claimed(self, key: str) -> bool:
         """Whether a live claim holds ``key``."""
-        with self._lock:
-            row = self._connect().execute(
-                "SELECT pid, expires FROM claims WHERE key = ?", (key,)).fetchone()
-        return row is not None and row[1] > self._clock() and _pid_alive(row[0])
+        with self.store.transaction() as db:
+            row = db.execute("SELECT pid, proc, expires FROM claims WHERE key = ?", (key,)).fetchone()
+        return row is not None and row[2] > self.store._clock() and process_alive(row[0], row[1])
 
     def wait_claimed(self, key: str, *, timeout: float | None = None,
                      cancel: threading.Event | None = None, poll: float = 0.1) -> bool:
@@ -245,13 +390,14 @@ class BudgetStore:
 
 
 class SharedBudget:
-    """A rate limiter's ledger kept in a :class:`BudgetStore`, shared by every process.
+    """One client's ledger kept in a :class:`BudgetStore`, shared by every client of its scope.
 
-    Each grant is one transaction: reap the permits of dead processes and ran-out
-    leases, check the pace (:class:`~amptools.ratelimit.PaceState`, one row per scope)
-    and the sliding window (the scope's permits), and record the permit. Each client
-    keeps to its own ``limit`` and ``period`` against the scope's shared counts; the
-    pace is stored as a share of the limit so clients with different limits yield together.
+    Each grant is one transaction: note this client as active (with its ceiling), take
+    the scope's pace (:class:`~amptools.ratelimit.PaceState`, one row per scope) and this
+    client's max-min fair share of it among the active clients
+    (:func:`~amptools.ratelimit.fair_shares`), check the client's own pace, the scope's
+    window and the client's ceiling (:func:`~amptools.ratelimit.grant_wait`), and record
+    the permit.
 
     Parameters
     ----------
@@ -262,61 +408,96 @@ class SharedBudget:
     """
 
     shared = True
+    where = "this machine"
 
     def __init__(self, store: BudgetStore, scope: str) -> None:
         self.store = store
         self.scope = scope
+        self.client = uuid.uuid4().hex
+        self.pace = ClientPace()
 
     def __repr__(self) -> str:
         return f"<amptools.budget.SharedBudget {self.scope!r}>"
 
+    # -- the scope's rows -------------------------------------------------------------------
     def _state(self, db: sqlite3.Connection) -> PaceState:
-        row = db.execute("SELECT share, updated, tat, not_before, decreased FROM pace WHERE scope = ?",
-                         (self.scope,)).fetchone()
+        row = db.execute("SELECT rate, updated, probe_until, peak, decreased, not_before, active "
+                         "FROM pace WHERE scope = ?", (self.scope,)).fetchone()
         return PaceState(*row) if row is not None else PaceState()
 
     def _save(self, db: sqlite3.Connection, state: PaceState) -> None:
-        db.execute("INSERT OR REPLACE INTO pace (scope, share, updated, tat, not_before, decreased) "
-                   "VALUES (?, ?, ?, ?, ?, ?)",
-                   (self.scope, state.share, state.updated, state.tat, state.not_before, state.decreased))
+        db.execute("INSERT OR REPLACE INTO pace (scope, rate, updated, probe_until, peak, decreased, "
+                   "not_before, active) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                   (self.scope, state.rate, state.updated, state.probe_until, state.peak,
+                    state.decreased, state.not_before, state.active))
+
+    def _active(self, db: sqlite3.Connection, now: float, ceiling: float | None) -> dict[str, float]:
+        """The scope's active clients and their ceilings (this one noted as active when
+        ``ceiling`` is given)."""
+        if ceiling is not None:
+            pid, proc = _me()
+            db.execute("INSERT OR REPLACE INTO clients (scope, client, pid, proc, ceiling, seen) "
+                       "VALUES (?, ?, ?, ?, ?, ?)", (self.scope, self.client, pid, proc, ceiling, now))
+        rows = db.execute("SELECT client, ceiling, pid, proc FROM clients WHERE scope = ? AND seen > ?",
+                          (self.scope, now - ACTIVE)).fetchall()
+        return {client: value for client, value, pid, proc in rows
+                if client == self.client or process_alive(pid, proc)}
+
+    def _in_window(self, db: sqlite3.Connection, now: float, period: float, *, mine: bool = False) -> int:
+        # done + period > now, written as in LocalLedger so the float edge agrees.
+        # Counted until both ways of writing "expired" agree (see ratelimit._expired).
+        sql = ("SELECT count(*) FROM permits WHERE scope = ? AND (done IS NULL OR done + ? > ? "
+               "OR done > ? - ?)")
+        params: tuple[object, ...] = (self.scope, period, now, now, period)
+        if mine:
+            sql += " AND client = ?"
+            params += (self.client,)
+        return int(db.execute(sql, params).fetchone()[0])
 
     def _reap(self, db: sqlite3.Connection, now: float) -> None:
         # A permit whose lease ran out completed at the lease's end, as far as we know.
         db.execute("UPDATE permits SET done = lease WHERE scope = ? AND done IS NULL AND lease < ?",
                    (self.scope, now))
-        pids = [pid for (pid,) in db.execute(
-            "SELECT DISTINCT pid FROM permits WHERE scope = ? AND done IS NULL", (self.scope,))]
-        for pid in pids:
-            if not _pid_alive(pid):
+        for pid, proc in db.execute("SELECT DISTINCT pid, proc FROM permits WHERE scope = ? AND done IS NULL",
+                                    (self.scope,)).fetchall():
+            if not process_alive(pid, proc):
                 # Its connections closed when it died, so the server has seen its
                 # requests by now: they count one more period from now.
-                db.execute("UPDATE permits SET done = ? WHERE scope = ? AND done IS NULL AND pid = ?",
-                           (now, self.scope, pid))
+                db.execute("UPDATE permits SET done = ? WHERE scope = ? AND done IS NULL AND pid = ? "
+                           "AND proc = ?", (now, self.scope, pid, proc))
 
+    def _share(self, state: PaceState, clients: dict[str, float], now: float, period: float) -> tuple[float, float]:
+        """``(this client's share, the largest ceiling)``, requests per second."""
+        ceiling = max(clients.values())
+        shares = fair_shares(state.current(now, ceiling, period), clients)
+        return shares[self.client], ceiling
+
+    # -- the ledger ----------------------------------------------------------------------------
     def try_grant(self, now: float, limit: int, period: float) -> tuple[float, int]:
         with self.store.transaction() as db:
             state = self._state(db)
-            wait = state.wait(now, limit, period)
+            clients = self._active(db, now, limit / period)
+            share, ceiling = self._share(state, clients, now, period)
+            in_window = self._in_window(db, now, period)
+
+            def oldest() -> float | None:
+                self._reap(db, now)
+                (first,) = db.execute("SELECT min(done) FROM permits WHERE scope = ? AND (done + ? > ? "
+                                      "OR done > ? - ?)", (self.scope, period, now, now, period)).fetchone()
+                return float(first) if first is not None else None
+
+            wait = grant_wait(state, self.pace, now=now, share=share, period=period, in_window=in_window,
+                              mine=self._in_window(db, now, period, mine=True), limit=limit, ceiling=ceiling,
+                              oldest=oldest)
             if wait > 0:
                 return wait, 0
-            # done + period > now, written as in LocalLedger so the float edge agrees.
-            counted = "scope = ? AND (done IS NULL OR done + ? > ?)"
-            (in_window,) = db.execute(f"SELECT count(*) FROM permits WHERE {counted}",
-                                      (self.scope, period, now)).fetchone()
-            if in_window >= limit:
-                self._reap(db, now)
-                (in_window,) = db.execute(f"SELECT count(*) FROM permits WHERE {counted}",
-                                          (self.scope, period, now)).fetchone()
-            if in_window >= limit:
-                (oldest,) = db.execute(
-                    "SELECT min(done) FROM permits WHERE scope = ? AND done + ? > ?",
-                    (self.scope, period, now)).fetchone()
-                return (oldest + period - now if oldest is not None else _POLL), 0
-            state.grant(now, limit, period)
+            state.grant(now, ceiling, period)
+            self.pace.grant(now, share)
             self._save(db, state)
+            pid, proc = _me()
             cursor = db.execute(
-                "INSERT INTO permits (scope, pid, granted, done, lease) VALUES (?, ?, ?, NULL, ?)",
-                (self.scope, os.getpid(), now, now + LEASE))
+                "INSERT INTO permits (scope, client, pid, proc, granted, done, lease) "
+                "VALUES (?, ?, ?, ?, ?, NULL, ?)", (self.scope, self.client, pid, proc, now, now + LEASE))
             db.execute("DELETE FROM permits WHERE scope = ? AND granted < ? AND done + ? <= ?",
                        (self.scope, now - max(period, _MINUTE) - LEASE, period, now))
             return 0.0, int(cursor.lastrowid or 0)
@@ -334,23 +515,31 @@ class SharedBudget:
     def throttled(self, now: float, granted_at: float | None, limit: int, period: float) -> bool:
         with self.store.transaction() as db:
             state = self._state(db)
-            decreased = state.throttled(now, granted_at, limit, period)
+            ceiling = max(self._active(db, now, None).values(), default=limit / period)
+            decreased = state.throttled(now, granted_at, self._in_window(db, now, period), ceiling, period)
             self._save(db, state)
             return decreased
 
-    def counts(self, now: float, period: float) -> tuple[int, int, float, float]:
+    def counts(self, now: float, limit: int, period: float) -> Counts:
         with self.store.transaction() as db:
-            (in_window,) = db.execute(
-                "SELECT count(*) FROM permits WHERE scope = ? AND (done IS NULL OR done + ? > ?)",
-                (self.scope, period, now)).fetchone()
+            state = self._state(db)
+            clients = self._active(db, now, None)
+            clients.setdefault(self.client, limit / period)
+            share, _ = self._share(state, clients, now, period)
+            in_window = self._in_window(db, now, period)
             (used,) = db.execute("SELECT count(*) FROM permits WHERE scope = ? AND granted > ?",
                                  (self.scope, now - _MINUTE)).fetchone()
-            state = self._state(db)
-        return in_window, used, state.current_share(now, period), state.not_before
+        return Counts(in_window, int(used), share, state.not_before, len(clients))
+
+    def close(self) -> None:
+        """This client leaves its scope: the others share the pace without it at once."""
+        with self.store.transaction() as db:
+            db.execute("DELETE FROM clients WHERE scope = ? AND client = ?", (self.scope, self.client))
 
 
 _stores: dict[tuple[Path, int], BudgetStore] = {}
 _stores_lock = threading.Lock()
+_warned: set[Path] = set()
 
 
 def open_store(path: str | os.PathLike[str] | None = None) -> BudgetStore:
@@ -364,31 +553,46 @@ def open_store(path: str | os.PathLike[str] | None = None) -> BudgetStore:
         return store
 
 
+def unusable(path: Path, error: BaseException) -> None:
+    """Say once per file that a budget cannot be used, with what to do."""
+    log.warning("the shared request budget %s is unusable (%s: %s); clients pace alone",
+                path, type(error).__name__, error)
+    if path in _warned:
+        return
+    _warned.add(path)
+    damaged = isinstance(error, sqlite3.DatabaseError) and not isinstance(error, sqlite3.OperationalError)
+    if damaged:
+        warn(f"the shared request budget {str(path)!r} is damaged ({error}): every client of this "
+             "machine paces alone, so two notebooks may together exceed the org's quota. Delete the "
+             "file (it holds only the last hour's request counts and claims); amptools makes a new one.",
+             BudgetWarning)
+
+
 def claim(key: str, owner: str, ttl: float) -> bool:
-    """Claim ``key`` machine-wide for ``ttl`` seconds (see :meth:`BudgetStore.claim`).
+    """Claim ``key`` machine-wide for ``ttl`` seconds (see :meth:`Claims.claim`).
 
     For example, ``claim(f"{scope} user_id:{id}", owner=run_id, ttl=120)`` before fetching
     an id two processes sharing a profile cache might both fetch.
     """
-    return open_store().claim(key, owner, ttl)
+    return Claims(open_store()).claim(key, owner, ttl)
 
 
 def release(key: str, owner: str | None = None) -> None:
-    """Give a claim up (see :meth:`BudgetStore.release`)."""
-    open_store().release(key, owner)
+    """Give a claim up (see :meth:`Claims.release`)."""
+    Claims(open_store()).release(key, owner)
 
 
 def release_owner(owner: str) -> int:
-    """Give up every claim of ``owner`` (see :meth:`BudgetStore.release_owner`)."""
-    return open_store().release_owner(owner)
+    """Give up every claim of ``owner`` (see :meth:`Claims.release_owner`)."""
+    return Claims(open_store()).release_owner(owner)
 
 
 def is_claimed(key: str) -> bool:
-    """Whether a live claim holds ``key`` (see :meth:`BudgetStore.is_claimed`)."""
-    return open_store().is_claimed(key)
+    """Whether a live claim holds ``key`` (see :meth:`Claims.is_claimed`)."""
+    return Claims(open_store()).is_claimed(key)
 
 
 def wait_claimed(key: str, *, timeout: float | None = None,
-                 cancel: threading.Event | None = None, poll: float = 0.1) -> bool:
-    """Wait while ``key`` is claimed (see :meth:`BudgetStore.wait_claimed`)."""
-    return open_store().wait_claimed(key, timeout=timeout, cancel=cancel, poll=poll)
+                 cancel: threading.Event | None = None, poll: float = POLL * 2) -> bool:
+    """Wait while ``key`` is claimed (see :meth:`Claims.wait_claimed`)."""
+    return Claims(open_store()).wait_claimed(key, timeout=timeout, cancel=cancel, poll=poll)

@@ -838,12 +838,12 @@ class _Run:
         self.plan.to_fetch.sort(key=order.__getitem__)
         if cache is not None and cache.path != ":memory:" and self.plan.to_fetch:
             try:
-                from .budget import open_store
+                from .budget import Claims, open_store
 
                 # The file itself, however its path was typed (relative, absolute, a link).
                 where = os.stat(cache.path)
-                self.claims = _Claims(open_store(), f"{where.st_dev}:{where.st_ino}|{self.scope}|"
-                                                    f"{self.id_type}|{self.query.canonical()}")
+                self.claims = _Claims(Claims(open_store()), f"{where.st_dev}:{where.st_ino}|{self.scope}|"
+                                                            f"{self.id_type}|{self.query.canonical()}")
             except Exception as error:  # no writable cache folder: each run for itself
                 log.warning("no claims for the shared cache (%s: %s)", type(error).__name__, error)
         if self._sends_recommendations():

@@ -642,7 +642,7 @@ class ProfileClient(_KeyHolder):
         """The machine-wide budget of this client's scope, or None (this client's own)."""
         if not shared:
             return None
-        from .budget import SharedBudget, open_store
+        from .budget import SharedBudget, budget_path, open_store, unusable
 
         scope = self.scope
         if self.is_sample:
@@ -653,8 +653,7 @@ class ProfileClient(_KeyHolder):
         try:
             return SharedBudget(open_store(), scope)
         except (OSError, sqlite3.Error) as error:
-            log.warning("the shared request budget is unavailable (%s); this client paces "
-                        "itself alone", type(error).__name__)
+            unusable(budget_path(), error)  # said once, with what to do
             return None
 
     def quota(self) -> Quota:

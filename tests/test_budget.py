@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from amptools import budget
-from amptools.budget import BudgetStore, SharedBudget, budget_path, open_store
+from amptools.budget import BudgetStore, BudgetWarning, Claims, SharedBudget, budget_path, open_store
 from amptools.errors import FetchCancelled
-from amptools.ratelimit import DECREASE, RateLimiter, most_in_window
+from amptools.ratelimit import DECREASE, START_SHARE, PaceState, RateLimiter, fair_shares, most_in_window
 from amptools.sample import Arrival, SampleServer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -48,31 +48,119 @@ def test_the_test_session_has_its_own_budget(isolated_budget: str) -> None:
 
 
 # -- one budget per scope ---------------------------------------------------------------------
-def shared_pair(tmp_path: Path, limit: int, period: float, scope: str = "s"):
+def warm(store: BudgetStore, scope: str, rate: float, now: float) -> None:
+    """The scope's pace as a run under way has it (no slow start), for tests of the window."""
+    with store.transaction() as db:
+        SharedBudget(store, scope)._save(db, PaceState(rate=rate, updated=now, probe_until=now, active=now))
+
+
+def limiters(tmp_path: Path, limits: list[int], period: float, scope: str = "s", *, warmed: bool = True):
     clock = FakeClock()
     store = BudgetStore(tmp_path / "b.sqlite", clock=clock)
-    make = lambda sc: RateLimiter(limit, period, clock=clock, sleep=clock.sleep,  # noqa: E731
-                                  ledger=SharedBudget(store, sc))
-    return make(scope), make(scope), make(scope + "-other"), clock
+    if warmed:
+        warm(store, scope, max(limits) / period, clock.now)
+    made = [RateLimiter(limit, period, clock=clock, sleep=clock.sleep, ledger=SharedBudget(store, scope))
+            for limit in limits]
+    return made, store, clock
+
+
+def take_turns(made: list[RateLimiter], clock: FakeClock, seconds: float) -> dict[int, list[float]]:
+    """Each limiter asks for a permit in turn (as their threads would) for ``seconds``:
+    the grant times of each. A limiter that must wait is passed over, so nobody blocks
+    the others, as in separate processes."""
+    times: dict[int, list[float]] = {i: [] for i in range(len(made))}
+    end = clock.now + seconds
+    while clock.now < end:
+        waits = []
+        for i, limiter in enumerate(made):
+            wait, token = limiter.ledger.try_grant(clock.now, limiter.limit, limiter.period)
+            if wait <= 0:
+                limiter.ledger.finish(token, clock.now)
+                times[i].append(clock.now)
+            waits.append(wait)
+        if min(waits) > 0:
+            clock.now += min(waits)
+    return times
 
 
 def test_two_limiters_of_one_scope_share_window_and_pace(tmp_path: Path) -> None:
-    a, b, other, clock = shared_pair(tmp_path, 20, 1.0)
-    grants = []
-    for i in range(200):
-        limiter = a if i % 3 else b
-        with limiter.permit():
-            grants.append(clock.now)
-    assert most_in_window(grants, 1.0) <= 20  # one window between them, not 20 each
-    assert 199 / (grants[-1] - grants[0]) >= 0.97 * 20  # and together the full pace
-    assert a.in_window() == b.in_window() > 0
+    (a, b), store, clock = limiters(tmp_path, [20, 20], 1.0)
+    other = RateLimiter(20, 1.0, clock=clock, sleep=clock.sleep, ledger=SharedBudget(store, "s-other"))
+    warm(store, "s-other", 20.0, clock.now)
+    times = take_turns([a, b], clock, 10.0)
+    together = sorted(times[0] + times[1])
+    assert most_in_window(together, 1.0) <= 20  # one window between them, not 20 each
+    assert len(together) / 10.0 >= 0.97 * 20  # and together the full pace, shared fairly
+    assert abs(len(times[0]) - len(times[1])) <= 2
+    assert a.in_window() == b.in_window() > 0 and a.quota().clients == 2
     assert other.in_window() == 0  # another scope is another budget
     # A throttle seen by one slows both; the other scope keeps its pace.
+    in_window = a.in_window()
     with a.permit():
         pass
+    warm(store, "s-other", 20.0, clock.now)
     a.throttled(0.0)
-    assert b.pace == pytest.approx(20 * DECREASE) and other.pace == 20
-    assert a.quota().shared and a.quota().used_last_minute == 201
+    assert b.pace + a.pace == pytest.approx(DECREASE * (in_window + 1))
+    assert other.pace == 20
+    assert a.quota().shared and a.quota().used_last_minute == len(together) + 1
+
+
+def test_540_300_and_60_get_fair_shares_and_none_is_starved(tmp_path: Path) -> None:
+    """Issue 17: three clients of one org with ceilings 540, 300 and 60 a minute. The org's
+    total keeps to the largest ceiling; each gets at least 80% of its max-min fair share
+    (240, 240, 60); none is starved (the old budget gave the last two nothing)."""
+    made, _, clock = limiters(tmp_path, [540, 300, 60], 60.0)
+    times = take_turns(made, clock, 60.0)
+    fair = fair_shares(540, {0: 540, 1: 300, 2: 60})
+    got = {i: len(t) for i, t in times.items()}
+    assert all(got[i] >= 0.8 * fair[i] for i in got), (got, fair)
+    everyone = sorted(t for ts in times.values() for t in ts)
+    assert most_in_window(everyone, 60.0) <= 540
+    assert made[2].quota().clients == 3 and made[2].quota().allowed_now == 60
+
+
+def test_a_client_that_leaves_frees_its_share(tmp_path: Path) -> None:
+    (a, b), _, clock = limiters(tmp_path, [540, 540], 60.0)
+    take_turns([a, b], clock, 1.0)
+    assert a.quota().allowed_now == 270
+    b.ledger.close()  # type: ignore[attr-defined]
+    assert a.quota().allowed_now == 540 and a.quota().clients == 1
+    (c, d), _, clock = limiters(tmp_path / "2", [540, 540], 60.0) if (tmp_path / "2").mkdir() is None else None
+    take_turns([c, d], clock, 1.0)
+    clock.now += budget.ACTIVE + 1.0  # d stops asking: after ACTIVE seconds it no longer shares
+    take_turns([c], clock, 0.1)
+    assert c.quota().allowed_now == 540
+
+
+def test_a_throttle_pauses_every_client_of_the_scope(tmp_path: Path) -> None:
+    """The Retry-After pause, through the shared budget: the next grant of another client of
+    the scope waits the whole pause (issue 24: this was never checked)."""
+    (a, b), _, clock = limiters(tmp_path, [600, 600], 60.0)
+    take_turns([a, b], clock, 1.0)
+    clock.now += 58.0  # those requests leave the window a second from now, before the pause ends
+    with a.permit():
+        pass
+    throttled_at = clock.now
+    a.throttled(5.0)
+    b.acquire()
+    assert clock.now >= throttled_at + 5.0
+    assert clock.now < throttled_at + 5.0 + 1.0
+
+
+def test_a_run_soon_after_a_throttle_starts_at_the_room_it_left(tmp_path: Path) -> None:
+    """The budget's memory: a new client of the scope (the next run, in another process)
+    that starts while the campaign still sends begins where the throttle left off."""
+    (a,), store, clock = limiters(tmp_path, [540], 60.0)
+    take_turns([a], clock, 20.0)
+    in_window = a.in_window()
+    with a.permit():
+        pass
+    a.throttled(1.0)
+    clock.now += 5 * 60.0  # a run ends; five minutes later another starts
+    later = RateLimiter(540, 60.0, clock=clock, sleep=clock.sleep, ledger=SharedBudget(store, "s"))
+    assert later.quota().allowed_now == round(DECREASE * (in_window + 1))
+    clock.now += 3600.0  # an hour later, forgotten: a fresh slow start
+    assert later.quota().allowed_now == round(START_SHARE * 540)
 
 
 def test_clients_of_one_scope_share_and_can_opt_out() -> None:
@@ -209,11 +297,8 @@ def test_a_killed_process_leaves_no_permit_or_claim_behind() -> None:
     assert limiter.in_window() <= limit
 
 
-def test_a_hung_permit_stops_counting_after_its_lease(monkeypatch: pytest.MonkeyPatch,
-                                                      tmp_path: Path) -> None:
-    clock = FakeClock()
-    store = BudgetStore(tmp_path / "b.sqlite", clock=clock)
-    limiter = RateLimiter(2, 1.0, clock=clock, sleep=clock.sleep, ledger=SharedBudget(store, "s"))
+def test_a_hung_permit_stops_counting_after_its_lease(tmp_path: Path) -> None:
+    (limiter,), _, clock = limiters(tmp_path, [2], 1.0)
     start = clock.now
     limiter.acquire()
     limiter.acquire()  # two in flight, never answered (this process lives on)
@@ -225,7 +310,7 @@ def test_a_hung_permit_stops_counting_after_its_lease(monkeypatch: pytest.Monkey
 # -- claims ---------------------------------------------------------------------------------------------
 def test_claims(tmp_path: Path) -> None:
     clock = FakeClock()
-    store = BudgetStore(tmp_path / "c.sqlite", clock=clock)
+    store = Claims(BudgetStore(tmp_path / "c.sqlite", clock=clock))
     assert store.claim("k", "a", ttl=10)
     assert store.is_claimed("k")
     assert not store.claim("k", "b", ttl=10)  # someone else holds it
@@ -246,7 +331,7 @@ def test_claims(tmp_path: Path) -> None:
 
 
 def test_wait_claimed_returns_when_another_thread_releases(tmp_path: Path) -> None:
-    store = BudgetStore(tmp_path / "c.sqlite")
+    store = Claims(BudgetStore(tmp_path / "c.sqlite"))
     assert store.claim("k", "a", ttl=60)
     threading.Timer(0.1, store.release, args=("k",)).start()
     assert store.wait_claimed("k", timeout=10, poll=0.01)
@@ -263,17 +348,134 @@ def test_open_store_is_one_per_path() -> None:
 
 def test_module_claims_use_the_default_store() -> None:
     assert budget.claim("mod-key", "a", ttl=60)
-    assert budget.is_claimed("mod-key") and open_store().is_claimed("mod-key")
+    assert budget.is_claimed("mod-key") and Claims(open_store()).is_claimed("mod-key")
     budget.release("mod-key")
     assert budget.wait_claimed("mod-key", timeout=0)
 
 
-def test_a_client_works_without_a_writable_cache_dir(monkeypatch: pytest.MonkeyPatch,
-                                                     tmp_path: Path) -> None:
+def test_a_client_works_without_a_writable_cache_dir(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                                     caplog: pytest.LogCaptureFixture) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")
     monkeypatch.setenv("AMPTOOLS_CACHE_DIR", str(blocker / "sub"))
-    with SampleServer(rate_limit=100_000, window=1.0) as srv:
+    with SampleServer(rate_limit=100_000, window=1.0) as srv, caplog.at_level("WARNING", logger="amptools"):
         client = srv.client()
         assert not client.quota().shared  # it paces itself alone, and says so in the log
         assert client.get_profile("testUser").user_id == "testUser"
+    said = [r.getMessage() for r in caplog.records]
+    assert any("shared request budget" in m and "pace alone" in m for m in said), said
+
+
+# -- the file itself: private, noticed when it goes, never costing an answer -----------------------------
+def test_the_budget_file_is_private(tmp_path: Path, umask_022: None) -> None:
+    BudgetStore(tmp_path / "b.sqlite")
+    for name in ("b.sqlite", "b.sqlite-wal", "b.sqlite-shm"):
+        assert (tmp_path / name).stat().st_mode & 0o777 == 0o600, name
+
+
+@pytest.mark.parametrize("how", ["deleted", "replaced"])
+def test_a_budget_file_deleted_or_replaced_is_noticed_and_reopened(tmp_path: Path, how: str,
+                                                                   caplog: pytest.LogCaptureFixture) -> None:
+    (limiter,), store, clock = limiters(tmp_path, [600], 60.0)
+    take_turns([limiter], clock, 1.0)
+    path = tmp_path / "b.sqlite"
+    for name in ("b.sqlite", "b.sqlite-wal", "b.sqlite-shm"):
+        (tmp_path / name).unlink(missing_ok=True)
+    if how == "replaced":
+        path.write_bytes(b"")  # an empty file: a new database
+    with caplog.at_level("WARNING", logger="amptools"):
+        clock.now += budget.CHECK_FILE  # within seconds
+        with limiter.permit():
+            pass
+    said = [r.getMessage() for r in caplog.records if "reopening" in r.getMessage()]
+    assert len(said) == 1 and str(path) in said[0]
+    assert path.exists() and limiter.quota().shared and limiter.in_window() == 1  # a new file, in use
+
+
+HOLD_LOCK = """
+import sqlite3, sys, time
+db = sqlite3.connect(sys.argv[1], isolation_level=None)
+db.execute("BEGIN EXCLUSIVE")
+print("locked", flush=True)
+sys.stdin.readline()
+db.execute("COMMIT")
+print("free", flush=True)
+sys.stdin.readline()
+"""
+
+
+def test_a_locked_budget_never_costs_an_answer(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                               caplog: pytest.LogCaptureFixture) -> None:
+    """Issue 18: another program holds the budget locked. Answers already received are kept,
+    no id is asked twice, the client paces alone meanwhile and says so once."""
+    monkeypatch.setenv("AMPTOOLS_CACHE_DIR", str(tmp_path))
+    with SampleServer(rate_limit=100_000, window=1.0) as srv:
+        client = srv.client(rate_limit=300, rate_period=1.0)
+        client.get_profile("testUser")  # the budget file exists, and is in use
+        holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(budget_path())],
+                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        try:
+            assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+            srv.reset_arrivals()
+            with caplog.at_level("WARNING", logger="amptools"):
+                ps = client.get_profiles(srv.org.user_ids[1:41], workers=4, progress=False)
+            alone = client.quota()
+        finally:
+            assert holder.stdin is not None
+            holder.stdin.write("go\n")
+            holder.stdin.flush()
+            holder.stdout.readline()
+            holder.stdin.write("go\n")
+            holder.stdin.flush()
+            holder.wait(10)
+        asked = [a.params["user_id"] for a in srv.arrivals]
+    assert ps.counts["ok"] == 40 and len(asked) == len(set(asked)) == 40
+    assert "alone" in alone.budget and not alone.shared
+    said = [r.getMessage() for r in caplog.records if "paces alone" in r.getMessage()]
+    assert 1 <= len(said) <= 3, said  # once per spell of a few seconds, not once per request
+
+
+def test_a_damaged_budget_file_is_named_once_with_what_to_do(tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AMPTOOLS_CACHE_DIR", str(tmp_path / "damaged"))
+    path = budget_path()
+    path.parent.mkdir()
+    path.write_bytes(b"this is not a database" * 100)
+    with SampleServer(rate_limit=100_000, window=1.0) as srv:
+        with pytest.warns(BudgetWarning, match="Delete the file") as caught:
+            first = srv.client()
+            second = srv.client()
+        assert not first.quota().shared and not second.quota().shared
+        assert first.get_profile("testUser").user_id == "testUser"
+    assert len(caught) == 1 and str(path) in str(caught[0].message)
+
+
+# -- which processes live ---------------------------------------------------------------------------
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
+def test_a_zombie_or_a_reused_process_id_is_not_alive() -> None:
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    started = budget.process_start(child.pid)
+    deadline = time.monotonic() + 10
+    while budget._stat_fields(child.pid) is not None and budget._stat_fields(child.pid)[0] != "Z":
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    assert budget._stat_fields(child.pid) is not None  # a zombie: exited, not reaped yet
+    assert not budget.process_alive(child.pid, started)  # os.kill(pid, 0) would say alive
+    child.wait()
+    me = budget.process_start()
+    assert budget.process_alive(os.getpid(), me)
+    assert not budget.process_alive(1, me)  # the same id started at another time: another process
+    assert budget.process_alive(1, budget.process_start(1))
+
+
+def test_claims_of_dead_processes_are_removed_from_disk(tmp_path: Path) -> None:
+    store = BudgetStore(tmp_path / "c.sqlite")
+    with store.transaction() as db:
+        db.execute("INSERT INTO claims (key, owner, pid, proc, expires) VALUES ('k', 'dead', 999999999, 'x', ?)",
+                   (time.monotonic() + 3600,))
+    store.close()
+    BudgetStore(tmp_path / "c.sqlite")  # opening tidies
+    read = ("import sqlite3, sys; print(sqlite3.connect(sys.argv[1]).execute("
+            "'SELECT count(*) FROM claims').fetchone()[0])")
+    assert subprocess.run([sys.executable, "-c", read, str(tmp_path / "c.sqlite")],
+                          capture_output=True, text=True, check=True).stdout.strip() == "0"

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from amptools.budget import open_store
+from amptools.budget import Claims, open_store
 from amptools.bulk import CLAIM_TTL
 from amptools.sample import SampleServer
 
@@ -30,11 +30,11 @@ print(ps.counts["ok"], ps.from_cache, flush=True)
 """
 
 
-def start(server: SampleServer, cache: Path, n: int) -> subprocess.Popen[str]:
+def start(server: SampleServer, cache: Path | str, n: int, cwd: Path | None = None) -> subprocess.Popen[str]:
     env = {**os.environ, "AMPLITUDE_SECRET_KEY": server.secret_key, "AMPLITUDE_PROFILE_API_URL": server.url,
            "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
     child = subprocess.Popen([sys.executable, "-c", CHILD, str(cache), str(n)], stdin=subprocess.PIPE,
-                             stdout=subprocess.PIPE, text=True, env=env)
+                             stdout=subprocess.PIPE, text=True, env=env, cwd=cwd)
     assert child.stdout is not None and child.stdout.readline().strip() == "ready"
     return child
 
@@ -48,11 +48,18 @@ def go(*children: subprocess.Popen[str]) -> list[str]:
 
 
 @pytest.mark.slow
-def test_two_processes_sharing_a_cache_fetch_each_id_once(tmp_path):
+@pytest.mark.parametrize("paths", ["same", "relative and absolute"])
+def test_two_processes_sharing_a_cache_fetch_each_id_once(tmp_path, paths):
+    """Claims are keyed by the file itself: ``profiles.sqlite`` typed in one process and its
+    absolute path in the other are one cache (issue 18: they fetched every id twice)."""
     n = 60
     # Slow answers, so both processes are at work on the same ids at the same time.
     with SampleServer(rate_limit=100_000, latency=0.05) as server:
-        children = [start(server, tmp_path / "shared.sqlite", n) for _ in range(2)]
+        if paths == "same":
+            children = [start(server, tmp_path / "shared.sqlite", n) for _ in range(2)]
+        else:
+            children = [start(server, "shared.sqlite", n, cwd=tmp_path),
+                        start(server, tmp_path / "." / "shared.sqlite", n)]
         server.reset_arrivals()
         outputs = go(*children)
         asked = Counter(a.params["user_id"] for a in server.arrivals)
@@ -66,12 +73,12 @@ def test_two_processes_sharing_a_cache_fetch_each_id_once(tmp_path):
 
 def test_a_claim_of_a_killed_process_blocks_nobody(tmp_path):
     holder = subprocess.Popen([sys.executable, "-c",
-                               "import sys, time; from amptools.budget import open_store\n"
-                               "open_store().claim('k', 'dead-run', 3600); print('held', flush=True); time.sleep(60)"],
+                               "import sys, time; from amptools import budget\n"
+                               "budget.claim('k', 'dead-run', 3600); print('held', flush=True); time.sleep(60)"],
                               stdout=subprocess.PIPE, text=True,
                               env={**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])})
     assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
-    store = open_store()
+    store = Claims(open_store())
     assert store.is_claimed("k") and not store.claim("k", "me", CLAIM_TTL)
     holder.send_signal(signal.SIGKILL)
     holder.wait(timeout=10)
