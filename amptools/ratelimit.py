@@ -86,9 +86,10 @@ ORG_LIMIT = 600
 #: a cancel must not wait for a long computed delay to run out.
 POLL = 0.05
 
-# The most requests sent back to back, as a share of a client's pace per period. A
-# twentieth keeps any tenth of the period under a fifth of the limit (1/20 burst + 1/10
-# steady = 0.15), with room for the jitter between our grant and the server's arrival.
+# The most requests sent back to back, as a share of a client's pace per period (and a
+# fresh run's first burst, of its ceiling). A twentieth keeps any tenth of the period
+# under a fifth of the limit (1/20 burst + 1/10 steady = 0.15), with room for the jitter
+# between our grant and the server's arrival.
 BURST_SHARE = 1 / 20
 # A fresh run's pace, as a share of its ceiling, for its first PROBE of a period: what a
 # campaign leaving a fifth of the org's quota can absorb in one window.
@@ -203,6 +204,10 @@ class PaceState:
     def _fresh(self, now: float, period: float) -> bool:
         return self.rate <= 0 or now - max(self.active, self.not_before) > IDLE * period
 
+    def starts_fresh(self, now: float, period: float) -> bool:
+        """Whether a grant now begins a run from the start (no recent throttle to go on)."""
+        return self._fresh(now, period) and not self._remembers(now, period)
+
     def current(self, now: float, ceiling: float, period: float) -> float:
         """The scope's pace now, requests per second (``ceiling``: the largest ceiling of
         its active clients)."""
@@ -262,10 +267,12 @@ class PaceState:
 
 @dataclass
 class ClientPace:
-    """One client's GCRA: its requests spaced by its share of the scope's pace."""
+    """One client's GCRA: its requests spaced by its share of the scope's pace, with at
+    most :data:`BURST_SHARE` of that pace per period back to back."""
 
     tat: float = 0.0
     seen_decrease: float = _NEVER
+    credit: int = 0  # requests that may go at once, beyond the pace
 
     @staticmethod
     def burst(share: float, period: float) -> int:
@@ -274,20 +281,29 @@ class ClientPace:
 
     def wait(self, now: float, share: float, period: float) -> float:
         """Seconds until this client's pace lets its next request go (≤ 0: now)."""
-        interval = 1.0 / share
-        return self.tat - (self.burst(share, period) - 1) * interval - now
+        if self.credit > 0:
+            return 0.0
+        return self.tat - (self.burst(share, period) - 1) / share - now
 
     def grant(self, now: float, share: float) -> None:
+        if self.credit > 0:
+            self.credit -= 1
+            return
         self.tat = max(self.tat, now) + 1.0 / share
+
+    def give_credit(self, requests: int) -> None:
+        """Let ``requests`` more go at once (a fresh run's first burst: a small fetch is
+        over at once, while a large one still spends its first window slowly)."""
+        self.credit = max(self.credit, requests)
 
     def after_decrease(self, state: PaceState, share: float, period: float) -> None:
         """No saved-up burst after a throttle (nor after its pause): the next requests
         come one by one at the new pace."""
         if state.decreased > self.seen_decrease:
             self.seen_decrease = state.decreased
-            interval = 1.0 / share
-            self.tat = max(self.tat, state.not_before + (self.burst(share, period) - 1) * interval,
-                           state.decreased + (self.burst(share, period) - 1) * interval)
+            self.credit = 0
+            saved = (self.burst(share, period) - 1) / share
+            self.tat = max(self.tat, state.not_before + saved, state.decreased + saved)
 
 
 def most_in_window(times: Iterable[float], window: float) -> int:
@@ -411,6 +427,9 @@ def grant_wait(state: PaceState, pace: ClientPace, *, now: float, share: float, 
     ``in_window`` and ``mine`` count the scope's and the client's requests in the window;
     ``oldest()`` gives when the earliest completed one leaves it (None: none completed).
     """
+    if state.starts_fresh(now, period):
+        # A fresh run's first burst is the one its ceiling allows: a small fetch is over at once.
+        pace.give_credit(ClientPace.burst(limit / period, period) - ClientPace.burst(share, period))
     pace.after_decrease(state, share, period)
     wait = max(state.not_before - now, pace.wait(now, share, period))
     allowed = min(ceiling, state.current(now, ceiling, period)) * period

@@ -86,11 +86,11 @@ def grants(limiter: RateLimiter, clock: FakeClock, n: int) -> list[float]:
 def test_a_fresh_run_probes_then_reaches_its_ceiling_within_a_minute() -> None:
     limiter, clock = make(600, 60.0)
     times = grants(limiter, clock, 1500)
-    burst = ClientPace.burst(START_SHARE * 10, 60.0)
+    burst = ClientPace.burst(10.0, 60.0)  # a fresh run's first burst: of its ceiling
     assert times[:burst] == [0.0] * burst  # a small burst at once
     probe = [t for t in times if t < PROBE * 60.0]
     # The first stretch at a fifth of the ceiling: about 120 a minute.
-    assert len(probe) == pytest.approx(burst + START_SHARE * 10 * PROBE * 60.0, abs=2)
+    assert len(probe) == pytest.approx(burst + START_SHARE * 10 * PROBE * 60.0, abs=3)
     # Then doubling: full pace (97%) before the minute is over, and kept.
     full = next(t for t in times if limiter.pace >= 0.97 * 600 or t == times[-1])
     assert limiter.pace == 600
@@ -264,7 +264,9 @@ def test_no_window_holds_more_than_the_limit(limit: int, period: float, warm: bo
     in_flight: list[float] = []
     intervals: list[tuple[float, float]] = []
     for action, amount in steps:
-        if action == "acquire" and len(in_flight) < limit:
+        # (Requests in flight beyond what the pace allows in a window would wait forever
+        # here: nobody answers them while the test's thread waits.)
+        if action == "acquire" and len(in_flight) < min(limit, max(1, math.floor(limiter.pace))):
             limiter.acquire()
             in_flight.append(clock.now)
         elif action == "release" and in_flight:
@@ -551,7 +553,7 @@ def test_a_scripted_burst_of_throttles_slows_the_client_then_it_recovers() -> No
     just_after = sum(last < a.time <= last + period for a in arrivals)
     at_the_end = sum(end - period < a.time <= end for a in arrivals)
     # Yielded: at most the room the window showed, cut (plus a burst) right after...
-    assert just_after <= math.ceil(DECREASE * before) + ClientPace.burst(limit, period)
+    assert just_after <= math.ceil(DECREASE * before) + ClientPace.burst(limit / period, period)
     # ...and climbing back, never above the ceiling.
     assert at_the_end > just_after
     assert most_in_window([a.time for a in arrivals], period) <= limit
