@@ -26,7 +26,8 @@ import pytest
 
 import amptools as amp
 from amptools.cache import CacheWarning, ProfileCache
-from amptools.client import THROTTLE_TEXT, _parse_retry_after, retry_delay
+from amptools.client import THROTTLE_TEXT
+from amptools.transport import parse_retry_after, retry_delay
 from amptools.errors import CacheError, ConfigurationError, InvalidQueryError, ResponseFormatError
 from amptools.ids import parse_id_file
 from amptools.models import UserProfile
@@ -184,7 +185,7 @@ def test_a_gzip_answer_within_the_limit_is_read(hostile):
 # -- 5: Retry-After that says nothing ------------------------------------------------------
 @pytest.mark.parametrize("value", ["-5", "0", "nan", "inf", "soon", "Wed, 21 Oct 2015 07:28:00 GMT"])
 def test_a_meaningless_retry_after_means_the_normal_backoff(hostile, value):
-    assert _parse_retry_after(value) is None
+    assert parse_retry_after(value) is None
     hostile.answer = lambda h: send(h, 503, {"error": "busy"}, {"Retry-After": value})
     delays: list[float] = []
     client = hostile.client(max_retries=3, backoff_base=0.5, sleep=delays.append)
