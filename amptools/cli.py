@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 
 from .errors import AmptoolsError, AuthenticationError, CacheError, ConfigurationError, InvalidQueryError
 from .ids import parse_id_file
-from .query import ID_TYPES, PROPENSITY_TYPES, ProfileQuery
+from .query import ID_TYPES, ORG_REQUESTS_PER_MINUTE, PROPENSITY_TYPES, ProfileQuery
 
 if TYPE_CHECKING:
     from .bulk import ProfileSet
@@ -173,7 +173,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     server = commands.add_parser("sample-server", help="run the embedded sample org in the foreground")
     server.add_argument("--port", type=_whole(0, 65535), default=8765, help="0 picks a free port")
-    server.add_argument("--rate-limit", type=_whole(1), default=600, help="requests per window")
+    server.add_argument("--rate-limit", type=_whole(1), default=ORG_REQUESTS_PER_MINUTE,
+                        help=f"requests per window (default {ORG_REQUESTS_PER_MINUTE}, the org's limit)")
     server.add_argument("--window", type=_seconds, default=60.0, help="rate-limit window in seconds")
     server.add_argument("--latency", type=_seconds, default=0.0, help="seconds added to every answer")
     return parser
