@@ -241,17 +241,17 @@ def test_filters_braze_does_not_list_are_errors(name):
 
 
 def test_the_support_table_is_the_one_source():
-    from amptools.braze import liquid
+    from amptools.braze import dialect
 
-    env = liquid.environment()
-    for name, support in liquid.FILTERS.items():
+    env = dialect.environment()
+    for name, support in dialect.FILTERS.items():
         assert support.source.startswith(("liquid/filters.md", "liquid/advanced_filters.md")), name
         assert name in env.filters
     # Every filter the engine has is in the table, or refused as unlisted.
     for name in env.filters:
-        if name not in liquid.FILTERS:
+        if name not in dialect.FILTERS:
             assert render(f"{{{{ 'x' | {name} }}}}")["status"] == "error", name
-    for name, support in liquid.TAGS.items():
+    for name, support in dialect.TAGS.items():
         assert support.supported and support.source.startswith(("liquid/", "connected_content/")), name
 
 
@@ -368,9 +368,9 @@ def test_hostile_templates_are_error_rows(template, words):
 
 @pytest.mark.timeout(60)
 def test_a_template_that_runs_too_long_stops_the_preview(monkeypatch):
-    from amptools.braze import liquid
+    from amptools.braze import dialect
 
-    monkeypatch.setattr(liquid, "LIMITS", dataclasses.replace(liquid.LIMITS, seconds=0.05))
+    monkeypatch.setattr(dialect, "LIMITS", dataclasses.replace(dialect.LIMITS, seconds=0.05))
     slow = "{% for i in (1..10000) %}" + "{% if true %}{% endif %}" * 200 + "{% endfor %}" * 1
     result = braze.preview(slow * 40, [profile()] * 20)
     assert (result["status"] == "error").all()

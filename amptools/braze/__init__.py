@@ -7,8 +7,8 @@ A Braze campaign calls the Profile API from its message with Liquid's
   (and :func:`guard` the usual abort guard); :func:`parse_tag` reads a tag back
   (:mod:`amptools.braze.tag`).
 - :func:`preview` renders a message template for every fetched profile as Braze would,
-  with a real Liquid engine speaking Braze's dialect (:mod:`amptools.braze.preview`,
-  :mod:`amptools.braze.liquid`: its syntax, which tags and filters Braze supports and
+  with a real Liquid engine speaking Braze's dialect (:mod:`amptools.braze.previews`,
+  :mod:`amptools.braze.dialect`: its syntax, which tags and filters Braze supports and
   where it says so, the bounds of every render).
 - :func:`call_plan` lays out, minute by minute, the Profile API calls a send makes
   against the org's 600-a-minute limit, and :func:`recommended_rate` the Braze rate
@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from .files import to_braze_csv, to_braze_json
 from .plan import CALL_PLAN_COLUMNS, RENDERS_PER_MESSAGE, call_plan, recommended_rate
-from .preview import PREVIEW_COLUMNS, PREVIEW_STATUSES, RetryAbortWarning, preview, sort_for_review
+from .previews import PREVIEW_COLUMNS, PREVIEW_STATUSES, RetryAbortWarning, preview, sort_for_review
 from .tag import CACHE_MAX_AGE_RANGE as CACHE_MAX_AGE_RANGE  # constants of the former module
 from .tag import DEFAULT_SAVE as DEFAULT_SAVE
 from .tag import UNKNOWN_USER_BODY as UNKNOWN_USER_BODY

@@ -160,6 +160,9 @@ class OutOfTime(_LimitError):
     """A render took longer than :data:`LIMITS` ``.seconds``."""
 
 
+_FLAT_WEIGHTS: dict[type, int] = {bool: 8, float: 8, type(None): 8}
+
+
 def _weight(value: Any, memo: dict[int, tuple[Any, int]] | None = None) -> int:
     """Roughly the bytes ``value`` holds, counted deeply: every reference to a string
     counts its length again (``join`` would copy it again), containers count their items.
@@ -167,6 +170,12 @@ def _weight(value: Any, memo: dict[int, tuple[Any, int]] | None = None) -> int:
     Iterative (values from ``json_parse`` may nest deeply); ``memo`` remembers containers
     already measured, so re-measuring a value built from measured parts costs its own size.
     """
+    kind = type(value)
+    if kind is str:  # the common case, first: most values are text
+        return len(value)
+    flat = _FLAT_WEIGHTS.get(kind)
+    if flat is not None:
+        return flat
     memo = {} if memo is None else memo
     total = 0
     stack: list[tuple[Any, bool]] = [(value, False)]
@@ -182,17 +191,16 @@ def _weight(value: Any, memo: dict[int, tuple[Any, int]] | None = None) -> int:
             else:
                 total += size
             continue
-        if isinstance(item, str):
+        kind = type(item)
+        if kind is str or kind is bytes or kind is bytearray:
             size = len(item)
-        elif isinstance(item, (bytes, bytearray)):
-            size = len(item)
-        elif isinstance(item, bool) or item is None or isinstance(item, (float, Undefined)):
+        elif kind in _FLAT_WEIGHTS or isinstance(item, Undefined):
             size = 8
-        elif isinstance(item, int):
+        elif kind is int:
             size = item.bit_length() // 8 + 8
-        elif isinstance(item, range):
+        elif kind is range:
             size = 8 * len(item)
-        elif isinstance(item, (Mapping, list, tuple, set, frozenset)):
+        elif kind in (dict, list, tuple) or isinstance(item, (Mapping, list, tuple, set, frozenset)):
             known = memo.get(id(item))
             if known is not None and known[0] is item:
                 size = known[1]
@@ -206,6 +214,10 @@ def _weight(value: Any, memo: dict[int, tuple[Any, int]] | None = None) -> int:
                 else:
                     stack.extend((inner, False) for inner in item)
                 continue
+        elif isinstance(item, (str, bytes, bytearray)):  # subclasses (Markup)
+            size = len(item)
+        elif isinstance(item, int):
+            size = item.bit_length() // 8 + 8
         else:
             size = sys.getsizeof(item, 64)
         if pending:
@@ -220,7 +232,14 @@ def _state_weight(value: Any) -> int:
     return _weight(value, state.weights if state is not None else None)
 
 
+# Filters whose result can hold more than their inputs: their containers are measured. The
+# others return text or numbers (measured at no cost) or a part of what they were given.
+_GROWING = frozenset({"concat", "split", "json_parse"})
+
+
 def _check_value(name: str, value: Any) -> None:
+    if not isinstance(value, (str, int)) and name not in _GROWING:
+        return
     if _state_weight(value) > LIMITS.value_bytes:
         raise _LimitError(f"{name}: the value grew past {LIMITS.value_bytes:,} bytes (a string doubled "
                           "in a loop?); the preview stops there", token=None)
@@ -943,6 +962,11 @@ class _ConnectedContentNode(Node):
         except ValueError as error:  # InvalidQueryError: the call asks for what was not fetched
             raise LiquidSyntaxError(str(error), token=self.token) from None
         if answer is not None:
+            state = _STATE.get()
+            if state is not None:
+                # The answer's size is the Profile API's, bounded where it was fetched; the
+                # bounds are for what the template builds from it.
+                state.weights[id(answer)] = (answer, 0)
             context.assign(self.save, answer)
         return 0
 

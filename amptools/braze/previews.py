@@ -20,7 +20,7 @@ from .._types import ProfilesLike
 from ..errors import AmptoolsWarning, InvalidQueryError, warn
 from ..models import UserProfile
 from ..query import ID_TYPES, ProfileQuery
-from . import liquid
+from . import dialect
 from .tag import UNKNOWN_USER_BODY, parse_tag, read_url
 
 __all__ = [
@@ -199,7 +199,7 @@ class _Responder:
         if self.failing or (row.profile is None and not row.not_found):
             # A failed call (an error status, a timeout): Braze saves no answer. With :retry
             # it calls again later, unless the template aborts first.
-            state = liquid.render_state_now()
+            state = dialect.render_state_now()
             if retry and state is not None:
                 state.retried_call_failed = True
             return None
@@ -361,23 +361,23 @@ _Outcome = tuple[str, str | None, str | None, str | None, str | None]
 
 
 class _Renderer:
-    """Renders one row at a time under :data:`amptools.braze.liquid.LIMITS`."""
+    """Renders one row at a time under :data:`amptools.braze.dialect.LIMITS`."""
 
     def __init__(self, template: str, responder: _Responder, lookup: dict[str, dict[str, Any]]) -> None:
         self.responder = responder
         self.lookup = lookup
-        self.translation: liquid.Translation | None = None
+        self.translation: dialect.Translation | None = None
         self.parse_error: str | None = None
         self.out_of_time: str | None = None  # set by the first render that ran out of time
         self.retry_aborted = False
         self.retries = False
         try:
-            self.translation = liquid.translate(template)
-            self.parsed = liquid.environment().from_string(self.translation.text)
-        except liquid.TemplateError as error:
+            self.translation = dialect.translate(template)
+            self.parsed = dialect.environment().from_string(self.translation.text)
+        except dialect.TemplateError as error:
             self.parse_error = str(error)
         except LiquidError as error:
-            self.parse_error = liquid.error_text(error, self.translation)
+            self.parse_error = dialect.error_text(error, self.translation)
         if self.parse_error is None:
             try:
                 self.retries = bool(parse_tag(template).options.get("retry"))
@@ -389,25 +389,25 @@ class _Renderer:
             return "error", None, None, self.parse_error, None
         if self.out_of_time is not None:
             return "error", None, None, self.out_of_time, None
-        state = liquid.RenderState(deadline=time.monotonic() + liquid.LIMITS.seconds)
+        state = dialect.RenderState(deadline=time.monotonic() + dialect.LIMITS.seconds)
         self.responder.row = row
         values = self.lookup.get(row.user_id, {}) if row.user_id is not None else {}
         names = {**values, "user_id": row.user_id, "device_id": row.device_id}
         names = {k: v for k, v in names.items() if v is not None}
-        context = {liquid.ATTRIBUTES: names, liquid.CUSTOM_ATTRIBUTES: names, liquid.RESPONDER: self.responder}
-        with liquid.render_state(state):
+        context = {dialect.ATTRIBUTES: names, dialect.CUSTOM_ATTRIBUTES: names, dialect.RESPONDER: self.responder}
+        with dialect.render_state(state):
             try:
                 message = self.parsed.render(context).strip()
-            except liquid.Aborted as abort:
+            except dialect.Aborted as abort:
                 if state.retried_call_failed:
                     self.retry_aborted = True  # the template's abort came before Braze's retry
                 return "aborted", None, abort.reason, None, None
             except LiquidError as error:
-                text = liquid.error_text(error, self.translation)
-                if isinstance(error, liquid.OutOfTime):
+                text = dialect.error_text(error, self.translation)
+                if isinstance(error, dialect.OutOfTime):
                     who = row.user_id if row.user_id is not None else row.device_id
                     self.out_of_time = (f"not rendered: the message for {who!r} took longer than "
-                                        f"{liquid.LIMITS.seconds:g} s, so the preview stopped rendering")
+                                        f"{dialect.LIMITS.seconds:g} s, so the preview stopped rendering")
                 return "error", None, None, text, None
             except RecursionError:
                 return "error", None, None, "the template nests too deeply to render", None
