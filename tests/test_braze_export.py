@@ -298,16 +298,21 @@ def test_large_files_split_into_whole_parts_each_with_the_header(tmp_path: Path)
         to_braze_csv(frame, tmp_path / "tiny.csv", max_bytes=0)
 
 
-def test_a_failed_part_leaves_no_part_behind(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    frame = pd.DataFrame({"user_id": [f"u{i}" for i in range(100)]})
+def fail_fsync(monkeypatch: pytest.MonkeyPatch, *, call: int) -> None:
+    """Make the ``call``-th fsync fail as a full disk does."""
     calls = []
 
-    def fail_third(fd: int) -> None:
+    def fsync(fd: int) -> None:
         calls.append(fd)
-        if len(calls) == 3:
+        if len(calls) == call:
             raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(os, "fsync", fail_third)
+    monkeypatch.setattr(os, "fsync", fsync)
+
+
+def test_a_failed_part_leaves_no_part_behind(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    frame = pd.DataFrame({"user_id": [f"u{i}" for i in range(100)]})
+    fail_fsync(monkeypatch, call=3)
     with pytest.raises(OSError):
         to_braze_csv(frame, tmp_path / "b.csv", max_bytes=200)
     assert list(tmp_path.iterdir()) == []
@@ -491,14 +496,7 @@ def test_a_smaller_export_removes_the_stale_parts_of_the_last(tmp_path: Path) ->
 def test_a_failed_part_leaves_the_earlier_export_whole(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     earlier = to_braze_csv(_users(60), tmp_path / "b.csv", max_bytes=300)
     before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
-    calls = []
-
-    def fail_second(fd: int) -> None:
-        calls.append(fd)
-        if len(calls) == 2:
-            raise OSError(28, "No space left on device")
-
-    monkeypatch.setattr(os, "fsync", fail_second)
+    fail_fsync(monkeypatch, call=2)
     with pytest.raises(OSError):  # the same two part names, other rows: one part fails
         to_braze_csv(_users(61), tmp_path / "b.csv", max_bytes=300)
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before  # no part lost, none added
