@@ -28,9 +28,9 @@ from .plan import CALL_PLAN_COLUMNS, RENDERS_PER_MESSAGE, call_plan, recommended
 from .previews import PREVIEW_COLUMNS, PREVIEW_STATUSES, RetryAbortWarning, preview, sort_for_review
 from .tag import CACHE_MAX_AGE_RANGE as CACHE_MAX_AGE_RANGE  # constants of the former module
 from .tag import DEFAULT_SAVE as DEFAULT_SAVE
-from .tag import UNKNOWN_USER_BODY as UNKNOWN_USER_BODY
 from .tag import (
     KEY_PLACEHOLDER,
+    UNKNOWN_USER_BODY,
     ConnectedContentCall,
     connected_content,
     guard,
@@ -45,6 +45,7 @@ __all__ = [
     "PREVIEW_STATUSES",
     "RENDERS_PER_MESSAGE",
     "STATUSES",
+    "UNKNOWN_USER_BODY",
     "ConnectedContentCall",
     "RetryAbortWarning",
     "call_plan",
