@@ -554,7 +554,8 @@ def _attributes_and_outputs(out: _Writer, text: str, origin: int) -> str:
     pos = 0
     for start, end in spans:
         left, body, right = _trim_flags(text[start + 2:end - 2])
-        hoisted, inner = _expression(out, body, origin + start + 2, whole=True, continuing=True)
+        # continuing: nothing can be evaluated before a URL's own outputs, so none is hoisted.
+        _, inner = _expression(out, body, origin + start + 2, whole=True, continuing=True)
         pieces += [_attributes(text[pos:start]), f"{{{{{left} {inner.strip() or repr('')} {right}}}}}"]
         pos = end
     pieces.append(_attributes(text[pos:]))

@@ -521,10 +521,10 @@ def to_braze_csv(
     UTC; dates alone as ``YYYY-MM-DD``); missing values as empty cells, which
     leave the user's value in Braze alone. Text is quoted when Braze could read
     it as another type (``"00123"``, ``"+44..."``, ``"true"``, ``"2024-01-01"``)
-    or when CSV needs it (commas, quotes, line breaks, white space at either
-    end, empty text ``""``). UTF-8 without BOM, ``\\n`` line ends, text that
-    cannot be encoded written as U+FFFD; each file is written whole or not at
-    all (:func:`write_atomic`).
+    or when CSV needs it (commas, white space at either end, empty text
+    ``""``). UTF-8 without BOM, ``\\n`` line ends, text that cannot be encoded
+    written as U+FFFD; all the files are written or none (an earlier export of
+    the same name stays whole).
     """
     _check_positive("max_bytes", max_bytes)
     checked = _BrazeTable(table, external_id=external_id, id_type=id_type, alias_label=alias_label,
