@@ -29,24 +29,34 @@ Conventions shared by every function in this module
 * **One vocabulary**: the table comes first and everything else by keyword;
   ``by`` names the grouping column(s); ``top_n`` is always "the n most frequent
   items per group"; each function returns one type.  Old spellings keep working
-  for now with a DeprecationWarning naming the new one (:func:`deprecated_arguments`).
+  for now with a DeprecationWarning naming the new one
+  (:func:`amptools.frames.deprecated_arguments`).
 
 This module builds no figures; :mod:`amptools.plots` draws these tables.
 """
 
 from __future__ import annotations
 
-import functools
-import inspect
 import warnings
-from collections.abc import Callable, Hashable, Iterable, Sequence
-from typing import Any, Literal, NamedTuple, TypeVar, cast
+from collections.abc import Hashable, Iterable, Sequence
+from typing import Any, Literal, NamedTuple, cast
 
 import numpy as np
 import pandas as pd
 
 from . import tables
-from .query import ID_TYPES
+from .frames import ID_COLUMNS, LIST_COLUMNS, deprecated_arguments, moved_names, shared_docs
+from .frames import require_columns as require_columns  # re-exported: braze.py imports it from here
+from .grouping import (
+    codes,
+    has_repeats,
+    is_sorted,
+    run_codes,
+    run_starts,
+    sort_order,
+    sorted_group_codes,
+    user_codes,
+)
 
 __all__ = [
     "COVERAGE_COLUMNS",
@@ -69,10 +79,13 @@ __all__ = [
 
 #: Columns of the tidy recommendations table (``amptools.tables.recommendations``).
 RECOMMENDATION_COLUMNS = tables.RECOMMENDATION_COLUMNS
-#: Columns every table metric needs at least.
-_LIST_COLUMNS: tuple[str, ...] = ("user_id", "device_id", "rank", "item")
-#: Columns that identify one user.
-USER_KEY: tuple[str, ...] = ID_TYPES  # the tables' key columns
+# require_columns, deprecated_arguments and user_codes stay importable from here (braze.py
+# imports require_columns); their home is amptools.frames and amptools.grouping.
+_MOVED = moved_names(__name__, {"USER_KEY": ("amptools.tables.ID_COLUMNS", ID_COLUMNS)})
+
+
+def __getattr__(name: str) -> Any:
+    return _MOVED(name)
 
 #: Columns returned by :func:`coverage`.
 COVERAGE_COLUMNS: tuple[str, ...] = (
@@ -102,62 +115,6 @@ POPULARITY_COLUMNS: tuple[str, ...] = (
 LONG_TAIL_COLUMNS: tuple[str, ...] = ("item_rank", "item", "count", "item_fraction", "cumulative_share")
 
 Metric = Literal["jaccard", "overlap", "rbo"]
-
-
-# ----------------------------------------------------------------------------------
-# the one deprecation path for argument names (shared with amptools.plots)
-# ----------------------------------------------------------------------------------
-
-_Callable = TypeVar("_Callable", bound=Callable[..., Any])
-
-
-def deprecated_arguments(*formerly_positional: str, **renamed: str) -> Callable[[_Callable], _Callable]:
-    """Keep old spellings of a call working, with a DeprecationWarning naming the new one.
-
-    Parameters
-    ----------
-    *formerly_positional : str
-        Keyword-only parameters that used to be accepted by position right after the
-        data argument(s), in their old order.
-    **renamed : str
-        ``old_name="new_name"`` for each renamed keyword.
-
-    Every message starts with ``amptools.<module>.<function>()`` so a test run can turn
-    exactly amptools' own deprecations into errors
-    (``-W "error:amptools.:DeprecationWarning"``).
-    """
-
-    def decorate(function: _Callable) -> _Callable:
-        name = f"{function.__module__}.{function.__qualname__}()"
-        parameters = inspect.signature(function).parameters.values()
-        n_positional = sum(p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD for p in parameters)
-
-        @functools.wraps(function)
-        def wrapper(*args: Any, **kwargs: Any) -> Any:
-            extra = args[n_positional:]
-            if extra:
-                if len(extra) > len(formerly_positional):
-                    raise TypeError(f"{name} takes {n_positional} positional argument(s) but {len(args)} were given")
-                names = formerly_positional[: len(extra)]
-                given_twice = [n for n in names if n in kwargs]
-                if given_twice:
-                    raise TypeError(f"{name} got multiple values for {', '.join(given_twice)}")
-                warnings.warn(f"{name}: pass {', '.join(f'{n}=' for n in names)} by keyword; "
-                              "passing it by position is deprecated", DeprecationWarning, stacklevel=2)
-                kwargs.update(zip(names, extra))
-                args = args[:n_positional]
-            for old, new in renamed.items():
-                if old in kwargs:
-                    if new in kwargs:
-                        raise TypeError(f"{name} got both {old}= (deprecated) and {new}=; pass only {new}=")
-                    warnings.warn(f"{name}: {old}= is deprecated, use {new}= (same meaning)",
-                                  DeprecationWarning, stacklevel=2)
-                    kwargs[new] = kwargs.pop(old)
-            return function(*args, **kwargs)
-
-        return cast(_Callable, wrapper)
-
-    return decorate
 
 
 # ----------------------------------------------------------------------------------
@@ -212,7 +169,7 @@ def _check_p(p: float) -> None:
 
 
 @deprecated_arguments("k")
-@tables.shared_docs(set_similarity=_SET_SIMILARITY_DOCS)
+@shared_docs(set_similarity=_SET_SIMILARITY_DOCS)
 def jaccard(a: Iterable[Hashable], b: Iterable[Hashable], *, k: int | None = None) -> float:
     """Jaccard similarity of two lists taken as sets: ``|A ∩ B| / |A ∪ B|``.
 
@@ -225,7 +182,7 @@ def jaccard(a: Iterable[Hashable], b: Iterable[Hashable], *, k: int | None = Non
 
 
 @deprecated_arguments("k")
-@tables.shared_docs(set_similarity=_SET_SIMILARITY_DOCS)
+@shared_docs(set_similarity=_SET_SIMILARITY_DOCS)
 def overlap(a: Iterable[Hashable], b: Iterable[Hashable], *, k: int | None = None) -> float:
     """Overlap coefficient of two lists: ``|A ∩ B| / min(|A|, |B|)``.
 
@@ -325,193 +282,12 @@ def rbo(a: Iterable[Hashable], b: Iterable[Hashable], *, p: float = 0.9) -> floa
 # ----------------------------------------------------------------------------------
 
 
-def require_columns(frame: pd.DataFrame, required: Iterable[str], function: str) -> None:
-    """Raise one clear ValueError naming the missing and the expected columns.
-
-    Shared by the metrics and the figures (``amptools.plots``), like px's own check.
-    """
-    if not isinstance(frame, pd.DataFrame):
-        raise TypeError(f"{function}() expects a pandas DataFrame first, got {type(frame).__name__}")
-    required = list(dict.fromkeys(required))
-    missing = [column for column in required if column not in frame.columns]
-    if missing:
-        raise ValueError(
-            f"{function}(): missing column(s) {', '.join(map(repr, missing))}. "
-            f"It expects the columns {', '.join(map(repr, required))}; "
-            f"the frame has {', '.join(map(repr, map(str, frame.columns)))}."
-        )
-
-
 def _as_list(by: str | Sequence[str] | None) -> list[str]:
     if by is None:
         return []
     if isinstance(by, str):
         return [by]
     return list(by)
-
-
-def _codes(values: pd.Series | pd.Index) -> tuple[np.ndarray, pd.Index]:
-    """Integer codes (NaN kept as its own value) and the uniques they index."""
-    if isinstance(values.dtype, pd.CategoricalDtype):
-        # categorical codes come for free; unused categories only leave gaps
-        categories = values.cat.categories if isinstance(values, pd.Series) else values.categories
-        codes = np.asarray(values.cat.codes if isinstance(values, pd.Series) else values.codes, dtype=np.int64)
-        if len(codes) and codes.min() < 0:
-            codes = np.where(codes < 0, len(categories), codes)
-        return codes, pd.Index([*categories, np.nan], dtype=object)
-    codes, uniques = pd.factorize(values, use_na_sentinel=False)
-    return codes.astype(np.int64, copy=False), pd.Index(uniques)
-
-
-def _comparable(values: pd.Series) -> np.ndarray:
-    """An array whose ``!=`` between neighbours tells equal values apart, cheaply.
-
-    Categorical columns give their integer codes; everything else an object array
-    (free for pandas' ``str`` dtype), with ``pd.NA`` replaced by None so that ``!=``
-    stays boolean.
-    """
-    result: np.ndarray
-    if isinstance(values.dtype, pd.CategoricalDtype):
-        result = np.asarray(values.cat.codes)
-    elif getattr(values.dtype, "na_value", None) is pd.NA and values.hasnans:
-        result = values.to_numpy(dtype=object, na_value=None)
-    else:
-        result = values.to_numpy(dtype=object)
-    return result
-
-
-def _run_codes(keys: np.ndarray) -> np.ndarray:
-    """``pd.factorize(keys)[0]`` for integer keys, fast when equal keys come in runs.
-
-    Only the first key of each run of equal neighbours is hashed; the codes number
-    distinct keys in order of first appearance, as :func:`pandas.factorize` does.
-    """
-    keys = np.asarray(keys)
-    if len(keys) == 0:
-        return np.zeros(0, dtype=np.int64)
-    starts = np.empty(len(keys), dtype=bool)
-    starts[0] = True
-    np.not_equal(keys[1:], keys[:-1], out=starts[1:])
-    head_codes: np.ndarray = pd.factorize(keys[starts])[0].astype(np.int64, copy=False)
-    codes: np.ndarray = head_codes[np.cumsum(starts) - 1]
-    return codes
-
-
-def user_codes(frame: pd.DataFrame) -> np.ndarray:
-    """One integer per distinct ``(user_id, device_id)`` pair of ``frame``, per row.
-
-    Codes run 0, 1, ... in order of first appearance (as :func:`pandas.factorize`);
-    a missing id is a value of its own.  Works on any dtype of the two columns
-    (``str``, object, category).  Tables list a user's rows together, so only the
-    first row of each run of equal keys is hashed: about 30 ms for 3,000,000 rows.
-    :mod:`amptools.plots` uses it to code users of any long table.
-    """
-    if len(frame) == 0:
-        return np.zeros(0, dtype=np.int64)
-    user = _comparable(frame["user_id"])
-    device = _comparable(frame["device_id"])
-    # `!=` on objects treats NaN as unequal to itself: harmless, a NaN row just starts a run
-    starts = np.empty(len(frame), dtype=bool)
-    starts[0] = True
-    starts[1:] = (user[1:] != user[:-1]) | (device[1:] != device[:-1])
-    user_head = pd.factorize(user[starts], use_na_sentinel=False)[0].astype(np.int64, copy=False)
-    device_head, device_uniques = pd.factorize(device[starts], use_na_sentinel=False)
-    head_key = user_head * max(len(device_uniques), 1) + device_head
-    head_codes: np.ndarray = pd.factorize(head_key)[0].astype(np.int64, copy=False)
-    codes: np.ndarray = head_codes[np.cumsum(starts) - 1]
-    return codes
-
-
-def _sorted_group_codes(frame: pd.DataFrame, by_columns: list[str]) -> tuple[np.ndarray, pd.DataFrame]:
-    """Codes numbering the groups of ``by_columns`` in ``groupby(sort=True, dropna=False)`` order.
-
-    Returns the per-row codes and one row of ``frame[by_columns]`` per group (dtypes
-    kept).  Categoricals order by category (missing last), nullable booleans
-    False, True, missing; anything else by value with missing last.
-    """
-    n_rows = len(frame)
-    combined = np.zeros(n_rows, dtype=np.int64)
-    space = 1
-    for column in by_columns:
-        values = frame[column]
-        if isinstance(values.dtype, pd.CategoricalDtype):
-            codes = np.asarray(values.cat.codes, dtype=np.int64)
-            size = len(values.cat.categories) + 1
-        elif pd.api.types.is_bool_dtype(values.dtype):
-            data = values.to_numpy(dtype=bool, na_value=False).astype(np.int64)
-            codes = np.where(values.isna().to_numpy(), 2, data) if values.hasnans else data
-            size = 3
-        else:
-            try:
-                codes, uniques = pd.factorize(values, sort=True)
-            except TypeError:  # values that cannot be sorted keep first-appearance order
-                codes, uniques = pd.factorize(values)
-            codes = codes.astype(np.int64, copy=False)
-            size = len(uniques) + 1
-        codes = np.where(codes < 0, size - 1, codes)
-        combined = combined * size + codes
-        space *= size
-    if space <= max(4 * n_rows, 1 << 20):
-        present = np.flatnonzero(np.bincount(combined, minlength=space))
-        lookup = np.full(space, -1, dtype=np.int64)
-        lookup[present] = np.arange(len(present))
-        group_code = lookup[combined]
-    else:
-        group_code, present = pd.factorize(combined, sort=True)
-        group_code = group_code.astype(np.int64, copy=False)
-    any_row = np.zeros(len(present), dtype=np.int64)
-    any_row[group_code] = np.arange(n_rows)  # any row of a group carries its values
-    return group_code, frame[by_columns].iloc[any_row].reset_index(drop=True)
-
-
-def _has_repeats(keys: np.ndarray) -> bool:
-    """Whether any integer key occurs twice (one value sort, no hashing)."""
-    if len(keys) < 2:
-        return False
-    ordered = np.sort(keys)
-    return bool((ordered[1:] == ordered[:-1]).any())
-
-
-def _sort_order(*keys: np.ndarray) -> np.ndarray:
-    """Stable argsort of rows by non-negative integer keys, the first key primary.
-
-    The packed-sort idiom, written once: when the keys and the row number fit in one
-    int64 they are packed into one integer and sorted by value (several times faster
-    than :func:`numpy.lexsort`; the row number in the low digits keeps it stable),
-    otherwise :func:`numpy.lexsort`.
-    """
-    n_rows = len(keys[0])
-    if n_rows == 0:
-        return np.zeros(0, dtype=np.int64)
-    sizes = [int(key.max()) + 1 for key in keys]
-    if n_rows * int(np.prod(sizes, dtype=object)) >= 2**62:
-        return np.lexsort(keys[::-1])
-    packed = np.zeros(n_rows, dtype=np.int64)
-    for key, size in zip(keys, sizes):
-        packed = packed * size + key
-    return np.sort(packed * n_rows + np.arange(n_rows)) % n_rows
-
-
-def _is_sorted(*keys: np.ndarray) -> bool:
-    """Whether the rows are already in the order :func:`_sort_order` would give."""
-    undecided = np.ones(max(len(keys[0]) - 1, 0), dtype=bool)
-    for key in keys:
-        step = np.diff(key)
-        if (undecided & (step < 0)).any():
-            return False
-        undecided &= step == 0
-    return True
-
-
-def _run_starts(*keys: np.ndarray) -> np.ndarray:
-    """Mask of the rows whose keys differ from the previous row's (the first row included)."""
-    n_rows = len(keys[0])
-    starts = np.zeros(n_rows, dtype=bool)
-    if n_rows:
-        starts[0] = True
-        for key in keys:
-            starts[1:] |= key[1:] != key[:-1]
-    return starts
 
 
 def _prepared(recs: pd.DataFrame, by_columns: list[str]) -> pd.DataFrame:
@@ -534,13 +310,13 @@ def _prepared_items(recs: pd.DataFrame, by_columns: list[str]) -> tuple[pd.DataF
     user = user_codes(frame)
     list_code = user
     if "rec_id" in frame.columns:
-        rec_code, rec_uniques = _codes(frame["rec_id"])
-        list_code = _run_codes(user * max(len(rec_uniques), 1) + rec_code)
-    item, item_uniques = _codes(frame["item"])
+        rec_code, rec_uniques = codes(frame["rec_id"])
+        list_code = run_codes(user * max(len(rec_uniques), 1) + rec_code)
+    item, item_uniques = codes(frame["item"])
     frame = frame.assign(_user=user, _list=list_code, _item=item)
     n_items = int(item.max()) + 1 if len(frame) else 1
     key = list_code * n_items + item
-    if _has_repeats(key):
+    if has_repeats(key):
         repeated = pd.Series(key).duplicated(keep=False).to_numpy()
         # only the few repeated rows need a rank sort to find their best occurrence
         involved = frame[repeated]
@@ -596,7 +372,7 @@ def _rbo_closed_form(
 
 
 def _check_overlap_arguments(recs: pd.DataFrame, by: str, metric: str, k: int | None, p: float) -> None:
-    require_columns(recs, [*_LIST_COLUMNS, by], "overlap_matrix")
+    require_columns(recs, [*LIST_COLUMNS, by], "overlap_matrix")
     if metric not in ("jaccard", "overlap", "rbo"):
         raise ValueError(f"metric must be 'jaccard', 'overlap' or 'rbo', got {metric!r}")
     _check_k(k)
@@ -607,7 +383,7 @@ def _check_overlap_arguments(recs: pd.DataFrame, by: str, metric: str, k: int | 
 def _overlap_groups(values: pd.Series, name: str) -> tuple[np.ndarray, pd.Index]:
     """The group number of each row and the groups, sorted (first-appearance order when they do not sort)."""
     n_rows = len(values)
-    value_code, value_uniques = _codes(values)
+    value_code, value_uniques = codes(values)
     present = np.flatnonzero(np.bincount(value_code, minlength=len(value_uniques)))
     try:
         groups = sorted(value_uniques[present])
@@ -657,15 +433,15 @@ def _distinct_lists(user: np.ndarray, group: np.ndarray, rank: np.ndarray, item:
     """
     n_users = int(user.max()) + 1 if len(user) else 0
     rank_code = rank - rank.min() if len(rank) else rank
-    if not _is_sorted(user, group, rank_code):
-        order = _sort_order(user, group, rank_code)
+    if not is_sorted(user, group, rank_code):
+        order = sort_order(user, group, rank_code)
         user, group, item = user[order], group[order], item[order]
     list_key = user * max(n_groups, 1) + group
-    s_row = _sort_order(user, item, group)
+    s_row = sort_order(user, item, group)
     s_user, s_group = user[s_row], group[s_row]
-    s_user_item = np.cumsum(_run_starts(s_user, item[s_row])) - 1
+    s_user_item = np.cumsum(run_starts(s_user, item[s_row])) - 1
     # lists are compared as rankings of distinct items: keep each item's best rank
-    repeat = ~_run_starts(s_user_item, s_group)
+    repeat = ~run_starts(s_user_item, s_group)
     if repeat.any():
         keep = np.ones(len(user), dtype=bool)
         keep[s_row[repeat]] = False
@@ -673,7 +449,7 @@ def _distinct_lists(user: np.ndarray, group: np.ndarray, rank: np.ndarray, item:
         list_key = list_key[keep]
         s_row, s_user, s_group, s_user_item = new_row[s_row[~repeat]], s_user[~repeat], s_group[~repeat], s_user_item[~repeat]
     # 1-based position of each row within its (user, group) list after de-duplication
-    starts = _run_starts(list_key)
+    starts = run_starts(list_key)
     position = np.arange(len(list_key)) - np.flatnonzero(starts)[np.cumsum(starts) - 1] + 1
     lengths = np.bincount(list_key, minlength=n_users * n_groups).reshape(n_users, n_groups)
     return _Lists(s_user, s_group, s_user_item, position[s_row], lengths)
@@ -697,7 +473,7 @@ def _shared_items(lists: _Lists, n_groups: int) -> tuple[np.ndarray, np.ndarray,
     head = np.concatenate(heads) if heads else np.zeros(0, np.int64)
     distance = np.concatenate(distances) if distances else np.zeros(0, np.int64)
     pair = lists.group[head] * n_groups + lists.group[head + distance]
-    order = _sort_order(pair, head)
+    order = sort_order(pair, head)
     head, distance, pair = head[order], distance[order], pair[order]
     max_rank = np.maximum(lists.position[head], lists.position[head + distance])
     return lists.user[head], max_rank, np.searchsorted(pair, np.arange(n_groups * n_groups + 1))
@@ -733,7 +509,7 @@ def _mean_similarities(lists: _Lists, counts: np.ndarray, metric: Metric, p: flo
 
 
 @deprecated_arguments("by", "metric")
-@tables.shared_docs(recs=_RECS_BY_DOCS)
+@shared_docs(recs=_RECS_BY_DOCS)
 def overlap_matrix(
     recs: pd.DataFrame,
     *,
@@ -780,12 +556,12 @@ def overlap_matrix(
         compared) and ``result.attrs["metric"]`` the metric.
     """
     _check_overlap_arguments(recs, by, metric, k, p)
-    frame = recs[[*USER_KEY, by, "rank", "item"]]
+    frame = recs[[*ID_COLUMNS, by, "rank", "item"]]
     if k is not None and metric != "rbo":
         frame = frame[frame["rank"] <= k]
     group, group_index = _overlap_groups(frame[by], by)
     lists = _distinct_lists(user_codes(frame), group, frame["rank"].to_numpy(dtype=np.int64),
-                            _codes(frame["item"])[0], len(group_index))
+                            codes(frame["item"])[0], len(group_index))
     counts = _shared_user_counts(lists.lengths > 0)
     values = _mean_similarities(lists, counts, metric, p)
     result = pd.DataFrame(values, index=group_index, columns=group_index.copy())
@@ -800,7 +576,7 @@ def overlap_matrix(
     return result
 
 
-@tables.shared_docs(recs=_RECS_BY_DOCS)
+@shared_docs(recs=_RECS_BY_DOCS)
 def overlap_counts(recs: pd.DataFrame, *, by: str = "rec_id") -> pd.DataFrame:
     """Users with a list in both groups, for every pair of groups of ``by``.
 
@@ -820,7 +596,7 @@ def overlap_counts(recs: pd.DataFrame, *, by: str = "rec_id") -> pd.DataFrame:
         ``by``), the diagonal holds each group's user count.  Equal to
         ``overlap_matrix(recs, by=by).attrs["n_users"]``.
     """
-    require_columns(recs, [*_LIST_COLUMNS, by], "overlap_counts")
+    require_columns(recs, [*LIST_COLUMNS, by], "overlap_counts")
     group, group_index = _overlap_groups(recs[by], by)
     user = user_codes(recs)
     has_list = np.zeros((int(user.max()) + 1 if len(user) else 0, len(group_index)), dtype=bool)
@@ -859,7 +635,7 @@ def _normalised_entropy(counts: np.ndarray) -> float:
 
 def _list_keys(recs: pd.DataFrame) -> list[str]:
     """Columns that identify one list: the user and, when present, the rec set."""
-    return [*USER_KEY, "rec_id"] if "rec_id" in recs.columns else list(USER_KEY)
+    return [*ID_COLUMNS, "rec_id"] if "rec_id" in recs.columns else list(ID_COLUMNS)
 
 
 @deprecated_arguments("catalog")
@@ -911,7 +687,7 @@ def coverage(
         - ``coverage``, ``gini``, ``entropy`` (float64): see above; NaN when empty.
     """
     by_columns = _as_list(by)
-    require_columns(recs, [*_LIST_COLUMNS, *by_columns], "coverage")
+    require_columns(recs, [*LIST_COLUMNS, *by_columns], "coverage")
     frame = _prepared(recs, by_columns)
     items = frame["item"].astype(object).to_numpy()
     if catalog is None:
@@ -986,7 +762,7 @@ def item_frequency(
         Sorted by group, then by ``n_lists`` descending (ties by item).
     """
     by_columns = _as_list(by)
-    require_columns(recs, [*_LIST_COLUMNS, *by_columns], "item_frequency")
+    require_columns(recs, [*LIST_COLUMNS, *by_columns], "item_frequency")
     frame, item_uniques = _prepared_items(recs, by_columns)
     out_columns = [*by_columns, *ITEM_FREQUENCY_COLUMNS]
     if frame.empty:
@@ -997,7 +773,7 @@ def item_frequency(
     item_code = frame["_item"].to_numpy()
     n_items = int(item_code.max()) + 1
     if by_columns:
-        group_code, group_values = _sorted_group_codes(frame, by_columns)
+        group_code, group_values = sorted_group_codes(frame, by_columns)
     else:
         group_code = np.zeros(len(frame), dtype=np.int64)
         group_values = pd.DataFrame(index=range(1))
@@ -1013,9 +789,9 @@ def item_frequency(
     if np.array_equal(group_of_list[list_code], group_code):
         lists_per_group = np.bincount(group_of_list, minlength=n_groups)
     else:
-        order = _sort_order(group_code, list_code)
+        order = sort_order(group_code, list_code)
         sorted_group = group_code[order]
-        lists_per_group = np.bincount(sorted_group[_run_starts(sorted_group, list_code[order])], minlength=n_groups)
+        lists_per_group = np.bincount(sorted_group[run_starts(sorted_group, list_code[order])], minlength=n_groups)
     n_lists_group = lists_per_group[pair_group]
     n_entries_group = np.bincount(group_code, minlength=n_groups)[pair_group]
     n_lists_pair = pair_counts[nonzero].astype(np.int64)
@@ -1094,7 +870,7 @@ def popularity(
     by_columns = _as_list(by)
     if not by_columns:
         raise ValueError("popularity() needs at least one `by` column, e.g. 'recommendation_source'")
-    require_columns(recs, [*_LIST_COLUMNS, *by_columns], "popularity")
+    require_columns(recs, [*LIST_COLUMNS, *by_columns], "popularity")
     frame = _prepared(recs, by_columns)
     frame["_popularity_rank"] = frame["item"].astype(object).map(_global_popularity_rank(frame, item_popularity)).astype(float)
     rows = []
@@ -1179,13 +955,13 @@ def _personalization_from_codes(list_codes: np.ndarray, item_codes: np.ndarray) 
     """
     if len(list_codes) == 0:
         return float("nan")
-    list_codes = _codes(list_codes)[0]
+    list_codes = codes(list_codes)[0]
     lengths = np.bincount(list_codes)
     n_lists = len(lengths)
     if n_lists < 2:
         return float("nan")
     weights = 1.0 / np.sqrt(lengths[list_codes])
-    item_sums = np.bincount(_codes(item_codes)[0], weights=weights)
+    item_sums = np.bincount(codes(item_codes)[0], weights=weights)
     pair_sum = float(np.dot(item_sums, item_sums)) - n_lists
     mean_cosine = pair_sum / (n_lists * (n_lists - 1.0))
     return float(1.0 - mean_cosine)
@@ -1218,7 +994,7 @@ def personalization_score(recs: pd.DataFrame | Iterable[Iterable[Hashable]]) -> 
         overlap; NaN for fewer than two lists.
     """
     if isinstance(recs, pd.DataFrame):
-        require_columns(recs, [*USER_KEY, "item"], "personalization_score")
+        require_columns(recs, [*ID_COLUMNS, "item"], "personalization_score")
         frame = _prepared(recs, [])
         return _personalization_from_codes(frame["_list"].to_numpy(), frame["_item"].to_numpy())
     list_codes: list[int] = []
@@ -1277,7 +1053,7 @@ def personalization(
                       "(deprecated); use amptools.metrics.personalization_score() for one number",
                       DeprecationWarning, stacklevel=3)
         return cast(pd.Series, personalization_score(recs))  # the deprecated float
-    require_columns(recs, [*USER_KEY, "item", *by_columns], "personalization")
+    require_columns(recs, [*ID_COLUMNS, "item", *by_columns], "personalization")
     frame = _prepared(recs, by_columns)
     values = {}
     list_code, item_code = frame["_list"].to_numpy(), frame["_item"].to_numpy()

@@ -26,8 +26,8 @@ a missing column raises :class:`ValueError` naming the missing and expected colu
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Mapping, Sequence
-from typing import Literal, TypeVar
+from collections.abc import Hashable, Mapping, Sequence
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -35,7 +35,8 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from amptools import metrics
-from amptools.query import ID_TYPES
+from amptools.frames import ID_COLUMNS, LIST_COLUMNS, deprecated_arguments, moved_names, require_columns, shared_docs
+from amptools.grouping import user_codes
 from amptools.tables import cohort_labels
 
 __all__ = [
@@ -55,9 +56,8 @@ __all__ = [
     "user_lists",
 ]
 
-USER_KEY: tuple[str, ...] = ID_TYPES  # the tables' key columns
-# The columns each kind of figure needs at least (the tables' own lists are longer).
-NEEDS_RECOMMENDATIONS: tuple[str, ...] = ("user_id", "device_id", "rank", "item")
+# The columns each kind of figure needs at least (the tables' own lists are longer); a
+# recommendations figure needs a list's columns (amptools.frames.LIST_COLUMNS).
 NEEDS_COHORTS: tuple[str, ...] = ("user_id", "device_id", "cohort_id")
 NEEDS_COMPUTATIONS: tuple[str, ...] = ("user_id", "device_id", "computation", "value")
 NEEDS_PROPENSITIES: tuple[str, ...] = ("user_id", "device_id", "prediction_id", "propensity_type", "value")
@@ -144,20 +144,18 @@ _DOCS: dict[str, str] = {
         expected).""",
 }
 
-_Function = TypeVar("_Function", bound=Callable[..., go.Figure])
+# Fills ``{recs}``, ``{common}``... placeholders with the shared pieces.
+_shared_docs = shared_docs(**_DOCS)
+
+_MOVED = moved_names(__name__, {"USER_KEY": ("amptools.tables.ID_COLUMNS", ID_COLUMNS),
+                                "NEEDS_RECOMMENDATIONS": ("amptools.frames.LIST_COLUMNS", LIST_COLUMNS)})
 
 
-def _shared_docs(function: _Function) -> _Function:
-    """Fill ``{recs}``, ``{common}``... placeholders with the shared pieces."""
-    if function.__doc__:
-        function.__doc__ = function.__doc__.format(**_DOCS)
-    return function
+def __getattr__(name: str) -> Any:
+    return _MOVED(name)
 
 
 # ---------------------------------------------------------------------------- helpers
-
-
-_require_columns = metrics.require_columns
 
 
 def _label(key: Hashable, labels: Mapping[Hashable, str] | None) -> str:
@@ -244,7 +242,7 @@ def rec_overlap_heatmap(
 
     {returns}
     """
-    _require_columns(recs, [*NEEDS_RECOMMENDATIONS, by], "rec_overlap_heatmap")
+    require_columns(recs, [*LIST_COLUMNS, by], "rec_overlap_heatmap")
     metric_name = {"jaccard": "Jaccard similarity", "overlap": "Overlap", "rbo": f"Rank-biased overlap (p={p})"}.get(metric, metric)
     group_name = _label(by, labels)
     title = title or f"{metric_name} between {group_name.lower()}s (mean over shared users)"
@@ -302,7 +300,7 @@ def item_frequency(
     {returns}
     """
     by = [color] if color else []
-    _require_columns(recs, [*NEEDS_RECOMMENDATIONS, *by], "item_frequency")
+    require_columns(recs, [*LIST_COLUMNS, *by], "item_frequency")
     group_name = _label(color, labels) if color else None
     title = title or (f"Top {top_n} items by {group_name.lower()}" if group_name else f"Top {top_n} items")
     frequency = metrics.item_frequency(recs, by=by or None)
@@ -359,7 +357,7 @@ def control_vs_treatment(
 
     {returns}
     """
-    _require_columns(recs, [*NEEDS_RECOMMENDATIONS, "is_control", facet_col], "control_vs_treatment")
+    require_columns(recs, [*LIST_COLUMNS, "is_control", facet_col], "control_vs_treatment")
     facet_name = _label(facet_col, labels)
     title = title or f"Items shown to control vs treatment users, by {facet_name.lower()}"
     frequency = metrics.item_frequency(recs, by=[facet_col, "is_control"])
@@ -408,7 +406,7 @@ def user_lists(
 
     {returns}
     """
-    _require_columns(recs, [*NEEDS_RECOMMENDATIONS, by], "user_lists")
+    require_columns(recs, [*LIST_COLUMNS, by], "user_lists")
     title = title or f"Recommendations for user {user_id}"
     lists = _ordered_lists(_user_frame(recs, user_id, device_id, "user_lists"), by)
     if not lists:
@@ -461,7 +459,7 @@ def rank_comparison(
 
     {returns}
     """
-    _require_columns(recs, [*NEEDS_RECOMMENDATIONS, by], "rank_comparison")
+    require_columns(recs, [*LIST_COLUMNS, by], "rank_comparison")
     left_name, right_name = _label(left, labels), _label(right, labels)
     lists = _ordered_lists(_user_frame(recs, user_id, device_id, "rank_comparison"), by)
     first, second = lists.get(left, []), lists.get(right, [])
@@ -523,7 +521,7 @@ def long_tail(
     {returns}
     """
     by = [color] if color else []
-    _require_columns(recs, [*NEEDS_RECOMMENDATIONS, *by], "long_tail")
+    require_columns(recs, [*LIST_COLUMNS, *by], "long_tail")
     group_name = _label(color, labels) if color else "All"
     title = title or (f"Long tail of recommended items by {group_name.lower()}" if color else "Long tail of recommended items")
     curve = metrics.long_tail(recs, by=color)
@@ -552,11 +550,11 @@ def long_tail(
 
 def _membership(cohorts: pd.DataFrame, function: str) -> tuple[np.ndarray, list[Hashable], pd.DataFrame]:
     """Boolean users × cohorts matrix, cohort names, and the user keys (rows)."""
-    _require_columns(cohorts, list(USER_KEY), function)
+    require_columns(cohorts, list(ID_COLUMNS), function)
     if "cohort_id" in cohorts.columns:
-        _require_columns(cohorts, list(NEEDS_COHORTS), function)
+        require_columns(cohorts, list(NEEDS_COHORTS), function)
         long = cohorts.dropna(subset=["cohort_id"])
-        user_code = metrics.user_codes(long)
+        user_code = user_codes(long)
         first_row = np.unique(user_code, return_index=True)[1]
         cohort_code, cohort_names = pd.factorize(long["cohort_id"].astype(object))
         matrix = np.zeros((len(first_row), len(cohort_names)), dtype=bool)
@@ -564,7 +562,7 @@ def _membership(cohorts: pd.DataFrame, function: str) -> tuple[np.ndarray, list[
         user_index = pd.MultiIndex.from_arrays([long["user_id"].to_numpy()[first_row], long["device_id"].to_numpy()[first_row]])
         keys = pd.DataFrame({"user_id": user_index.get_level_values(0), "device_id": user_index.get_level_values(1)})
         return matrix, list(cohort_names), keys
-    cohort_columns = [c for c in cohorts.columns if c not in USER_KEY and pd.api.types.is_bool_dtype(cohorts[c])]
+    cohort_columns = [c for c in cohorts.columns if c not in ID_COLUMNS and pd.api.types.is_bool_dtype(cohorts[c])]
     if not cohort_columns:
         raise ValueError(
             f"{function}(): missing column(s) 'cohort_id'. It expects the long cohorts table "
@@ -572,7 +570,7 @@ def _membership(cohorts: pd.DataFrame, function: str) -> tuple[np.ndarray, list[
             f"the frame has {', '.join(map(repr, map(str, cohorts.columns)))}."
         )
     matrix = cohorts[cohort_columns].fillna(False).to_numpy(dtype=bool)
-    return matrix, cohort_columns, cohorts[list(USER_KEY)].reset_index(drop=True)
+    return matrix, cohort_columns, cohorts[list(ID_COLUMNS)].reset_index(drop=True)
 
 
 def _shared_counts(matrix: np.ndarray) -> np.ndarray:
@@ -598,7 +596,7 @@ def _named(labels: Mapping[Hashable, str] | None, names: object, cohorts: pd.Dat
         names = dict(zip(pairs["cohort_id"].astype(str), pairs["cohort_name"].astype(str)))
     if names is None:
         return labels
-    ids = cohorts["cohort_id"].dropna().astype(str).unique() if long else [c for c in cohorts.columns if c not in USER_KEY]
+    ids = cohorts["cohort_id"].dropna().astype(str).unique() if long else [c for c in cohorts.columns if c not in ID_COLUMNS]
     named: dict[Hashable, str] = {**(labels or {})}
     for cohort_id, label in cohort_labels(map(str, ids), names).items():
         named.setdefault(cohort_id, label)
@@ -629,7 +627,7 @@ def _largest_cohorts(
 
 
 @_shared_docs
-@metrics.deprecated_arguments(top_n="max_cohorts")
+@deprecated_arguments(top_n="max_cohorts")
 def cohort_sizes(
     cohorts: pd.DataFrame, *, max_cohorts: int | None = None, names: object = None,
     labels: Mapping[Hashable, str] | None = None, title: str | None = None, height: int | None = None, width: int | None = None,
@@ -663,7 +661,7 @@ def cohort_sizes(
 
 
 @_shared_docs
-@metrics.deprecated_arguments(top_n="max_cohorts")
+@deprecated_arguments(top_n="max_cohorts")
 def cohort_heatmap(
     cohorts: pd.DataFrame, *, max_users: int = 500, max_cohorts: int | None = 50, seed: int = 0, names: object = None,
     labels: Mapping[Hashable, str] | None = None, title: str | None = None, height: int | None = None, width: int | None = None,
@@ -719,7 +717,7 @@ def cohort_heatmap(
 
 
 @_shared_docs
-@metrics.deprecated_arguments(top_n="max_cohorts")
+@deprecated_arguments(top_n="max_cohorts")
 def cohort_overlap(
     cohorts: pd.DataFrame, *, max_cohorts: int | None = 30, names: object = None,
     labels: Mapping[Hashable, str] | None = None, title: str | None = None, height: int | None = None, width: int | None = None,
@@ -758,7 +756,7 @@ def cohort_overlap(
 
 
 @_shared_docs
-@metrics.deprecated_arguments(top_n="max_intersections")
+@deprecated_arguments(top_n="max_intersections")
 def cohort_upset(
     cohorts: pd.DataFrame, *, max_intersections: int = 15, max_cohorts: int = 10, names: object = None,
     labels: Mapping[Hashable, str] | None = None, title: str | None = None, height: int | None = None, width: int | None = None,
@@ -846,12 +844,12 @@ def _attach_groups(values: pd.DataFrame, groups: pd.DataFrame | None, color: str
         if color is None:
             raise ValueError(f"{function}(): pass color= naming the column of `groups` to split by "
                              f"(e.g. 'cohort_id' or 'is_control'); `groups` has {list(map(str, groups.columns))}")
-    _require_columns(groups, [*USER_KEY, color], function)
+    require_columns(groups, [*ID_COLUMNS, color], function)
     # an inner join on (user_id, device_id) done on integer codes: both frames' users
     # are coded together, memberships de-duplicated on (user, group) codes
     n_values = len(frame)
-    keys = pd.concat([frame[list(USER_KEY)], groups[list(USER_KEY)]], ignore_index=True)
-    user = metrics.user_codes(keys)
+    keys = pd.concat([frame[list(ID_COLUMNS)], groups[list(ID_COLUMNS)]], ignore_index=True)
+    user = user_codes(keys)
     value_user, member_user = user[:n_values], user[n_values:]
     group_code, group_values = pd.factorize(groups[color], use_na_sentinel=False)
     member_key = member_user * max(len(group_values), 1) + group_code
@@ -998,8 +996,8 @@ def computation_distribution(
 
     {returns}
     """
-    _require_columns(computations, list(NEEDS_COMPUTATIONS), "computation_distribution")
-    values = computations.loc[computations["computation"] == computation, [*USER_KEY, "value"]]
+    require_columns(computations, list(NEEDS_COMPUTATIONS), "computation_distribution")
+    values = computations.loc[computations["computation"] == computation, [*ID_COLUMNS, "value"]]
     frame, color, left_out = _attach_groups(values, groups, color, max_groups, "computation_distribution")
     group_name = _label(color, labels) if color else "Users"
     value_name = _label(computation, labels)
@@ -1037,10 +1035,10 @@ def propensity_distribution(
 
     {returns}
     """
-    _require_columns(propensities, list(NEEDS_PROPENSITIES), "propensity_distribution")
+    require_columns(propensities, list(NEEDS_PROPENSITIES), "propensity_distribution")
     wanted = [prediction_id] if isinstance(prediction_id, str) else prediction_id
     data = propensities if wanted is None else propensities[propensities["prediction_id"].isin(list(wanted))]
-    frame, color, left_out = _attach_groups(data[[*USER_KEY, "prediction_id", "propensity_type", "value"]], groups, color,
+    frame, color, left_out = _attach_groups(data[[*ID_COLUMNS, "prediction_id", "propensity_type", "value"]], groups, color,
                                             max_groups, "propensity_distribution")
     group_name = _label(color, labels) if color else "Users"
     title = title or f"Propensity distribution{_split_note(_label(color, labels) if color else None, left_out, max_groups)}"
@@ -1088,11 +1086,11 @@ def computation_scatter(
 
     {returns}
     """
-    _require_columns(computations, list(NEEDS_COMPUTATIONS), "computation_scatter")
+    require_columns(computations, list(NEEDS_COMPUTATIONS), "computation_scatter")
     pair = computations[computations["computation"].isin([x, y])]
-    wide = pair.pivot_table(index=list(USER_KEY), columns="computation", values="value", aggfunc="first", observed=True)
+    wide = pair.pivot_table(index=list(ID_COLUMNS), columns="computation", values="value", aggfunc="first", observed=True)
     wide = wide.reindex(columns=[x, y]).dropna().reset_index()
-    wide.columns = [*USER_KEY, "_x", "_y"]
+    wide.columns = [*ID_COLUMNS, "_x", "_y"]
     frame, color, left_out = _attach_groups(wide, groups, color, max_groups, "computation_scatter")
     x_name, y_name = _label(x, labels), _label(y, labels)
     group_name = _label(color, labels) if color else "Users"
@@ -1145,7 +1143,7 @@ def call_plan(
 
     {returns}
     """
-    _require_columns(plan, list(NEEDS_CALL_PLAN), "call_plan")
+    require_columns(plan, list(NEEDS_CALL_PLAN), "call_plan")
     limit = int(limit if limit is not None else plan.attrs.get("limit", 600))
     throttled = plan["throttled"].to_numpy(dtype=bool)
     over = int(throttled.sum())

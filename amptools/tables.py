@@ -38,19 +38,20 @@ tuple or dict). Long tables cannot show the difference (both give no rows), so
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Mapping, Sequence, Sized
+from collections.abc import Iterable, Mapping, Sequence, Sized
 from itertools import chain, repeat
 from operator import attrgetter, is_, methodcaller
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 import pandas as pd
 from pandas.api.types import infer_dtype
 
 from .errors import InvalidQueryError
+from .frames import ID_COLUMNS, shared_docs
 from .models import UserProfile
 from ._types import CohortNamesLike, ProfilesLike
-from .query import ID_TYPES, STATUSES, ProfileQuery
+from .query import STATUSES, ProfileQuery
 
 __all__ = [
     "COHORT_COLUMNS",
@@ -86,8 +87,6 @@ ID_DTYPE = "str"
 
 TIMESTAMP_DTYPE = pd.DatetimeTZDtype(unit="us", tz="UTC")
 """``datetime64[us, UTC]``: the unit pandas 3 infers for Python datetimes."""
-
-ID_COLUMNS: tuple[str, ...] = ID_TYPES  # the key columns are the ids a user is asked by
 
 RECOMMENDATION_COLUMNS: tuple[str, ...] = (
     "user_id",
@@ -197,24 +196,6 @@ _ISO_DATE = re.compile(
 
 
 _PROFILE_TYPE = frozenset({UserProfile})
-
-
-_Documented = TypeVar("_Documented", bound=Callable[..., Any])
-
-
-def shared_docs(**pieces: str) -> Callable[[_Documented], _Documented]:
-    """Fill a docstring's ``{name}`` placeholders with pieces written once (seaborn's way).
-
-    Shared with :mod:`amptools.metrics` and :mod:`amptools.plots`.  Put it below
-    ``metrics.deprecated_arguments``, which copies the docstring it finds.
-    """
-
-    def decorate(function: _Documented) -> _Documented:
-        if function.__doc__:
-            function.__doc__ = function.__doc__.format(**pieces)
-        return function
-
-    return decorate
 
 
 # What every table function takes, written once.
