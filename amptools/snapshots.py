@@ -307,7 +307,8 @@ def save(
         try:
             files = {_RAW: raw, **{name: pa.Table.from_pandas(frame, preserve_index=False)
                                    for name, frame in built.items()},
-                     _MANIFEST: pa.Table.from_pandas(manifest, preserve_index=False)}
+                     # the snapshot's id is its partition's name, as in every table
+                     _MANIFEST: pa.Table.from_pandas(manifest.drop(columns="snapshot"), preserve_index=False)}
             for name, table in files.items():
                 (staging / name).mkdir(parents=True)
                 pq.write_table(table, staging / name / _PART, compression="zstd")
@@ -357,7 +358,8 @@ def list(store: str | os.PathLike[str]) -> pd.DataFrame:  # noqa: A001 - the con
     if not ids:
         return pd.DataFrame({c: pd.Series(dtype=d) for c, d in _MANIFEST_DTYPES.items()})[builtins.list(MANIFEST_COLUMNS)]
     _, pq = _arrow()
-    frames = [pq.read_table(_partition(path, _MANIFEST, snapshot) / _PART).to_pandas() for snapshot in ids]
+    frames = [pq.read_table(_partition(path, _MANIFEST, snapshot) / _PART).to_pandas().assign(snapshot=snapshot)
+              for snapshot in ids]
     frame = pd.concat(frames, ignore_index=True)[builtins.list(MANIFEST_COLUMNS)].astype(_MANIFEST_DTYPES)
     return frame.sort_values(["taken_at", "snapshot"], kind="stable").reset_index(drop=True)
 
