@@ -399,6 +399,8 @@ class Snapshot:
         The whole manifest row.
     recommendations, cohorts, computations : DataFrame
         The stored tidy tables, exactly as :mod:`amptools.tables` made them.
+    users : DataFrame
+        ``user_id``, ``device_id`` of the users whose answer came back.
     raw : DataFrame
         One row per id asked (:data:`RAW_COLUMNS`): its outcome and raw answers.
     """
@@ -444,6 +446,13 @@ class Snapshot:
     @property
     def raw(self) -> pd.DataFrame:
         return self._read(_RAW)
+
+    @property
+    def users(self) -> pd.DataFrame:
+        """``user_id`` and ``device_id`` of every user whose answer came back (status ``ok``)."""
+        raw = self.raw
+        ok = raw[raw["status"] == "ok"]
+        return ok[["user_id", "device_id"]].astype({"user_id": "str", "device_id": "str"}).reset_index(drop=True)
 
     @property
     def profiles(self) -> ProfileSet:

@@ -48,15 +48,19 @@ import pandas as pd
 from pandas.api.types import infer_dtype
 
 from .errors import InvalidQueryError
-from .frames import ID_COLUMNS, shared_docs
+from .frames import ID_COLUMNS, require_columns, shared_docs
 from .models import UserProfile
 from ._types import CohortNamesLike, ProfilesLike
 from .query import STATUSES, ProfileQuery
 
 __all__ = [
+    "CHANGES",
+    "CHANGE_DTYPE",
+    "COHORT_CHANGE_COLUMNS",
     "COHORT_COLUMNS",
     "COHORT_DTYPES",
     "COHORT_NAMED_COLUMNS",
+    "COMPUTATION_CHANGE_COLUMNS",
     "COMPUTATION_COLUMNS",
     "COMPUTATION_DTYPES",
     "ID_COLUMNS",
@@ -71,10 +75,12 @@ __all__ = [
     "SUMMARY_DTYPES",
     "TIMESTAMP_DTYPE",
     "as_profiles",
+    "cohort_changes",
     "cohort_labels",
     "cohort_matrix",
     "cohort_names",
     "cohorts",
+    "computation_changes",
     "computations",
     "properties",
     "propensities",
@@ -1012,3 +1018,154 @@ def _missing(value: Any) -> bool:
     if value is None or value is pd.NA or value is pd.NaT:
         return True
     return isinstance(value, float) and value != value
+
+
+# -- change between two snapshots --------------------------------------------------------------
+#: Columns of :func:`cohort_changes`.
+COHORT_CHANGE_COLUMNS: tuple[str, ...] = ("user_id", "device_id", "cohort_id", "change")
+#: What happened to a user's membership of a cohort between two snapshots.
+CHANGES: tuple[str, ...] = ("joined", "left", "stayed")
+CHANGE_DTYPE = pd.CategoricalDtype(pd.Index(list(CHANGES), dtype="str"))
+"""``category`` with the categories ``joined``, ``left``, ``stayed`` (in that order)."""
+#: Columns of :func:`computation_changes`.
+COMPUTATION_CHANGE_COLUMNS: tuple[str, ...] = ("user_id", "device_id", "computation", "before", "after",
+                                                "delta", "changed")
+
+_CHANGE_DOCS = """before, after : ProfileSet, Snapshot, list of profiles, or the table
+        Two snapshots of the same users: anything the table functions take, a loaded
+        ``amptools.snapshots.Snapshot``, or the table itself ({table}). Only users
+        present in both count: for profiles and snapshots, users whose answer came back;
+        for tables, users with any row."""
+
+
+def _table_and_users(data: Any, table: str, function: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The long table ``table`` of ``data`` and the users it speaks for (``user_id``, ``device_id``)."""
+    if isinstance(data, pd.DataFrame):
+        require_columns(data, ID_COLUMNS, function)
+        return data, data[list(ID_COLUMNS)]
+    stored = getattr(data, table, None)
+    users = getattr(data, "users", None)
+    if isinstance(stored, pd.DataFrame) and isinstance(users, pd.DataFrame):  # a loaded snapshot
+        return stored, users
+    profiles = as_profiles(data)
+    part = _COHORT_IDS if table == "cohorts" else _COMPUTATIONS
+    answered = [p for p in profiles if part(p) is not None]
+    frame = cohorts(answered) if table == "cohorts" else computations(answered)
+    return frame, pd.DataFrame(_id_columns(answered))
+
+
+def _present_in_both(users_before: pd.DataFrame, users_after: pd.DataFrame,
+                     *frames: pd.DataFrame) -> tuple[list[np.ndarray], np.ndarray]:
+    """One user numbering over every frame, and which user codes are present in both snapshots."""
+    from .grouping import shared_user_codes
+
+    numbered, n_users = shared_user_codes(users_before, users_after, *frames)
+    present = np.zeros((2, max(n_users, 1)), dtype=bool)
+    present[0, numbered[0]] = True
+    present[1, numbered[1]] = True
+    return numbered[2:], present[0] & present[1]
+
+
+def _user_rows(frames: Sequence[pd.DataFrame], codes: Sequence[np.ndarray], wanted: np.ndarray) -> pd.DataFrame:
+    """``user_id`` and ``device_id`` for each wanted user code (taken from whichever frame has it)."""
+    keys = pd.concat([frame[list(ID_COLUMNS)] for frame in frames], ignore_index=True)
+    all_codes = np.concatenate(codes) if codes else np.zeros(0, dtype=np.int64)
+    row_of = np.zeros(int(all_codes.max()) + 1 if len(all_codes) else 1, dtype=np.int64)
+    row_of[all_codes[::-1]] = np.arange(len(all_codes) - 1, -1, -1)  # the first row of each user
+    picked = keys.iloc[row_of[wanted]].reset_index(drop=True)
+    return picked.astype({"user_id": ID_DTYPE, "device_id": ID_DTYPE})
+
+
+@shared_docs(changes=_CHANGE_DOCS.format(table="``cohorts``"))
+def cohort_changes(before: Any, after: Any) -> pd.DataFrame:
+    """Who joined, left or stayed in each cohort between two snapshots.
+
+    Parameters
+    ----------
+    {changes}
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns (:data:`COHORT_CHANGE_COLUMNS`): ``user_id``, ``device_id`` (str),
+        ``cohort_id`` (category), ``change`` (category ``joined`` / ``left`` /
+        ``stayed``, :data:`CHANGE_DTYPE`). One row per user present in both and cohort
+        they were in before or after, in the users' order of appearance, then by cohort.
+    """
+    from .grouping import shared_codes
+
+    old, users_old = _table_and_users(before, "cohorts", "cohort_changes")
+    new, users_new = _table_and_users(after, "cohorts", "cohort_changes")
+    for frame in (old, new):
+        require_columns(frame, [*ID_COLUMNS, "cohort_id"], "cohort_changes")
+    (user_old, user_new), both = _present_in_both(users_old, users_new, old, new)
+    (cohort_old, cohort_new), cohort_values = shared_codes(old["cohort_id"], new["cohort_id"])
+    n_cohorts = max(len(cohort_values), 1)
+    key_old = np.unique((user_old * n_cohorts + cohort_old)[both[user_old]])
+    key_new = np.unique((user_new * n_cohorts + cohort_new)[both[user_new]])
+    keys = np.union1d(key_old, key_new)
+    in_old, in_new = np.isin(keys, key_old), np.isin(keys, key_new)
+    change = np.where(in_old & in_new, 2, np.where(in_new, 0, 1))
+    user, cohort = np.divmod(keys, n_cohorts)
+    frame = _user_rows([old, new], [user_old, user_new], user)
+    frame["cohort_id"] = _categorical(np.asarray(cohort_values, dtype=object)[cohort] if len(cohort) else _objects([]))
+    frame["change"] = pd.Categorical.from_codes(change, dtype=CHANGE_DTYPE)
+    return frame[list(COHORT_CHANGE_COLUMNS)]
+
+
+@shared_docs(changes=_CHANGE_DOCS.format(table="``computations``"))
+def computation_changes(before: Any, after: Any) -> pd.DataFrame:
+    """How each computed property of each user moved between two snapshots.
+
+    Parameters
+    ----------
+    {changes}
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns (:data:`COMPUTATION_CHANGE_COLUMNS`): ``user_id``, ``device_id`` (str),
+        ``computation`` (category), ``before``, ``after`` (float64: the value as a
+        number, NaN when missing, null or not a number), ``delta`` (float64: ``after -
+        before``), ``changed`` (bool: the text the API sent differs, or the
+        computation came in one snapshot only). One row per user present in both and
+        computation of either snapshot, in the users' order of appearance, then by
+        computation.
+    """
+    from .grouping import shared_codes
+
+    old, users_old = _table_and_users(before, "computations", "computation_changes")
+    new, users_new = _table_and_users(after, "computations", "computation_changes")
+    for frame in (old, new):
+        require_columns(frame, [*ID_COLUMNS, "computation", "value"], "computation_changes")
+    (user_old, user_new), both = _present_in_both(users_old, users_new, old, new)
+    (name_old, name_new), names = shared_codes(old["computation"], new["computation"])
+    n_names = max(len(names), 1)
+
+    def cells(frame: pd.DataFrame, user: np.ndarray, name: np.ndarray) -> pd.DataFrame:
+        keep = both[user]
+        raw = frame["raw"] if "raw" in frame.columns else frame["value"].astype("str")
+        return pd.DataFrame({"key": (user * n_names + name)[keep],
+                             "value": frame["value"].to_numpy(dtype=float)[keep],
+                             "raw": raw.astype(object).to_numpy()[keep]}).drop_duplicates("key")
+
+    merged = cells(old, user_old, name_old).merge(cells(new, user_new, name_new), on="key", how="outer",
+                                                  suffixes=("_before", "_after"), indicator=True)
+    merged = merged.sort_values("key", kind="stable")
+    user, name = np.divmod(merged["key"].to_numpy(dtype=np.int64), n_names)
+    frame = _user_rows([old, new], [user_old, user_new], user)
+    frame["computation"] = _categorical(np.asarray(names, dtype=object)[name] if len(name) else _objects([]))
+    frame["before"] = merged["value_before"].to_numpy(dtype=float)
+    frame["after"] = merged["value_after"].to_numpy(dtype=float)
+    frame["delta"] = frame["after"] - frame["before"]
+    text_before = merged["raw_before"].to_numpy(dtype=object)
+    text_after = merged["raw_after"].to_numpy(dtype=object)
+    same = np.fromiter(map(_same_text, text_before, text_after), dtype=bool, count=len(merged))
+    frame["changed"] = (merged["_merge"].to_numpy() != "both") | ~same
+    return frame[list(COMPUTATION_CHANGE_COLUMNS)]
+
+
+def _same_text(a: Any, b: Any) -> bool:
+    return (_missing(a) and _missing(b)) or (not _missing(a) and not _missing(b) and a == b)
+
+
