@@ -41,6 +41,7 @@ from amptools.tables import cohort_labels
 
 __all__ = [
     "call_plan",
+    "cohort_flow",
     "cohort_heatmap",
     "cohort_overlap",
     "cohort_sizes",
@@ -48,10 +49,13 @@ __all__ = [
     "computation_distribution",
     "computation_scatter",
     "control_vs_treatment",
+    "drift_over_time",
+    "item_churn",
     "item_frequency",
     "long_tail",
     "propensity_distribution",
     "rank_comparison",
+    "rank_shift",
     "rec_overlap_heatmap",
     "user_lists",
 ]
@@ -1175,3 +1179,248 @@ def call_plan(
     fig.update_xaxes(title_text=minute_name)
     fig.update_yaxes(title_text="Requests per minute")
     return _layout(fig, title=title, height=height, width=width, barmode="stack", bargap=0.05)
+
+
+# ---------------------------------------------------------------------------- over time (snapshots)
+
+#: The columns :func:`drift_over_time` needs (``amptools.snapshots.drift_history`` gives them all).
+NEEDS_DRIFT_HISTORY: tuple[str, ...] = ("before", "after", "taken_at_after", "n_users_compared",
+                                        "share_changed", "mean_jaccard", "mean_rbo")
+#: The columns :func:`item_churn` and :func:`rank_shift` need (``amptools.metrics.item_churn``).
+NEEDS_ITEM_CHURN: tuple[str, ...] = ("item", "n_entered", "n_left", "n_stayed", "mean_rank_before",
+                                     "mean_rank_after")
+#: The columns :func:`cohort_flow` needs (``amptools.tables.cohort_changes``).
+NEEDS_COHORT_CHANGES: tuple[str, ...] = ("user_id", "device_id", "cohort_id", "change")
+
+_DRIFT_METRICS = {"rbo": ("mean_rbo", "Mean rank-biased overlap with the snapshot before"),
+                  "jaccard": ("mean_jaccard", "Mean Jaccard similarity with the snapshot before"),
+                  "share_changed": ("share_changed", "Share of users whose list changed")}
+_ENTERED, _LEFT, _STAYED = "#2ca02c", "#d62728", "#9ecae1"
+
+
+@_shared_docs
+def drift_over_time(
+    history: pd.DataFrame, *, metric: Literal["rbo", "jaccard", "share_changed"] = "rbo", color: str = "rec_id",
+    labels: Mapping[Hashable, str] | None = None, title: str | None = None, height: int | None = None, width: int | None = None,
+) -> go.Figure:
+    """How much each set's lists changed from one snapshot to the next, across a store.
+
+    One line per value of ``color``; each point is a snapshot compared with the one
+    before it (the hover gives both, and how many users were compared).  A drop shows
+    a retrain; a flat line at 1.0 means nothing changed.
+
+    Parameters
+    ----------
+    history : DataFrame
+        ``amptools.snapshots.drift_history(store)``: one row per pair of consecutive
+        snapshots and set.
+    metric : {{"rbo", "jaccard", "share_changed"}}, default "rbo"
+        The mean RBO or Jaccard similarity of the users' lists, or the share of users
+        whose list changed.
+    color : str, default "rec_id"
+        One line per value of this column (the ``by`` of the history).
+    {common}
+
+    {returns}
+    """
+    require_columns(history, [*NEEDS_DRIFT_HISTORY, color], "drift_over_time")
+    if metric not in _DRIFT_METRICS:
+        raise ValueError(f"metric must be 'rbo', 'jaccard' or 'share_changed', got {metric!r}")
+    column, axis_title = _DRIFT_METRICS[metric]
+    group_name = _label(color, labels)
+    title = title or f"{axis_title.split(' with ')[0]} from snapshot to snapshot, by {group_name.lower()}"
+    if history.empty:
+        return _empty_figure(title, height=height, width=width)
+    fig = go.Figure()
+    for key, group in _in_sorted_order(history.sort_values("taken_at_after", kind="stable"), color):
+        name = _label(key, labels)
+        extra = np.column_stack([group["before"].astype(str), group["after"].astype(str),
+                                 group["n_users_compared"].to_numpy()])
+        fig.add_trace(go.Scatter(
+            x=group["taken_at_after"], y=group[column], mode="lines+markers", name=name, customdata=extra,
+            hovertemplate=(f"{group_name}: {name}<br>%{{x|%Y-%m-%d %H:%M}}<br>{axis_title}: %{{y:.3f}}"
+                           "<br>%{customdata[0]} → %{customdata[1]}<br>Users compared: %{customdata[2]:,}<extra></extra>"),
+        ))
+    fig.update_xaxes(title_text="Snapshot taken (UTC)")
+    fig.update_yaxes(title_text=axis_title, range=[0, 1.02], tickformat=".0%" if metric == "share_changed" else None)
+    return _layout(fig, title=title, height=height, width=width, legend_title_text=group_name)
+
+
+def _one_group(frame: pd.DataFrame, by: str, group: Hashable | None, function: str) -> tuple[pd.DataFrame, Hashable | None]:
+    """The rows of one value of ``by`` (the first, sorted, by default); all rows without ``by``."""
+    if by not in frame.columns:
+        return frame, None
+    values = _sorted_values(list(pd.unique(frame[by].dropna())))
+    if group is None:
+        group = values[0] if values else None
+    elif group not in values:
+        raise ValueError(f"{function}(): {by} {group!r} is not in the table; it holds "
+                         f"{', '.join(map(repr, map(str, values))) or 'nothing'}.")
+    return frame[frame[by] == group], group
+
+
+@_shared_docs
+def item_churn(
+    churn: pd.DataFrame, *, by: str = "rec_id", group: Hashable | None = None, top_n: int = 10,
+    labels: Mapping[Hashable, str] | None = None, title: str | None = None, height: int | None = None, width: int | None = None,
+) -> go.Figure:
+    """The items that entered and left the users' lists of one set, by how many users.
+
+    Diverging bars, most churn first: to the right the users whose list gained the
+    item, to the left those whose list lost it; the hover adds those who kept it.
+
+    Parameters
+    ----------
+    churn : DataFrame
+        ``amptools.metrics.item_churn(before, after)``.
+    by : str, default "rec_id"
+        The column naming the sets.
+    group : hashable, optional
+        The set to show (a value of ``by``); the first, sorted, by default.
+    top_n : int, default 10
+        Items shown: those that most users gained or lost.
+    {common}
+
+    {returns}
+    """
+    require_columns(churn, NEEDS_ITEM_CHURN, "item_churn")
+    rows, group = _one_group(churn, by, group, "item_churn")
+    shown = f" in {_label(group, labels)}" if group is not None else ""
+    title = title or f"Items that entered and left the lists{shown} (top {top_n} by users)"
+    moved = rows[(rows["n_entered"] > 0) | (rows["n_left"] > 0)]
+    if moved.empty:
+        return _empty_figure(title, height=height, width=width)
+    top = moved.assign(_churn=moved["n_entered"] + moved["n_left"]).sort_values(
+        ["_churn", "item"], ascending=[False, True], kind="stable").head(top_n).iloc[::-1]
+    names = [str(item) for item in top["item"]]
+    fig = go.Figure()
+    fig.add_trace(go.Bar(x=top["n_entered"], y=names, orientation="h", name="Entered", marker_color=_ENTERED,
+                         customdata=top["n_stayed"],
+                         hovertemplate="%{y}: entered %{x:,} users' lists<br>kept by %{customdata:,}<extra></extra>"))
+    fig.add_trace(go.Bar(x=-top["n_left"], y=names, orientation="h", name="Left", marker_color=_LEFT,
+                         customdata=np.column_stack([top["n_left"], top["n_stayed"]]),
+                         hovertemplate="%{y}: left %{customdata[0]:,} users' lists<br>kept by %{customdata[1]:,}<extra></extra>"))
+    fig.update_xaxes(title_text="Users whose list lost (left) or gained (right) the item")
+    fig.update_yaxes(title_text=_label("item", labels))
+    return _layout(fig, title=title, height=height or max(400, 28 * len(names) + 150), width=width,
+                   barmode="relative", legend_title_text="")
+
+
+@_shared_docs
+def rank_shift(
+    churn: pd.DataFrame, *, by: str = "rec_id", group: Hashable | None = None, top_n: int = 15,
+    labels: Mapping[Hashable, str] | None = None, title: str | None = None, height: int | None = None, width: int | None = None,
+) -> go.Figure:
+    """How far items moved in one set's lists: mean rank before and after, item by item.
+
+    For the items most users kept in both snapshots, a dumbbell from the mean rank
+    before to the mean rank after (among those users); green when the item moved up,
+    red when it moved down.
+
+    Parameters
+    ----------
+    churn : DataFrame
+        ``amptools.metrics.item_churn(before, after)``.
+    by : str, default "rec_id"
+        The column naming the sets.
+    group : hashable, optional
+        The set to show (a value of ``by``); the first, sorted, by default.
+    top_n : int, default 15
+        Items shown: those most users kept in both.
+    {common}
+
+    {returns}
+    """
+    require_columns(churn, NEEDS_ITEM_CHURN, "rank_shift")
+    rows, group = _one_group(churn, by, group, "rank_shift")
+    shown = f" in {_label(group, labels)}" if group is not None else ""
+    title = title or f"How far items moved{shown}: mean rank before and after (top {top_n} kept items)"
+    kept = rows[rows["n_stayed"] > 0]
+    if kept.empty:
+        return _empty_figure(title, height=height, width=width)
+    top = kept.sort_values(["n_stayed", "item"], ascending=[False, True], kind="stable").head(top_n)
+    top = top.sort_values("mean_rank_after", kind="stable").iloc[::-1]
+    names = [str(item) for item in top["item"]]
+    before, after = top["mean_rank_before"].to_numpy(), top["mean_rank_after"].to_numpy()
+    fig = go.Figure()
+    for direction, colour, mask in (("Moved up", _ENTERED, after < before), ("Moved down", _LEFT, after > before),
+                                    ("Same rank", "#999999", after == before)):
+        line_x: list[object] = []
+        line_y: list[object] = []
+        for name, start, end in zip(np.array(names, dtype=object)[mask], before[mask], after[mask]):
+            line_x += [start, end, None]
+            line_y += [name, name, None]
+        fig.add_trace(go.Scatter(x=line_x, y=line_y, mode="lines", line={"color": colour, "width": 3},
+                                 name=direction, hoverinfo="skip"))
+    fig.add_trace(go.Scatter(x=before, y=names, mode="markers", name="Before", marker={"color": "#bbbbbb", "size": 10},
+                             customdata=top["n_stayed"],
+                             hovertemplate="%{y}: mean rank %{x:.2f} before<br>users: %{customdata:,}<extra></extra>"))
+    fig.add_trace(go.Scatter(x=after, y=names, mode="markers", name="After", marker={"color": "#1f77b4", "size": 10},
+                             customdata=top["n_stayed"],
+                             hovertemplate="%{y}: mean rank %{x:.2f} after<br>users: %{customdata:,}<extra></extra>"))
+    fig.update_xaxes(title_text="Mean rank among the users who kept the item (1 is the top)", autorange="reversed")
+    fig.update_yaxes(title_text=_label("item", labels))
+    return _layout(fig, title=title, height=height or max(400, 28 * len(names) + 150), width=width,
+                   legend_title_text="")
+
+
+@_shared_docs
+def cohort_flow(
+    changes: pd.DataFrame, *, max_cohorts: int | None = 8, names: object = None,
+    labels: Mapping[Hashable, str] | None = None, title: str | None = None, height: int | None = None, width: int | None = None,
+) -> go.Figure:
+    """A Sankey of cohort membership between two snapshots: who stayed, left and joined.
+
+    Left: each cohort's members before, and "Not in the cohort"; right: the same after.
+    A cohort's band to itself is the users who stayed; to "Left the cohort", those who
+    left; from "Not in the cohort", those who joined.
+
+    Parameters
+    ----------
+    changes : DataFrame
+        ``amptools.tables.cohort_changes(before, after)``.
+    max_cohorts : int or None, default 8
+        Show the cohorts with the most members before or after (the title says so when
+        some are left out).
+    {names}
+    {common}
+
+    {returns}
+    """
+    require_columns(changes, NEEDS_COHORT_CHANGES, "cohort_flow")
+    named = _named(labels, names, changes)
+    counts = changes.groupby(["cohort_id", "change"], observed=True).size().unstack(fill_value=0)
+    counts = counts.reindex(columns=["joined", "left", "stayed"], fill_value=0)
+    size = counts["stayed"] + counts[["joined", "left"]].max(axis=1)
+    order = sorted(counts.index, key=lambda c: (-int(size[c]), str(c)))
+    left_out = len(order) - max_cohorts if max_cohorts is not None and len(order) > max_cohorts else 0
+    order = order[:max_cohorts] if max_cohorts is not None else order
+    users = len(changes[["user_id", "device_id"]].drop_duplicates())
+    title = title or (f"Cohort membership between two snapshots ({users:,} users in both"
+                      + (f"; the {len(order)} largest of {len(order) + left_out} cohorts)" if left_out else ")"))
+    if not order:
+        return _empty_figure(title, height=height, width=width)
+    shown = [_label(cohort, named) for cohort in order]
+    node_names = [f"{name} (before)" for name in shown] + ["Not in the cohort"] + \
+                 [f"{name} (after)" for name in shown] + ["Left the cohort"]
+    outside_before, outside_after = len(order), 2 * len(order) + 1
+    source, target, value, colour, what = [], [], [], [], []
+    for i, cohort in enumerate(order):
+        for flow, start, end, tint in (("stayed", i, len(order) + 1 + i, "rgba(31,119,180,0.35)"),
+                                        ("left", i, outside_after, "rgba(214,39,40,0.35)"),
+                                        ("joined", outside_before, len(order) + 1 + i, "rgba(44,160,44,0.35)")):
+            n = int(counts.loc[cohort, flow])
+            if n:
+                source.append(start)
+                target.append(end)
+                value.append(n)
+                colour.append(tint)
+                what.append(f"{shown[i]}: {flow}")
+    fig = go.Figure(go.Sankey(
+        arrangement="snap",
+        node={"label": node_names, "pad": 12, "thickness": 14,
+              "color": ["#1f77b4"] * len(order) + ["#bbbbbb"] + ["#1f77b4"] * len(order) + ["#bbbbbb"]},
+        link={"source": source, "target": target, "value": value, "color": colour, "customdata": what,
+              "hovertemplate": "%{customdata}: %{value:,} users<extra></extra>"},
+    ))
+    return _layout(fig, title=title, height=height or max(450, 45 * len(order) + 150), width=width)
