@@ -1146,7 +1146,7 @@ def _list_matrix(recs: pd.DataFrame, user: np.ndarray, group: np.ndarray, item: 
     rank = recs["rank"].to_numpy(dtype=np.int64)
     key = user * n_groups + group
     rank_code = rank - rank.min()
-    row = np.arange(n_rows)
+    row: np.ndarray | None = None  # None: the table is in list order already (tables emit it so)
     if not is_sorted(key, rank_code):
         row = sort_order(key, rank_code)
         key, item = key[row], item[row]
@@ -1176,7 +1176,7 @@ def _list_matrix(recs: pd.DataFrame, user: np.ndarray, group: np.ndarray, item: 
     if k is not None:
         items = items[:, :k]
         lengths = np.minimum(lengths, k)
-    return _Snapshot(key[start_row], items, lengths, row[start_row])
+    return _Snapshot(key[start_row], items, lengths, start_row if row is None else row[start_row])
 
 
 def _has_repeated_items(items: np.ndarray) -> np.ndarray:
