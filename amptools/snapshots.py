@@ -401,6 +401,8 @@ class Snapshot:
         The stored tidy tables, exactly as :mod:`amptools.tables` made them.
     users : DataFrame
         ``user_id``, ``device_id`` of the users whose answer came back.
+    properties : DataFrame
+        The properties table, rebuilt from the raw answers (see :meth:`table`).
     raw : DataFrame
         One row per id asked (:data:`RAW_COLUMNS`): its outcome and raw answers.
     """
@@ -459,28 +461,64 @@ class Snapshot:
         """The :class:`~amptools.bulk.ProfileSet` rebuilt from the raw answers (every outcome)."""
         if self._profiles is None:
             self._profiles = _profile_set(self.raw, self.query, self.id_type)
+            self._profiles.scope = self.org or None
         return self._profiles
+
+    @property
+    def properties(self) -> pd.DataFrame:
+        """:func:`amptools.tables.properties`, rebuilt from the raw answers (fast: no profile objects)."""
+        return self.table("properties")
+
+    def table(self, name: str) -> pd.DataFrame:
+        """Any table of :mod:`amptools.tables` by name: stored, rebuilt fast from the answers, or from :attr:`profiles`.
+
+        ``recommendations``, ``cohorts``, ``computations`` are read as stored;
+        ``properties`` is rebuilt from the raw answers by :func:`amptools.reading.read_tables`;
+        ``summary``, ``propensities``, ``cohort_matrix`` from :attr:`profiles` (the
+        summary lists every outcome, failures included).
+        """
+        if name in STORED_TABLES:
+            return self._read(name)
+        if name == "properties":
+            from .reading import read_tables
+
+            if "properties" not in self._tables:
+                _, bodies, seconds, names = _answers(self.raw)
+                self._tables["properties"] = read_tables(bodies, query=self.query, computation_bodies=seconds,
+                                                         names=names, which=["properties"])["properties"]
+            return self._tables["properties"]
+        if name not in tables.__all__ or not callable(getattr(tables, name)) or name in ("as_profiles",):
+            raise KeyError(f"unknown table {name!r}; tables are {', '.join(STORED_TABLES)}, properties, "
+                           "propensities, summary, cohort_matrix.")
+        frame: pd.DataFrame = getattr(tables, name)(self.profiles)
+        return frame
+
+
+def _answers(raw: pd.DataFrame) -> tuple[pd.DataFrame, builtins.list[str], builtins.list[str | None],
+                                         builtins.list[ComputationNames | None]]:
+    """The rows with answers, their bodies, second bodies and the names they were read with."""
+    answered = raw[raw["body"].notna()]
+    bodies = answered["body"].astype(str).tolist()
+    seconds = [None if pd.isna(text) else str(text) for text in answered["body_computations"].tolist()]
+    names: builtins.list[ComputationNames | None] = [
+        None if keys is None or isinstance(keys, float) else ComputationNames(frozenset(keys), frozenset(ambiguous))
+        for keys, ambiguous in zip(answered["computation_keys"].tolist(), answered["ambiguous_keys"].tolist())]
+    return answered, bodies, seconds, names
 
 
 def _profile_set(raw: pd.DataFrame, query: ProfileQuery | None, id_type: str) -> ProfileSet:
     from .bulk import Outcome, ProfileSet
+    from .reading import read_profiles
 
+    answered, bodies, seconds, names = _answers(raw)
+    parsed = dict(zip(answered.index, read_profiles(bodies, query=query, computation_bodies=seconds, names=names)))
     outcomes = []
-    for row in raw.itertuples(index=False):
+    for index, row in zip(raw.index, raw.itertuples(index=False)):
         http_status = None if pd.isna(row.http_status) else int(row.http_status)
         error = None if pd.isna(row.error) else str(row.error)
-        profile: UserProfile | None = None
-        if isinstance(row.body, str):
-            payloads = [json.loads(row.body)]
-            if isinstance(row.body_computations, str):
-                payloads.append(json.loads(row.body_computations))
-            names = None
-            if row.computation_keys is not None and not (isinstance(row.computation_keys, float)):
-                names = ComputationNames(frozenset(row.computation_keys), frozenset(row.ambiguous_keys))
-            profile = UserProfile.from_payloads(payloads, query, names)
         outcomes.append(Outcome(str(row.id), str(row.status), http_status, int(row.attempts), error,
-                                bool(row.from_cache), profile))
-    return ProfileSet(outcomes, query=query or ProfileQuery(), id_type=id_type)
+                                bool(row.from_cache), parsed.get(index)))
+    return ProfileSet(outcomes, query=query or ProfileQuery(), id_type=id_type, scope=None)
 
 
 def load(store: str | os.PathLike[str], snapshot: str | int = -1) -> Snapshot:

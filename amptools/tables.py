@@ -201,7 +201,30 @@ _ISO_DATE = re.compile(
 )
 
 
-_PROFILE_TYPE = frozenset({UserProfile})
+class AnswerFields:
+    """What the table functions read of one answer, without a whole profile.
+
+    :mod:`amptools.reading` makes these from stored answers (its fast path); the table
+    functions take them as they take :class:`~amptools.models.UserProfile`. Not a
+    profile: no raw body, nothing validated beyond what the reader checked.
+    """
+
+    __slots__ = ("user_id", "device_id", "amp_props", "computations", "recommendations", "cohort_ids",
+                 "propensities", "ambiguous_computations")
+
+    def __init__(self, user_id: str | None, device_id: str | None, amp_props: Mapping[str, Any] | None,
+                 computations: Mapping[str, str | None] | None) -> None:
+        self.user_id = user_id
+        self.device_id = device_id
+        self.amp_props = amp_props
+        self.computations = computations
+        self.recommendations = None
+        self.cohort_ids = None
+        self.propensities = None
+        self.ambiguous_computations: frozenset[str] = frozenset()
+
+
+_PROFILE_TYPE = frozenset({UserProfile, AnswerFields})
 
 
 # What every table function takes, written once.
@@ -262,8 +285,8 @@ def as_profiles(data: ProfilesLike, *, query: ProfileQuery | None = None) -> lis
         return data.copy()  # the common case, in one C-level pass
     out: list[UserProfile] = []
     for index, item in enumerate(data):
-        if isinstance(item, UserProfile):
-            out.append(item)
+        if isinstance(item, (UserProfile, AnswerFields)):
+            out.append(item)  # AnswerFields: the fields the tables read, duck-typed
         elif isinstance(item, Mapping):
             out.append(UserProfile.from_json(item, query))
         else:
@@ -302,11 +325,28 @@ def _flags(values: Iterable[Any], target: Any, count: int) -> np.ndarray:
     return np.fromiter(map(is_, values, repeat(target)), dtype=bool, count=count)
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _text(values: Any) -> Any:
+    """``pd.array(values, dtype="str")``: text as the tables hold it.
+
+    pandas keeps text in Arrow, which holds only valid UTF-8: a lone surrogate (valid
+    JSON, no text) becomes U+FFFD, as in every file amptools writes. The answer itself
+    keeps it (``profile.raw``).
+    """
+    try:
+        return pd.array(values, dtype=ID_DTYPE)
+    except UnicodeEncodeError:
+        cleaned = [_SURROGATE.sub("\ufffd", v) if isinstance(v, str) else v for v in values]
+        return pd.array(np.asarray(cleaned, dtype=object), dtype=ID_DTYPE)
+
+
 def _categorical(values: Any) -> pd.Categorical:
     """Sorted ``str`` categories; None becomes NaN. ``values``: a sequence or object array."""
     array = values if isinstance(values, np.ndarray) else _objects(values)
     codes, uniques = pd.factorize(array, sort=True, use_na_sentinel=True)
-    categories = pd.Index(np.asarray(uniques, dtype=object), dtype="str")
+    categories = pd.Index(_text(np.asarray(uniques, dtype=object)))
     return pd.Categorical.from_codes(codes, categories=categories)
 
 
@@ -341,8 +381,8 @@ def _id_columns(profiles: Sequence[UserProfile], rows: np.ndarray | None = None)
     """user_id and device_id for the given profile positions (all when ``rows`` is None)."""
     n = len(profiles)
     # Validate each profile's id once; take() then copies references per row.
-    user_ids = pd.array(_objects(map(_USER_ID, profiles), n), dtype=ID_DTYPE)
-    device_ids = pd.array(_objects(map(_DEVICE_ID, profiles), n), dtype=ID_DTYPE)
+    user_ids = _text(_objects(map(_USER_ID, profiles), n))
+    device_ids = _text(_objects(map(_DEVICE_ID, profiles), n))
     if rows is not None:
         user_ids = user_ids.take(rows)
         device_ids = device_ids.take(rows)
@@ -461,7 +501,7 @@ def _typed_column(array: np.ndarray, parse_dates: bool, kind: str | None = None)
                 pass
             else:
                 return parsed.dt.as_unit("us").array
-        return pd.array(array, dtype="str")
+        return _text(array)
     # Mixed types (text and numbers, numbers and booleans, nested values) and
     # all-null columns: the values are kept exactly as the API sent them.
     return array.copy()  # a copy, so the frame holds no view of a larger grid
@@ -812,9 +852,9 @@ def _numbers_and_text(raw: np.ndarray) -> tuple[np.ndarray, Any]:
     codes, uniques = pd.factorize(raw, use_na_sentinel=True)
     if len(raw) and all(type(u) is str for u in uniques):
         unique_values = np.append(_to_float(np.asarray(uniques, dtype=object)), np.nan)
-        text = pd.array(np.asarray(uniques, dtype=object), dtype="str").take(codes, allow_fill=True)
+        text = _text(np.asarray(uniques, dtype=object)).take(codes, allow_fill=True)
         return unique_values[codes], text
-    return _to_float(raw), pd.array(raw, dtype="str")
+    return _to_float(raw), _text(raw)
 
 
 def _to_float(values: np.ndarray) -> np.ndarray:
@@ -926,12 +966,8 @@ def summary(data: ProfilesLike, *, query: ProfileQuery | None = None) -> pd.Data
         )
 
     out: dict[str, Any] = {
-        "user_id": pd.array(
-            _objects(chain(map(_USER_ID, profiles), failed["user_id"]), n + m), dtype=ID_DTYPE
-        ),
-        "device_id": pd.array(
-            _objects(chain(map(_DEVICE_ID, profiles), failed["device_id"]), n + m), dtype=ID_DTYPE
-        ),
+        "user_id": _text(_objects(chain(map(_USER_ID, profiles), failed["user_id"]), n + m)),
+        "device_id": _text(_objects(chain(map(_DEVICE_ID, profiles), failed["device_id"]), n + m)),
     }
     statuses = failed["status"]
     extra = sorted({s for s in statuses if s not in STATUSES})
@@ -980,7 +1016,7 @@ def summary(data: ProfilesLike, *, query: ProfileQuery | None = None) -> pd.Data
         data = np.zeros(n + m, dtype=np.int64)
         data[n:][~unknown] = values[~unknown].astype(np.int64)
         out[name] = pd.arrays.IntegerArray(data, np.concatenate([np.ones(n, dtype=bool), unknown]))
-    out["error"] = pd.array(_objects(chain(repeat(None, n), failed["error"]), n + m), dtype=ID_DTYPE)
+    out["error"] = _text(_objects(chain(repeat(None, n), failed["error"]), n + m))
     dtypes = {**SUMMARY_DTYPES, "status": status_dtype}
     return _frame(out, SUMMARY_COLUMNS, dtypes)
 

@@ -61,6 +61,23 @@ def test_a_snapshot_is_read_back_with_nothing_lost(tmp_path, fetched):
     for name in ("recommendations", "properties", "cohorts", "computations", "propensities", "summary"):
         pd.testing.assert_frame_equal(getattr(tables, name)(rebuilt), getattr(tables, name)(fetched), obj=name)
     assert [p.raw for p in rebuilt.profiles] == [p.raw for p in fetched.profiles]
+    assert rebuilt.scope == fetched.scope
+    # Tables not stored are rebuilt from the answers (properties by amptools.reading).
+    for name in ("properties", "summary", "propensities", "cohort_matrix"):
+        pd.testing.assert_frame_equal(loaded.table(name), getattr(tables, name)(fetched), obj=name)
+    pd.testing.assert_frame_equal(loaded.properties, tables.properties(fetched))
+    with pytest.raises(KeyError, match="unknown table 'nope'"):
+        loaded.table("nope")
+
+
+def test_a_snapshot_of_answers_asked_two_ways_rebuilds_its_properties(tmp_path, server):
+    client = server.client(rate_limit=100_000)
+    query = amp.ProfileQuery(amp_props=True, computations=True, split_computations=True)
+    fetched = client.get_profiles(server.org.user_ids[:20], query=query, progress=False)
+    snapshots.save(fetched, tmp_path / "store")
+    loaded = snapshots.load(tmp_path / "store")
+    pd.testing.assert_frame_equal(loaded.properties, tables.properties(fetched))
+    pd.testing.assert_frame_equal(loaded.computations, tables.computations(fetched))
 
 
 def test_pyarrow_dataset_reads_the_store_as_it_is(tmp_path, fetched):
