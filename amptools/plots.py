@@ -1242,7 +1242,14 @@ def drift_over_time(
                            "<br>%{customdata[0]} → %{customdata[1]}<br>Users compared: %{customdata[2]:,}<extra></extra>"),
         ))
     fig.update_xaxes(title_text="Snapshot taken (UTC)")
-    fig.update_yaxes(title_text=axis_title, range=[0, 1.02], tickformat=".0%" if metric == "share_changed" else None)
+    values = history[column].to_numpy(dtype=float)
+    values = values[np.isfinite(values)]
+    # Similarities sit near 1 between snapshots: the axis starts a little below the lowest point.
+    low = 0.0 if metric == "share_changed" or not len(values) else max(0.0, float(values.min()) - 0.05)
+    high = max(1.0, float(values.max()) if len(values) else 1.0) if metric != "share_changed" else None
+    fig.update_yaxes(title_text=axis_title, range=[low, high + 0.01] if high is not None else None,
+                     rangemode="tozero" if metric == "share_changed" else None,
+                     tickformat=".0%" if metric == "share_changed" else None)
     return _layout(fig, title=title, height=height, width=width, legend_title_text=group_name)
 
 
@@ -1300,7 +1307,10 @@ def item_churn(
     fig.add_trace(go.Bar(x=-top["n_left"], y=names, orientation="h", name="Left", marker_color=_LEFT,
                          customdata=np.column_stack([top["n_left"], top["n_stayed"]]),
                          hovertemplate="%{y}: left %{customdata[0]:,} users' lists<br>kept by %{customdata[1]:,}<extra></extra>"))
-    fig.update_xaxes(title_text="Users whose list lost (left) or gained (right) the item")
+    largest = int(max(top["n_entered"].max(), top["n_left"].max()))
+    ticks = np.unique(np.round(np.linspace(-largest, largest, 9)).astype(int))
+    fig.update_xaxes(title_text="Users whose list lost (left) or gained (right) the item",
+                     tickvals=ticks, ticktext=[f"{abs(int(t)):,}" for t in ticks])
     fig.update_yaxes(title_text=_label("item", labels))
     return _layout(fig, title=title, height=height or max(400, 28 * len(names) + 150), width=width,
                    barmode="relative", legend_title_text="")
@@ -1406,9 +1416,9 @@ def cohort_flow(
     outside_before, outside_after = len(order), 2 * len(order) + 1
     source, target, value, colour, what = [], [], [], [], []
     for i, cohort in enumerate(order):
-        for flow, start, end, tint in (("stayed", i, len(order) + 1 + i, "rgba(31,119,180,0.35)"),
-                                        ("left", i, outside_after, "rgba(214,39,40,0.35)"),
-                                        ("joined", outside_before, len(order) + 1 + i, "rgba(44,160,44,0.35)")):
+        for flow, start, end, tint in (("stayed", i, len(order) + 1 + i, "#c6dbef"),
+                                        ("left", i, outside_after, "#f4a6a6"),
+                                        ("joined", outside_before, len(order) + 1 + i, "#a9dba0")):
             n = int(counts.loc[cohort, flow])
             if n:
                 source.append(start)
