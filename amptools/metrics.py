@@ -1119,6 +1119,8 @@ _DRIFT_DOCS = """before, after : DataFrame
     k : int, optional
         Compare only the top ``k`` distinct items of each list (jaccard@k; RBO and the
         items added and removed are of the top ``k`` too)."""
+_DRIFT_P_DOCS = """p : float, default 0.9
+        RBO persistence (see :func:`rbo`)."""
 
 # Item codes in the list matrices: half the memory traffic of int64 (a catalogue of up to
 # two billion items).
@@ -1272,7 +1274,7 @@ def _group_column(values: pd.Index, codes_of_rows: np.ndarray, like: pd.Series) 
         return column
 
 
-@shared_docs(drift=_DRIFT_DOCS)
+@shared_docs(drift=_DRIFT_DOCS, p=_DRIFT_P_DOCS)
 def drift(
     before: pd.DataFrame,
     after: pd.DataFrame,
@@ -1291,8 +1293,7 @@ def drift(
     Parameters
     ----------
     {drift}
-    p : float, default 0.9
-        RBO persistence (see :func:`rbo`).
+    {p}
 
     Returns
     -------
@@ -1343,7 +1344,7 @@ def _catalogue(snapshot: _Snapshot, n_groups: int, n_items: int) -> np.ndarray:
     return present
 
 
-@shared_docs(drift=_DRIFT_DOCS)
+@shared_docs(drift=_DRIFT_DOCS, p=_DRIFT_P_DOCS)
 def drift_summary(
     before: pd.DataFrame,
     after: pd.DataFrame,
@@ -1360,8 +1361,7 @@ def drift_summary(
     Parameters
     ----------
     {drift}
-    p : float, default 0.9
-        RBO persistence.
+    {p}
 
     Returns
     -------

@@ -128,6 +128,12 @@ _DOCS: dict[str, str] = {
         ``{cohort_id: name}`` mapping, or a ``CohortClient`` (asked for its list).
         Ids without a name stay as they are; a long table's ``cohort_name`` column
         (``tables.cohorts(ps, names=...)``) is used too.""",
+    "churn": """churn : DataFrame
+        ``amptools.metrics.item_churn(before, after)``.
+    by : str, default "rec_id"
+        The column naming the sets.
+    group : hashable, optional
+        The set to show (a value of ``by``); the first, sorted, by default.""",
     "common": """labels : mapping, optional
         Display names replacing the default words for columns and group values,
         e.g. ``{"rec_id": "Shelf", "home_page": "Home page"}``.
@@ -1253,17 +1259,19 @@ def drift_over_time(
     return _layout(fig, title=title, height=height, width=width, legend_title_text=group_name)
 
 
-def _one_group(frame: pd.DataFrame, by: str, group: Hashable | None, function: str) -> tuple[pd.DataFrame, Hashable | None]:
-    """The rows of one value of ``by`` (the first, sorted, by default); all rows without ``by``."""
-    if by not in frame.columns:
-        return frame, None
-    values = _sorted_values(list(pd.unique(frame[by].dropna())))
+def _one_set(churn: pd.DataFrame, by: str, group: Hashable | None, labels: Mapping[Hashable, str] | None,
+             function: str) -> tuple[pd.DataFrame, str]:
+    """The churn rows of one value of ``by`` (the first, sorted, by default), and " in <it>" for a title."""
+    require_columns(churn, NEEDS_ITEM_CHURN, function)
+    if by not in churn.columns:
+        return churn, ""
+    values = _sorted_values(list(pd.unique(churn[by].dropna())))
     if group is None:
         group = values[0] if values else None
     elif group not in values:
         raise ValueError(f"{function}(): {by} {group!r} is not in the table; it holds "
                          f"{', '.join(map(repr, map(str, values))) or 'nothing'}.")
-    return frame[frame[by] == group], group
+    return churn[churn[by] == group], f" in {_label(group, labels)}" if group is not None else ""
 
 
 @_shared_docs
@@ -1278,21 +1286,14 @@ def item_churn(
 
     Parameters
     ----------
-    churn : DataFrame
-        ``amptools.metrics.item_churn(before, after)``.
-    by : str, default "rec_id"
-        The column naming the sets.
-    group : hashable, optional
-        The set to show (a value of ``by``); the first, sorted, by default.
+    {churn}
     top_n : int, default 10
         Items shown: those that most users gained or lost.
     {common}
 
     {returns}
     """
-    require_columns(churn, NEEDS_ITEM_CHURN, "item_churn")
-    rows, group = _one_group(churn, by, group, "item_churn")
-    shown = f" in {_label(group, labels)}" if group is not None else ""
+    rows, shown = _one_set(churn, by, group, labels, "item_churn")
     title = title or f"Items that entered and left the lists{shown} (top {top_n} by users)"
     moved = rows[(rows["n_entered"] > 0) | (rows["n_left"] > 0)]
     if moved.empty:
@@ -1329,21 +1330,14 @@ def rank_shift(
 
     Parameters
     ----------
-    churn : DataFrame
-        ``amptools.metrics.item_churn(before, after)``.
-    by : str, default "rec_id"
-        The column naming the sets.
-    group : hashable, optional
-        The set to show (a value of ``by``); the first, sorted, by default.
+    {churn}
     top_n : int, default 15
         Items shown: those most users kept in both.
     {common}
 
     {returns}
     """
-    require_columns(churn, NEEDS_ITEM_CHURN, "rank_shift")
-    rows, group = _one_group(churn, by, group, "rank_shift")
-    shown = f" in {_label(group, labels)}" if group is not None else ""
+    rows, shown = _one_set(churn, by, group, labels, "rank_shift")
     title = title or f"How far items moved{shown}: mean rank before and after (top {top_n} kept items)"
     kept = rows[rows["n_stayed"] > 0]
     if kept.empty:

@@ -41,7 +41,7 @@ import re
 from collections.abc import Iterable, Mapping, Sequence, Sized
 from itertools import chain, repeat
 from operator import attrgetter, is_, methodcaller
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -1090,16 +1090,33 @@ def _table_and_users(data: Any, table: str, function: str) -> tuple[pd.DataFrame
     return frame, pd.DataFrame(_id_columns(answered))
 
 
-def _present_in_both(users_before: pd.DataFrame, users_after: pd.DataFrame,
-                     *frames: pd.DataFrame) -> tuple[list[np.ndarray], np.ndarray]:
-    """One user numbering over every frame, and which user codes are present in both snapshots."""
-    from .grouping import shared_user_codes
+class _TwoSnapshots(NamedTuple):
+    """Two snapshots' long tables, one user numbering over both, and who is in both."""
 
-    numbered, n_users = shared_user_codes(users_before, users_after, *frames)
+    old: pd.DataFrame
+    new: pd.DataFrame
+    user_old: np.ndarray  # per row of ``old``: the user's code
+    user_new: np.ndarray
+    both: np.ndarray  # per user code: present in both snapshots
+    keys: np.ndarray  # per row of old, then of new: codes of ``column`` over both tables
+    values: pd.Index  # what the codes of ``column`` stand for
+
+
+def _two_snapshots(before: Any, after: Any, table: str, column: str, function: str) -> _TwoSnapshots:
+    """What :func:`cohort_changes` and :func:`computation_changes` start from."""
+    from .grouping import shared_codes, shared_user_codes
+
+    old, users_old = _table_and_users(before, table, function)
+    new, users_new = _table_and_users(after, table, function)
+    for frame in (old, new):
+        require_columns(frame, [*ID_COLUMNS, column], function)
+    numbered, n_users = shared_user_codes(users_old, users_new, old, new)
     present = np.zeros((2, max(n_users, 1)), dtype=bool)
     present[0, numbered[0]] = True
     present[1, numbered[1]] = True
-    return numbered[2:], present[0] & present[1]
+    (keys_old, keys_new), values = shared_codes(old[column], new[column])
+    return _TwoSnapshots(old, new, numbered[2], numbered[3], present[0] & present[1],
+                         np.concatenate([keys_old, keys_new]), values)
 
 
 def _user_rows(frames: Sequence[pd.DataFrame], codes: Sequence[np.ndarray], wanted: np.ndarray) -> pd.DataFrame:
@@ -1128,14 +1145,9 @@ def cohort_changes(before: Any, after: Any) -> pd.DataFrame:
         ``stayed``, :data:`CHANGE_DTYPE`). One row per user present in both and cohort
         they were in before or after, in the users' order of appearance, then by cohort.
     """
-    from .grouping import shared_codes
-
-    old, users_old = _table_and_users(before, "cohorts", "cohort_changes")
-    new, users_new = _table_and_users(after, "cohorts", "cohort_changes")
-    for frame in (old, new):
-        require_columns(frame, [*ID_COLUMNS, "cohort_id"], "cohort_changes")
-    (user_old, user_new), both = _present_in_both(users_old, users_new, old, new)
-    (cohort_old, cohort_new), cohort_values = shared_codes(old["cohort_id"], new["cohort_id"])
+    two = _two_snapshots(before, after, "cohorts", "cohort_id", "cohort_changes")
+    old, new, user_old, user_new, both = two.old, two.new, two.user_old, two.user_new, two.both
+    cohort_old, cohort_new, cohort_values = two.keys[:len(old)], two.keys[len(old):], two.values
     n_cohorts = max(len(cohort_values), 1)
     key_old = np.unique((user_old * n_cohorts + cohort_old)[both[user_old]])
     key_new = np.unique((user_new * n_cohorts + cohort_new)[both[user_new]])
@@ -1168,14 +1180,11 @@ def computation_changes(before: Any, after: Any) -> pd.DataFrame:
         computation of either snapshot, in the users' order of appearance, then by
         computation.
     """
-    from .grouping import shared_codes
-
-    old, users_old = _table_and_users(before, "computations", "computation_changes")
-    new, users_new = _table_and_users(after, "computations", "computation_changes")
+    two = _two_snapshots(before, after, "computations", "computation", "computation_changes")
+    old, new, user_old, user_new, both = two.old, two.new, two.user_old, two.user_new, two.both
     for frame in (old, new):
-        require_columns(frame, [*ID_COLUMNS, "computation", "value"], "computation_changes")
-    (user_old, user_new), both = _present_in_both(users_old, users_new, old, new)
-    (name_old, name_new), names = shared_codes(old["computation"], new["computation"])
+        require_columns(frame, ["value"], "computation_changes")
+    name_old, name_new, names = two.keys[:len(old)], two.keys[len(old):], two.values
     n_names = max(len(names), 1)
 
     def cells(frame: pd.DataFrame, user: np.ndarray, name: np.ndarray) -> pd.DataFrame:
