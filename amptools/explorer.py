@@ -15,7 +15,9 @@ step therefore works (and is tested) without ipywidgets:
   exposure once, and afterwards builds tables (:mod:`amptools.tables`), figures
   (:mod:`amptools.plots`, through the :data:`CHARTS` registry) and exports
   (:mod:`amptools.export`);
-- offering a file: :func:`download_link` makes the HTML link the widget shows.
+- offering a file: :func:`download_link` makes the HTML link the widget shows;
+- over time: :class:`OverTime` opens a snapshot store, compares two snapshots and
+  builds the "Over time" tab's figures and the ``amptools drift`` report.
 """
 
 from __future__ import annotations
