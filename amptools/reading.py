@@ -152,8 +152,6 @@ def read_tables(
 def _fast_path_fits(bodies: Sequence[str], query: ProfileQuery | None,
                     computation_bodies: Sequence[str | None] | None) -> bool:
     """Whether the query's answers split into properties and computations without names."""
-    if any("\n" in body or "\r" in body for body in bodies):
-        return False  # one answer a line for the JSON reader
     if query is None or not query.asks_computations:
         return not any(second is not None for second in computation_bodies or ())
     if not query.amp_props:
@@ -165,9 +163,12 @@ def _fast_path_fits(bodies: Sequence[str], query: ProfileQuery | None,
 def _fast_tables(bodies: Sequence[str], query: ProfileQuery | None,
                  computation_bodies: Sequence[str | None] | None, wanted: list[str]) -> dict[str, pd.DataFrame]:
     pa, pa_json = _arrow()
+    lines = "\n".join(bodies)
+    if lines.count("\n") != len(bodies) - 1 or "\r" in lines:
+        raise _SlowPath  # the JSON reader takes one answer a line
     try:
         read = pa_json.read_json(
-            io.BytesIO("\n".join(bodies).encode("utf-8")),
+            io.BytesIO(lines.encode("utf-8")),
             parse_options=pa_json.ParseOptions(explicit_schema=_schema(), unexpected_field_behavior="ignore"))
     except (pa.ArrowInvalid, UnicodeEncodeError):
         raise _SlowPath from None
@@ -197,9 +198,12 @@ def _text(values: Any) -> Any:
                     dtype=tables.ID_DTYPE)
 
 
-def _category(values: Any) -> pd.Categorical:
-    """A column of text as the tables' categoricals: sorted ``str`` categories."""
-    return pd.Categorical(_text(values))
+def _category(values: Any, rows: np.ndarray | None = None) -> pd.Categorical:
+    """A column of text as the tables' categoricals (sorted ``str`` categories), repeated to ``rows``."""
+    categories = pd.Categorical(_text(values))
+    if rows is None:
+        return categories
+    return pd.Categorical.from_codes(np.asarray(categories.codes)[rows], dtype=categories.dtype)
 
 
 def _recommendations(sets: Any, ids: dict[str, Any]) -> pd.DataFrame:
@@ -227,14 +231,13 @@ def _recommendations(sets: Any, ids: dict[str, Any]) -> pd.DataFrame:
     control = flat.field("is_control")
     control_values = np.asarray(control.fill_null(False).to_numpy(zero_copy_only=False), dtype=bool)
     control_missing = np.asarray(control.is_null().to_numpy(zero_copy_only=False), dtype=bool)
-    rows = pa.array(row_set)
     user_rows = pa.array(set_user[row_set])
     columns = {
         "user_id": _text(ids["user_id"].take(user_rows)),
         "device_id": _text(ids["device_id"].take(user_rows)),
-        "rec_id": _category(flat.field("rec_id").take(rows)),
-        "child_rec_id": _category(flat.field("child_rec_id").take(rows)),
-        "recommendation_source": _category(flat.field("recommendation_source").take(rows)),
+        "rec_id": _category(flat.field("rec_id"), row_set),
+        "child_rec_id": _category(flat.field("child_rec_id"), row_set),
+        "recommendation_source": _category(flat.field("recommendation_source"), row_set),
         "is_control": pd.arrays.BooleanArray(control_values[row_set], control_missing[row_set]),
         "last_updated": pd.array(stamps[row_set], dtype=tables.TIMESTAMP_DTYPE),
         "rank": rank,
