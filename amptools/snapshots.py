@@ -214,14 +214,31 @@ def _raw_table(outcomes: Sequence[Outcome], id_type: str, needs_names: bool) -> 
         columns["ambiguous_keys"].append(sorted(profile.ambiguous_computations) if keep else None)
     text, texts = pa.large_string(), pa.list_(pa.large_string())
     schema = pa.schema([
-        ("id", text), ("user_id", text), ("device_id", text), ("status", pa.dictionary(pa.int8(), text)),
+        ("id", text), ("user_id", text), ("device_id", text), ("status", text),
         ("http_status", pa.int32()), ("attempts", pa.int32()), ("error", text), ("from_cache", pa.bool_()),
         ("body", text), ("body_computations", text), ("computation_keys", texts), ("ambiguous_keys", texts),
     ])
-    arrays = [pa.array(columns[name], type=schema.field(name).type.value_type
-                       if name == "status" else schema.field(name).type) for name in RAW_COLUMNS]
-    arrays[RAW_COLUMNS.index("status")] = arrays[RAW_COLUMNS.index("status")].dictionary_encode()
-    return pa.Table.from_arrays(arrays, schema=schema)
+    return pa.Table.from_arrays([_arrow_array(columns[name], schema.field(name).type) for name in RAW_COLUMNS],
+                                schema=schema)
+
+
+def _arrow_array(values: builtins.list[Any], kind: Any) -> Any:
+    """``pa.array``; text Arrow cannot hold (a lone surrogate in an id or an error) becomes U+FFFD.
+
+    The answers themselves are JSON text that keeps such a character as its escape.
+    """
+    pa, _ = _arrow()
+    try:
+        return pa.array(values, type=kind)
+    except UnicodeEncodeError:
+        def clean(value: Any) -> Any:
+            if isinstance(value, str):
+                return value.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+            if isinstance(value, builtins.list):
+                return [clean(item) for item in value]
+            return value
+
+        return pa.array([clean(value) for value in values], type=kind)
 
 
 def _series(org: str, query: str, id_type: str) -> str:

@@ -214,3 +214,19 @@ def test_plain_profiles_are_kept_as_ok_answers(tmp_path, server):
     loaded = snapshots.load(store)
     assert loaded.info["n_ok"] == 5 and loaded.org == server.client().scope
     pd.testing.assert_frame_equal(loaded.recommendations, tables.recommendations(payloads))
+
+
+def test_text_arrow_cannot_hold_is_kept_in_the_answers(tmp_path):
+    # A lone surrogate is valid JSON but no text: the tables (Arrow) show U+FFFD, the raw
+    # answer keeps the character, and the rebuilt profile has it back.
+    import json
+
+    body = json.loads('{"userData": {"user_id": "u\\ud800", "device_id": "d", "amp_props": {"note": "x\\udfff"},'
+                      ' "cohort_ids": ["c\\ud800"]}}')
+    profiles = tables.as_profiles([body])
+    store = tmp_path / "store"
+    snapshots.save(profiles, store)
+    loaded = snapshots.load(store)
+    assert loaded.cohorts["cohort_id"].tolist() == ["c\ufffd"] and loaded.users["user_id"].tolist() == ["u\ufffd"]
+    assert loaded.profiles.profiles[0].raw == body
+    assert loaded.properties["note"].tolist() == ["x\ufffd"]
