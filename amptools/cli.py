@@ -17,9 +17,9 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 
-from .errors import AmptoolsError, AuthenticationError, ConfigurationError, InvalidQueryError
+from .errors import AmptoolsError, AuthenticationError, CacheError, ConfigurationError, InvalidQueryError
 from .ids import parse_id_file
-from .query import ID_TYPES, PROPENSITY_TYPES, ProfileQuery
+from .query import ID_TYPES, ORG_REQUESTS_PER_MINUTE, PROPENSITY_TYPES, ProfileQuery
 
 if TYPE_CHECKING:
     from .bulk import ProfileSet
@@ -145,7 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
     chosen.add_argument("--cohort", metavar="NAME_OR_ID",
                         help="fetch the members of this cohort (Behavioral Cohorts API; needs "
                              "AMPLITUDE_API_KEY too, or --sample)")
-    chosen.add_argument("--cohort-sample", type=int, metavar="N",
+    chosen.add_argument("--cohort-sample", type=_whole(1), metavar="N",
                         help="fetch a seeded random N of the cohort's members, not all")
     chosen.add_argument("--cohort-cache", metavar="PATH",
                         help="SQLite file keeping cohort downloads (500 a month per org)")
@@ -193,7 +193,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     server = commands.add_parser("sample-server", help="run the embedded sample org in the foreground")
     server.add_argument("--port", type=_whole(0, 65535), default=8765, help="0 picks a free port")
-    server.add_argument("--rate-limit", type=_whole(1), default=600, help="requests per window")
+    server.add_argument("--rate-limit", type=_whole(1), default=ORG_REQUESTS_PER_MINUTE,
+                        help=f"requests per window (default {ORG_REQUESTS_PER_MINUTE}, the org's limit)")
     server.add_argument("--window", type=_seconds, default=60.0, help="rate-limit window in seconds")
     server.add_argument("--latency", type=_seconds, default=0.0, help="seconds added to every answer")
     return parser
@@ -210,12 +211,12 @@ def _query(args: argparse.Namespace) -> ProfileQuery:
                         predictions=args.predictions, propensity_type=args.propensity_type)
 
 
-def _check_paths(args: argparse.Namespace, *, out_is_file: bool) -> None:
+def _check_paths(args: argparse.Namespace, *, out_is_file: bool, example: str = "report.ipynb") -> None:
     """Refuse paths that would only fail after the fetch (an output folder that is a
     file, a cache that is a folder), before anything is sent."""
     out = Path(args.out)
     if out_is_file and out.is_dir():
-        raise UsageError(f"--out {args.out} is a folder; give the notebook's file name, e.g. report.ipynb.")
+        raise UsageError(f"--out {args.out} is a folder; give the file's name, e.g. {example}.")
     if not out_is_file and out.exists() and not out.is_dir():
         raise UsageError(f"--out {args.out} is a file; give a folder for the tables.")
     parent = out.parent if out_is_file else out
@@ -224,13 +225,64 @@ def _check_paths(args: argparse.Namespace, *, out_is_file: bool) -> None:
             if not above.is_dir():
                 raise UsageError(f"--out {args.out} lies under {above}, which is a file, not a folder.")
             break
-    if args.cache is not None and Path(args.cache).is_dir():
+    if args.cache is not None and Path(args.cache).expanduser().is_dir():
         raise UsageError(f"--cache {args.cache} is a folder; give a file such as profiles.sqlite.")
     store = getattr(args, "snapshot", None)
     if store is not None and Path(store).exists() and not Path(store).is_dir():
         raise UsageError(f"--snapshot {store} is a file; give the store's folder (created when needed).")
     if getattr(args, "snapshot_label", None) and store is None:
         raise UsageError("--snapshot-label names a snapshot: add --snapshot STORE.")
+
+
+def _check_cohort_options(args: argparse.Namespace) -> None:
+    """The --cohort options must make sense before a cohort download (500 a month) is spent."""
+    if args.cohort is None:
+        given = [flag for flag, value in (("--cohort-sample", args.cohort_sample),
+                                          ("--cohort-cache", args.cohort_cache)) if value is not None]
+        if given:
+            raise UsageError(f"{' and '.join(given)} only apply with --cohort NAME_OR_ID; add --cohort "
+                             f"or drop {' and '.join(given)}.")
+        return
+    if args.ids != "-":
+        raise UsageError("give either an ids file or --cohort, not both.")
+    if args.cohort_cache is not None and Path(args.cohort_cache).expanduser().is_dir():
+        raise UsageError(f"--cohort-cache {args.cohort_cache} is a folder; give a file such as "
+                         "cohorts.sqlite.")
+
+
+def _read_utf8(path: Path, what: str) -> str:
+    """A text file's content, or a UsageError naming the line that is not UTF-8."""
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        line = data.count(b"\n", 0, error.start) + 1
+        raise UsageError(f"{what} {path} is not UTF-8 text (line {line} is not); save it as UTF-8 "
+                         "and run again.") from None
+
+
+def _read_attributes(name: str | None) -> Any:
+    """The --attributes CSV as a table with a user_id column (None without the option)."""
+    if name is None:
+        return None
+    import io
+
+    import pandas as pd
+
+    path = Path(name)
+    if not path.is_file():
+        raise UsageError(f"no attributes file at {name}: give a CSV with a user_id column.")
+    text = _read_utf8(path, "the attributes file")
+    try:
+        attributes = pd.read_csv(io.StringIO(text), dtype=str)
+    except (ValueError, pd.errors.EmptyDataError) as error:
+        raise UsageError(f"the attributes file {name} is not a CSV that can be read "
+                         f"({type(error).__name__}: {str(error)[:120]}).") from None
+    if "user_id" not in attributes.columns:
+        found = ", ".join(map(str, attributes.columns[:10])) or "none"
+        raise UsageError(f"the attributes file {name} has no user_id column (its columns: {found}); "
+                         "add one, with the users' ids.")
+    return attributes
 
 
 def _check_marketing(args: argparse.Namespace, query: ProfileQuery) -> None:
@@ -331,6 +383,8 @@ def _cohort_client(profile_client: Any, **kwargs: Any) -> Any:
         return for_profile_client(profile_client, **kwargs)
     except ConfigurationError as error:
         raise UsageError(f"{error} Or add --sample to use the embedded sample org.") from None
+    except CacheError as error:  # the --cohort-cache file: said before any download
+        raise UsageError(f"--cohort-cache: {error}") from None
 
 
 def _cohort_ids(args: argparse.Namespace, profile_client: Any, stderr: TextIO) -> tuple[list[str], str]:
@@ -354,8 +408,6 @@ def _cohort_ids(args: argparse.Namespace, profile_client: Any, stderr: TextIO) -
 
 def _fetch(args: argparse.Namespace, stderr: TextIO = sys.stderr) -> Any:
     cohort = getattr(args, "cohort", None)
-    if cohort and args.ids != "-":
-        raise UsageError("give either an ids file or --cohort, not both.")
     ids, id_type = ([], "user_id") if cohort else _load_ids(args)
     query = _query(args)
     with _client(args.sample, rate_limit=args.rate_limit) as client:
@@ -387,6 +439,7 @@ def cmd_fetch(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
                "props": args.marketing_props, "include_pii": args.include_pii}
     _check_paths(args, out_is_file=False)
     _check_marketing(args, _query(args))
+    _check_cohort_options(args)
     try:
         profile_set = _fetch(args, stderr)
     except AuthenticationError as error:
@@ -469,11 +522,21 @@ def cmd_cohorts(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int
         export.to_csv(frame, stdout, bom=False)
         return EXIT_OK
     shown = listing[["cohort_id", "name", "size", "last_computed", "synced_to"]].assign(
-        last_computed=listing["last_computed"].dt.strftime("%Y-%m-%d %H:%M"),
+        last_computed=listing["last_computed"].dt.strftime("%Y-%m-%d %H:%M").fillna("never"),
         synced_to=listing["synced_to"].map(", ".join))
+    # Names and ids are anyone's text: a terminal would run their escape sequences
+    # (clear the screen, set the title), so they are shown as printable text only.
+    for column in ("cohort_id", "name", "synced_to"):
+        shown[column] = shown[column].map(_printable)
     print(shown.to_string(index=False), file=stdout)
     print(f"{len(listing)} cohorts", file=stdout)
     return EXIT_OK
+
+
+def _printable(text: str) -> str:
+    """``text`` with every character a terminal would act on (escapes, controls, bidi
+    overrides, line breaks) written as its Python escape, e.g. ``\\x1b``."""
+    return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in str(text))
 
 
 def cmd_sample_server(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
@@ -503,25 +566,21 @@ def _add_preview_command(commands: Any) -> None:
 
 
 def cmd_preview(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
-    import pandas as pd
-
     from . import braze, export
 
+    # Every option is checked before the fetch, which logs exposures and spends quota.
     path = Path(args.template)
     if not path.is_file():
         raise UsageError(f"no template at {path}: give the file holding the Braze message.")
-    template = path.read_text(encoding="utf-8-sig")
+    template = _read_utf8(path, "the template")
+    _check_paths(args, out_is_file=True, example="previews.csv")
     query = _query(args)
     if not query.to_params():  # no query flags: fetch what the template's tag asks for
         call = braze.parse_tag(template)
         query = call.query
         if args.id_type is None and call.id_type is not None:
             args.id_type = call.id_type
-    attributes = None
-    if args.attributes:
-        if not Path(args.attributes).is_file():
-            raise UsageError(f"no attributes file at {args.attributes}.")
-        attributes = pd.read_csv(args.attributes, dtype=str, encoding="utf-8-sig")
+    attributes = _read_attributes(args.attributes)
     ids, id_type = _load_ids(args)
     with _client(args.sample, rate_limit=args.rate_limit) as client:
         profiles = client.get_profiles(ids, query=query, id_type=id_type, workers=args.workers,

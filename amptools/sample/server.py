@@ -43,6 +43,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
 
+from amptools.query import ORG_REQUESTS_PER_MINUTE
 from amptools.sample.cohorts import PREFIX as COHORTS_PREFIX
 from amptools.sample.cohorts import SampleCohorts
 from amptools.sample.dataset import SampleOrg, SampleRequestError
@@ -413,7 +414,7 @@ class SampleServer:
     def __init__(
         self,
         *,
-        rate_limit: int = 600,
+        rate_limit: int = ORG_REQUESTS_PER_MINUTE,
         window: float = 60.0,
         latency: float = 0.0,
         faults: Faults | None = None,
