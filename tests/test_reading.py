@@ -113,3 +113,19 @@ def test_a_broken_answer_raises_as_the_models_do():
     empty = reading.read_tables([], which=ALL_TABLES)
     for table in ALL_TABLES:
         pd.testing.assert_frame_equal(empty[table], getattr(tables, table)([]), obj=table)
+
+
+def test_the_garbage_collector_is_left_as_it_was():
+    import gc
+
+    query = QUERIES["two requests"]
+    bodies, second = stored(query, 5)
+    assert gc.isenabled()
+    reading.read_tables(bodies, query=query, computation_bodies=second)
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        reading.read_tables(bodies, query=query, computation_bodies=second)
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
