@@ -52,6 +52,7 @@ __all__ = [
     "notebooks",
     "plots",
     "sample",
+    "snapshots",
     "tables",
     "widgets",
 ]
@@ -61,7 +62,7 @@ __all__.sort()
 # Submodules load on first use: `import amptools` stays fast, and ipywidgets or
 # plotly are imported only by those who use the explorer or the figures.
 _SUBMODULES = frozenset({"braze", "budget", "bulk", "cache", "cohorts", "export", "metrics", "notebooks",
-                         "plots", "sample", "tables", "widgets"})
+                         "plots", "sample", "snapshots", "tables", "widgets"})
 
 
 # Names whose module needs requests (the client) or pandas (bulk) load on first use too,

@@ -193,6 +193,9 @@ class ProfileSet:
     cache_error : Exception or None
         Why writing to the cache failed during the run (the results are complete in
         memory but were not all kept in the cache); None when all went well.
+    scope : str or None
+        Which API and project answered (the client's ``scope``: base URL and a key
+        fingerprint, never the key); snapshots keep it to tell orgs apart.
     """
 
     def __init__(
@@ -204,6 +207,7 @@ class ProfileSet:
         cancelled: bool = False,
         elapsed: float = 0.0,
         cache_error: BaseException | None = None,
+        scope: str | None = None,
     ) -> None:
         self._outcomes: dict[str, Outcome] = {}
         for outcome in outcomes:
@@ -215,6 +219,7 @@ class ProfileSet:
         self.cancelled = cancelled
         self.elapsed = elapsed
         self.cache_error = cache_error
+        self.scope = scope
 
     # -- what came back --------------------------------------------------------------
     @property
@@ -316,7 +321,8 @@ class ProfileSet:
                 merged[id_] = outcome
         return ProfileSet(merged.values(), query=self.query, id_type=self.id_type,
                           cancelled=other.cancelled, elapsed=self.elapsed + other.elapsed,
-                          cache_error=other.cache_error or self.cache_error)
+                          cache_error=other.cache_error or self.cache_error,
+                          scope=self.scope if self.scope == other.scope else None)
 
     # -- container protocol ----------------------------------------------------------
     def __iter__(self) -> Iterator[UserProfile]:
@@ -917,6 +923,7 @@ class _Run:
             cancelled=self.cancelled and self.auth_error is None,
             elapsed=time.monotonic() - started,
             cache_error=self.cache_error,
+            scope=self.scope,
         )
         if self.auth_error is not None:
             self.auth_error.partial = result

@@ -1,4 +1,4 @@
-"""The ``amptools`` command line: fetch, report, preview, demo, cohorts, sample-server.
+"""The ``amptools`` command line: fetch, report, preview, drift, demo, cohorts, sample-server.
 
 It composes the library and holds no logic of its own beyond reading arguments and
 files. Exit codes: 0 all fetched, 1 some users not fetched (failed or unknown to the
@@ -137,6 +137,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help=f"also write {BRAZE_CSV}, the marketing table as Braze's user import takes it")
     out.add_argument("--braze-json", action="store_true",
                      help=f"also write {BRAZE_JSON}: Braze /users/track bodies that keep the item lists")
+    out.add_argument("--snapshot", metavar="STORE",
+                     help="also keep the fetch as a snapshot in this store (a Parquet dataset folder; "
+                          "see amptools drift)")
+    out.add_argument("--snapshot-label", metavar="LABEL", help="a name for the snapshot (needs --snapshot)")
     chosen = fetch.add_argument_group("users from an Amplitude cohort (instead of an ids file)")
     chosen.add_argument("--cohort", metavar="NAME_OR_ID",
                         help="fetch the members of this cohort (Behavioral Cohorts API; needs "
@@ -157,6 +161,22 @@ def build_parser() -> argparse.ArgumentParser:
                         help="also write a self-contained HTML copy (implies --execute)")
 
     _add_preview_command(commands)
+
+    drift = commands.add_parser(
+        "drift", help="what changed between two snapshots of a store, as an HTML report",
+        description="Compare two snapshots of a store (amptools fetch --snapshot): how much each "
+                    "recommendation set changed, which items came and went, who joined and left "
+                    "cohorts, which computed properties moved. Writes a self-contained HTML report.")
+    drift.add_argument("store", metavar="STORE", help="the snapshot store (a folder)")
+    drift.add_argument("--from", dest="before", metavar="SNAPSHOT",
+                       help="the earlier snapshot: id, label or position (default: the one before --to)")
+    drift.add_argument("--to", dest="after", metavar="SNAPSHOT",
+                       help="the later snapshot: id, label or position (default: the newest)")
+    drift.add_argument("--by", default="rec_id", choices=("rec_id", "recommendation_source", "child_rec_id"),
+                       help="what names a user's lists (default rec_id)")
+    drift.add_argument("--k", type=_whole(1), help="compare only the top K items of each list")
+    drift.add_argument("--out", default="drift.html", help="the report to write (default: drift.html)")
+    drift.add_argument("--title", help="the report's title")
 
     demo = commands.add_parser("demo", help="the whole job headless on the sample org")
     demo.add_argument("--out", default="out", help="output folder (default: out)")
@@ -207,6 +227,11 @@ def _check_paths(args: argparse.Namespace, *, out_is_file: bool, example: str = 
             break
     if args.cache is not None and Path(args.cache).expanduser().is_dir():
         raise UsageError(f"--cache {args.cache} is a folder; give a file such as profiles.sqlite.")
+    store = getattr(args, "snapshot", None)
+    if store is not None and Path(store).exists() and not Path(store).is_dir():
+        raise UsageError(f"--snapshot {store} is a file; give the store's folder (created when needed).")
+    if getattr(args, "snapshot_label", None) and store is None:
+        raise UsageError("--snapshot-label names a snapshot: add --snapshot STORE.")
 
 
 def _check_cohort_options(args: argparse.Namespace) -> None:
@@ -429,6 +454,11 @@ def cmd_fetch(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
                             braze=args.braze, braze_json=args.braze_json)
     print(f"{profile_set!r}", file=stdout)
     print(f"wrote {len(written)} files to {Path(args.out).resolve()}", file=stdout)
+    if args.snapshot is not None:
+        from . import snapshots
+
+        snapshot = snapshots.save(profile_set, args.snapshot, label=args.snapshot_label)
+        print(f"saved snapshot {snapshot} to {Path(args.snapshot).resolve()}", file=stdout)
     return _report_failures(profile_set, stderr)
 
 
@@ -568,8 +598,40 @@ def cmd_preview(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int
     return EXIT_OK
 
 
-COMMANDS = {"fetch": cmd_fetch, "report": cmd_report, "demo": cmd_demo,
-            "cohorts": cmd_cohorts, "sample-server": cmd_sample_server, "preview": cmd_preview}
+def _snapshot_choice(value: str | None) -> str | int | None:
+    """A snapshot named on the command line: a position when it is a whole number, else an id or label."""
+    if value is None:
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        return value
+
+
+def cmd_drift(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
+    from .explorer import OverTime
+    from .snapshots import SnapshotError
+
+    out = Path(args.out)
+    if out.is_dir():
+        raise UsageError(f"--out {args.out} is a folder; give the report's file name, e.g. drift.html.")
+    try:
+        over_time = OverTime(args.store, by=args.by, k=args.k)
+        over_time.compare(_snapshot_choice(args.before), _snapshot_choice(args.after))
+    except SnapshotError as error:
+        raise UsageError(str(error)) from None
+    path = over_time.write_report(out, title=args.title)
+    print(over_time.describe(), file=stdout)
+    for row in over_time.summary().itertuples(index=False):
+        print(f"  {getattr(row, args.by)}: {row.share_changed:.1%} of {row.n_users_compared:,} users' lists changed, "
+              f"mean RBO {row.mean_rbo:.3f}, {row.n_items_entered:,} items entered, {row.n_items_left:,} left",
+              file=stdout)
+    print(f"wrote {path}", file=stdout)
+    return EXIT_OK
+
+
+COMMANDS = {"fetch": cmd_fetch, "report": cmd_report, "demo": cmd_demo, "cohorts": cmd_cohorts,
+            "sample-server": cmd_sample_server, "preview": cmd_preview, "drift": cmd_drift}
 
 
 def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None,

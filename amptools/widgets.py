@@ -26,7 +26,7 @@ import ipywidgets as widgets
 
 from . import explorer as logic
 from .errors import InvalidQueryError
-from .explorer import TEST_USER, ChartOption, CohortPicker, ExplorerController, ParsedIds
+from .explorer import TEST_USER, ChartOption, CohortPicker, ExplorerController, OverTime, ParsedIds
 from .query import ProfileQuery
 
 if TYPE_CHECKING:
@@ -50,6 +50,7 @@ RESULT_TABS: tuple[tuple[str, str | None], ...] = (
     ("Charts", None),
     ("Export", None),
     ("Message preview", None),
+    ("Over time", None),
 )
 _NOTE_STYLE = ("padding:6px 10px;border-left:4px solid #e0a800;background:#fff8e1;"
                "color:#5c4400;margin:4px 0")
@@ -511,6 +512,9 @@ class ProfileExplorer(widgets.VBox):
         Adds "From a cohort" to the user chooser and shows cohorts by name. By
         default the sample org's (for a sample-org client), else one from
         ``AMPLITUDE_API_KEY`` + ``AMPLITUDE_SECRET_KEY`` when both are set.
+    store : str or Path, optional
+        The snapshot store the "Over time" tab opens (``./snapshots`` by default;
+        changeable in the tab): fetches are saved there, and two snapshots compared.
 
     Attributes
     ----------
@@ -535,6 +539,7 @@ class ProfileExplorer(widgets.VBox):
         cache: str | Path | None = None,
         sample_size: int = 10,
         cohort_client: CohortClient | None = None,
+        store: str | Path | None = None,
     ) -> None:
         if cohort_client is None:
             cohort_client = _default_cohort_client(client)
@@ -579,6 +584,8 @@ class ProfileExplorer(widgets.VBox):
         children += [self.charts_tab, self.export_tab]
         self._build_preview_tab()
         children.append(self.preview_tab)
+        self._build_over_time_tab(store)
+        children.append(self.over_time_tab)
         self.results = widgets.Tab(children=children, titles=[title for title, _ in RESULT_TABS])
 
         org = "the embedded sample org (synthetic data)" if is_sample else html.escape(
@@ -666,6 +673,7 @@ class ProfileExplorer(widgets.VBox):
         self._refresh_charts()
         self._refresh_export_choices()
         self._refresh_preview_tab()
+        self.snapshot_save.disabled = controller.result is None
         # The fetch counts as running until on_done returns; the buttons follow it.
         self.fetch_button.disabled = False
         self.cancel_button.disabled = True
@@ -847,6 +855,107 @@ class ProfileExplorer(widgets.VBox):
 
     def _preview(self, _button: Any = None) -> None:
         self.preview()
+
+
+    # -- over time (snapshots) -----------------------------------------------------------
+    def _build_over_time_tab(self, store: str | Path | None) -> None:
+        self.over_time: OverTime | None = None
+        self.store_path = widgets.Text(value=str(store if store is not None else "snapshots"), description="Store",
+                                       layout=widgets.Layout(width="360px"))
+        self.store_open = widgets.Button(description="Open", icon="folder-open")
+        self.snapshot_label = widgets.Text(placeholder="label (optional)", layout=widgets.Layout(width="200px"))
+        self.snapshot_save = widgets.Button(description="Save this fetch", icon="save", disabled=True)
+        self.snapshot_before = widgets.Dropdown(options=[], description="From", layout=widgets.Layout(width="520px"))
+        self.snapshot_after = widgets.Dropdown(options=[], description="To", layout=widgets.Layout(width="520px"))
+        self.compare_button = widgets.Button(description="Compare", icon="exchange", disabled=True)
+        self.over_time_chart = widgets.Dropdown(options=[(label, name) for name, label in logic.OVER_TIME_CHARTS.items()],
+                                                description="Chart", layout=widgets.Layout(width="420px"))
+        self.over_time_group = widgets.Dropdown(options=[], description="Set", layout=widgets.Layout(width="260px"))
+        self.over_time_message = widgets.HTML()
+        self.over_time_summary = widgets.HTML()
+        self.over_time_output = widgets.Output()
+        self.over_time_figure: go.Figure | None = None
+        self.store_open.on_click(lambda _: self.open_store())
+        self.snapshot_save.on_click(lambda _: self.save_snapshot())
+        self.compare_button.on_click(lambda _: self.compare_snapshots())
+        self.over_time_chart.observe(lambda _: self.draw_over_time(), names="value")
+        self.over_time_group.observe(lambda _: self.draw_over_time(), names="value")
+        self.over_time_tab = widgets.VBox([
+            widgets.HBox([self.store_path, self.store_open, self.snapshot_label, self.snapshot_save]),
+            self.snapshot_before, self.snapshot_after, self.compare_button, self.over_time_message,
+            self.over_time_summary, widgets.HBox([self.over_time_chart, self.over_time_group]), self.over_time_output,
+            widgets.HTML("<small>A store keeps snapshots of fetches (<code>amptools fetch --snapshot</code> "
+                         "or \"Save this fetch\"); compare two of one org and query to see what changed.</small>"),
+        ])
+
+    def open_store(self) -> list[tuple[str, str]]:
+        """Read the store named in the tab; offer its snapshots (the newest two preselected)."""
+        try:
+            self.over_time = OverTime(self.store_path.value.strip() or "snapshots")
+        except (ValueError, OSError) as error:
+            self.over_time = None
+            self.over_time_message.value = _message(str(error), error=True)
+            return []
+        choices = self.over_time.choices()
+        self.snapshot_before.options = choices
+        self.snapshot_after.options = choices
+        if len(choices) >= 2:
+            self.snapshot_before.value, self.snapshot_after.value = choices[-2][1], choices[-1][1]
+        self.compare_button.disabled = len(choices) < 2
+        self.over_time_message.value = _message(
+            f"{len(choices)} snapshots." if len(choices) >= 2 else
+            f"{len(choices)} snapshot(s): save at least two (a fetch now, another later) to compare.")
+        return choices
+
+    def save_snapshot(self) -> str | None:
+        """Keep the last fetch in the store; return the snapshot's id."""
+        try:
+            snapshot = self.controller.save_snapshot(self.store_path.value.strip() or "snapshots",
+                                                     label=self.snapshot_label.value.strip() or None)
+        except (LookupError, ValueError, OSError) as error:
+            self.over_time_message.value = _message(f"Not saved: {error}", error=True)
+            return None
+        self.open_store()
+        self.over_time_message.value = _message(f"Saved snapshot {snapshot}.")
+        return snapshot
+
+    def compare_snapshots(self) -> pd.DataFrame | None:
+        """Compare the two chosen snapshots: the summary, then the chosen figure."""
+        if self.over_time is None:
+            self.open_store()
+        if self.over_time is None:
+            return None
+        try:
+            self.over_time.compare(self.snapshot_before.value, self.snapshot_after.value)
+            summary = self.over_time.summary()
+        except (ValueError, LookupError) as error:
+            self.over_time_message.value = _message(str(error), error=True)
+            return None
+        self.over_time_message.value = _message(self.over_time.describe())
+        self.over_time_summary.value = logic.table_html(summary)
+        groups = self.over_time.groups()
+        self.over_time_group.options = groups
+        if groups:
+            self.over_time_group.value = groups[0]
+        self.draw_over_time()
+        return summary
+
+    def draw_over_time(self) -> go.Figure | None:
+        """Build the chosen figure of the two snapshots compared, show it, and return it."""
+        over_time = self.over_time
+        if over_time is None or over_time.before is None:
+            return None
+        name = self.over_time_chart.value
+        self.over_time_group.layout.display = "" if name in ("item_churn", "rank_shift") else "none"
+        try:
+            figure = over_time.figure(name, group=self.over_time_group.value) if name in (
+                "item_churn", "rank_shift") else over_time.figure(name)
+        except (LookupError, ValueError) as error:
+            self.over_time_message.value = _message(str(error), error=True)
+            return None
+        self.over_time_figure = figure
+        self.over_time_output.outputs = (_figure_output(figure),)
+        return figure
 
 
 def _figure_output(figure: go.Figure) -> dict[str, Any]:

@@ -44,13 +44,17 @@ EXPECTED = {
                             "'country' is Braze's default attribute", "external_id,device_id,rec_id",
                             "['braze_import.csv']", "users per request: [75, 75, 75, 75]", "'rec_items': ["],
     "05_explorer": ["application/vnd.jupyter.widget-view+json"],
+    "07_over_time": ["similar-items", "Items that entered and left", "How far items moved",
+                     "from snapshot to snapshot", "Cohort membership between two snapshots", "day 3",
+                     "home-feed: 17.8% of 287 users' lists changed", "<ProfileSet 300 ok",
+                     "wrote drift.html", "application/vnd.jupyter.widget-view+json", "'joined'"],
     "06_connected_content": [":auth_credentials amplitude_profile_api", "not-a-customer-1",
                              "Profile API call failed", "control group", "(end of the template)",
                              "not fetched with: get_cohort_ids", "'recommended_rate': 270",
                              "0 throttled minutes"],
 }
 MIN_FIGURES = {"02_compare_recommendations": 7, "03_cohorts_and_computations": 7,
-               "06_connected_content": 2}
+               "06_connected_content": 2, "07_over_time": 4}
 
 
 def test_there_are_tour_notebooks():

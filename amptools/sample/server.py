@@ -399,6 +399,10 @@ class SampleServer:
         the password of HTTP Basic auth, with :attr:`api_key` as the user.
     port : int
         Port to bind on 127.0.0.1; a free one when 0.
+    day : int
+        The org's day (:mod:`amptools.sample.clock`): 0 is the org as drawn; on later
+        days a model has retrained, users joined and left cohorts, computed properties
+        moved. The same org on every day (one key, one scope).
 
     Examples
     --------
@@ -418,13 +422,14 @@ class SampleServer:
         n_users: int | None = None,
         secret_key: str | None = None,
         port: int = 0,
+        day: int = 0,
     ) -> None:
         if rate_limit < 1 or window <= 0:
             raise ValueError("rate_limit must be at least 1 and window positive")
         self.rate_limit = rate_limit
         self.window = window
         self.latency = latency
-        self.org = SampleOrg(seed=seed, n_users=n_users)
+        self.org = SampleOrg(seed=seed, n_users=n_users, day=day)
         # The local org's default key is not a secret: it names the org (seed and size),
         # so caches filled from the same sample org in another session stay usable.
         self.secret_key: str = (secret_key if secret_key is not None
