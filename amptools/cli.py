@@ -13,7 +13,7 @@ import math
 import os
 import sys
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 
@@ -301,18 +301,12 @@ def _load_ids(args: argparse.Namespace) -> tuple[list[str], str]:
     return parsed.ids, id_type
 
 
-@contextlib.contextmanager
-def _client(sample: bool, **kwargs: Any) -> Iterator[Any]:
-    if sample:
-        from .sample import SampleServer
-
-        with SampleServer() as server:
-            yield server.client(**kwargs)
-        return
-    from .client import ProfileClient
+def _client(sample: bool, **kwargs: Any) -> Any:
+    """The Profile API client: the embedded sample org with --sample, else the key's project."""
+    from .connection import connect
 
     try:
-        yield ProfileClient.from_env(**kwargs)
+        return connect(sample=sample, **kwargs)
     except ConfigurationError as error:
         raise UsageError(f"{error} Or add --sample to use the embedded sample org.") from None
 
@@ -352,10 +346,10 @@ def write_outputs(profile_set: ProfileSet, out: Path, *, fmt: str = "csv", marke
 
 
 def _cohort_client(profile_client: Any, **kwargs: Any) -> Any:
-    from .cohorts import for_profile_client
+    from .connection import cohort_client_for
 
     try:
-        return for_profile_client(profile_client, **kwargs)
+        return cohort_client_for(profile_client, **kwargs)
     except ConfigurationError as error:
         raise UsageError(f"{error} Or add --sample to use the embedded sample org.") from None
     except CacheError as error:  # the --cohort-cache file: said before any download
@@ -385,15 +379,15 @@ def _fetch(args: argparse.Namespace, stderr: TextIO = sys.stderr) -> Any:
     cohort = getattr(args, "cohort", None)
     ids, id_type = ([], "user_id") if cohort else _load_ids(args)
     query = _query(args)
-    with _client(args.sample, rate_limit=args.rate_limit) as client:
-        if cohort:
-            ids, id_type = _cohort_ids(args, client, stderr)
-        try:
-            return client.get_profiles(ids, query=query, id_type=id_type, workers=args.workers,
-                                       progress=not args.no_progress, cache=args.cache,
-                                       max_age=args.max_age)
-        finally:
-            print(f"amptools: {client.quota()}", file=stderr)  # what the run took of the org's quota
+    client = _client(args.sample, rate_limit=args.rate_limit)
+    if cohort:
+        ids, id_type = _cohort_ids(args, client, stderr)
+    try:
+        return client.get_profiles(ids, query=query, id_type=id_type, workers=args.workers,
+                                   progress=not args.no_progress, cache=args.cache,
+                                   max_age=args.max_age)
+    finally:
+        print(f"amptools: {client.quota()}", file=stderr)  # what the run took of the org's quota
 
 
 def _report_failures(profile_set: Any, stderr: TextIO) -> int:
@@ -455,18 +449,16 @@ def cmd_report(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
 
 def cmd_demo(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
     from . import notebooks
-    from .sample import SampleOrg
+    from .connection import new_sample_server
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    ids = list(SampleOrg().user_ids[: args.users])  # testUser comes first
     query = notebooks.DEMO_QUERY
     cache = out / "profiles.sqlite"
-    from .sample import SampleServer
-
     # The demo shows the job, not the pacing: the local org's limit is raised so a
-    # few hundred users (two requests each) do not wait out a 600-a-minute window.
-    with SampleServer(rate_limit=100_000) as server:
+    # few hundred users do not wait out a 600-a-minute window.
+    with new_sample_server(rate_limit=100_000) as server:
+        ids = list(server.org.user_ids[: args.users])  # testUser comes first
         client = server.client(rate_limit=100_000)
         profile_set = client.get_profiles(ids, query=query, cache=cache, progress=True)
     written = write_outputs(profile_set, out, marketing=True,
@@ -483,8 +475,7 @@ def cmd_demo(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
 
 
 def cmd_cohorts(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
-    with _client(args.sample) as client:
-        listing = _cohort_client(client).list_cohorts(include_archived=args.archived)
+    listing = _cohort_client(_client(args.sample)).list_cohorts(include_archived=args.archived)
     if args.csv:
         from . import export
 
@@ -552,9 +543,9 @@ def cmd_preview(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int
             args.id_type = call.id_type
     attributes = _read_attributes(args.attributes)
     ids, id_type = _load_ids(args)
-    with _client(args.sample, rate_limit=args.rate_limit) as client:
-        profiles = client.get_profiles(ids, query=query, id_type=id_type, workers=args.workers,
-                                       progress=not args.no_progress, cache=args.cache, max_age=args.max_age)
+    client = _client(args.sample, rate_limit=args.rate_limit)
+    profiles = client.get_profiles(ids, query=query, id_type=id_type, workers=args.workers,
+                                   progress=not args.no_progress, cache=args.cache, max_age=args.max_age)
     previews = braze.preview(template, profiles, attributes=attributes)
     written = export.to_csv(previews, Path(args.out))
     counts = previews["status"].value_counts()

@@ -346,10 +346,11 @@ class ProfileClient(KeyHolder):
         from .budget import SharedBudget, open_store
 
         scope = self.scope
-        if self.is_sample:
+        if is_loopback(urlsplit(self.base_url).hostname):
             # api_scope drops a loopback port so sample-org caches are reused across
-            # sessions, but two sample servers running at once are two orgs with two
-            # limits: their budgets are kept apart by port.
+            # sessions, but two local servers running at once (sample orgs, in this
+            # process or another) are two orgs with two limits: their budgets are kept
+            # apart by port.
             scope += f" port:{urlsplit(self.base_url).port}"
         try:
             return SharedBudget(open_store(), scope)
@@ -400,8 +401,11 @@ class ProfileClient(KeyHolder):
 
     @property
     def is_sample(self) -> bool:
-        """True when the client talks to a local server (the embedded sample org)."""
-        return is_loopback(urlsplit(self.base_url).hostname)
+        """True when the client talks to an embedded sample org of this process
+        (:func:`amptools.connection.sample_server` says which); a local proxy is not one."""
+        from .connection import is_sample
+
+        return is_sample(self.base_url)
 
     def acknowledge_exposure(self) -> None:
         """Say that the user was told fetching recommendations logs exposure events (a
