@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 
 from .errors import AmptoolsError, AuthenticationError, CacheError, ConfigurationError, InvalidQueryError
 from .ids import parse_id_file
-from .query import ID_TYPES, ORG_REQUESTS_PER_MINUTE, PROPENSITY_TYPES, ProfileQuery
+from .query import ID_TYPES, ORG_REQUESTS_PER_MINUTE, PROPENSITY_TYPES, STATUSES, ProfileQuery
 
 if TYPE_CHECKING:
     from .bulk import ProfileSet
@@ -47,6 +47,17 @@ class _Parser(argparse.ArgumentParser):
 
 def _comma_list(value: str) -> tuple[str, ...]:
     return tuple(part for part in value.split(",") if part)
+
+
+def _renames(value: str) -> dict[str, str]:
+    """An argparse type: ``OLD=NEW[,OLD=NEW…]`` as a mapping of column names."""
+    pairs: dict[str, str] = {}
+    for part in _comma_list(value):
+        old, equals, new = part.partition("=")
+        if not equals or not old.strip() or not new.strip():
+            raise argparse.ArgumentTypeError(f"expected OLD=NEW (e.g. country=country_name), got {part!r}")
+        pairs[old.strip()] = new.strip()
+    return pairs
 
 
 def _whole(low: int, high: int | None = None) -> Any:
@@ -137,6 +148,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help=f"also write {BRAZE_CSV}, the marketing table as Braze's user import takes it")
     out.add_argument("--braze-json", action="store_true",
                      help=f"also write {BRAZE_JSON}: Braze /users/track bodies that keep the item lists")
+    out.add_argument("--rename", type=_renames, default={}, metavar="OLD=NEW[,OLD=NEW…]",
+                     help="rename marketing table columns in marketing.csv and the Braze files, e.g. "
+                          "country=country_name (a custom attribute where Braze's default one "
+                          "wants ISO codes)")
     chosen = fetch.add_argument_group("users from an Amplitude cohort (instead of an ids file)")
     chosen.add_argument("--cohort", metavar="NAME_OR_ID",
                         help="fetch the members of this cohort (Behavioral Cohorts API; needs "
@@ -180,7 +195,29 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: Options whose value is a list of ids or names, never a file: a value that is an
+#: existing file was meant as the ids file (``--computations ids.csv``, whose value is optional).
+_VALUE_OPTIONS = (("--computations", "computations"), ("--recs", "recs"), ("--predictions", "predictions"),
+                  ("--marketing-props", "marketing_props"), ("--marketing-rec-id", "marketing_rec_id"))
+
+
+def _refuse_files_as_values(args: argparse.Namespace) -> None:
+    """An option given an existing file as its value took the ids file: say so, before
+    anything is read (the ids would otherwise be read from stdin, silently waiting)."""
+    for flag, name in _VALUE_OPTIONS:
+        value = getattr(args, name, None)
+        values = [value] if isinstance(value, str) else list(value or ())
+        if isinstance(value, tuple):
+            values.append(",".join(value))
+        for text in values:
+            if text and text not in ("all", "-") and Path(text).is_file():
+                hint = ", or write --computations=all before it" if flag == "--computations" else ""
+                raise UsageError(f"{flag} {text}: that is a file, not an id. Put the ids file before "
+                                 f"{flag} (amptools {args.command} {text} {flag} …){hint}.")
+
+
 def _query(args: argparse.Namespace) -> ProfileQuery:
+    _refuse_files_as_values(args)
     computations: bool | tuple[str, ...] = False
     if args.computations == "all":
         computations = True
@@ -266,7 +303,8 @@ def _check_marketing(args: argparse.Namespace, query: ProfileQuery) -> None:
 
     given = [flag for flag, value in (("--marketing-rec-id", args.marketing_rec_id),
                                       ("--marketing-props", args.marketing_props),
-                                      ("--include-pii", args.include_pii)) if value]
+                                      ("--include-pii", args.include_pii),
+                                      ("--rename", args.rename)) if value]
     marketing_files = args.marketing or getattr(args, "braze", False) or getattr(args, "braze_json", False)
     if given and not marketing_files:
         raise UsageError(f"{', '.join(given)} only apply to the marketing table: add --marketing "
@@ -280,10 +318,37 @@ def _check_marketing(args: argparse.Namespace, query: ProfileQuery) -> None:
     if personal and not args.include_pii:
         raise UsageError(f"--marketing-props {', '.join(personal)} look like personal data; "
                          "add --include-pii if marketing.csv may hold it.")
+    _check_renames(args.rename, args.marketing_props, args.top_n)
 
 
-def _load_ids(args: argparse.Namespace) -> tuple[list[str], str]:
+#: Marketing table columns --rename may rename (the ids stay: Braze's external_id is the user_id).
+RENAMABLE = ("rec_id", "is_control", "recommendation_source", "rec_items")
+
+
+def _check_renames(renames: dict[str, str], props: Sequence[str], top_n: int) -> None:
+    """Every --rename must name a column the marketing table will have, and give a new name
+    no other column has, before the fetch."""
+    columns = [*RENAMABLE, *(f"rec_{n}" for n in range(1, top_n + 1)), *props,
+               *(f"prop:{name}" for name in props)]
+    for old, new in renames.items():
+        if old not in columns:
+            shown = ", ".join([*props, *RENAMABLE, "rec_1 … rec_N"])
+            raise UsageError(f"--rename {old}={new}: the marketing table has no column {old!r}; "
+                             f"the columns that can be renamed are {shown}.")
+    taken = [c for c in ["user_id", "device_id", *columns] if c not in renames]
+    clashes = [new for new in renames.values() if new in taken or list(renames.values()).count(new) > 1]
+    if clashes:
+        raise UsageError(f"--rename: {', '.join(map(repr, dict.fromkeys(clashes)))} would name two columns; "
+                         "choose another new name.")
+
+
+def _load_ids(args: argparse.Namespace, stderr: TextIO = sys.stderr) -> tuple[list[str], str]:
+    _refuse_files_as_values(args)
     if args.ids == "-":
+        if sys.stdin.isatty():  # not piped: say what is awaited instead of waiting in silence
+            print("amptools: no ids file given, so the ids are read from this terminal, one per "
+                  "line; end with Ctrl-D (or give an ids file: amptools "
+                  f"{args.command} ids.csv …).", file=stderr)
         content: str | bytes = sys.stdin.read()
     else:
         path = Path(args.ids)
@@ -325,23 +390,32 @@ def _write_table(frame: Any, path: Path, fmt: str) -> Path:
 
 def write_outputs(profile_set: ProfileSet, out: Path, *, fmt: str = "csv", marketing: bool = False,
                   marketing_options: dict[str, Any] | None = None, braze: bool = False,
-                  braze_json: bool = False) -> list[Path]:
-    """Write every table, failures and (optionally) marketing.csv and the Braze files; return the paths."""
+                  braze_json: bool = False, rename: dict[str, str] | None = None,
+                  written: list[Path] | None = None) -> list[Path]:
+    """Write every table, failures and (optionally) marketing.csv and the Braze files; return the paths.
+
+    ``rename`` renames marketing table columns; ``written``, when given, is filled as the
+    files are written, so a caller still knows them when a later file fails."""
     from . import export, tables
 
+    written = [] if written is None else written
+    renamed = rename or {}
+
+    def marketing_table(**extra: Any) -> Any:
+        table = export.marketing_table(profile_set, **(marketing_options or {}), **extra)
+        return table.rename(columns={old: new for old, new in renamed.items() if old in table.columns})
+
     out.mkdir(parents=True, exist_ok=True)
-    written = [_write_table(getattr(tables, name)(profile_set), out / name, fmt) for name in TABLES]
+    for name in TABLES:
+        written.append(_write_table(getattr(tables, name)(profile_set), out / name, fmt))
     written.append(_write_table(profile_set.failures, out / "failures", fmt))
-    options = marketing_options or {}
     if marketing:
-        table = export.marketing_table(profile_set, **options)
-        written.append(Path(export.to_csv(table, out / "marketing.csv")))
+        written.append(Path(export.to_csv(marketing_table(), out / "marketing.csv")))
     # Last, so a table Braze would refuse (BrazeImportError) costs none of the files above.
     if braze:
-        written += export.to_braze_csv(export.marketing_table(profile_set, **options), out / BRAZE_CSV)
+        written += export.to_braze_csv(marketing_table(), out / BRAZE_CSV)
     if braze_json:
-        table = export.marketing_table(profile_set, **options, items_as="list")
-        written.append(export.to_braze_json(table, out / BRAZE_JSON))
+        written.append(export.to_braze_json(marketing_table(items_as="list"), out / BRAZE_JSON))
     return written
 
 
@@ -377,7 +451,7 @@ def _cohort_ids(args: argparse.Namespace, profile_client: Any, stderr: TextIO) -
 
 def _fetch(args: argparse.Namespace, stderr: TextIO = sys.stderr) -> Any:
     cohort = getattr(args, "cohort", None)
-    ids, id_type = ([], "user_id") if cohort else _load_ids(args)
+    ids, id_type = ([], "user_id") if cohort else _load_ids(args, stderr)
     query = _query(args)
     client = _client(args.sample, rate_limit=args.rate_limit)
     if cohort:
@@ -390,16 +464,24 @@ def _fetch(args: argparse.Namespace, stderr: TextIO = sys.stderr) -> Any:
         print(f"amptools: {client.quota()}", file=stderr)  # what the run took of the org's quota
 
 
-def _report_failures(profile_set: Any, stderr: TextIO) -> int:
+def _report_failures(profile_set: Any, stderr: TextIO, *, more: str = "see failures.csv") -> int:
+    """List who was not fetched (the first 20) on stderr; EXIT_FAILURES when anyone was not."""
     failures = profile_set.failures
-    if len(failures) == 0:
+    rows = [{"id": row.user_id if isinstance(row.user_id, str) else row.device_id,
+             "status": row.status, "error": row.error}
+            for row in failures.head(20).itertuples(index=False)]
+    return _print_not_fetched(rows, len(failures), sum(profile_set.counts.values()), stderr, more=more)
+
+
+def _print_not_fetched(rows: Sequence[dict[str, Any]], count: int, total: int, stderr: TextIO,
+                       *, more: str) -> int:
+    if count == 0:
         return EXIT_OK
-    print(f"{len(failures)} of the users were not fetched:", file=stderr)
-    for row in failures.head(20).itertuples(index=False):
-        ident = row.user_id if isinstance(row.user_id, str) else row.device_id
-        print(f"  {ident}: {row.status} — {row.error}", file=stderr)
-    if len(failures) > 20:
-        print(f"  … and {len(failures) - 20} more (see failures.csv)", file=stderr)
+    print(f"{count:,} of the {total:,} users {'was' if count == 1 else 'were'} not fetched:", file=stderr)
+    for row in rows[:20]:
+        print(f"  {row['id']}: {row['status']} — {row['error']}", file=stderr)
+    if count > len(rows[:20]):
+        print(f"  … and {count - len(rows[:20]):,} more ({more})", file=stderr)
     return EXIT_FAILURES
 
 
@@ -418,19 +500,33 @@ def cmd_fetch(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
             print(f"amptools: wrote what was fetched before the failure to {Path(args.out).resolve()}",
                   file=stderr)
         raise
-    written = write_outputs(profile_set, Path(args.out), fmt=args.format,
-                            marketing=args.marketing, marketing_options=options,
-                            braze=args.braze, braze_json=args.braze_json)
-    print(f"{profile_set!r}", file=stdout)
-    print(f"wrote {len(written)} files to {Path(args.out).resolve()}", file=stdout)
+    written: list[Path] = []
+    try:
+        write_outputs(profile_set, Path(args.out), fmt=args.format, marketing=args.marketing,
+                      marketing_options=options, braze=args.braze, braze_json=args.braze_json,
+                      rename=args.rename, written=written)
+    except AmptoolsError as error:  # a Braze file refused: what was fetched and written is still said
+        _print_fetched(profile_set, written, args.out, stdout)
+        _report_failures(profile_set, stderr)
+        print(f"amptools: {type(error).__name__}: {error}", file=stderr)
+        if type(error).__name__ == "BrazeImportError":
+            print("amptools: --rename OLD=NEW renames a marketing column, e.g. --rename "
+                  "country=country_name makes it a custom attribute.", file=stderr)
+        return EXIT_FAILURES
+    _print_fetched(profile_set, written, args.out, stdout)
     return _report_failures(profile_set, stderr)
+
+
+def _print_fetched(profile_set: Any, written: Sequence[Path], out: str, stdout: TextIO) -> None:
+    print(f"{profile_set!r}", file=stdout)
+    print(f"wrote {len(written)} file{'' if len(written) == 1 else 's'} to {Path(out).resolve()}", file=stdout)
 
 
 def cmd_report(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
     from . import notebooks
 
     _check_paths(args, out_is_file=True)
-    ids, id_type = _load_ids(args)
+    ids, id_type = _load_ids(args, stderr)
     # Paths on the command line are relative to the working directory; the notebook
     # runs in its own folder, so it gets the cache's path relative to that folder.
     cache = None
@@ -440,11 +536,21 @@ def cmd_report(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
                                   id_type=id_type, sample=args.sample, workers=args.workers,
                                   max_age=args.max_age, rate_limit=args.rate_limit)
     print(f"wrote {path}", file=stdout)
-    if args.execute or args.html:
-        executed = notebooks.execute_report(path, html=args.html)
-        for item in executed:
+    if not (args.execute or args.html):
+        return EXIT_OK  # nothing fetched yet: the notebook fetches when it is run
+    executed = notebooks.execute_report(path, html=args.html)
+    print(f"ran {path}: its outputs are saved in it", file=stdout)
+    for item in executed:
+        if item != path:
             print(f"wrote {item}", file=stdout)
-    return EXIT_OK
+    outcome = notebooks.fetch_outcome(path)
+    if outcome is None:
+        return EXIT_OK
+    counts = outcome["counts"]
+    print(f"the report fetched {sum(counts.values()):,} ids: "
+          f"{', '.join(f'{counts.get(status, 0):,} {status}' for status in STATUSES)}", file=stdout)
+    return _print_not_fetched(outcome["not_fetched"], counts.get("not_found", 0) + counts.get("failed", 0),
+                              sum(counts.values()), stderr, more="the report lists them")
 
 
 def cmd_demo(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
@@ -542,7 +648,7 @@ def cmd_preview(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int
         if args.id_type is None and call.id_type is not None:
             args.id_type = call.id_type
     attributes = _read_attributes(args.attributes)
-    ids, id_type = _load_ids(args)
+    ids, id_type = _load_ids(args, stderr)
     client = _client(args.sample, rate_limit=args.rate_limit)
     profiles = client.get_profiles(ids, query=query, id_type=id_type, workers=args.workers,
                                    progress=not args.no_progress, cache=args.cache, max_age=args.max_age)
@@ -554,9 +660,10 @@ def cmd_preview(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int
     print(f"wrote {written}", file=stdout)
     errors = previews["error"].dropna()
     if len(errors):
-        print(f"amptools: {len(errors)} messages could not be rendered, e.g.: {errors.iloc[0]}", file=stderr)
-        return EXIT_FAILURES
-    return EXIT_OK
+        print(f"amptools: {len(errors)} message{' was' if len(errors) == 1 else 's were'} not rendered, "
+              f"e.g.: {errors.iloc[0]}", file=stderr)
+    not_fetched = _report_failures(profiles, stderr, more="their rows say why")
+    return EXIT_FAILURES if len(errors) else not_fetched
 
 
 COMMANDS = {"fetch": cmd_fetch, "report": cmd_report, "demo": cmd_demo,

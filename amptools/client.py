@@ -79,6 +79,7 @@ __all__ = [
     "ProfileClient",
     "api_scope",
     "checked_url",
+    "exposure_message",
     "jitter",
     "key_fingerprint",
     "map_response",
@@ -101,12 +102,19 @@ class ExposureWarning(AmptoolsWarning):
     """Fetching recommendations logs exposure events in Amplitude."""
 
 
-EXPOSURE_MESSAGE = (
-    "Fetching recommendations logs a recommendation exposure event in Amplitude for "
-    "every user asked about, which feeds the measurement of live experiments. Fetch "
-    "only the users you need, and reuse a cache (cache='profiles.sqlite') instead of "
-    "fetching again."
-)
+def exposure_message(*, cache: bool) -> str:
+    """The :class:`ExposureWarning` text; its advice depends on whether the run has a cache."""
+    advice = ("Fetch only the users you need: your cache keeps their answers, so fetching them "
+              "again sends no request for a user it holds." if cache else
+              "Fetch only the users you need, and fetch through a cache (get_profiles(..., "
+              "cache='profiles.sqlite'), or --cache on the command line) so that fetching them "
+              "again asks the service for nothing it already has.")
+    return ("Fetching recommendations logs a recommendation exposure event in Amplitude for "
+            f"every user asked about, which feeds the measurement of live experiments. {advice}")
+
+
+#: The text for a run without a cache (kept for those who imported it).
+EXPOSURE_MESSAGE = exposure_message(cache=False)
 
 
 # -- the mapping of answers to errors -------------------------------------------------
@@ -413,15 +421,16 @@ class ProfileClient(KeyHolder):
         with self._exposure_lock:
             self._exposure_warned = True
 
-    def warn_exposure(self, query: ProfileQuery) -> None:
-        """Warn once per client that fetching recommendations logs exposure events."""
+    def warn_exposure(self, query: ProfileQuery, *, cache: bool = False) -> None:
+        """Warn once per client that fetching recommendations logs exposure events
+        (``cache``: whether the run fetches through a cache, which the advice depends on)."""
         if not query.asks_recommendations:
             return
         with self._exposure_lock:
             if self._exposure_warned:
                 return
             self._exposure_warned = True
-        warn(EXPOSURE_MESSAGE, ExposureWarning)
+        warn(exposure_message(cache=cache), ExposureWarning)
 
     # -- one request -------------------------------------------------------------
     def request(

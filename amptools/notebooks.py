@@ -25,11 +25,12 @@ import nbformat
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
 from ._types import PathLike
-from .bulk import unique_ids
+from .bulk import ProfileSet, unique_ids
 from .errors import AmptoolsWarning, InvalidQueryError, warn
 from .query import ProfileQuery
 
-__all__ = ["DEMO_QUERY", "add_static_figures", "build_report", "execute_report"]
+__all__ = ["DEMO_QUERY", "OUTCOME_KEY", "add_static_figures", "build_report", "execute_report",
+           "fetch_outcome", "show_fetch"]
 
 # Beyond this many ids the list goes to a CSV beside the notebook, not into it.
 INLINE_IDS = 1000
@@ -39,6 +40,8 @@ DEMO_QUERY = ProfileQuery(
 )
 KERNELSPEC = {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}
 PLOTLY_MIME = "application/vnd.plotly.v1+json"
+#: Where a report keeps its fetch's outcome: a key of the metadata of the fetch's output.
+OUTCOME_KEY = "amptools.fetch"
 
 
 def _markdown_text(text: str) -> str:
@@ -159,9 +162,9 @@ def build_report(
             "options = {'rate_limit': FETCH['rate_limit']} if FETCH.get('rate_limit') else {}\n"
             "client = amp.connect(sample=True if SAMPLE else None, **options)\n"
             "query = amp.ProfileQuery(**QUERY)\n"
-            "profiles = client.get_profiles(IDS, query=query, id_type=ID_TYPE, cache=CACHE, progress=False,\n"
+            "profiles = client.get_profiles(IDS, query=query, id_type=ID_TYPE, cache=CACHE,\n"
             "                               workers=FETCH['workers'], max_age=FETCH['max_age'])\n"
-            "profiles"
+            "amp.notebooks.show_fetch(profiles)  # the ProfileSet, and who was not fetched for `amptools report`"
         ),
         new_markdown_cell("## Who came back\n\nOne row per user: what the service returned and "
                           "how many of each thing. Users it does not know, or that failed, are "
@@ -266,6 +269,37 @@ def execute_report(path: PathLike, *, html: bool = False,
         html_path.write_text(body, encoding="utf-8")
         written.append(html_path)
     return written
+
+
+def show_fetch(profiles: ProfileSet) -> None:
+    """Show a ProfileSet in a notebook, with its outcome in the output's metadata.
+
+    The metadata (under :data:`OUTCOME_KEY`: the counts and the first 20 users not
+    fetched) is invisible in the notebook; :func:`fetch_outcome` reads it back from the
+    executed file, so ``amptools report --execute`` exits 1 when users were not fetched.
+    """
+    from IPython.display import display
+
+    not_fetched = [
+        {"id": row.user_id if isinstance(row.user_id, str) else row.device_id,
+         "status": str(row.status), "error": row.error if isinstance(row.error, str) else None}
+        for row in profiles.failures.head(20).itertuples(index=False)
+    ]
+    counts = {status: int(n) for status, n in profiles.counts.items()}
+    outcome = {OUTCOME_KEY: {"counts": counts, "not_fetched": not_fetched}}
+    display(profiles, metadata=outcome)  # type: ignore[no-untyped-call]
+
+
+def fetch_outcome(path: PathLike) -> dict[str, Any] | None:
+    """The outcome :func:`show_fetch` left in an executed notebook: ``{"counts": {status: n},
+    "not_fetched": [{"id", "status", "error"}, …]}``, or None when it holds none."""
+    notebook = nbformat.read(Path(path), as_version=4)
+    for cell in notebook.cells:
+        for output in cell.get("outputs", []) if cell.cell_type == "code" else ():
+            outcome = output.get("metadata", {}).get(OUTCOME_KEY)
+            if isinstance(outcome, dict):
+                return dict(outcome)
+    return None
 
 
 def add_static_figures(notebook: nbformat.NotebookNode) -> str:
