@@ -63,7 +63,7 @@ def figures() -> dict[str, object]:
         "computation_scatter": plots.computation_scatter(
             comps, x="orders_90d", y="revenue_90d", groups=one_set),
         "propensity_distribution": plots.propensity_distribution(t["propensities"], groups=one_set),
-        "call_plan": plots.call_plan(braze.call_plan(20_000, send_rate_per_minute=270,
+        "call_plan": plots.call_plan(braze.call_plan(20_000, send_rate_per_minute=270, renders_per_message=2,
                                                      other_calls_per_minute=60)),
     }
 

@@ -370,7 +370,7 @@ def test_write_pngs(tables, monkeypatch):
 def test_call_plan_figure_marks_the_throttled_minutes():
     from amptools import braze
 
-    plan = braze.call_plan(5, send_rate_per_minute=4, other_calls_per_minute=1, limit=6)
+    plan = braze.call_plan(5, send_rate_per_minute=4, renders_per_message=2, other_calls_per_minute=1, limit=6)
     fig = plots.call_plan(plan)
     send, other = fig.data
     assert list(send.y) == [8, 2] and list(other.y) == [1, 1]
