@@ -45,8 +45,8 @@ def _imported_modules(tree: ast.AST, package: str) -> list[tuple[str, str | None
     return found
 
 
-def _sample_imports(path: Path) -> list[tuple[str, str | None, int]]:
-    package = "amptools" if path.parent == PACKAGE else "amptools." + path.parent.name
+def _sample_imports(path: Path, root: Path = PACKAGE) -> list[tuple[str, str | None, int]]:
+    package = ".".join(("amptools", *path.parent.relative_to(root).parts))
     tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
     return [(module, function, line) for module, function, line in _imported_modules(tree, package)
             if module == "amptools.sample" or module.startswith("amptools.sample.")]
@@ -54,13 +54,16 @@ def _sample_imports(path: Path) -> list[tuple[str, str | None, int]]:
 
 def test_library_modules_import_nothing_from_the_sample_package():
     offenders = []
-    for path in sorted(PACKAGE.glob("*.py")):
+    library = [path for path in sorted(PACKAGE.rglob("*.py")) if "sample" not in path.relative_to(PACKAGE).parts]
+    assert PACKAGE / "widgets.py" in library and PACKAGE / "sample" / "server.py" not in library
+    for path in library:
+        name = path.relative_to(PACKAGE).as_posix()
         for module, function, line in _sample_imports(path):
-            if path.name == "connection.py":  # the one place that starts the sample org
+            if name == "connection.py":  # the one place that starts the sample org
                 continue
-            if path.name == "cli.py" and function == "cmd_sample_server":  # `amptools sample-server`
+            if name == "cli.py" and function == "cmd_sample_server":  # `amptools sample-server`
                 continue
-            offenders.append(f"{path.name}:{line} imports {module} (in {function or 'the module'})")
+            offenders.append(f"{name}:{line} imports {module} (in {function or 'the module'})")
     assert not offenders, "library modules must ask amptools.connection instead:\n" + "\n".join(offenders)
 
 
