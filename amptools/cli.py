@@ -17,7 +17,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 
-from .errors import AmptoolsError, AuthenticationError, CacheError, ConfigurationError, InvalidQueryError
+from .errors import (
+    AmptoolsError,
+    AuthenticationError,
+    BrazeImportError,
+    CacheError,
+    ConfigurationError,
+    InvalidQueryError,
+)
 from .ids import parse_id_file
 from .query import ID_TYPES, ORG_REQUESTS_PER_MINUTE, PROPENSITY_TYPES, STATUSES, ProfileQuery
 
@@ -478,10 +485,11 @@ def _print_not_fetched(rows: Sequence[dict[str, Any]], count: int, total: int, s
     if count == 0:
         return EXIT_OK
     print(f"{count:,} of the {total:,} users {'was' if count == 1 else 'were'} not fetched:", file=stderr)
-    for row in rows[:20]:
+    shown = rows[:20]
+    for row in shown:
         print(f"  {row['id']}: {row['status']} — {row['error']}", file=stderr)
-    if count > len(rows[:20]):
-        print(f"  … and {count - len(rows[:20]):,} more ({more})", file=stderr)
+    if count > len(shown):
+        print(f"  … and {count - len(shown):,} more ({more})", file=stderr)
     return EXIT_FAILURES
 
 
@@ -509,7 +517,7 @@ def cmd_fetch(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
         _print_fetched(profile_set, written, args.out, stdout)
         _report_failures(profile_set, stderr)
         print(f"amptools: {type(error).__name__}: {error}", file=stderr)
-        if type(error).__name__ == "BrazeImportError":
+        if isinstance(error, BrazeImportError):
             print("amptools: --rename OLD=NEW renames a marketing column, e.g. --rename "
                   "country=country_name makes it a custom attribute.", file=stderr)
         return EXIT_FAILURES
