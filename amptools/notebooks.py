@@ -261,6 +261,7 @@ def execute_report(path: PathLike, *, html: bool = False,
         from nbconvert import HTMLExporter
 
         body, _ = HTMLExporter().from_notebook_node(notebook)
+    _drop_progress_bars(notebook)
     add_static_figures(notebook)
     nbformat.write(notebook, path)
     written = [path]
@@ -347,6 +348,16 @@ def add_static_figures(notebook: nbformat.NotebookNode) -> str:
         if cell.cell_type == "code":
             cell.outputs = [output for output in cell.get("outputs", []) if not _is_plotly_loader(output)]
     return "png"
+
+
+def _drop_progress_bars(notebook: nbformat.NotebookNode) -> None:
+    """Drop the fetch's progress bar from an executed notebook: a widget whose text form
+    froze at its start ("0/40") says nothing to a reader of the file."""
+    for cell in notebook.cells:
+        if cell.cell_type == "code":
+            cell.outputs = [output for output in cell.get("outputs", []) if not (
+                "application/vnd.jupyter.widget-view+json" in output.get("data", {})
+                and str(output["data"].get("text/plain", "")).startswith("profiles:"))]
 
 
 def _render_png(specs: list[dict[str, Any]]) -> list[bytes]:
