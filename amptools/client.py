@@ -79,6 +79,7 @@ __all__ = [
     "ProfileClient",
     "api_scope",
     "checked_url",
+    "exposure_message",
     "jitter",
     "key_fingerprint",
     "map_response",
@@ -101,12 +102,19 @@ class ExposureWarning(AmptoolsWarning):
     """Fetching recommendations logs exposure events in Amplitude."""
 
 
-EXPOSURE_MESSAGE = (
-    "Fetching recommendations logs a recommendation exposure event in Amplitude for "
-    "every user asked about, which feeds the measurement of live experiments. Fetch "
-    "only the users you need, and reuse a cache (cache='profiles.sqlite') instead of "
-    "fetching again."
-)
+def exposure_message(*, cache: bool) -> str:
+    """The :class:`ExposureWarning` text; its advice depends on whether the run has a cache."""
+    advice = ("Fetch only the users you need: your cache keeps their answers, so fetching them "
+              "again sends no request for a user it holds." if cache else
+              "Fetch only the users you need, and fetch through a cache (get_profiles(..., "
+              "cache='profiles.sqlite'), or --cache on the command line) so that fetching them "
+              "again asks the service for nothing it already has.")
+    return ("Fetching recommendations logs a recommendation exposure event in Amplitude for "
+            f"every user asked about, which feeds the measurement of live experiments. {advice}")
+
+
+#: The text for a run without a cache (kept for those who imported it).
+EXPOSURE_MESSAGE = exposure_message(cache=False)
 
 
 # -- the mapping of answers to errors -------------------------------------------------
@@ -346,10 +354,11 @@ class ProfileClient(KeyHolder):
         from .budget import SharedBudget, open_store
 
         scope = self.scope
-        if self.is_sample:
+        if is_loopback(urlsplit(self.base_url).hostname):
             # api_scope drops a loopback port so sample-org caches are reused across
-            # sessions, but two sample servers running at once are two orgs with two
-            # limits: their budgets are kept apart by port.
+            # sessions, but two local servers running at once (sample orgs, in this
+            # process or another) are two orgs with two limits: their budgets are kept
+            # apart by port.
             scope += f" port:{urlsplit(self.base_url).port}"
         try:
             return SharedBudget(open_store(), scope)
@@ -400,8 +409,11 @@ class ProfileClient(KeyHolder):
 
     @property
     def is_sample(self) -> bool:
-        """True when the client talks to a local server (the embedded sample org)."""
-        return is_loopback(urlsplit(self.base_url).hostname)
+        """True when the client talks to an embedded sample org of this process
+        (:func:`amptools.connection.sample_server` says which); a local proxy is not one."""
+        from .connection import is_sample
+
+        return is_sample(self.base_url)
 
     def acknowledge_exposure(self) -> None:
         """Say that the user was told fetching recommendations logs exposure events (a
@@ -409,15 +421,16 @@ class ProfileClient(KeyHolder):
         with self._exposure_lock:
             self._exposure_warned = True
 
-    def warn_exposure(self, query: ProfileQuery) -> None:
-        """Warn once per client that fetching recommendations logs exposure events."""
+    def warn_exposure(self, query: ProfileQuery, *, cache: bool = False) -> None:
+        """Warn once per client that fetching recommendations logs exposure events
+        (``cache``: whether the run fetches through a cache, which the advice depends on)."""
         if not query.asks_recommendations:
             return
         with self._exposure_lock:
             if self._exposure_warned:
                 return
             self._exposure_warned = True
-        warn(EXPOSURE_MESSAGE, ExposureWarning)
+        warn(exposure_message(cache=cache), ExposureWarning)
 
     # -- one request -------------------------------------------------------------
     def request(

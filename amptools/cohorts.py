@@ -41,11 +41,11 @@ import zipfile
 import zlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
-from urllib.parse import quote, urlencode, urljoin, urlsplit
+from urllib.parse import quote, urlencode, urljoin
 
 import pandas as pd
 
-from . import errors, stores
+from . import connection, errors, stores
 from .client import KEY_VARIABLE, api_scope
 from .errors import (
     AmplitudeAPIError,
@@ -69,13 +69,10 @@ from .transport import (
     checked_seconds,
     checked_timeout,
     checked_url,
-    is_loopback,
     jitter,
     parse_retry_after,
 )
 
-if TYPE_CHECKING:
-    from .client import ProfileClient
 
 __all__ = [
     "API_KEY_VARIABLE",
@@ -606,8 +603,9 @@ class CohortClient(KeyHolder):
 
     @property
     def is_sample(self) -> bool:
-        """True when the client talks to a local server (the embedded sample org)."""
-        return is_loopback(urlsplit(self.base_url).hostname)
+        """True when the client talks to an embedded sample org of this process
+        (:func:`amptools.connection.sample_server` says which)."""
+        return connection.is_sample(self.base_url)
 
     # -- requests ------------------------------------------------------------------
     def _call(self, fetch: Callable[[], _T | AmplitudeAPIError], cancel: threading.Event | None) -> _T:
@@ -992,33 +990,7 @@ def _keys_problem(api_key: Any, secret_key: Any) -> str | None:
 
 
 # -- where a CohortClient comes from -----------------------------------------------------
-def connect(**kwargs: Any) -> CohortClient:
-    """A CohortClient for the real API when both keys are set, else for the embedded sample org.
-
-    ``AMPLITUDE_API_KEY`` and ``AMPLITUDE_SECRET_KEY`` both set: the real API.
-    Neither: the sample org that :func:`amptools.connect` also uses. Only one: a
-    :class:`ConfigurationError` naming the missing one (when the secret key is set
-    for the Profile API, the Cohorts API still needs the API key too).
-    """
-    if os.environ.get(API_KEY_VARIABLE, "").strip() or os.environ.get(KEY_VARIABLE, "").strip():
-        return CohortClient.from_env(**kwargs)
-    import amptools
-
-    return amptools._shared_sample_server().cohort_client(**kwargs)
-
-
-def for_profile_client(client: ProfileClient, **kwargs: Any) -> CohortClient:
-    """The CohortClient that goes with a ProfileClient: its sample org's, or from the environment.
-
-    Raises
-    ------
-    ConfigurationError
-        For a real ProfileClient when ``AMPLITUDE_API_KEY`` or ``AMPLITUDE_SECRET_KEY`` is missing.
-    """
-    if getattr(client, "is_sample", False):
-        from .sample.server import running
-
-        server = running(client.base_url)
-        if server is not None:
-            return server.cohort_client(**kwargs)
-    return CohortClient.from_env(**kwargs)
+# amptools.connection chooses between the real API and the sample org for both APIs;
+# these are its functions under the names this module has always offered.
+connect = connection.connect_cohorts
+for_profile_client = connection.cohort_client_for

@@ -633,9 +633,9 @@ class ExplorerController:
         if not query.asks_recommendations or self._exposure_noted:
             return None
         self._exposure_noted = True
-        from .client import EXPOSURE_MESSAGE
+        from .client import exposure_message
 
-        return EXPOSURE_MESSAGE
+        return exposure_message(cache=True)  # the controller always fetches through one
 
     def start(
         self,

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 import ipywidgets as widgets
 
 from . import explorer as logic
+from .connection import cohort_client_for, sample_server
 from .errors import InvalidQueryError
 from .explorer import TEST_USER, ChartOption, CohortPicker, ExplorerController, OverTime, ParsedIds
 from .query import ProfileQuery
@@ -64,24 +65,12 @@ def _message(text: str | None, *, error: bool = False) -> str:
     return f"<span style='{style}'>{html.escape(text)}</span>"
 
 
-def _sample_org_ids() -> tuple[Sequence[str], Sequence[str]] | None:
-    """The ids of the default sample org (what ``amp.connect()`` serves without a key)."""
-    try:
-        from .sample import SampleOrg
-
-        org = SampleOrg()
-    except Exception:  # the explorer works without a pick of sample users
-        return None
-    return org.user_ids, org.device_ids
-
-
 def _default_cohort_client(client: Any) -> CohortClient | None:
     """The sample org's cohort client, or the environment's; None when there is none."""
-    from .cohorts import for_profile_client
     from .errors import ConfigurationError
 
     try:
-        return for_profile_client(client)
+        return cohort_client_for(client)
     except ConfigurationError:  # no Cohorts API keys: the chooser goes without "From a cohort"
         return None
 
@@ -545,15 +534,15 @@ class ProfileExplorer(widgets.VBox):
             cohort_client = _default_cohort_client(client)
         self.controller = ExplorerController(client, workers=workers, cache=cache, export_folder=export_folder,
                                              cohort_names=cohort_client)
-        is_sample = bool(getattr(client, "is_sample", False))
-        if org_ids is None and is_sample:
-            found = _sample_org_ids()
-            if found is not None:
-                org_ids, org_device_ids = found
+        # The sample server the client talks to (not a default org): its ids are the ones it knows.
+        server = sample_server(client)
+        is_sample = server is not None
+        if org_ids is None and server is not None:
+            org_ids, org_device_ids = server.org.user_ids, server.org.device_ids
         self.users = UserChooser(org_ids=org_ids, org_device_ids=org_device_ids, sample_size=sample_size,
                                  cohorts=CohortPicker(cohort_client) if cohort_client is not None else None)
-        if is_sample:
-            known = _sample_known_ids()
+        if server is not None:
+            known = _sample_known_ids(server.org.definition)
             self.options = QueryOptions(recs=known["recs"][:2], computations="all",
                                         predictions=known["predictions"][:1], known=known)
         else:
@@ -968,17 +957,11 @@ def _figure_output(figure: go.Figure) -> dict[str, Any]:
     return {"output_type": "display_data", "data": bundle, "metadata": {}}
 
 
-def _sample_known_ids() -> dict[str, list[str]]:
-    """Rec, computation and prediction ids of the sample org, to suggest and to preset."""
-    try:
-        from .sample import load_definition
-
-        spec = load_definition()
-    except Exception:
-        return {"recs": [], "computations": [], "predictions": []}
+def _sample_known_ids(definition: Mapping[str, Any]) -> dict[str, list[str]]:
+    """Rec, computation and prediction ids of a sample org's definition, to suggest and to preset."""
     return {
-        "recs": [r["rec_id"] for r in spec["recommendations"]["rec_ids"]]
-        + [r["rec_id"] for r in spec["test_user"].get("recommendations", [])],
-        "computations": [c["id"] for c in spec["computations"]],
-        "predictions": [p["id"] for p in spec["predictions"]],
+        "recs": [r["rec_id"] for r in definition["recommendations"]["rec_ids"]]
+        + [r["rec_id"] for r in definition["test_user"].get("recommendations", [])],
+        "computations": [c["id"] for c in definition["computations"]],
+        "predictions": [p["id"] for p in definition["predictions"]],
     }

@@ -35,7 +35,6 @@ import struct
 import sys
 import threading
 import time
-import weakref
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -43,6 +42,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
 
+from amptools.connection import register_sample_server, sample_server, unregister_sample_server
 from amptools.query import ORG_REQUESTS_PER_MINUTE
 from amptools.sample.cohorts import PREFIX as COHORTS_PREFIX
 from amptools.sample.cohorts import SampleCohorts
@@ -366,13 +366,10 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(200, body, "application/json", truncate=fault == "truncate")
 
 
-#: The sample servers running in this process, by URL (see :func:`running`).
-_RUNNING: weakref.WeakValueDictionary[str, SampleServer] = weakref.WeakValueDictionary()
-
-
 def running(url: str) -> SampleServer | None:
-    """The sample server of this process that answers at ``url``, if any."""
-    return _RUNNING.get(url.rstrip("/"))
+    """The sample server of this process that answers at ``url``, if any (the registry
+    is :mod:`amptools.connection`'s, which the library asks)."""
+    return sample_server(url)
 
 
 class SampleServer:
@@ -506,7 +503,7 @@ class SampleServer:
         )
         self._thread.start()
         self._registered_url = self.url
-        _RUNNING[self.url] = self
+        register_sample_server(self)
         return self
 
     def stop(self) -> None:
@@ -530,7 +527,7 @@ class SampleServer:
                 pass
         httpd.server_close()
         self.cohorts.stop()
-        _RUNNING.pop(self._registered_url, None)
+        unregister_sample_server(self._registered_url)
         if thread is not None:
             thread.join(timeout=5)
         self._httpd = None
