@@ -137,6 +137,9 @@ class ProfileSet:
     cache_error : Exception or None
         Why writing to the cache failed during the run (the results are complete in
         memory but were not all kept in the cache); None when all went well.
+    scope : str or None
+        Which API and project answered (the client's ``scope``: base URL and a key
+        fingerprint, never the key); snapshots keep it to tell orgs apart.
     """
 
     def __init__(
@@ -148,6 +151,7 @@ class ProfileSet:
         cancelled: bool = False,
         elapsed: float = 0.0,
         cache_error: BaseException | None = None,
+        scope: str | None = None,
     ) -> None:
         self._outcomes: dict[str, Outcome] = {}
         for outcome in outcomes:
@@ -159,6 +163,7 @@ class ProfileSet:
         self.cancelled = cancelled
         self.elapsed = elapsed
         self.cache_error = cache_error
+        self.scope = scope
 
     # -- what came back --------------------------------------------------------------
     @property
@@ -260,7 +265,8 @@ class ProfileSet:
                 merged[id_] = outcome
         return ProfileSet(merged.values(), query=self.query, id_type=self.id_type,
                           cancelled=other.cancelled, elapsed=self.elapsed + other.elapsed,
-                          cache_error=other.cache_error or self.cache_error)
+                          cache_error=other.cache_error or self.cache_error,
+                          scope=self.scope if self.scope == other.scope else None)
 
     # -- container protocol ----------------------------------------------------------
     def __iter__(self) -> Iterator[UserProfile]:
@@ -363,17 +369,58 @@ class _Part:
 
 
 class _Progress:
-    """The run's reporter: the counts, a tqdm bar and the ``on_progress`` hook."""
+    """The run's reporter: the counts, a bar (or lines) and the ``on_progress`` hook.
 
-    def __init__(self, total: int, *, bar: bool, hook: ProgressHook | None) -> None:
+    Where it shows: a notebook-native bar in Jupyter (tqdm's widget), a tqdm bar on a
+    terminal, and when stderr is piped (a log, a CI job) one line every
+    :attr:`PIPED_EVERY` seconds instead of hundreds of ``\\r`` updates. The ETA comes
+    from the pace the client's limiter allows (``limiter.pace`` requests per
+    ``limiter.period``, read again as it changes), or from the measured rate when that is
+    slower (latency, few workers); never from the opening burst alone.
+    """
+
+    #: Seconds between two lines when stderr is not a terminal.
+    PIPED_EVERY = 5.0
+    #: The measured rate is taken over this many recent seconds, once it spans
+    #: :attr:`RATE_AFTER` of them (before that the pace alone gives the ETA).
+    RATE_WINDOW = 30.0
+    RATE_AFTER = 5.0
+    #: How often the pace is read again (a shared budget reads it from a file).
+    PACE_EVERY = 1.0
+
+    def __init__(self, total: int, *, bar: bool, hook: ProgressHook | None, limiter: Any = None,
+                 requests_per_id: int = 1, clock: Callable[[], float] = time.monotonic,
+                 stream: Any = None) -> None:
         self.total = total
         self.counts: dict[str, int] = dict.fromkeys(STATUSES, 0)
         self.done = 0
         self.cached = 0
         self._want_bar = bar
         self._bar: Any = None
+        self._lines = False
         self._hook = hook
         self._hook_failed = False
+        self._limiter = limiter
+        self._requests_per_id = max(1, requests_per_id)
+        self._clock = clock
+        self._stream = stream
+        self._started = clock()
+        self._samples: deque[tuple[float, int]] = deque()
+        self._pace: tuple[float, float | None] = (float("-inf"), None)
+        self._last_line = float("-inf")
+
+    # -- where it shows -------------------------------------------------------------
+    @staticmethod
+    def _in_notebook() -> bool:
+        """Whether this runs in a Jupyter kernel (tqdm.autonotebook's test)."""
+        import sys
+
+        ipython = sys.modules.get("IPython")
+        try:
+            shell = ipython.get_ipython() if ipython is not None else None
+            return shell is not None and "IPKernelApp" in shell.config
+        except Exception:
+            return False
 
     def start(self, cached: list[Outcome]) -> None:
         """Count what the cache answered, then show the bar (cached ids start it as done,
@@ -381,12 +428,25 @@ class _Progress:
         self.cached = len(cached)
         for outcome in cached:
             self.add(outcome, report=False)
+        self._started = self._clock()
+        self._samples.append((self._started, self.done))
         if self._want_bar:
-            from tqdm.auto import tqdm
+            import sys
 
-            self._bar = tqdm(total=self.total, initial=self.cached, desc="profiles", unit="id",
-                             mininterval=0.2, dynamic_ncols=True)
-            self._postfix()
+            stream = self._stream if self._stream is not None else sys.stderr
+            notebook = self._in_notebook()
+            if not notebook and not getattr(stream, "isatty", lambda: False)():
+                self._lines = True
+                self._stream = stream
+                self._line(force=True)
+            else:
+                if notebook:
+                    from tqdm.notebook import tqdm
+                else:
+                    from tqdm import tqdm  # type: ignore[assignment]
+                self._bar = tqdm(total=self.total, initial=self.done, desc="profiles", unit="id",
+                                 mininterval=0.2, dynamic_ncols=True, postfix=self._status(),
+                                 bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}{postfix}]")
         self._notify()
 
     def add(self, outcome: Outcome, *, report: bool = True) -> None:
@@ -394,21 +454,86 @@ class _Progress:
         self.done += 1
         if not report:
             return
+        now = self._clock()
+        self._samples.append((now, self.done))
+        while len(self._samples) > 2 and self._samples[1][0] <= now - self.RATE_WINDOW:
+            self._samples.popleft()
         if self._bar is not None:
+            self._postfix(refresh=False)
             self._bar.update(1)
-            if outcome.status != "ok":
-                self._postfix(refresh=False)
+        elif self._lines:
+            self._line()
         self._notify()
 
     def close(self) -> None:
         if self._bar is not None:
+            self._postfix(refresh=False)
             self._bar.close()
+        elif self._lines:
+            self._line(force=True, final=True)
+
+    # -- what it says ---------------------------------------------------------------
+    def pace_per_second(self) -> float | None:
+        """Requests a second the limiter allows now (read at most every PACE_EVERY s)."""
+        now = self._clock()
+        read_at, pace = self._pace
+        if now - read_at >= self.PACE_EVERY and self._limiter is not None:
+            try:
+                pace = float(self._limiter.pace) / float(self._limiter.period)
+            except Exception:  # a budget file that cannot be read: the measured rate alone
+                pace = None
+            self._pace = (now, pace)
+        return pace
+
+    def eta(self) -> float | None:
+        """Seconds until the last id is done, or None when nothing tells yet."""
+        left = self.total - self.done
+        if left <= 0:
+            return 0.0
+        estimates = []
+        pace = self.pace_per_second()
+        if pace:
+            estimates.append(left * self._requests_per_id / pace)
+        (first_time, first_done), (last_time, last_done) = self._samples[0], self._samples[-1]
+        if last_time - first_time >= self.RATE_AFTER and last_done > first_done:
+            estimates.append(left * (last_time - first_time) / (last_done - first_done))
+        return max(estimates) if estimates else None
+
+    def _status(self) -> str:
+        from tqdm import tqdm as std_tqdm
+
+        eta = self.eta()
+        parts = [f"ETA {std_tqdm.format_interval(eta) if eta is not None else '?'}"]
+        pace = self.pace_per_second()
+        if pace:
+            parts.append(f"pace {pace * 60:,.0f}/min")
+        parts += [f"{self.counts[status]:,} {status}" for status in ("not_found", "failed")
+                  if self.counts[status]]
+        if self.cached:
+            parts.append(f"{self.cached:,} cached")
+        return ", ".join(parts)
 
     def _postfix(self, refresh: bool = True) -> None:
-        postfix = {"failed": self.counts["failed"], "not_found": self.counts["not_found"]}
-        if self.cached:
-            postfix["cached"] = self.cached
-        self._bar.set_postfix(postfix, refresh=refresh)
+        self._bar.set_postfix_str(self._status(), refresh=refresh)
+
+    def _line(self, *, force: bool = False, final: bool = False) -> None:
+        now = self._clock()
+        if not force and now - self._last_line < self.PIPED_EVERY:
+            return
+        self._last_line = now
+        from tqdm import tqdm as std_tqdm
+
+        share = f" ({self.done / self.total:.0%})" if self.total else ""
+        elapsed = std_tqdm.format_interval(now - self._started)
+        if final:
+            counts = ", ".join(f"{self.counts[status]:,} {status}" for status in STATUSES)
+            text = f"profiles: {self.done:,}/{self.total:,} in {elapsed}: {counts}"
+        else:
+            text = f"profiles: {self.done:,}/{self.total:,}{share}, {elapsed} elapsed, {self._status()}"
+        try:
+            print(text, file=self._stream, flush=True)
+        except (OSError, ValueError):  # a closed pipe must not lose the run
+            self._lines = False
 
     def _notify(self) -> None:
         if self._hook is None:
@@ -799,7 +924,9 @@ class _Run:
             warn(f"{error} The fetch goes on without it: every result is returned, "
                  "but none is kept for a later run.", CacheWarning)
         self._cache = cache
-        self._progress = _Progress(len(self.ids), bar=self.show_bar, hook=self.on_progress)
+        self._progress = _Progress(len(self.ids), bar=self.show_bar, hook=self.on_progress,
+                                   limiter=getattr(self.client, "limiter", None),
+                                   requests_per_id=len(self.main.parts))
         try:
             self._prepare()
             self._fetch()
@@ -847,7 +974,7 @@ class _Run:
             except Exception as error:  # no writable cache folder: each run for itself
                 log.warning("no claims for the shared cache (%s: %s)", type(error).__name__, error)
         if self._sends_recommendations():
-            self.client.warn_exposure(self.query)  # said once per client
+            self.client.warn_exposure(self.query, cache=self.cache_arg is not None)  # said once
         assert self._progress is not None
         self._progress.start(cached)
 
@@ -894,6 +1021,7 @@ class _Run:
             cancelled=self.cancelled and self.auth_error is None,
             elapsed=time.monotonic() - started,
             cache_error=self.cache_error,
+            scope=self.scope,
         )
         if self.auth_error is not None:
             self.auth_error.partial = result

@@ -78,9 +78,9 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
+from . import stores
 from .errors import AmptoolsWarning, CacheError, ConfigurationError, warn
 from .models import ComputationNames, read_error
 from .query import STATUSES, ProfileQuery
@@ -243,44 +243,6 @@ def _conn_path(conn: sqlite3.Connection) -> str:
     return str(row[2]) if row and row[2] else ":memory:"
 
 
-def _create_private(path: Path) -> None:
-    """Create the cache file readable by its owner only (0600): it holds personal data.
-
-    SQLite gives the ``-wal`` and ``-shm`` files the database file's mode. A file that
-    exists keeps its mode (its owner chose it).
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if path.exists():
-        return
-    try:
-        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
-    except FileExistsError:
-        pass  # another process created it meanwhile
-
-
-def _writable(path: Path) -> bool:
-    # The effective user's rights: the ones the failed open had.
-    return os.access(path, os.W_OK, effective_ids=os.access in os.supports_effective_ids)
-
-
-def _open_problem(path: str, error: BaseException) -> str:
-    """Why a cache file could not be opened, and what to do, in one sentence."""
-    where = Path(path)
-    if where.is_dir():
-        what = "is a folder, not a file: give a file path such as profiles.sqlite"
-    elif isinstance(error, sqlite3.DatabaseError) and "not a database" in str(error):
-        what = ("is not an amptools cache (damaged, truncated or another kind of file): "
-                "move it away or give another path")
-    elif isinstance(error, (PermissionError, sqlite3.OperationalError)) and (
-            not _writable(where.parent if where.parent.exists() else where)
-            or (where.exists() and not _writable(where))):
-        what = ("cannot be written (the file or its folder is read-only): give a path in a "
-                "folder you can write to")
-    else:
-        what = f"could not be opened ({type(error).__name__}: {error}): give another path"
-    return f"the cache {path!r} {what}."
-
-
 def _max_age_seconds(max_age: float | timedelta | None) -> float | None:
     if max_age is None:
         return None
@@ -348,32 +310,15 @@ class ProfileCache:
         timeout: float = 30.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self.path = str(path)
+        self.path = stores.expand(path)
         self._clock = clock
         self._lock = threading.RLock()
+        # One connection shared by the threads of this process, always used under
+        # self._lock; autocommit mode, with explicit transactions for writes.
         self._connection: sqlite3.Connection | None = None
-        try:
-            if self.path != ":memory:":
-                self.path = str(Path(self.path).expanduser())
-                _create_private(Path(self.path))
-            # One connection shared by the threads of this process, always used under
-            # self._lock; autocommit mode, with explicit transactions for writes.
-            self._connection = sqlite3.connect(
-                self.path, timeout=timeout, check_same_thread=False, isolation_level=None
-            )
-            with self._lock:
-                conn = self._connection
-                if self.path != ":memory:":
-                    conn.execute("PRAGMA journal_mode=WAL")
-                conn.execute("PRAGMA synchronous=NORMAL")
-                self._prepare(conn)
-        except BaseException as error:
-            if self._connection is not None:
-                self._connection.close()
-                self._connection = None
-            if isinstance(error, (sqlite3.Error, OSError, ValueError)):
-                raise CacheError(_open_problem(self.path, error)) from None
-            raise
+        with self._lock:
+            self._connection = stores.connect(self.path, timeout=timeout, prepare=self._prepare,
+                                              check_same_thread=False, isolation_level=None)
 
     # -- schema ------------------------------------------------------------------------
     @staticmethod

@@ -1,4 +1,4 @@
-"""The ``amptools`` command line: fetch, report, preview, demo, cohorts, sample-server.
+"""The ``amptools`` command line: fetch, report, preview, drift, demo, cohorts, sample-server.
 
 It composes the library and holds no logic of its own beyond reading arguments and
 files. Exit codes: 0 all fetched, 1 some users not fetched (failed or unknown to the
@@ -13,13 +13,20 @@ import math
 import os
 import sys
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 
-from .errors import AmptoolsError, AuthenticationError, ConfigurationError, InvalidQueryError
+from .errors import (
+    AmptoolsError,
+    AuthenticationError,
+    BrazeImportError,
+    CacheError,
+    ConfigurationError,
+    InvalidQueryError,
+)
 from .ids import parse_id_file
-from .query import ID_TYPES, PROPENSITY_TYPES, ProfileQuery
+from .query import ID_TYPES, ORG_REQUESTS_PER_MINUTE, PROPENSITY_TYPES, STATUSES, ProfileQuery
 
 if TYPE_CHECKING:
     from .bulk import ProfileSet
@@ -47,6 +54,17 @@ class _Parser(argparse.ArgumentParser):
 
 def _comma_list(value: str) -> tuple[str, ...]:
     return tuple(part for part in value.split(",") if part)
+
+
+def _renames(value: str) -> dict[str, str]:
+    """An argparse type: ``OLD=NEW[,OLD=NEW…]`` as a mapping of column names."""
+    pairs: dict[str, str] = {}
+    for part in _comma_list(value):
+        old, equals, new = part.partition("=")
+        if not equals or not old.strip() or not new.strip():
+            raise argparse.ArgumentTypeError(f"expected OLD=NEW (e.g. country=country_name), got {part!r}")
+        pairs[old.strip()] = new.strip()
+    return pairs
 
 
 def _whole(low: int, high: int | None = None) -> Any:
@@ -137,11 +155,19 @@ def build_parser() -> argparse.ArgumentParser:
                      help=f"also write {BRAZE_CSV}, the marketing table as Braze's user import takes it")
     out.add_argument("--braze-json", action="store_true",
                      help=f"also write {BRAZE_JSON}: Braze /users/track bodies that keep the item lists")
+    out.add_argument("--rename", type=_renames, default={}, metavar="OLD=NEW[,OLD=NEW…]",
+                     help="rename marketing table columns in marketing.csv and the Braze files, e.g. "
+                          "country=country_name (a custom attribute where Braze's default one "
+                          "wants ISO codes)")
+    out.add_argument("--snapshot", metavar="STORE",
+                     help="also keep the fetch as a snapshot in this store (a Parquet dataset folder; "
+                          "see amptools drift)")
+    out.add_argument("--snapshot-label", metavar="LABEL", help="a name for the snapshot (needs --snapshot)")
     chosen = fetch.add_argument_group("users from an Amplitude cohort (instead of an ids file)")
     chosen.add_argument("--cohort", metavar="NAME_OR_ID",
                         help="fetch the members of this cohort (Behavioral Cohorts API; needs "
                              "AMPLITUDE_API_KEY too, or --sample)")
-    chosen.add_argument("--cohort-sample", type=int, metavar="N",
+    chosen.add_argument("--cohort-sample", type=_whole(1), metavar="N",
                         help="fetch a seeded random N of the cohort's members, not all")
     chosen.add_argument("--cohort-cache", metavar="PATH",
                         help="SQLite file keeping cohort downloads (500 a month per org)")
@@ -158,6 +184,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_preview_command(commands)
 
+    drift = commands.add_parser(
+        "drift", help="what changed between two snapshots of a store, as an HTML report",
+        description="Compare two snapshots of a store (amptools fetch --snapshot): how much each "
+                    "recommendation set changed, which items came and went, who joined and left "
+                    "cohorts, which computed properties moved. Writes a self-contained HTML report.")
+    drift.add_argument("store", metavar="STORE", help="the snapshot store (a folder)")
+    drift.add_argument("--from", dest="before", metavar="SNAPSHOT",
+                       help="the earlier snapshot: id, label or position (default: the one before --to)")
+    drift.add_argument("--to", dest="after", metavar="SNAPSHOT",
+                       help="the later snapshot: id, label or position (default: the newest)")
+    drift.add_argument("--by", default="rec_id", choices=("rec_id", "recommendation_source", "child_rec_id"),
+                       help="what names a user's lists (default rec_id)")
+    drift.add_argument("--k", type=_whole(1), help="compare only the top K items of each list")
+    drift.add_argument("--out", default="drift.html", help="the report to write (default: drift.html)")
+    drift.add_argument("--title", help="the report's title")
+
     demo = commands.add_parser("demo", help="the whole job headless on the sample org")
     demo.add_argument("--out", default="out", help="output folder (default: out)")
     demo.add_argument("--users", type=_whole(1, 2001), default=DEMO_USERS, help="how many sample users")
@@ -173,13 +215,36 @@ def build_parser() -> argparse.ArgumentParser:
 
     server = commands.add_parser("sample-server", help="run the embedded sample org in the foreground")
     server.add_argument("--port", type=_whole(0, 65535), default=8765, help="0 picks a free port")
-    server.add_argument("--rate-limit", type=_whole(1), default=600, help="requests per window")
+    server.add_argument("--rate-limit", type=_whole(1), default=ORG_REQUESTS_PER_MINUTE,
+                        help=f"requests per window (default {ORG_REQUESTS_PER_MINUTE}, the org's limit)")
     server.add_argument("--window", type=_seconds, default=60.0, help="rate-limit window in seconds")
     server.add_argument("--latency", type=_seconds, default=0.0, help="seconds added to every answer")
     return parser
 
 
+#: Options whose value is a list of ids or names, never a file: a value that is an
+#: existing file was meant as the ids file (``--computations ids.csv``, whose value is optional).
+_VALUE_OPTIONS = (("--computations", "computations"), ("--recs", "recs"), ("--predictions", "predictions"),
+                  ("--marketing-props", "marketing_props"), ("--marketing-rec-id", "marketing_rec_id"))
+
+
+def _refuse_files_as_values(args: argparse.Namespace) -> None:
+    """An option given an existing file as its value took the ids file: say so, before
+    anything is read (the ids would otherwise be read from stdin, silently waiting)."""
+    for flag, name in _VALUE_OPTIONS:
+        value = getattr(args, name, None)
+        values = [value] if isinstance(value, str) else list(value or ())
+        if isinstance(value, tuple):
+            values.append(",".join(value))
+        for text in values:
+            if text and text not in ("all", "-") and Path(text).is_file():
+                hint = ", or write --computations=all before it" if flag == "--computations" else ""
+                raise UsageError(f"{flag} {text}: that is a file, not an id. Put the ids file before "
+                                 f"{flag} (amptools {args.command} {text} {flag} …){hint}.")
+
+
 def _query(args: argparse.Namespace) -> ProfileQuery:
+    _refuse_files_as_values(args)
     computations: bool | tuple[str, ...] = False
     if args.computations == "all":
         computations = True
@@ -190,12 +255,12 @@ def _query(args: argparse.Namespace) -> ProfileQuery:
                         predictions=args.predictions, propensity_type=args.propensity_type)
 
 
-def _check_paths(args: argparse.Namespace, *, out_is_file: bool) -> None:
+def _check_paths(args: argparse.Namespace, *, out_is_file: bool, example: str = "report.ipynb") -> None:
     """Refuse paths that would only fail after the fetch (an output folder that is a
     file, a cache that is a folder), before anything is sent."""
     out = Path(args.out)
     if out_is_file and out.is_dir():
-        raise UsageError(f"--out {args.out} is a folder; give the notebook's file name, e.g. report.ipynb.")
+        raise UsageError(f"--out {args.out} is a folder; give the file's name, e.g. {example}.")
     if not out_is_file and out.exists() and not out.is_dir():
         raise UsageError(f"--out {args.out} is a file; give a folder for the tables.")
     parent = out.parent if out_is_file else out
@@ -204,8 +269,64 @@ def _check_paths(args: argparse.Namespace, *, out_is_file: bool) -> None:
             if not above.is_dir():
                 raise UsageError(f"--out {args.out} lies under {above}, which is a file, not a folder.")
             break
-    if args.cache is not None and Path(args.cache).is_dir():
+    if args.cache is not None and Path(args.cache).expanduser().is_dir():
         raise UsageError(f"--cache {args.cache} is a folder; give a file such as profiles.sqlite.")
+    store = getattr(args, "snapshot", None)
+    if store is not None and Path(store).exists() and not Path(store).is_dir():
+        raise UsageError(f"--snapshot {store} is a file; give the store's folder (created when needed).")
+    if getattr(args, "snapshot_label", None) and store is None:
+        raise UsageError("--snapshot-label names a snapshot: add --snapshot STORE.")
+
+
+def _check_cohort_options(args: argparse.Namespace) -> None:
+    """The --cohort options must make sense before a cohort download (500 a month) is spent."""
+    if args.cohort is None:
+        given = [flag for flag, value in (("--cohort-sample", args.cohort_sample),
+                                          ("--cohort-cache", args.cohort_cache)) if value is not None]
+        if given:
+            raise UsageError(f"{' and '.join(given)} only apply with --cohort NAME_OR_ID; add --cohort "
+                             f"or drop {' and '.join(given)}.")
+        return
+    if args.ids != "-":
+        raise UsageError("give either an ids file or --cohort, not both.")
+    if args.cohort_cache is not None and Path(args.cohort_cache).expanduser().is_dir():
+        raise UsageError(f"--cohort-cache {args.cohort_cache} is a folder; give a file such as "
+                         "cohorts.sqlite.")
+
+
+def _read_utf8(path: Path, what: str) -> str:
+    """A text file's content, or a UsageError naming the line that is not UTF-8."""
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        line = data.count(b"\n", 0, error.start) + 1
+        raise UsageError(f"{what} {path} is not UTF-8 text (line {line} is not); save it as UTF-8 "
+                         "and run again.") from None
+
+
+def _read_attributes(name: str | None) -> Any:
+    """The --attributes CSV as a table with a user_id column (None without the option)."""
+    if name is None:
+        return None
+    import io
+
+    import pandas as pd
+
+    path = Path(name)
+    if not path.is_file():
+        raise UsageError(f"no attributes file at {name}: give a CSV with a user_id column.")
+    text = _read_utf8(path, "the attributes file")
+    try:
+        attributes = pd.read_csv(io.StringIO(text), dtype=str)
+    except (ValueError, pd.errors.EmptyDataError) as error:
+        raise UsageError(f"the attributes file {name} is not a CSV that can be read "
+                         f"({type(error).__name__}: {str(error)[:120]}).") from None
+    if "user_id" not in attributes.columns:
+        found = ", ".join(map(str, attributes.columns[:10])) or "none"
+        raise UsageError(f"the attributes file {name} has no user_id column (its columns: {found}); "
+                         "add one, with the users' ids.")
+    return attributes
 
 
 def _check_marketing(args: argparse.Namespace, query: ProfileQuery) -> None:
@@ -214,7 +335,8 @@ def _check_marketing(args: argparse.Namespace, query: ProfileQuery) -> None:
 
     given = [flag for flag, value in (("--marketing-rec-id", args.marketing_rec_id),
                                       ("--marketing-props", args.marketing_props),
-                                      ("--include-pii", args.include_pii)) if value]
+                                      ("--include-pii", args.include_pii),
+                                      ("--rename", args.rename)) if value]
     marketing_files = args.marketing or getattr(args, "braze", False) or getattr(args, "braze_json", False)
     if given and not marketing_files:
         raise UsageError(f"{', '.join(given)} only apply to the marketing table: add --marketing "
@@ -228,10 +350,37 @@ def _check_marketing(args: argparse.Namespace, query: ProfileQuery) -> None:
     if personal and not args.include_pii:
         raise UsageError(f"--marketing-props {', '.join(personal)} look like personal data; "
                          "add --include-pii if marketing.csv may hold it.")
+    _check_renames(args.rename, args.marketing_props, args.top_n)
 
 
-def _load_ids(args: argparse.Namespace) -> tuple[list[str], str]:
+#: Marketing table columns --rename may rename (the ids stay: Braze's external_id is the user_id).
+RENAMABLE = ("rec_id", "is_control", "recommendation_source", "rec_items")
+
+
+def _check_renames(renames: dict[str, str], props: Sequence[str], top_n: int) -> None:
+    """Every --rename must name a column the marketing table will have, and give a new name
+    no other column has, before the fetch."""
+    columns = [*RENAMABLE, *(f"rec_{n}" for n in range(1, top_n + 1)), *props,
+               *(f"prop:{name}" for name in props)]
+    for old, new in renames.items():
+        if old not in columns:
+            shown = ", ".join([*props, *RENAMABLE, "rec_1 … rec_N"])
+            raise UsageError(f"--rename {old}={new}: the marketing table has no column {old!r}; "
+                             f"the columns that can be renamed are {shown}.")
+    taken = [c for c in ["user_id", "device_id", *columns] if c not in renames]
+    clashes = [new for new in renames.values() if new in taken or list(renames.values()).count(new) > 1]
+    if clashes:
+        raise UsageError(f"--rename: {', '.join(map(repr, dict.fromkeys(clashes)))} would name two columns; "
+                         "choose another new name.")
+
+
+def _load_ids(args: argparse.Namespace, stderr: TextIO = sys.stderr) -> tuple[list[str], str]:
+    _refuse_files_as_values(args)
     if args.ids == "-":
+        if sys.stdin.isatty():  # not piped: say what is awaited instead of waiting in silence
+            print("amptools: no ids file given, so the ids are read from this terminal, one per "
+                  "line; end with Ctrl-D (or give an ids file: amptools "
+                  f"{args.command} ids.csv …).", file=stderr)
         content: str | bytes = sys.stdin.read()
     else:
         path = Path(args.ids)
@@ -249,18 +398,12 @@ def _load_ids(args: argparse.Namespace) -> tuple[list[str], str]:
     return parsed.ids, id_type
 
 
-@contextlib.contextmanager
-def _client(sample: bool, **kwargs: Any) -> Iterator[Any]:
-    if sample:
-        from .sample import SampleServer
-
-        with SampleServer() as server:
-            yield server.client(**kwargs)
-        return
-    from .client import ProfileClient
+def _client(sample: bool, **kwargs: Any) -> Any:
+    """The Profile API client: the embedded sample org with --sample, else the key's project."""
+    from .connection import connect
 
     try:
-        yield ProfileClient.from_env(**kwargs)
+        return connect(sample=sample, **kwargs)
     except ConfigurationError as error:
         raise UsageError(f"{error} Or add --sample to use the embedded sample org.") from None
 
@@ -279,33 +422,44 @@ def _write_table(frame: Any, path: Path, fmt: str) -> Path:
 
 def write_outputs(profile_set: ProfileSet, out: Path, *, fmt: str = "csv", marketing: bool = False,
                   marketing_options: dict[str, Any] | None = None, braze: bool = False,
-                  braze_json: bool = False) -> list[Path]:
-    """Write every table, failures and (optionally) marketing.csv and the Braze files; return the paths."""
+                  braze_json: bool = False, rename: dict[str, str] | None = None,
+                  written: list[Path] | None = None) -> list[Path]:
+    """Write every table, failures and (optionally) marketing.csv and the Braze files; return the paths.
+
+    ``rename`` renames marketing table columns; ``written``, when given, is filled as the
+    files are written, so a caller still knows them when a later file fails."""
     from . import export, tables
 
+    written = [] if written is None else written
+    renamed = rename or {}
+
+    def marketing_table(**extra: Any) -> Any:
+        table = export.marketing_table(profile_set, **(marketing_options or {}), **extra)
+        return table.rename(columns={old: new for old, new in renamed.items() if old in table.columns})
+
     out.mkdir(parents=True, exist_ok=True)
-    written = [_write_table(getattr(tables, name)(profile_set), out / name, fmt) for name in TABLES]
+    for name in TABLES:
+        written.append(_write_table(getattr(tables, name)(profile_set), out / name, fmt))
     written.append(_write_table(profile_set.failures, out / "failures", fmt))
-    options = marketing_options or {}
     if marketing:
-        table = export.marketing_table(profile_set, **options)
-        written.append(Path(export.to_csv(table, out / "marketing.csv")))
+        written.append(Path(export.to_csv(marketing_table(), out / "marketing.csv")))
     # Last, so a table Braze would refuse (BrazeImportError) costs none of the files above.
     if braze:
-        written += export.to_braze_csv(export.marketing_table(profile_set, **options), out / BRAZE_CSV)
+        written += export.to_braze_csv(marketing_table(), out / BRAZE_CSV)
     if braze_json:
-        table = export.marketing_table(profile_set, **options, items_as="list")
-        written.append(export.to_braze_json(table, out / BRAZE_JSON))
+        written.append(export.to_braze_json(marketing_table(items_as="list"), out / BRAZE_JSON))
     return written
 
 
 def _cohort_client(profile_client: Any, **kwargs: Any) -> Any:
-    from .cohorts import for_profile_client
+    from .connection import cohort_client_for
 
     try:
-        return for_profile_client(profile_client, **kwargs)
+        return cohort_client_for(profile_client, **kwargs)
     except ConfigurationError as error:
         raise UsageError(f"{error} Or add --sample to use the embedded sample org.") from None
+    except CacheError as error:  # the --cohort-cache file: said before any download
+        raise UsageError(f"--cohort-cache: {error}") from None
 
 
 def _cohort_ids(args: argparse.Namespace, profile_client: Any, stderr: TextIO) -> tuple[list[str], str]:
@@ -329,31 +483,38 @@ def _cohort_ids(args: argparse.Namespace, profile_client: Any, stderr: TextIO) -
 
 def _fetch(args: argparse.Namespace, stderr: TextIO = sys.stderr) -> Any:
     cohort = getattr(args, "cohort", None)
-    if cohort and args.ids != "-":
-        raise UsageError("give either an ids file or --cohort, not both.")
-    ids, id_type = ([], "user_id") if cohort else _load_ids(args)
+    ids, id_type = ([], "user_id") if cohort else _load_ids(args, stderr)
     query = _query(args)
-    with _client(args.sample, rate_limit=args.rate_limit) as client:
-        if cohort:
-            ids, id_type = _cohort_ids(args, client, stderr)
-        try:
-            return client.get_profiles(ids, query=query, id_type=id_type, workers=args.workers,
-                                       progress=not args.no_progress, cache=args.cache,
-                                       max_age=args.max_age)
-        finally:
-            print(f"amptools: {client.quota()}", file=stderr)  # what the run took of the org's quota
+    client = _client(args.sample, rate_limit=args.rate_limit)
+    if cohort:
+        ids, id_type = _cohort_ids(args, client, stderr)
+    try:
+        return client.get_profiles(ids, query=query, id_type=id_type, workers=args.workers,
+                                   progress=not args.no_progress, cache=args.cache,
+                                   max_age=args.max_age)
+    finally:
+        print(f"amptools: {client.quota()}", file=stderr)  # what the run took of the org's quota
 
 
-def _report_failures(profile_set: Any, stderr: TextIO) -> int:
+def _report_failures(profile_set: Any, stderr: TextIO, *, more: str = "see failures.csv") -> int:
+    """List who was not fetched (the first 20) on stderr; EXIT_FAILURES when anyone was not."""
     failures = profile_set.failures
-    if len(failures) == 0:
+    rows = [{"id": row.user_id if isinstance(row.user_id, str) else row.device_id,
+             "status": row.status, "error": row.error}
+            for row in failures.head(20).itertuples(index=False)]
+    return _print_not_fetched(rows, len(failures), sum(profile_set.counts.values()), stderr, more=more)
+
+
+def _print_not_fetched(rows: Sequence[dict[str, Any]], count: int, total: int, stderr: TextIO,
+                       *, more: str) -> int:
+    if count == 0:
         return EXIT_OK
-    print(f"{len(failures)} of the users were not fetched:", file=stderr)
-    for row in failures.head(20).itertuples(index=False):
-        ident = row.user_id if isinstance(row.user_id, str) else row.device_id
-        print(f"  {ident}: {row.status} — {row.error}", file=stderr)
-    if len(failures) > 20:
-        print(f"  … and {len(failures) - 20} more (see failures.csv)", file=stderr)
+    print(f"{count:,} of the {total:,} users {'was' if count == 1 else 'were'} not fetched:", file=stderr)
+    shown = rows[:20]
+    for row in shown:
+        print(f"  {row['id']}: {row['status']} — {row['error']}", file=stderr)
+    if count > len(shown):
+        print(f"  … and {count - len(shown):,} more ({more})", file=stderr)
     return EXIT_FAILURES
 
 
@@ -362,6 +523,7 @@ def cmd_fetch(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
                "props": args.marketing_props, "include_pii": args.include_pii}
     _check_paths(args, out_is_file=False)
     _check_marketing(args, _query(args))
+    _check_cohort_options(args)
     try:
         profile_set = _fetch(args, stderr)
     except AuthenticationError as error:
@@ -371,19 +533,38 @@ def cmd_fetch(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
             print(f"amptools: wrote what was fetched before the failure to {Path(args.out).resolve()}",
                   file=stderr)
         raise
-    written = write_outputs(profile_set, Path(args.out), fmt=args.format,
-                            marketing=args.marketing, marketing_options=options,
-                            braze=args.braze, braze_json=args.braze_json)
-    print(f"{profile_set!r}", file=stdout)
-    print(f"wrote {len(written)} files to {Path(args.out).resolve()}", file=stdout)
+    written: list[Path] = []
+    try:
+        write_outputs(profile_set, Path(args.out), fmt=args.format, marketing=args.marketing,
+                      marketing_options=options, braze=args.braze, braze_json=args.braze_json,
+                      rename=args.rename, written=written)
+    except AmptoolsError as error:  # a Braze file refused: what was fetched and written is still said
+        _print_fetched(profile_set, written, args.out, stdout)
+        _report_failures(profile_set, stderr)
+        print(f"amptools: {type(error).__name__}: {error}", file=stderr)
+        if isinstance(error, BrazeImportError):
+            print("amptools: --rename OLD=NEW renames a marketing column, e.g. --rename "
+                  "country=country_name makes it a custom attribute.", file=stderr)
+        return EXIT_FAILURES
+    _print_fetched(profile_set, written, args.out, stdout)
+    if args.snapshot is not None:
+        from . import snapshots
+
+        snapshot = snapshots.save(profile_set, args.snapshot, label=args.snapshot_label)
+        print(f"saved snapshot {snapshot} to {Path(args.snapshot).resolve()}", file=stdout)
     return _report_failures(profile_set, stderr)
+
+
+def _print_fetched(profile_set: Any, written: Sequence[Path], out: str, stdout: TextIO) -> None:
+    print(f"{profile_set!r}", file=stdout)
+    print(f"wrote {len(written)} file{'' if len(written) == 1 else 's'} to {Path(out).resolve()}", file=stdout)
 
 
 def cmd_report(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
     from . import notebooks
 
     _check_paths(args, out_is_file=True)
-    ids, id_type = _load_ids(args)
+    ids, id_type = _load_ids(args, stderr)
     # Paths on the command line are relative to the working directory; the notebook
     # runs in its own folder, so it gets the cache's path relative to that folder.
     cache = None
@@ -393,27 +574,35 @@ def cmd_report(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
                                   id_type=id_type, sample=args.sample, workers=args.workers,
                                   max_age=args.max_age, rate_limit=args.rate_limit)
     print(f"wrote {path}", file=stdout)
-    if args.execute or args.html:
-        executed = notebooks.execute_report(path, html=args.html)
-        for item in executed:
+    if not (args.execute or args.html):
+        return EXIT_OK  # nothing fetched yet: the notebook fetches when it is run
+    executed = notebooks.execute_report(path, html=args.html)
+    print(f"ran {path}: its outputs are saved in it", file=stdout)
+    for item in executed:
+        if item != path:
             print(f"wrote {item}", file=stdout)
-    return EXIT_OK
+    outcome = notebooks.fetch_outcome(path)
+    if outcome is None:
+        return EXIT_OK
+    counts = outcome["counts"]
+    print(f"the report fetched {sum(counts.values()):,} ids: "
+          f"{', '.join(f'{counts.get(status, 0):,} {status}' for status in STATUSES)}", file=stdout)
+    return _print_not_fetched(outcome["not_fetched"], counts.get("not_found", 0) + counts.get("failed", 0),
+                              sum(counts.values()), stderr, more="the report lists them")
 
 
 def cmd_demo(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
     from . import notebooks
-    from .sample import SampleOrg
+    from .connection import new_sample_server
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    ids = list(SampleOrg().user_ids[: args.users])  # testUser comes first
     query = notebooks.DEMO_QUERY
     cache = out / "profiles.sqlite"
-    from .sample import SampleServer
-
     # The demo shows the job, not the pacing: the local org's limit is raised so a
-    # few hundred users (two requests each) do not wait out a 600-a-minute window.
-    with SampleServer(rate_limit=100_000) as server:
+    # few hundred users do not wait out a 600-a-minute window.
+    with new_sample_server(rate_limit=100_000) as server:
+        ids = list(server.org.user_ids[: args.users])  # testUser comes first
         client = server.client(rate_limit=100_000)
         profile_set = client.get_profiles(ids, query=query, cache=cache, progress=True)
     written = write_outputs(profile_set, out, marketing=True,
@@ -430,8 +619,7 @@ def cmd_demo(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
 
 
 def cmd_cohorts(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
-    with _client(args.sample) as client:
-        listing = _cohort_client(client).list_cohorts(include_archived=args.archived)
+    listing = _cohort_client(_client(args.sample)).list_cohorts(include_archived=args.archived)
     if args.csv:
         from . import export
 
@@ -439,11 +627,21 @@ def cmd_cohorts(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int
         export.to_csv(frame, stdout, bom=False)
         return EXIT_OK
     shown = listing[["cohort_id", "name", "size", "last_computed", "synced_to"]].assign(
-        last_computed=listing["last_computed"].dt.strftime("%Y-%m-%d %H:%M"),
+        last_computed=listing["last_computed"].dt.strftime("%Y-%m-%d %H:%M").fillna("never"),
         synced_to=listing["synced_to"].map(", ".join))
+    # Names and ids are anyone's text: a terminal would run their escape sequences
+    # (clear the screen, set the title), so they are shown as printable text only.
+    for column in ("cohort_id", "name", "synced_to"):
+        shown[column] = shown[column].map(_printable)
     print(shown.to_string(index=False), file=stdout)
     print(f"{len(listing)} cohorts", file=stdout)
     return EXIT_OK
+
+
+def _printable(text: str) -> str:
+    """``text`` with every character a terminal would act on (escapes, controls, bidi
+    overrides, line breaks) written as its Python escape, e.g. ``\\x1b``."""
+    return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in str(text))
 
 
 def cmd_sample_server(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
@@ -473,29 +671,25 @@ def _add_preview_command(commands: Any) -> None:
 
 
 def cmd_preview(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
-    import pandas as pd
-
     from . import braze, export
 
+    # Every option is checked before the fetch, which logs exposures and spends quota.
     path = Path(args.template)
     if not path.is_file():
         raise UsageError(f"no template at {path}: give the file holding the Braze message.")
-    template = path.read_text(encoding="utf-8-sig")
+    template = _read_utf8(path, "the template")
+    _check_paths(args, out_is_file=True, example="previews.csv")
     query = _query(args)
     if not query.to_params():  # no query flags: fetch what the template's tag asks for
         call = braze.parse_tag(template)
         query = call.query
         if args.id_type is None and call.id_type is not None:
             args.id_type = call.id_type
-    attributes = None
-    if args.attributes:
-        if not Path(args.attributes).is_file():
-            raise UsageError(f"no attributes file at {args.attributes}.")
-        attributes = pd.read_csv(args.attributes, dtype=str, encoding="utf-8-sig")
-    ids, id_type = _load_ids(args)
-    with _client(args.sample, rate_limit=args.rate_limit) as client:
-        profiles = client.get_profiles(ids, query=query, id_type=id_type, workers=args.workers,
-                                       progress=not args.no_progress, cache=args.cache, max_age=args.max_age)
+    attributes = _read_attributes(args.attributes)
+    ids, id_type = _load_ids(args, stderr)
+    client = _client(args.sample, rate_limit=args.rate_limit)
+    profiles = client.get_profiles(ids, query=query, id_type=id_type, workers=args.workers,
+                                   progress=not args.no_progress, cache=args.cache, max_age=args.max_age)
     previews = braze.preview(template, profiles, attributes=attributes)
     written = export.to_csv(previews, Path(args.out))
     counts = previews["status"].value_counts()
@@ -504,13 +698,46 @@ def cmd_preview(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int
     print(f"wrote {written}", file=stdout)
     errors = previews["error"].dropna()
     if len(errors):
-        print(f"amptools: {len(errors)} messages could not be rendered, e.g.: {errors.iloc[0]}", file=stderr)
-        return EXIT_FAILURES
+        print(f"amptools: {len(errors)} message{' was' if len(errors) == 1 else 's were'} not rendered, "
+              f"e.g.: {errors.iloc[0]}", file=stderr)
+    not_fetched = _report_failures(profiles, stderr, more="their rows say why")
+    return EXIT_FAILURES if len(errors) else not_fetched
+
+
+def _snapshot_choice(value: str | None) -> str | int | None:
+    """A snapshot named on the command line: a position when it is a whole number, else an id or label."""
+    if value is None:
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        return value
+
+
+def cmd_drift(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
+    from .explorer import OverTime
+    from .snapshots import SnapshotError
+
+    out = Path(args.out)
+    if out.is_dir():
+        raise UsageError(f"--out {args.out} is a folder; give the report's file name, e.g. drift.html.")
+    try:
+        over_time = OverTime(args.store, by=args.by, k=args.k)
+        over_time.compare(_snapshot_choice(args.before), _snapshot_choice(args.after))
+    except SnapshotError as error:
+        raise UsageError(str(error)) from None
+    path = over_time.write_report(out, title=args.title)
+    print(over_time.describe(), file=stdout)
+    for row in over_time.summary().itertuples(index=False):
+        print(f"  {getattr(row, args.by)}: {row.share_changed:.1%} of {row.n_users_compared:,} users' lists changed, "
+              f"mean RBO {row.mean_rbo:.3f}, {row.n_items_entered:,} items entered, {row.n_items_left:,} left",
+              file=stdout)
+    print(f"wrote {path}", file=stdout)
     return EXIT_OK
 
 
-COMMANDS = {"fetch": cmd_fetch, "report": cmd_report, "demo": cmd_demo,
-            "cohorts": cmd_cohorts, "sample-server": cmd_sample_server, "preview": cmd_preview}
+COMMANDS = {"fetch": cmd_fetch, "report": cmd_report, "demo": cmd_demo, "cohorts": cmd_cohorts,
+            "sample-server": cmd_sample_server, "preview": cmd_preview, "drift": cmd_drift}
 
 
 def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None,

@@ -1,10 +1,10 @@
 """ProfileClient: one request to the Profile API, done right.
 
-This is the only module that knows ``requests``. Everything the transport or the
-service can do wrong is mapped to the amptools error tree in two functions,
-:func:`map_response` and :func:`map_transport_error`. Whether to retry and how
-long to wait are plain functions (:func:`should_retry`, :func:`retry_delay`),
-with the jitter in its own function so tests can pin it.
+What an answer means is decided here, in one function (:func:`map_response`); how a
+request is made, bounded and retried is :mod:`amptools.transport`'s (the only module
+that imports ``requests``): one attempt under a deadline and a byte cap, transport
+failures mapped to :class:`TransportError`, the retry policy as plain functions
+(:func:`should_retry`, :func:`retry_delay`, re-exported here) and one retry loop.
 
 The secret key lives in the ``Authorization`` header of each request and nowhere
 else: not in ``repr``, URLs, exceptions or logs. Redirects are never followed
@@ -15,34 +15,22 @@ ignore ``http.client`` debug printing, which would otherwise echo the header.
 from __future__ import annotations
 
 import hashlib
-import http.client
-import ipaddress
 import json
 import logging
-import math
 import os
 import random
-import socket
 import sqlite3
 import threading
 import time
-import zlib
 from collections.abc import Callable, Iterable, Mapping
-from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any, TypedDict
-from urllib.parse import SplitResult, quote, urlsplit
-
-import requests
-import urllib3.exceptions
-from requests.adapters import HTTPAdapter
-from urllib3.connection import HTTPConnection, HTTPSConnection
-from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+from urllib.parse import urlsplit
 
 from .errors import (
+    AmplitudeAPIError,
     AmptoolsWarning,
     AuthenticationError,
     ConfigurationError,
-    FetchCancelled,
     InvalidQueryError,
     NotFoundError,
     ProfileAPIError,
@@ -50,15 +38,33 @@ from .errors import (
     ResponseFormatError,
     ServerError,
     ThrottledError,
-    TransportError,
     UnknownUserError,
     warn,
     whole_number,
 )
 from .models import UserProfile
 from .names import NameLearner
-from .query import IdType, ProfileQuery, validate_id
+from .query import ORG_REQUESTS_PER_MINUTE, IdType, ProfileQuery, encode_params, validate_id
 from .ratelimit import Quota, RateLimiter
+from .transport import (
+    ApiKeyAuth,
+    HTTPAnswer,
+    KeyHolder,
+    RetryPolicy,
+    Secret,
+    call_with_retries,
+    checked_seconds,
+    checked_timeout,
+    checked_url,
+    exchange,
+    is_loopback,
+    jitter,
+    map_transport_error,
+    parse_retry_after,
+    retry_delay,
+    should_retry,
+    thread_session,
+)
 
 if TYPE_CHECKING:
     from datetime import timedelta
@@ -73,6 +79,9 @@ __all__ = [
     "ExposureWarning",
     "ProfileClient",
     "api_scope",
+    "checked_url",
+    "exposure_message",
+    "jitter",
     "key_fingerprint",
     "map_response",
     "map_transport_error",
@@ -94,198 +103,19 @@ class ExposureWarning(AmptoolsWarning):
     """Fetching recommendations logs exposure events in Amplitude."""
 
 
-EXPOSURE_MESSAGE = (
-    "Fetching recommendations logs a recommendation exposure event in Amplitude for "
-    "every user asked about, which feeds the measurement of live experiments. Fetch "
-    "only the users you need, and reuse a cache (cache='profiles.sqlite') instead of "
-    "fetching again."
-)
+def exposure_message(*, cache: bool) -> str:
+    """The :class:`ExposureWarning` text; its advice depends on whether the run has a cache."""
+    advice = ("Fetch only the users you need: your cache keeps their answers, so fetching them "
+              "again sends no request for a user it holds." if cache else
+              "Fetch only the users you need, and fetch through a cache (get_profiles(..., "
+              "cache='profiles.sqlite'), or --cache on the command line) so that fetching them "
+              "again asks the service for nothing it already has.")
+    return ("Fetching recommendations logs a recommendation exposure event in Amplitude for "
+            f"every user asked about, which feeds the measurement of live experiments. {advice}")
 
 
-# -- one attempt's deadline ------------------------------------------------------------
-# The read timeout bounds each socket read, not the answer: a server that trickles a
-# byte a second would hold a worker (and a cancel) for as long as it likes. Each
-# attempt therefore runs under a watch whose timer shuts the connection's socket at the
-# deadline; the blocked read then ends at once and the attempt is a TransportError.
-_active_watch = threading.local()
-
-
-class _Watch:
-    """The deadline of one attempt: knows the connection in use, shuts it when late."""
-
-    def __init__(self, seconds: float) -> None:
-        self.seconds = seconds
-        self.connection: Any = None
-        self.fired = False
-        self._timer = threading.Timer(seconds, self._fire)
-        self._timer.daemon = True
-
-    def __enter__(self) -> _Watch:
-        _active_watch.current = self
-        self._timer.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._timer.cancel()
-        _active_watch.current = None
-
-    def _fire(self) -> None:
-        self.fired = True
-        sock = getattr(self.connection, "sock", None)
-        if sock is not None:
-            try:
-                # The plain socket's shutdown, also for TLS sockets: it wakes the blocked
-                # read in the other thread without touching the TLS object it is using.
-                socket.socket.shutdown(sock, socket.SHUT_RDWR)
-            except OSError:
-                pass
-
-
-# -- connections that never print headers -----------------------------------------
-class _QuietHTTPConnection(HTTPConnection):
-    # http.client prints every header sent (the key included) when its debuglevel is
-    # raised, often globally for troubleshooting; our connections stay silent.
-    debuglevel = property(lambda self: 0, lambda self, value: None)
-
-    def request(self, *args: Any, **kwargs: Any) -> None:
-        watch = getattr(_active_watch, "current", None)
-        if watch is not None:
-            watch.connection = self  # so the deadline can cut this connection
-        super().request(*args, **kwargs)
-
-
-class _QuietHTTPSConnection(HTTPSConnection):
-    debuglevel = property(lambda self: 0, lambda self, value: None)
-    request = _QuietHTTPConnection.request
-
-
-class _QuietHTTPPool(HTTPConnectionPool):
-    ConnectionCls = _QuietHTTPConnection
-
-
-class _QuietHTTPSPool(HTTPSConnectionPool):
-    ConnectionCls = _QuietHTTPSConnection
-
-
-class _QuietAdapter(HTTPAdapter):
-    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
-        super().init_poolmanager(*args, **kwargs)
-        self.poolmanager.pool_classes_by_scheme = {"http": _QuietHTTPPool, "https": _QuietHTTPSPool}
-
-
-def _thread_session(local: threading.local, *, pool_connections: int, pool_maxsize: int) -> requests.Session:
-    """This thread's session, kept in ``local`` and made on first use.
-
-    One session per thread: requests does not promise a Session is thread-safe. It
-    never retries by itself (our loops do, with backoff) and sends amptools' User-Agent.
-    """
-    session: requests.Session | None = getattr(local, "session", None)
-    if session is None:
-        session = requests.Session()
-        adapter = _QuietAdapter(pool_connections=pool_connections, pool_maxsize=pool_maxsize, max_retries=0)
-        session.mount("http://", adapter)
-        session.mount("https://", adapter)
-        session.headers["User-Agent"] = "amptools/0.1 (+python-requests)"
-        local.session = session
-    return session
-
-
-class _KeyHolder:
-    """Base of the clients, which hold keys: a pickle would carry them to a file or another
-    process, so pickling is refused and each process makes its own client."""
-
-    _holds = "the keys"  # said in the refusal
-
-    def __reduce__(self) -> Any:
-        name = type(self).__name__
-        raise TypeError(f"a {name} holds {self._holds} and cannot be pickled; "
-                        f"create one in each process with {name}.from_env().")
-
-
-class _Secret:
-    """Holds the key; prints as asterisks wherever it ends up."""
-
-    __slots__ = ("_value",)
-
-    def __init__(self, value: str) -> None:
-        self._value = value
-
-    def reveal(self) -> str:
-        return self._value
-
-    def __repr__(self) -> str:
-        return "'***'"
-
-    __str__ = __repr__
-
-    def __reduce__(self) -> Any:
-        raise TypeError("the secret key cannot be pickled")
-
-
-class _ApiKeyAuth(requests.auth.AuthBase):
-    """Sets ``Authorization: Api-Key <key>`` on each prepared request."""
-
-    def __init__(self, secret: _Secret) -> None:
-        self._secret = secret
-
-    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
-        request.headers["Authorization"] = "Api-Key " + self._secret.reveal()
-        return request
-
-    def __repr__(self) -> str:
-        return "<ApiKeyAuth ***>"
-
-
-# -- retry policy -----------------------------------------------------------------
-def should_retry(error: BaseException, attempt: int, max_retries: int) -> bool:
-    """Retry transient failures (5xx, throttling, resets, timeouts) up to ``max_retries`` times."""
-    return bool(getattr(error, "retryable", False)) and attempt <= max_retries
-
-
-def jitter(delay: float, rng: random.Random | None = None) -> float:
-    """Equal jitter: half the delay fixed, half random, so retries spread out."""
-    return delay / 2 + (rng or random).random() * delay / 2
-
-
-def retry_delay(
-    attempt: int,
-    retry_after: float | None = None,
-    *,
-    base: float = 0.5,
-    cap: float = 30.0,
-    retry_after_cap: float = 60.0,
-    jitter: Callable[[float], float] = jitter,
-) -> float:
-    """Seconds to wait before retry number ``attempt`` (1 for the first retry).
-
-    The service's ``Retry-After`` wins when it is sent (capped at ``retry_after_cap``);
-    otherwise capped exponential backoff with jitter: ``base * 2**(attempt-1)``.
-    """
-    if retry_after is not None and math.isfinite(retry_after) and retry_after > 0:
-        return min(retry_after, retry_after_cap)
-    return jitter(min(cap, base * 2 ** max(0, attempt - 1)))
-
-
-def _parse_retry_after(value: str | None) -> float | None:
-    """Seconds from a ``Retry-After`` header, or None when it says nothing usable.
-
-    Negative, zero, NaN, infinite, past or garbage values count as "not sent", so the
-    normal backoff applies (a zero would otherwise mean immediate retries).
-    """
-    if not value:
-        return None
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            moment = parsedate_to_datetime(value)
-        except (TypeError, ValueError, IndexError, OverflowError):
-            return None
-        try:
-            seconds = moment.timestamp() - time.time()
-        except (OverflowError, OSError, ValueError):
-            return None
-    return seconds if math.isfinite(seconds) and seconds > 0 else None
+#: The text for a run without a cache (kept for those who imported it).
+EXPOSURE_MESSAGE = exposure_message(cache=False)
 
 
 # -- the mapping of answers to errors -------------------------------------------------
@@ -315,8 +145,9 @@ def map_response(
     if status == 429 or (throttle_said and not is_profile):
         return ThrottledError(
             f"the org is over its requests-per-minute limit (HTTP {status}); amptools slows "
-            "down and retries. Lower rate_limit= if other tools share the org's 600 a minute.",
-            retry_after=_parse_retry_after(headers.get("Retry-After")),
+            "down and retries. Lower rate_limit= if other tools share the org's "
+            f"{ORG_REQUESTS_PER_MINUTE} a minute.",
+            retry_after=parse_retry_after(headers.get("Retry-After")),
             **context,
         )
     if status == 401:
@@ -365,27 +196,6 @@ def map_response(
     return payload
 
 
-def map_transport_error(exc: BaseException, url: str, *, deadline: float | None = None) -> TransportError:
-    """Turn a connection, timeout or cut-body failure into a retryable TransportError.
-
-    ``deadline`` is set when the attempt's total deadline cut it (whatever the
-    transport then reported).
-    """
-    kind = type(exc).__name__
-    if deadline is not None:
-        what = f"no complete answer within the attempt's {deadline:g} s deadline"
-    elif isinstance(exc, (requests.Timeout, urllib3.exceptions.TimeoutError, socket.timeout)):
-        what = "the request timed out"
-    elif isinstance(exc, (requests.exceptions.ChunkedEncodingError, urllib3.exceptions.ProtocolError,
-                          http.client.IncompleteRead)):
-        what = "the response was cut off before its end"
-    elif isinstance(exc, (requests.ConnectionError, OSError)):
-        what = "the connection failed or was reset"
-    else:
-        what = "the request failed in transport"
-    return TransportError(f"{what} ({kind}); retried with backoff.", url=url)
-
-
 _SCOPE_SALT = b"amptools.cache.scope.v1\x00"
 
 
@@ -402,7 +212,7 @@ def api_scope(base_url: str, secret_key: str) -> str:
     runs on a new port each time, and its key already says which org it is.
     """
     parts = urlsplit(base_url.rstrip("/"))
-    netloc = parts.hostname if _is_loopback(parts.hostname) else parts.netloc
+    netloc = parts.hostname if is_loopback(parts.hostname) else parts.netloc
     return f"{parts.scheme}://{netloc}{parts.path} key:{key_fingerprint(secret_key)}"
 
 
@@ -420,47 +230,6 @@ def _key_problem(secret_key: Any) -> str | None:
                 "or another non-ASCII character, often picked up by pasting it through a "
                 "document or chat); paste it again as plain text.")
     return None
-
-
-def _is_seconds(value: Any, *, zero: bool = False) -> bool:
-    """A finite number of seconds, positive (or ≥ 0 with ``zero``); never a bool."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        return False
-    return value >= 0 if zero else value > 0
-
-
-def checked_url(url: str, *, what: str, use: str, query: bool = False) -> SplitResult:
-    """The parts of an http(s) URL that may receive a key, or a :class:`ConfigurationError`.
-
-    Credentials in the URL are refused first, so no message ever quotes them; a query
-    (a signed storage link's signature) is never quoted either. Plain http is allowed
-    only for loopback addresses.
-    """
-    parts = urlsplit(str(url))
-    if parts.username is not None or parts.password is not None:
-        raise ConfigurationError(f"{what} must not hold credentials (user:password@); "
-                                 "pass keys as arguments.")
-    shown = f"{parts.scheme}://{parts.netloc}"
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ConfigurationError(f"{what} {shown} is not an http(s) URL; use {use}.")
-    if parts.query and not query:
-        raise ConfigurationError(f"{what} must not hold a query string.")
-    if parts.scheme == "http" and not _is_loopback(parts.hostname):
-        raise ConfigurationError(
-            f"{what} {shown} is plain http: keys and data would travel unencrypted. Use "
-            f"https:// ({use}); http is allowed only for 127.0.0.1/localhost.")
-    return parts
-
-
-def _is_loopback(host: str | None) -> bool:
-    if not host:
-        return False
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 class _Answer(TypedDict):
@@ -483,59 +252,9 @@ def _checked_ids(user_id: object, device_id: object) -> dict[str, str]:
     return ids
 
 
-def _encode_query(params: Mapping[str, str]) -> str:
-    """Percent-encode every value; the commas that join id lists stay literal.
-
-    Single ids (user_id, device_id) are encoded whole, commas included, so an id
-    with a comma cannot be mistaken for two.
-    """
-    lists = {"rec_id", "comp_id", "prediction_id"}
-    pieces = []
-    for name, value in params.items():
-        if name in lists:
-            encoded = ",".join(quote(part, safe="") for part in value.split(","))
-        else:
-            encoded = quote(value, safe="")
-        pieces.append(f"{name}={encoded}")
-    return "&".join(pieces)
 
 
-class _TooLarge(Exception):
-    """A body past max_response_bytes (raw, or once decompressed)."""
-
-
-def _read_body(response: requests.Response, limit: int) -> bytes:
-    """The body, decompressed, read in chunks and refused past ``limit`` bytes.
-
-    Decompression is ours (zlib with an output bound), not urllib3's, so a small
-    gzip bomb cannot expand into gigabytes before anyone looks at the size.
-    """
-    chunks: list[bytes] = []
-    size = 0
-    for chunk in response.raw.stream(65536, decode_content=False):
-        size += len(chunk)
-        if size > limit:
-            raise _TooLarge(f"more than {limit:,} bytes on the wire")
-        chunks.append(chunk)
-    data = b"".join(chunks)
-    encoding = response.headers.get("Content-Encoding", "").strip().lower()
-    if encoding in ("", "identity"):
-        return data
-    if encoding in ("gzip", "x-gzip"):
-        wbits = 16 + zlib.MAX_WBITS
-    elif encoding == "deflate":
-        # RFC 9110's deflate is zlib-wrapped; some servers send raw deflate.
-        wbits = zlib.MAX_WBITS if data[:1] and (data[0] & 0x0F) == 8 else -zlib.MAX_WBITS
-    else:
-        raise zlib.error(f"unknown Content-Encoding {encoding!r}")
-    inflater = zlib.decompressobj(wbits)
-    out = inflater.decompress(data, limit + 1)
-    if len(out) > limit or inflater.unconsumed_tail:
-        raise _TooLarge(f"more than {limit:,} bytes once decompressed")
-    return out
-
-
-class ProfileClient(_KeyHolder):
+class ProfileClient(KeyHolder):
     """A client of the Amplitude User Profile API.
 
     Parameters
@@ -599,26 +318,15 @@ class ProfileClient(_KeyHolder):
         if problem is not None:
             del secret_key
             raise ConfigurationError(problem)
-        self._auth = _ApiKeyAuth(_Secret(secret_key.strip()))
+        self._key = Secret(secret_key.strip())
+        self._auth = ApiKeyAuth(self._key)
         del secret_key
         self.base_url = self._check_base_url(base_url)
-        if isinstance(timeout, (int, float)) and not isinstance(timeout, bool):
-            timeout = (float(timeout), float(timeout))
-        if isinstance(timeout, list):
-            timeout = tuple(timeout)
-        if not isinstance(timeout, tuple) or len(timeout) != 2 or not all(_is_seconds(t) for t in timeout):
-            raise ConfigurationError(
-                f"timeout must be positive, finite seconds or (connect, read), got {timeout!r}.")
-        self.timeout: tuple[float, float] = (timeout[0], timeout[1])
-        for name, value in (("backoff_base", backoff_base), ("backoff_cap", backoff_cap),
-                            ("retry_after_cap", retry_after_cap)):
-            if not _is_seconds(value, zero=True):
-                raise ConfigurationError(f"{name} must be finite seconds ≥ 0, got {value!r}.")
-        self.deadline = float(sum(self.timeout)) if deadline is None else deadline
-        if not _is_seconds(self.deadline):
-            raise ConfigurationError(f"deadline must be positive, finite seconds, got {deadline!r}.")
+        self.timeout: tuple[float, float] = checked_timeout(timeout)
+        policy = RetryPolicy(max_retries, backoff_base, backoff_cap, retry_after_cap)  # checks them
+        self.deadline = checked_seconds("deadline", sum(self.timeout) if deadline is None else deadline)
         self.max_response_bytes = whole_number("max_response_bytes", max_response_bytes, minimum=1024)
-        self.max_retries = whole_number("max_retries", max_retries, minimum=0)
+        self.max_retries = policy.max_retries
         self.limiter = RateLimiter(rate_limit, rate_period, clock=clock, sleep=sleep,
                                    ledger=self._shared_ledger(shared_budget and clock is time.monotonic))
         self.backoff_base = backoff_base
@@ -645,10 +353,11 @@ class ProfileClient(_KeyHolder):
         from .budget import SharedBudget, budget_path, open_store, unusable
 
         scope = self.scope
-        if self.is_sample:
+        if is_loopback(urlsplit(self.base_url).hostname):
             # api_scope drops a loopback port so sample-org caches are reused across
-            # sessions, but two sample servers running at once are two orgs with two
-            # limits: their budgets are kept apart by port.
+            # sessions, but two local servers running at once (sample orgs, in this
+            # process or another) are two orgs with two limits: their budgets are kept
+            # apart by port.
             scope += f" port:{urlsplit(self.base_url).port}"
         try:
             return SharedBudget(open_store(), scope)
@@ -694,15 +403,15 @@ class ProfileClient(_KeyHolder):
     @property
     def scope(self) -> str:
         """Which API and project this client asks (see :func:`api_scope`); never the key."""
-        return api_scope(self.base_url, self._auth._secret.reveal())
+        return api_scope(self.base_url, self._key.reveal())
 
     @property
     def is_sample(self) -> bool:
-        """True when the client talks to a local server (the embedded sample org)."""
-        return _is_loopback(urlsplit(self.base_url).hostname)
+        """True when the client talks to an embedded sample org of this process
+        (:func:`amptools.connection.sample_server` says which); a local proxy is not one."""
+        from .connection import is_sample
 
-    def _session(self) -> requests.Session:
-        return _thread_session(self._local, pool_connections=1, pool_maxsize=4)
+        return is_sample(self.base_url)
 
     def acknowledge_exposure(self) -> None:
         """Say that the user was told fetching recommendations logs exposure events (a
@@ -710,15 +419,16 @@ class ProfileClient(_KeyHolder):
         with self._exposure_lock:
             self._exposure_warned = True
 
-    def warn_exposure(self, query: ProfileQuery) -> None:
-        """Warn once per client that fetching recommendations logs exposure events."""
+    def warn_exposure(self, query: ProfileQuery, *, cache: bool = False) -> None:
+        """Warn once per client that fetching recommendations logs exposure events
+        (``cache``: whether the run fetches through a cache, which the advice depends on)."""
         if not query.asks_recommendations:
             return
         with self._exposure_lock:
             if self._exposure_warned:
                 return
             self._exposure_warned = True
-        warn(EXPOSURE_MESSAGE, ExposureWarning)
+        warn(exposure_message(cache=cache), ExposureWarning)
 
     # -- one request -------------------------------------------------------------
     def request(
@@ -730,33 +440,14 @@ class ProfileClient(_KeyHolder):
         answer is an error that retrying cannot fix or the retries are used up, and
         :class:`FetchCancelled` when ``cancel`` is set while waiting.
         """
-        url = f"{self.endpoint}?{_encode_query(params)}"
-        attempt = 0
-        while True:
-            attempt += 1
-            result = self._send_once(url, cancel)
-            if not isinstance(result, ProfileAPIError):
-                return result, attempt
-            result.attempts = attempt
-            if not should_retry(result, attempt, self.max_retries):
-                raise result
-            delay = retry_delay(
-                attempt,
-                result.retry_after,
-                base=self.backoff_base,
-                cap=self.backoff_cap,
-                retry_after_cap=self.retry_after_cap,
-                jitter=lambda d: jitter(d, self._rng),
-            )
-            if isinstance(result, ThrottledError):
-                self.limiter.throttled(delay)  # pauses every thread and slows the pace
-            log.info("retrying after %s (attempt %d of %d) in %.2fs",
-                     type(result).__name__, attempt, self.max_retries + 1, delay)
-            if cancel is not None:
-                if cancel.wait(delay):
-                    raise FetchCancelled("cancelled while waiting to retry")
-            else:
-                self._sleep(delay)
+        url = f"{self.endpoint}?{encode_params(params)}"
+        policy = RetryPolicy(self.max_retries, self.backoff_base, self.backoff_cap, self.retry_after_cap)
+        return call_with_retries(lambda: self._send_once(url, cancel), policy, cancel=cancel,
+                                 sleep=self._sleep, rng=self._rng, before_wait=self._before_retry)
+
+    def _before_retry(self, error: AmplitudeAPIError, attempt: int, delay: float) -> None:
+        if isinstance(error, ThrottledError):
+            self.limiter.throttled(delay)  # pauses every thread and slows the pace
 
     def _send_once(
         self, url: str, cancel: threading.Event | None
@@ -765,56 +456,15 @@ class ProfileClient(_KeyHolder):
             answer = self._exchange(url)
         if isinstance(answer, ProfileAPIError):
             return answer
-        status, text, headers = answer
-        return map_response(status, text, headers, url)
+        return map_response(answer.status, answer.text, answer.headers, url)
 
-    def _exchange(self, url: str) -> tuple[int, str, Mapping[str, str]] | ProfileAPIError:
-        """One HTTP attempt under its deadline and size limit: (status, text, headers),
-        or the error it stands for. Never lets a frame that held the key escape."""
-        error: ProfileAPIError | None = None
-        interrupted: tuple[type[BaseException], tuple[Any, ...]] | None = None
-        watch = _Watch(self.deadline)
-        try:
-            with watch:
-                # The key is added by the auth hook on the prepared request, so no
-                # frame of ours holds it in a local that a verbose traceback shows.
-                response = self._session().get(
-                    url, auth=self._auth, timeout=self.timeout, allow_redirects=False,
-                    stream=True, headers={"Accept": "application/json",
-                                          "Accept-Encoding": "gzip, deflate"},
-                )
-                try:
-                    body = _read_body(response, self.max_response_bytes)
-                finally:
-                    response.close()
-            if watch.fired:  # the body may look whole when a close cut it short
-                error = map_transport_error(TimeoutError(), url, deadline=self.deadline)
-        except _TooLarge as too_large:
-            error = ResponseFormatError(
-                f"the answer is larger than max_response_bytes={self.max_response_bytes:,} "
-                f"({too_large}); a profile is a few kilobytes. Raise max_response_bytes= if "
-                "this is expected.", status=response.status_code, url=url)
-            error.field = "(body)"
-        except (requests.RequestException, urllib3.exceptions.HTTPError, http.client.HTTPException,
-                OSError) as exc:
-            error = map_transport_error(exc, url, deadline=self.deadline if watch.fired else None)
-        except zlib.error:
-            error = ResponseFormatError(
-                "the answer's compressed body could not be decompressed.",
-                status=response.status_code, url=url)
-            error.field = "(body)"
-        except Exception as exc:  # noqa: BLE001 - never a raw transport error to the user
-            error = ProfileAPIError(f"the request failed unexpectedly ({type(exc).__name__}).", url=url)
-        except BaseException as exc:  # Ctrl-C, SystemExit
-            interrupted = (type(exc), exc.args if isinstance(exc, SystemExit) else ())
-        # Raised here, outside the handler: the new exception has no context, so its
-        # traceback holds no frame of requests, urllib3 or http.client (whose locals
-        # hold the headers, key included) for a verbose traceback or tracker to print.
-        if interrupted is not None:
-            raise interrupted[0](*interrupted[1])
-        if error is not None:
-            return error
-        return response.status_code, body.decode("utf-8", errors="replace"), response.headers
+    def _exchange(self, url: str) -> HTTPAnswer | ProfileAPIError:
+        """One HTTP attempt under its deadline and size limit (see :func:`transport.exchange`):
+        the answer, or the error it stands for. Never lets a frame that held the key escape."""
+        session = thread_session(self._local, pool_connections=1, pool_maxsize=4)
+        return exchange(session, url, auth=self._auth, timeout=self.timeout, deadline=self.deadline,
+                        max_bytes=self.max_response_bytes, headers={"Accept": "application/json"},
+                        too_large="; a profile is a few kilobytes")
 
     def fetch_payloads(
         self,
@@ -931,84 +581,3 @@ class ProfileClient(_KeyHolder):
         return fetch_profiles(self, ids, query, id_type=id_type, workers=workers,
                               progress=progress, cache=cache, max_age=max_age, cancel=cancel,
                               on_progress=on_progress, **options)
-
-
-# -- plain GETs for Amplitude's other REST APIs (cohorts.py) --------------------------
-class _BasicAuth(requests.auth.AuthBase):
-    """HTTP Basic with the API key as user and the secret key as password (Dashboard APIs)."""
-
-    def __init__(self, user: _Secret, password: _Secret) -> None:
-        self._user = user
-        self._password = password
-
-    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
-        basic = requests.auth.HTTPBasicAuth(self._user.reveal(), self._password.reveal())
-        signed: requests.PreparedRequest = basic(request)  # the stubs type __call__ loosely
-        return signed
-
-    def __repr__(self) -> str:
-        return "<BasicAuth ***>"
-
-
-class _NoAuth(requests.auth.AuthBase):
-    # An explicit auth object also stops requests from adding ~/.netrc credentials,
-    # so a pre-signed storage URL receives no Authorization header at all.
-    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
-        request.headers.pop("Authorization", None)
-        return request
-
-
-class HTTPAnswer:
-    """One HTTP answer as plain values: what :class:`HTTPGetter` hands to other modules."""
-
-    __slots__ = ("content", "headers", "status", "url")
-
-    def __init__(self, status: int, headers: Mapping[str, str], content: bytes, url: str) -> None:
-        self.status = status
-        self.headers = headers
-        self.content = content
-        self.url = url
-
-    @property
-    def text(self) -> str:
-        return self.content.decode("utf-8", errors="replace")
-
-
-class HTTPGetter:
-    """Single GETs with Basic auth (or none), redirects never followed, quiet connections.
-
-    The transport half of :class:`amptools.cohorts.CohortClient`, kept here so that
-    ``client.py`` stays the only module that imports ``requests``. Transport failures
-    come back as :class:`TransportError` (see :func:`map_transport_error`); what a
-    status means is the caller's business.
-    """
-
-    def __init__(self, api_key: _Secret, secret_key: _Secret, *,
-                 timeout: tuple[float, float] = (5.0, 60.0)) -> None:
-        self._auth = _BasicAuth(api_key, secret_key)
-        self.timeout = timeout
-        self._local = threading.local()
-
-    def __repr__(self) -> str:
-        return "<amptools.client.HTTPGetter ***>"
-
-    def __reduce__(self) -> Any:
-        raise TypeError("an HTTPGetter holds the keys and cannot be pickled.")
-
-    def _session(self) -> requests.Session:
-        return _thread_session(self._local, pool_connections=2, pool_maxsize=2)
-
-    def get(self, url: str, *, authorized: bool = True,
-            headers: Mapping[str, str] | None = None) -> HTTPAnswer | TransportError:
-        """GET ``url`` once; ``authorized=False`` sends no ``Authorization`` header at all."""
-        try:
-            response = self._session().get(
-                url, auth=self._auth if authorized else _NoAuth(), headers=dict(headers or {}),
-                timeout=self.timeout, allow_redirects=False,
-            )
-            content = response.content
-        except requests.RequestException as exc:
-            error = map_transport_error(exc, url.split("?")[0] if not authorized else url)
-            error.__cause__ = None
-            return error
-        return HTTPAnswer(response.status_code, dict(response.headers), content, url)

@@ -5,20 +5,23 @@ module lists the project's cohorts with their names, sizes and sync targets, and
 downloads a cohort's members (``amplitude_id``, ``user_id`` and, on request, user
 properties) so they can be handed to :meth:`ProfileClient.get_profiles`.
 
-The same standards as :class:`~amptools.client.ProfileClient`, with its pieces
-reused: the keys sit in a holder that prints as ``***`` and travel only in the
-``Authorization`` header (HTTP Basic: API key as user, secret key as password);
-``http://`` is allowed only on loopback; answers map onto the amptools error tree;
-transient failures are retried with :func:`~amptools.client.retry_delay`. The HTTP
-itself is done by :class:`amptools.client.HTTPGetter` (``client.py`` stays the only
-module that imports ``requests``).
+The same standards as :class:`~amptools.client.ProfileClient`, through the same
+transport (:mod:`amptools.transport`): the keys sit in holders that print as ``***``
+and travel only in the ``Authorization`` header (HTTP Basic: API key as user, secret
+key as password); ``http://`` is allowed only on loopback; every attempt runs under
+a deadline and a byte cap (member files: ``max_response_bytes``, 512 MiB by
+default, on the wire and once decompressed), and a download can be cancelled
+mid-body; a Ctrl-C leaves no frame holding a key; answers map onto the amptools
+error tree (:class:`~amptools.errors.CohortsAPIError`); transient failures are
+retried with capped backoff by :func:`~amptools.transport.call_with_retries`.
 
 Downloading is asynchronous: request → poll (``JOB INPROGRESS`` → ``JOB COMPLETED``,
 with backoff, bounded by ``max_wait``, cancellable) → the file, in the body or via a
 302 to a pre-signed storage URL that is fetched **without** the ``Authorization``
 header (an expired link is asked for again). Every "get one cohort" request counts
 against the org's 500 a month, so downloads are cached by ``(cohort_id,
-last_computed)``: a cohort not computed again since is never downloaded twice.
+last_computed)`` once they were read: a cohort not computed again since is never
+downloaded twice.
 """
 
 from __future__ import annotations
@@ -35,40 +38,51 @@ import sqlite3
 import threading
 import time
 import zipfile
+import zlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from pathlib import Path
-from typing import Any, TypeVar
-from urllib.parse import quote, urlencode, urljoin, urlsplit
+from typing import TYPE_CHECKING, Any, TypeVar
+from urllib.parse import quote, urlencode, urljoin
 
 import pandas as pd
 
-from .client import (
-    KEY_VARIABLE,
+from . import connection, errors, stores
+from .client import KEY_VARIABLE, api_scope
+from .errors import (
+    AmplitudeAPIError,
+    AmptoolsWarning,
+    CohortsAPIError,
+    ConfigurationError,
+    InvalidQueryError,
+    ProfileAPIError,
+    ResponseFormatError,
+    warn,
+    whole_number,
+)
+from .transport import (
+    BasicAuth,
     HTTPAnswer,
     HTTPGetter,
-    ProfileClient,
-    _is_loopback,
-    _parse_retry_after,
+    KeyHolder,
+    RetryPolicy,
+    Secret,
+    call_with_retries,
+    checked_seconds,
+    checked_timeout,
     checked_url,
-    _KeyHolder,
-    _Secret,
-    api_scope,
     jitter,
-    retry_delay,
-    should_retry,
+    parse_retry_after,
 )
-# The four errors used throughout are imported by name; the leaves met once or twice
-# (mostly in map_cohort_response) are spelled errors.X.
-from . import errors
-from .errors import ConfigurationError, InvalidQueryError, ProfileAPIError, ResponseFormatError, whole_number
+
 
 __all__ = [
     "API_KEY_VARIABLE",
     "COHORT_COLUMNS",
     "COHORT_DTYPES",
+    "DEFAULT_MAX_RESPONSE_BYTES",
     "HOSTS",
     "MEMBER_ID_COLUMNS",
     "CohortClient",
+    "CohortFileWarning",
     "CohortJobTimeout",
     "connect",
     "downloads_spent",
@@ -85,7 +99,12 @@ LIST_PATH = "/api/3/cohorts"
 REQUEST_PATH = "/api/5/cohorts/request/{}"
 STATUS_PATH = "/api/5/cohorts/request-status/{}"
 FILE_PATH = "/api/5/cohorts/request/{}/file"
-USAGE_PATH = "/api/5/cohorts/usage"  # assumed: the docs name a "Get usage" endpoint, not its path
+# Amplitude's page names a "Get usage" endpoint; three independent clients use this path.
+USAGE_PATH = "/api/3/cohorts/usage"
+USAGE_FALLBACK_PATH = "/api/5/cohorts/usage"  # asked on a 404 (what amptools asked before)
+#: The largest answer accepted, on the wire and once decompressed: a member file of the
+#: API's 2 million users with a few properties fits.
+DEFAULT_MAX_RESPONSE_BYTES = 512 * 2**20
 
 #: The columns of :meth:`CohortClient.list_cohorts`, in order.
 COHORT_COLUMNS: tuple[str, ...] = (
@@ -112,8 +131,15 @@ log = logging.getLogger("amptools")
 _T = TypeVar("_T")
 
 
-class CohortJobTimeout(ProfileAPIError, TimeoutError):
-    """A cohort download job did not complete within ``max_wait``. Call again to keep waiting."""
+class CohortJobTimeout(CohortsAPIError, ProfileAPIError, TimeoutError):
+    """A cohort download job did not complete within ``max_wait``. Call again to keep waiting.
+
+    (A :class:`ProfileAPIError` too, for now: see :class:`~amptools.errors.CohortsAPIError`.)
+    """
+
+
+class CohortFileWarning(AmptoolsWarning):
+    """A cohort member file held bytes that are not UTF-8: they were replaced (the lines are named)."""
 
 
 # -- the downloads this process spent ----------------------------------------------
@@ -136,7 +162,7 @@ def _spend() -> int:
 # -- the mapping of answers to errors ------------------------------------------------
 def map_cohort_response(
     status: int, text: str, headers: Mapping[str, str], url: str, *, not_found: str = ""
-) -> dict[str, Any] | ProfileAPIError:
+) -> dict[str, Any] | CohortsAPIError:
     """Turn one Cohorts API answer into its JSON object, or the error it stands for.
 
     Parameters
@@ -148,41 +174,47 @@ def map_cohort_response(
 
     Returns
     -------
-    dict or ProfileAPIError
+    dict or CohortsAPIError
+        The error is also of its kind (:class:`AuthenticationError`,
+        :class:`ThrottledError`, ...).
     """
     context: dict[str, Any] = {"status": status, "body": text, "url": url}
     try:
         payload: Any = json.loads(text) if text.strip() else None
-    except ValueError:
+    except (ValueError, RecursionError):
         payload = None
     error_text = ""
     if isinstance(payload, dict):
         error_text = str(payload.get("error") or payload.get("message") or "")
+    of = CohortsAPIError.of
     if status in (401, 403):
-        return errors.AuthenticationError(
-            f"the Cohorts API rejected the keys (HTTP {status}): it needs both the project's "
-            f"API key ({API_KEY_VARIABLE}, sent as the user) and its secret key ({KEY_VARIABLE}, "
-            "sent as the password) — check that both belong to this project.", **context)
+        return of(errors.AuthenticationError,
+                  f"the Cohorts API rejected the keys (HTTP {status}): it needs both the project's "
+                  f"API key ({API_KEY_VARIABLE}, sent as the user) and its secret key ({KEY_VARIABLE}, "
+                  "sent as the password) — check that both belong to this project.", **context)
     if status == 429:
-        return errors.ThrottledError(
-            "the Cohorts API is over its limit (HTTP 429; 60 downloads per 10 minutes and 4 in "
-            "parallel per app); amptools waits and retries.",
-            retry_after=_parse_retry_after(headers.get("Retry-After")), **context)
+        return of(errors.ThrottledError,
+                  "the Cohorts API is over its limit (HTTP 429; 60 downloads per 10 minutes and 4 in "
+                  "parallel per app); amptools waits and retries.",
+                  retry_after=parse_retry_after(headers.get("Retry-After")), **context)
     if status == 404:
-        return errors.NotFoundError(f"{not_found or 'nothing at ' + url.split('?')[0]} (HTTP 404).", **context)
+        return of(errors.NotFoundError, f"{not_found or 'nothing at ' + url.split('?')[0]} (HTTP 404).",
+                  **context)
     if 300 <= status < 400:
-        return errors.RedirectError(
-            f"the Cohorts API redirected (HTTP {status}) where no redirect was expected; amptools "
-            "does not follow it, so the keys are not sent elsewhere.", **context)
+        return of(errors.RedirectError,
+                  f"the Cohorts API redirected (HTTP {status}) where no redirect was expected; amptools "
+                  "does not follow it, so the keys are not sent elsewhere.", **context)
     if status >= 500:
-        return errors.ServerError(f"the Cohorts API failed (HTTP {status}); retried with backoff.", **context)
+        return of(errors.ServerError, f"the Cohorts API failed (HTTP {status}); retried with backoff.",
+                  **context)
     if status >= 400:
-        return ProfileAPIError(
-            f"the Cohorts API refused the request (HTTP {status}): {error_text or text[:200]}", **context)
+        return of(ProfileAPIError,
+                  f"the Cohorts API refused the request (HTTP {status}): {error_text or text[:200]}",
+                  **context)
     if not isinstance(payload, dict):
-        return ResponseFormatError(
-            f"the Cohorts API answered HTTP {status} with a body that is not a JSON object "
-            f"({text[:80]!r}).", **context)
+        return of(ResponseFormatError,
+                  f"the Cohorts API answered HTTP {status} with a body that is not a JSON object "
+                  f"({text[:80]!r}).", **context)
     return payload
 
 
@@ -200,6 +232,7 @@ def _timestamp(value: Any) -> pd.Timestamp:
 
 
 def _cohort_frame(entries: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
+    """The listing's rows; a time nobody gave (a cohort never computed) is ``NaT``."""
     rows = []
     for entry in entries:
         owners = entry.get("owners")
@@ -215,16 +248,21 @@ def _cohort_frame(entries: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
         ))
     frame = pd.DataFrame.from_records(rows, columns=list(COHORT_COLUMNS))
     frame["size"] = pd.to_numeric(frame["size"], errors="coerce")
+    for column in ("last_computed", "last_modified"):
+        # A column of only NaT is timezone-naive: made UTC before the cast, which refuses that.
+        frame[column] = pd.to_datetime(frame[column], utc=True)
     return frame.astype(COHORT_DTYPES)
 
 
-def read_member_file(content: bytes) -> pd.DataFrame:
+def read_member_file(content: bytes, *, max_bytes: int = DEFAULT_MAX_RESPONSE_BYTES) -> pd.DataFrame:
     """Read a cohort member file tolerantly: CSV (or TSV, or JSON lines), gzip/zip or plain.
 
     Parameters
     ----------
     content : bytes
         The file as downloaded.
+    max_bytes : int
+        The largest file accepted once decompressed (512 MiB by default).
 
     Returns
     -------
@@ -236,35 +274,39 @@ def read_member_file(content: bytes) -> pd.DataFrame:
     Raises
     ------
     ResponseFormatError
-        When the file holds neither an ``amplitude_id`` nor a ``user_id`` column;
-        the message names the columns found.
+        When the file holds neither an ``amplitude_id`` nor a ``user_id`` column (the
+        message names the columns found), cannot be decompressed, or is larger than
+        ``max_bytes`` once decompressed.
+
+    Warns
+    -----
+    CohortFileWarning
+        When some bytes are not UTF-8: only those are replaced (by ``\ufffd``), and the
+        warning names their lines; every other id is read exactly.
     """
-    if content[:2] == b"\x1f\x8b":
-        content = gzip.decompress(content)
-    elif content[:4] == b"PK\x03\x04":
-        with zipfile.ZipFile(io.BytesIO(content)) as archive:
-            names = [n for n in archive.namelist() if not n.endswith("/")]
-            content = archive.read(names[0]) if names else b""
-    try:
-        text = content.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        text = content.decode("latin-1")
+    text = _utf8(_unpacked(content, max_bytes))
     stripped = text.lstrip()
-    if stripped.startswith(("[", "{")):
-        records = _json_records(stripped)
-        header = list(dict.fromkeys(k for r in records for k in r))
-        raw = pd.DataFrame([[_text(r.get(k)) for k in header] for r in records], columns=header, dtype=object)
-    else:
-        first = text.split("\n", 1)[0]
-        delimiter = "\t" if "\t" in first and "," not in first else ";" if first.count(";") > first.count(",") else ","
-        # pandas' C parser: a 2-million-member file (the API's maximum) in seconds.
-        raw = pd.read_csv(io.StringIO(text), sep=delimiter, dtype=str, keep_default_na=False,
-                          skip_blank_lines=True).fillna("") if text.strip() else pd.DataFrame()
-        if len(raw.columns):
-            raw = raw[(raw != "").any(axis=1)]
+    try:
+        if stripped.startswith(("[", "{")):
+            records = _json_records(stripped)
+            header = list(dict.fromkeys(k for r in records for k in r))
+            raw = pd.DataFrame([[_text(r.get(k)) for k in header] for r in records], columns=header,
+                               dtype=object)
+        else:
+            first = text.split("\n", 1)[0]
+            delimiter = ("\t" if "\t" in first and "," not in first
+                         else ";" if first.count(";") > first.count(",") else ",")
+            # pandas' C parser: a 2-million-member file (the API's maximum) in seconds.
+            raw = pd.read_csv(io.StringIO(text), sep=delimiter, dtype=str, keep_default_na=False,
+                              skip_blank_lines=True).fillna("") if text.strip() else pd.DataFrame()
+            if len(raw.columns):
+                raw = raw[(raw != "").any(axis=1)]
+    except (ValueError, RecursionError) as error:  # pandas' ParserError and JSON's are ValueErrors
+        raise _format_error(f"the cohort file cannot be read as CSV or JSON ({type(error).__name__}: "
+                            f"{str(error)[:200]}).") from None
     names = [_ID_ALIASES.get(str(h).strip().lower(), str(h).strip()) for h in raw.columns]
     if names and not set(names) & set(MEMBER_ID_COLUMNS):
-        raise ResponseFormatError(
+        raise _format_error(
             "the cohort file has no amplitude_id or user_id column; it has "
             f"{', '.join(map(repr, names[:20]))}.")
     raw.columns = names
@@ -283,6 +325,73 @@ def read_member_file(content: bytes) -> pd.DataFrame:
         out["user_id"] = pd.Series([pd.NA] * n, dtype="str")
     order = [*MEMBER_ID_COLUMNS, *[name for name in out if name not in MEMBER_ID_COLUMNS]]
     return pd.DataFrame({name: out[name].reset_index(drop=True) for name in order})
+
+
+def _format_error(message: str) -> CohortsAPIError:
+    return CohortsAPIError.of(ResponseFormatError, message)
+
+
+def _unpacked(content: bytes, limit: int) -> bytes:
+    """The file inside a gzip or zip container (or ``content`` itself), never past ``limit``
+    bytes: the output of decompression is bounded, so a small bomb stops at the limit."""
+    too_large = (f"the cohort file is larger than max_response_bytes={limit:,} once decompressed; "
+                 "raise max_response_bytes= if the cohort is that large.")
+    if content[:2] == b"\x1f\x8b":
+        out = io.BytesIO()
+        rest = content
+        try:
+            while rest[:2] == b"\x1f\x8b":  # gzip allows several members one after another
+                inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+                out.write(inflater.decompress(rest, limit + 1 - out.tell()))
+                if out.tell() > limit or inflater.unconsumed_tail:
+                    raise _format_error(too_large)
+                if not inflater.eof:
+                    raise _format_error("the cohort file's gzip data is cut short; download it again.")
+                rest = inflater.unused_data
+        except zlib.error as error:
+            raise _format_error(f"the cohort file's gzip data cannot be decompressed ({error}).") from None
+        return out.getvalue()
+    if content[:4] == b"PK\x03\x04":
+        try:
+            with zipfile.ZipFile(io.BytesIO(content)) as archive:
+                members = [info for info in archive.infolist() if not info.is_dir()]
+                if not members:
+                    return b""
+                if members[0].file_size > limit:
+                    raise _format_error(too_large)
+                with archive.open(members[0]) as inner:
+                    data = inner.read(limit + 1)
+        except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as error:
+            raise _format_error(f"the cohort file's zip data cannot be read ({error}).") from None
+        if len(data) > limit:
+            raise _format_error(too_large)
+        return data
+    return content
+
+
+def _utf8(content: bytes) -> str:
+    """The file's text. Bytes that are not UTF-8 are replaced, and a warning names their lines
+    (decoding the whole file as another encoding would garble every non-ASCII id)."""
+    try:
+        return content.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        pass
+    bad: list[int] = []
+    start, number = 0, 0
+    while start <= len(content):
+        end = content.find(b"\n", start)
+        end = len(content) if end < 0 else end
+        number += 1
+        try:
+            content[start:end].decode("utf-8")
+        except UnicodeDecodeError:
+            bad.append(number)
+        start = end + 1
+    shown = ", ".join(map(str, bad[:10])) + (f" and {len(bad) - 10} more" if len(bad) > 10 else "")
+    warn(f"the cohort file is not valid UTF-8 on line{'s' if len(bad) > 1 else ''} {shown}: those "
+         "bytes were replaced by '\ufffd', so the ids on those lines may not match a user; every "
+         "other line was read exactly.", CohortFileWarning)
+    return content.decode("utf-8-sig", errors="replace")
 
 
 def _json_records(text: str) -> list[dict[str, Any]]:
@@ -305,25 +414,27 @@ def _text(value: Any) -> str:
 
 # -- the download cache --------------------------------------------------------------
 class _FileCache:
-    """Member files by (scope, cohort_id, last_computed, what was asked): memory, or SQLite."""
+    """Member files by (scope, cohort_id, last_computed, what was asked): memory, or SQLite.
 
-    def __init__(self, path: str | Path | None) -> None:
-        self.path = Path(path) if path is not None else None
+    The file is opened as every amptools store is (:func:`amptools.stores.connect`:
+    private to its owner, ``~`` expanded, a :class:`CacheError` when it cannot be
+    used). Once open, a failure to read or write it costs nothing already downloaded:
+    a :class:`~amptools.cache.CacheWarning`, and the memory copy is kept.
+    """
+
+    def __init__(self, path: str | os.PathLike[str] | None) -> None:
+        self.path = stores.expand(path) if path is not None else None
         self._memory: dict[tuple[str, ...], bytes] = {}
         self._lock = threading.Lock()
         if self.path is not None:
-            with self._connect() as conn:
-                conn.execute(
-                    "CREATE TABLE IF NOT EXISTS cohort_files (scope TEXT, cohort_id TEXT, "
-                    "last_computed TEXT, variant TEXT, fetched_at REAL, content BLOB, "
-                    "PRIMARY KEY (scope, cohort_id, last_computed, variant))")
+            stores.connect(self.path, what="the cohort cache", prepare=_create_table).close()
 
     @contextlib.contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
         # One short connection per use, closed after (sqlite3's own context manager
         # only commits), so a notebook never holds the file open.
         assert self.path is not None
-        with contextlib.closing(sqlite3.connect(self.path, timeout=30)) as conn, conn:
+        with contextlib.closing(stores.connect(self.path, what="the cohort cache")) as conn, conn:
             yield conn
 
     def get(self, key: tuple[str, ...]) -> bytes | None:
@@ -332,23 +443,52 @@ class _FileCache:
                 return self._memory[key]
         if self.path is None:
             return None
-        with self._connect() as conn:
-            row = conn.execute(
-                "SELECT content FROM cohort_files WHERE scope=? AND cohort_id=? AND last_computed=? "
-                "AND variant=?", key).fetchone()
-        return gzip.decompress(row[0]) if row else None
+        try:
+            with self._connect() as conn:
+                row = conn.execute(
+                    "SELECT content FROM cohort_files WHERE scope=? AND cohort_id=? AND last_computed=? "
+                    "AND variant=?", key).fetchone()
+            return gzip.decompress(row[0]) if row else None
+        except (sqlite3.Error, errors.CacheError, zlib.error, EOFError) as error:
+            self._warn("read", error)
+            return None
 
     def put(self, key: tuple[str, ...], content: bytes) -> None:
         with self._lock:
             self._memory[key] = content
         if self.path is not None:
-            with self._connect() as conn:
-                conn.execute("INSERT OR REPLACE INTO cohort_files VALUES (?, ?, ?, ?, ?, ?)",
-                             (*key, time.time(), gzip.compress(content, mtime=0)))
+            try:
+                with self._connect() as conn:
+                    conn.execute("INSERT OR REPLACE INTO cohort_files VALUES (?, ?, ?, ?, ?, ?)",
+                                 (*key, time.time(), gzip.compress(content, mtime=0)))
+            except (sqlite3.Error, errors.CacheError) as error:
+                self._warn("written", error)
+
+    def forget(self, key: tuple[str, ...]) -> None:
+        with self._lock:
+            self._memory.pop(key, None)
+        if self.path is not None:
+            with contextlib.suppress(sqlite3.Error, errors.CacheError), self._connect() as conn:
+                conn.execute("DELETE FROM cohort_files WHERE scope=? AND cohort_id=? AND last_computed=? "
+                             "AND variant=?", key)
+
+    def _warn(self, done: str, error: BaseException) -> None:
+        from .cache import CacheWarning
+
+        warn(f"the cohort cache {self.path!r} could not be {done} ({type(error).__name__}: {error}); "
+             "this client keeps its downloads in memory.", CacheWarning)
+
+
+def _create_table(conn: sqlite3.Connection) -> None:
+    with conn:
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS cohort_files (scope TEXT, cohort_id TEXT, "
+            "last_computed TEXT, variant TEXT, fetched_at REAL, content BLOB, "
+            "PRIMARY KEY (scope, cohort_id, last_computed, variant))")
 
 
 # -- the client ---------------------------------------------------------------------
-class CohortClient(_KeyHolder):
+class CohortClient(KeyHolder):
     """A client of Amplitude's Behavioral Cohorts API.
 
     Parameters
@@ -361,12 +501,24 @@ class CohortClient(_KeyHolder):
     base_url : str, optional
         Overrides ``region``; ``http://`` only for 127.0.0.1/localhost.
     timeout : float or (connect, read)
-        Seconds per request.
+        Seconds per request: positive and finite.
     cache : str or Path, optional
-        A SQLite file keeping downloaded member files across sessions; without it
-        they are kept for the life of this client.
+        A SQLite file keeping downloaded member files across sessions (created
+        readable by its owner only; ``~`` is expanded); without it they are kept for
+        the life of this client.
     max_retries : int
         Retries of transient failures (5xx, 429, resets, timeouts) per request.
+    backoff_base, backoff_cap, retry_after_cap : float
+        The retry delays, as :class:`~amptools.client.ProfileClient`'s.
+    deadline : float, optional
+        Seconds one API call may take in all (connect, send, headers, body); by
+        default the connect plus the read timeout.
+    download_deadline : float
+        Seconds one attempt at downloading a member file may take in all (900).
+    max_response_bytes : int
+        The largest answer accepted, on the wire and once decompressed
+        (:data:`DEFAULT_MAX_RESPONSE_BYTES`, 512 MiB); a larger one is a
+        :class:`ResponseFormatError`.
     poll_base, poll_cap : float
         The first wait between status polls and the longest one (doubling, jittered).
     listing_max_age : float
@@ -384,8 +536,14 @@ class CohortClient(_KeyHolder):
         region: str = "us",
         base_url: str | None = None,
         timeout: float | tuple[float, float] = (5.0, 60.0),
-        cache: str | Path | None = None,
+        cache: str | os.PathLike[str] | None = None,
         max_retries: int = 4,
+        backoff_base: float = 0.5,
+        backoff_cap: float = 30.0,
+        retry_after_cap: float = 60.0,
+        deadline: float | None = None,
+        download_deadline: float = 900.0,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
         poll_base: float = 1.0,
         poll_cap: float = 15.0,
         listing_max_age: float = 300.0,
@@ -394,7 +552,7 @@ class CohortClient(_KeyHolder):
         rng: random.Random | None = None,
     ) -> None:
         problem = _keys_problem(api_key, secret_key)
-        secrets = (_Secret(api_key.strip()), _Secret(secret_key.strip())) if problem is None else None
+        secrets = (Secret(api_key.strip()), Secret(secret_key.strip())) if problem is None else None
         # As in ProfileClient: no frame of a raised error may hold a key in a local.
         del api_key, secret_key
         if secrets is None:
@@ -403,15 +561,17 @@ class CohortClient(_KeyHolder):
             raise ConfigurationError(f"region must be one of {', '.join(map(repr, HOSTS))}, got {region!r}.")
         parts = checked_url(base_url or HOSTS[region], what="base_url", use=f"{HOSTS['us']} (or region='eu')")
         self.base_url = f"{parts.scheme}://{parts.netloc}{parts.path.rstrip('/')}"
-        if isinstance(timeout, (int, float)):
-            timeout = (float(timeout), float(timeout))
-        if len(timeout) != 2 or not all(t > 0 for t in timeout):
-            raise ConfigurationError(f"timeout must be positive seconds or (connect, read), got {timeout!r}.")
-        self._http = HTTPGetter(*secrets, timeout=(float(timeout[0]), float(timeout[1])))
+        self.timeout = checked_timeout(timeout)
+        self.policy = RetryPolicy(max_retries, backoff_base, backoff_cap, retry_after_cap)  # checks them
+        self.max_retries = self.policy.max_retries
+        self.deadline = checked_seconds("deadline", sum(self.timeout) if deadline is None else deadline)
+        self.download_deadline = checked_seconds("download_deadline", download_deadline)
+        self.max_response_bytes = whole_number("max_response_bytes", max_response_bytes, minimum=1024)
+        self._http = HTTPGetter(BasicAuth(*secrets), timeout=self.timeout, deadline=self.deadline,
+                                max_bytes=self.max_response_bytes)
         self._scope = api_scope(self.base_url, secrets[0].reveal() + ":" + secrets[1].reveal())
-        self.max_retries = whole_number("max_retries", max_retries, minimum=0)
-        self.poll_base = poll_base
-        self.poll_cap = poll_cap
+        self.poll_base = checked_seconds("poll_base", poll_base)
+        self.poll_cap = checked_seconds("poll_cap", poll_cap)
         self.listing_max_age = listing_max_age
         self._sleep = sleep
         self._clock = clock
@@ -443,25 +603,22 @@ class CohortClient(_KeyHolder):
 
     @property
     def is_sample(self) -> bool:
-        """True when the client talks to a local server (the embedded sample org)."""
-        return _is_loopback(urlsplit(self.base_url).hostname)
+        """True when the client talks to an embedded sample org of this process
+        (:func:`amptools.connection.sample_server` says which)."""
+        return connection.is_sample(self.base_url)
 
     # -- requests ------------------------------------------------------------------
-    def _call(self, fetch: Callable[[], _T | ProfileAPIError], cancel: threading.Event | None) -> _T:
-        """Run ``fetch`` until it answers, retrying transient errors with backoff."""
-        attempt = 0
-        while True:
-            attempt += 1
+    def _call(self, fetch: Callable[[], _T | AmplitudeAPIError], cancel: threading.Event | None) -> _T:
+        """Run ``fetch`` until it answers, retrying transient errors with capped backoff.
+
+        Every error raised is a :class:`CohortsAPIError` (of its kind)."""
+        def attempt() -> _T | AmplitudeAPIError:
             self.requests_sent += 1
             result = fetch()
-            if not isinstance(result, ProfileAPIError):
-                return result
-            result.attempts = attempt
-            if not should_retry(result, attempt, self.max_retries):
-                raise result
-            delay = retry_delay(attempt, result.retry_after, jitter=lambda d: jitter(d, self._rng))
-            log.info("cohorts: retrying after %s in %.2fs", type(result).__name__, delay)
-            self._wait(delay, cancel, "while waiting to retry")
+            return CohortsAPIError.adopt(result) if isinstance(result, AmplitudeAPIError) else result
+
+        result, _ = call_with_retries(attempt, self.policy, cancel=cancel, sleep=self._sleep, rng=self._rng)
+        return result
 
     def _wait(self, seconds: float, cancel: threading.Event | None, when: str) -> None:
         if cancel is not None:
@@ -471,15 +628,18 @@ class CohortClient(_KeyHolder):
             self._sleep(seconds)
 
     def _get_json(self, path: str, cancel: threading.Event | None = None, *,
-                  not_found: str = "") -> tuple[int, dict[str, Any]]:
+                  not_found: str = "", cut: bool = False) -> tuple[int, dict[str, Any]]:
+        """One API call's JSON object, retried; ``cut``: a cancel also ends the attempt in
+        flight (not for a download request, whose answer says which download was spent)."""
         url = self.base_url + path
 
-        def fetch() -> tuple[int, dict[str, Any]] | ProfileAPIError:
-            answer = self._http.get(url, headers={"Accept": "application/json"})
-            if isinstance(answer, errors.TransportError):
+        def fetch() -> tuple[int, dict[str, Any]] | AmplitudeAPIError:
+            answer = self._http.get(url, headers={"Accept": "application/json"},
+                                    cancel=cancel if cut else None)
+            if not isinstance(answer, HTTPAnswer):
                 return answer
             mapped = map_cohort_response(answer.status, answer.text, answer.headers, url, not_found=not_found)
-            return mapped if isinstance(mapped, ProfileAPIError) else (answer.status, mapped)
+            return mapped if isinstance(mapped, CohortsAPIError) else (answer.status, mapped)
 
         return self._call(fetch, cancel)
 
@@ -499,7 +659,7 @@ class CohortClient(_KeyHolder):
         _, payload = self._get_json(LIST_PATH + "?includeSyncInfo=true")
         entries = payload.get("cohorts")
         if not isinstance(entries, list):
-            raise ResponseFormatError("the cohort list has no 'cohorts' array.", url=self.base_url + LIST_PATH)
+            raise _format_error("the cohort list has no 'cohorts' array.")
         frame = _cohort_frame([e for e in entries if isinstance(e, Mapping)])
         frame = frame.sort_values(["size", "name"], ascending=[False, True], na_position="last",
                                   ignore_index=True)
@@ -591,7 +751,10 @@ class CohortClient(_KeyHolder):
         CohortJobTimeout
             The job did not complete within ``max_wait``; calling again resumes it
             without spending another download.
-        FetchCancelled, NotFoundError, AuthenticationError, ProfileAPIError
+        ResponseFormatError
+            The file could not be read (nothing is cached then); calling again
+            downloads the same file again without spending another download.
+        FetchCancelled, NotFoundError, AuthenticationError, CohortsAPIError
         """
         say = on_progress or (lambda stage, message: None)
         keys = tuple(str(k) for k in ([prop_keys] if isinstance(prop_keys, str) else prop_keys))
@@ -604,19 +767,40 @@ class CohortClient(_KeyHolder):
                json.dumps([props, sorted(keys)]))
         # Without a last_computed nobody can tell whether the cohort changed: download.
         content = self._cache.get(key) if key[2] else None
-        from_cache = content is not None
-        if content is None:
+        frame = self._read_cached(key, content, label) if content is not None else None
+        from_cache = frame is not None
+        if frame is None:
             content = self._download(cohort_id, label, key, props, keys, max_wait, cancel, say)
+            try:
+                frame = read_member_file(content, max_bytes=self.max_response_bytes)
+            except ResponseFormatError as error:
+                # Nothing is cached: the job stays pending, so calling again fetches its
+                # file again (Amplitude keeps it for 7 days) without spending a download.
+                raise _format_error(
+                    f"the member file of cohort {label} cannot be read: {error} Nothing was kept; "
+                    "call members() again to download the same file again (no second download "
+                    "is spent).") from None
+            self._pending.pop(key, None)
             if key[2]:  # a download without its computation time could never be reused
                 self._cache.put(key, content)
         else:
             say("cached", f"cohort {label}: reused the download of its computation at {key[2]}; "
                           "no request sent")
-        frame = read_member_file(content)
         frame.attrs["cohort"] = {"cohort_id": cohort_id, "name": name, "last_computed": computed,
                                  "from_cache": from_cache, "downloads_spent": downloads_spent()}
         say("done", f"cohort {label}: {len(frame):,} members")
         return frame
+
+    def _read_cached(self, key: tuple[str, ...], content: bytes, label: str) -> pd.DataFrame | None:
+        """A cached file's members, or None (and the entry dropped) when it cannot be read
+        (an older amptools stored files before reading them)."""
+        try:
+            return read_member_file(content, max_bytes=self.max_response_bytes)
+        except ResponseFormatError as error:
+            log.warning("cohorts: the cached file of cohort %s cannot be read (%s); downloading it again",
+                        label, error)
+            self._cache.forget(key)
+            return None
 
     def _download(self, cohort_id: str, label: str, key: tuple[str, ...], props: bool,
                   keys: tuple[str, ...], max_wait: float, cancel: threading.Event | None,
@@ -631,7 +815,7 @@ class CohortClient(_KeyHolder):
                           "list_cohorts() shows the current ones")
             request_id = str(payload.get("request_id") or payload.get("requestId") or "")
             if not request_id:
-                raise ResponseFormatError(f"the download request for cohort {label} gave no request_id.")
+                raise _format_error(f"the download request for cohort {label} gave no request_id.")
             self.downloads += 1
             spent = _spend()
             self._pending[key] = request_id
@@ -639,17 +823,29 @@ class CohortClient(_KeyHolder):
                        "monthly downloads spent by this process")
             log.info("%s", message)
             say("requested", message)
+        try:
+            return self._wait_and_fetch(request_id, label, key, deadline, max_wait, cancel, say)
+        except errors.FetchCancelled as cancelled:
+            if label in str(cancelled):
+                raise
+            raise errors.FetchCancelled(f"{cancelled} (cohort {label}); call members() again to resume: "
+                                        "no second download is spent.") from None
+
+    def _wait_and_fetch(self, request_id: str, label: str, key: tuple[str, ...], deadline: float,
+                        max_wait: float, cancel: threading.Event | None,
+                        say: Callable[[str, str], Any]) -> bytes:
         poll = 0
         while True:
             status, payload = self._get_json(
                 STATUS_PATH.format(quote(request_id, safe="")), cancel,
-                not_found=f"the download job of cohort {label} is gone")
+                not_found=f"the download job of cohort {label} is gone", cut=True)
             state = str(payload.get("async_status", "")).upper()
             if status == 200 and "COMPLETED" in state:
                 break
             if "FAIL" in state or "ERROR" in state:
                 self._pending.pop(key, None)
-                raise ProfileAPIError(f"Amplitude's download job for cohort {label} failed ({state}).")
+                raise CohortsAPIError.of(ProfileAPIError, f"Amplitude's download job for cohort {label} "
+                                                          f"failed ({state}).")
             poll += 1
             left = deadline - self._clock()
             if left <= 0:
@@ -662,16 +858,14 @@ class CohortClient(_KeyHolder):
             say("waiting", f"cohort {label}: Amplitude is preparing the file ({state or 'in progress'})")
             self._wait(delay, cancel, f"while waiting for cohort {label}")
         say("downloading", f"cohort {label}: downloading the member file")
-        content = self._fetch_file(request_id, label, cancel)
-        self._pending.pop(key, None)
-        return content
+        return self._fetch_file(request_id, label, cancel)
 
     def _fetch_file(self, request_id: str, label: str, cancel: threading.Event | None) -> bytes:
         url = self.base_url + FILE_PATH.format(quote(request_id, safe=""))
 
-        def fetch_file() -> HTTPAnswer | ProfileAPIError:
-            answer = self._http.get(url)
-            if isinstance(answer, errors.TransportError) or answer.status in (200, 301, 302, 303, 307, 308):
+        def fetch_file() -> HTTPAnswer | AmplitudeAPIError:
+            answer = self._http.get(url, cancel=cancel, deadline=self.download_deadline)
+            if not isinstance(answer, HTTPAnswer) or answer.status in (200, 301, 302, 303, 307, 308):
                 return answer
             return _as_error(map_cohort_response(  # 5xx and 429 are retried by _call
                 answer.status, answer.text, answer.headers, url,
@@ -685,20 +879,22 @@ class CohortClient(_KeyHolder):
             checked_url(location, what="the storage link", use="the link the Cohorts API gives", query=True)
             # The pre-signed link carries its own signature: no Authorization header
             # goes with it, and it is never logged (its query is a credential too).
-            stored = self._call(lambda: self._storage_get(location), cancel)
+            stored = self._call(lambda: self._storage_get(location, cancel), cancel)
             if stored.status == 200:
                 return stored.content
             if stored.status not in _EXPIRED_LINK:
-                raise ProfileAPIError(
+                raise CohortsAPIError.of(
+                    ProfileAPIError,
                     f"the storage host refused the member file of cohort {label} (HTTP {stored.status}).",
                     status=stored.status, url=location.split("?")[0])
             log.info("cohorts: the storage link of cohort %s expired; asking for a fresh one", label)
-        raise ProfileAPIError(
+        raise CohortsAPIError.of(
+            ProfileAPIError,
             f"the storage link of cohort {label} was expired {_LINK_RENEWALS} times in a row; "
             "check this machine's clock, then call members() again.")
 
-    def _storage_get(self, location: str) -> HTTPAnswer | ProfileAPIError:
-        answer = self._http.get(location, authorized=False)
+    def _storage_get(self, location: str, cancel: threading.Event | None) -> HTTPAnswer | AmplitudeAPIError:
+        answer = self._http.get(location, authorized=False, cancel=cancel, deadline=self.download_deadline)
         if isinstance(answer, HTTPAnswer) and answer.status >= 500:
             return errors.ServerError(f"the storage host failed (HTTP {answer.status}); retried.",
                                       status=answer.status, url=location.split("?")[0])
@@ -713,15 +909,29 @@ class CohortClient(_KeyHolder):
         dict
             ``downloads_this_month`` (int or None when the usage endpoint is not
             available), ``monthly_limit`` (500 unless the API says otherwise),
+            ``resets_at`` (a UTC timestamp, or None when not said),
             ``downloads_this_process`` (:func:`downloads_spent`).
+
+        ``GET /api/3/cohorts/usage`` answers ``{"rest_download": {"limit", "usage",
+        "resets_at"}}``; on a 404 the older ``/api/5/cohorts/usage`` is asked. The
+        answer is read tolerantly: the first count under a key naming downloads or
+        usage, and a limit if one is given.
         """
-        try:
-            _, payload = self._get_json(USAGE_PATH)
-        except (errors.NotFoundError, ResponseFormatError):
-            payload = {}
+        payload: Any = {}
+        for path in (USAGE_PATH, USAGE_FALLBACK_PATH):
+            try:
+                _, payload = self._get_json(path)
+                break
+            except errors.NotFoundError:
+                continue
+            except ResponseFormatError:
+                break
         used = _find_number(payload, ("download", "usage", "count", "used"), skip="limit")
         limit = _find_number(payload, ("limit", "quota"))
+        reset = _find_value(payload, "reset")
+        resets_at = _timestamp(reset) if isinstance(reset, (str, int, float)) else pd.NaT
         return {"downloads_this_month": used, "monthly_limit": limit or MONTHLY_DOWNLOADS,
+                "resets_at": None if pd.isna(resets_at) else resets_at,
                 "downloads_this_process": downloads_spent()}
 
 
@@ -740,10 +950,23 @@ def _find_number(payload: Any, words: tuple[str, ...], skip: str = "\0") -> int 
     return None
 
 
-def _as_error(result: dict[str, Any] | ProfileAPIError) -> ProfileAPIError:
-    if isinstance(result, ProfileAPIError):
+def _find_value(payload: Any, word: str) -> Any:
+    """The first value under a key naming ``word`` (depth-first), or None."""
+    if isinstance(payload, Mapping):
+        for name, value in payload.items():
+            if word in str(name).lower() and not isinstance(value, Mapping):
+                return value
+        for value in payload.values():
+            found = _find_value(value, word)
+            if found is not None:
+                return found
+    return None
+
+
+def _as_error(result: dict[str, Any] | CohortsAPIError) -> CohortsAPIError:
+    if isinstance(result, CohortsAPIError):
         return result
-    return ResponseFormatError("the member file answer was JSON, not a file.")
+    return _format_error("the member file answer was JSON, not a file.")
 
 
 def _describe(rows: pd.DataFrame) -> str:
@@ -767,33 +990,7 @@ def _keys_problem(api_key: Any, secret_key: Any) -> str | None:
 
 
 # -- where a CohortClient comes from -----------------------------------------------------
-def connect(**kwargs: Any) -> CohortClient:
-    """A CohortClient for the real API when both keys are set, else for the embedded sample org.
-
-    ``AMPLITUDE_API_KEY`` and ``AMPLITUDE_SECRET_KEY`` both set: the real API.
-    Neither: the sample org that :func:`amptools.connect` also uses. Only one: a
-    :class:`ConfigurationError` naming the missing one (when the secret key is set
-    for the Profile API, the Cohorts API still needs the API key too).
-    """
-    if os.environ.get(API_KEY_VARIABLE, "").strip() or os.environ.get(KEY_VARIABLE, "").strip():
-        return CohortClient.from_env(**kwargs)
-    import amptools
-
-    return amptools._shared_sample_server().cohort_client(**kwargs)
-
-
-def for_profile_client(client: ProfileClient, **kwargs: Any) -> CohortClient:
-    """The CohortClient that goes with a ProfileClient: its sample org's, or from the environment.
-
-    Raises
-    ------
-    ConfigurationError
-        For a real ProfileClient when ``AMPLITUDE_API_KEY`` or ``AMPLITUDE_SECRET_KEY`` is missing.
-    """
-    if getattr(client, "is_sample", False):
-        from .sample.server import running
-
-        server = running(client.base_url)
-        if server is not None:
-            return server.cohort_client(**kwargs)
-    return CohortClient.from_env(**kwargs)
+# amptools.connection chooses between the real API and the sample org for both APIs;
+# these are its functions under the names this module has always offered.
+connect = connection.connect_cohorts
+for_profile_client = connection.cohort_client_for

@@ -9,20 +9,31 @@ Every error amptools raises on purpose is an :class:`AmptoolsError`::
     ├── PersonalDataError (ValueError)   personal data asked for without include_pii=True
     ├── CacheError                       the cache file cannot be opened, read or written
     ├── BrazeImportError (ValueError)    a table Braze's import would refuse or misread
-    └── ProfileAPIError                  the service (or the way to it) failed
-        ├── AuthenticationError          401: missing or wrong secret key
-        ├── UnknownUserError             "User id and device id not seen before"
-        ├── ThrottledError               429 or the throttle body, whatever the status
-        ├── ServerError                  5xx
-        ├── NotFoundError                404: wrong base URL or path
-        ├── RedirectError                3xx: the key is never followed elsewhere
-        ├── ResponseFormatError          not JSON, or not the documented shape
-        └── TransportError               connection resets, timeouts, cut bodies
+    └── AmplitudeAPIError                an Amplitude API (or the way to it) failed
+        ├── ProfileAPIError              the Profile API failed
+        │   ├── AuthenticationError      401: missing or wrong key(s)
+        │   ├── UnknownUserError         "User id and device id not seen before"
+        │   ├── ThrottledError           429 or the throttle body, whatever the status
+        │   ├── ServerError              5xx
+        │   ├── NotFoundError            404: wrong base URL or path
+        │   ├── RedirectError            3xx: the key is never followed elsewhere
+        │   ├── ResponseFormatError      not JSON, or not the documented shape
+        │   └── TransportError           connection resets, timeouts, cut bodies, too late
+        └── CohortsAPIError              the Behavioral Cohorts API (or its storage host) failed
 
-Only ``client.py`` knows the HTTP library; it maps every status and transport
-failure to one of these leaves in one place (``client.map_response`` and
-``client.map_transport_error``).  No message, ``repr`` or attribute of these
-errors ever holds the secret key: request URLs carry only the query string.
+The leaves under :class:`ProfileAPIError` are the *kinds* of failure, and the
+Cohorts API's errors have them too: a cohort download answered 401 is an
+:class:`AuthenticationError` and a :class:`CohortsAPIError` (see
+:meth:`CohortsAPIError.adopt`). For now every error the Cohorts API raises is also a
+:class:`ProfileAPIError`, so ``except ProfileAPIError`` keeps catching what it caught
+before; that is deprecated and ends in a later release: catch ``CohortsAPIError`` (or
+``AmplitudeAPIError``, for both APIs).
+
+Only ``transport.py`` knows the HTTP library; it maps every transport failure to a
+leaf (``transport.map_transport_error``), and each API maps its statuses in one
+place (``client.map_response``, ``cohorts.map_cohort_response``).  No message,
+``repr`` or attribute of these errors ever holds a key: request URLs carry only the
+query string.
 """
 
 from __future__ import annotations
@@ -36,11 +47,13 @@ if TYPE_CHECKING:
     from .bulk import ProfileSet  # for annotations only: errors.py imports nothing of ours
 
 __all__ = [
+    "AmplitudeAPIError",
     "AmptoolsError",
     "AmptoolsWarning",
     "AuthenticationError",
     "BrazeImportError",
     "CacheError",
+    "CohortsAPIError",
     "ConfigurationError",
     "FetchCancelled",
     "InvalidQueryError",
@@ -115,8 +128,8 @@ class BrazeImportError(AmptoolsError, ValueError):
     problems: tuple[str, ...] = ()
 
 
-class ProfileAPIError(AmptoolsError):
-    """The Profile API, or the way to it, failed.
+class AmplitudeAPIError(AmptoolsError):
+    """An Amplitude API (the Profile API, the Behavioral Cohorts API), or the way to it, failed.
 
     Attributes
     ----------
@@ -125,7 +138,7 @@ class ProfileAPIError(AmptoolsError):
     body : str
         The start of the response body (at most 500 characters).
     url : str or None
-        The request URL: endpoint and query string, never the key.
+        The request URL: endpoint and query string, never a key.
     retry_after : float or None
         Seconds the service asked us to wait, when it said so.
     attempts : int
@@ -155,11 +168,19 @@ class ProfileAPIError(AmptoolsError):
         return (_rebuild, (type(self), str(self), self.__dict__))
 
 
-def _rebuild(cls: type[ProfileAPIError], message: str, state: dict[str, Any]) -> ProfileAPIError:
+def _rebuild(cls: type[AmplitudeAPIError], message: str, state: dict[str, Any]) -> AmplitudeAPIError:
     error = cls.__new__(cls)
     Exception.__init__(error, message)
     error.__dict__.update(state)
     return error
+
+
+class ProfileAPIError(AmplitudeAPIError):
+    """The Profile API, or the way to it, failed (its leaves are the kinds of failure).
+
+    The attributes are :class:`AmplitudeAPIError`'s: ``status``, ``body``, ``url``,
+    ``retry_after``, ``attempts``.
+    """
 
 
 class AuthenticationError(ProfileAPIError):
@@ -220,3 +241,65 @@ class FetchCancelled(AmptoolsError):
     """
 
     partial: ProfileSet | None = None
+
+
+class CohortsAPIError(AmplitudeAPIError):
+    """The Behavioral Cohorts API, or its storage host, failed.
+
+    A failure of a kind (401, 429, 5xx, 404, a redirect, an unreadable answer, the
+    transport) is also that kind's class, e.g. :class:`AuthenticationError`; the
+    attributes are :class:`AmplitudeAPIError`'s.
+
+    Deprecated: for now every error the Cohorts API raises is also a
+    :class:`ProfileAPIError`, as it was before this class existed; a later release
+    ends that. Catch ``CohortsAPIError`` (or ``AmplitudeAPIError``) instead.
+    """
+
+    @classmethod
+    def adopt(cls, error: AmplitudeAPIError) -> CohortsAPIError:
+        """``error`` as a Cohorts API error of the same kind (message and attributes kept)."""
+        if isinstance(error, cls):
+            return error
+        kind = type(error) if isinstance(error, ProfileAPIError) else ProfileAPIError
+        adopted = _cohort_class(kind).__new__(_cohort_class(kind))
+        Exception.__init__(adopted, *error.args)
+        adopted.__dict__.update(error.__dict__)
+        return adopted
+
+    @classmethod
+    def of(cls, kind: type[ProfileAPIError], message: str, **context: Any) -> CohortsAPIError:
+        """A new Cohorts API error of ``kind`` (``ProfileAPIError`` for none in particular)."""
+        return cls.adopt(kind(message, **context))
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        for kind, made in _COHORT_KINDS.items():
+            if type(self) is made:
+                return (_rebuild_cohort, (kind, str(self), self.__dict__))
+        return super().__reduce__()
+
+
+_COHORT_KINDS: dict[type[ProfileAPIError], type[CohortsAPIError]] = {}
+
+
+def _cohort_class(kind: type[ProfileAPIError]) -> type[CohortsAPIError]:
+    """The class of Cohorts API errors of ``kind``: both a CohortsAPIError and ``kind``
+    (its name is the kind's, as a message or a traceback shows it)."""
+    made = _COHORT_KINDS.get(kind)
+    if made is None:
+        name = "CohortsAPIError" if kind is ProfileAPIError else kind.__name__
+        made = type(name, (CohortsAPIError, kind), {"__module__": __name__,
+                                                    "__qualname__": f"CohortsAPIError.{name}",
+                                                    "__doc__": kind.__doc__})
+        _COHORT_KINDS[kind] = made
+        setattr(CohortsAPIError, name, made)  # where its qualified name says it is
+    return made
+
+
+def _rebuild_cohort(kind: type[ProfileAPIError], message: str, state: dict[str, Any]) -> CohortsAPIError:
+    return CohortsAPIError.adopt(_rebuild(kind, message, state))
+
+
+for _kind in (ProfileAPIError, AuthenticationError, UnknownUserError, ThrottledError, ServerError,
+              NotFoundError, RedirectError, ResponseFormatError, TransportError):
+    _cohort_class(_kind)  # made at import, so a pickled class is found in any process
+del _kind

@@ -15,7 +15,9 @@ step therefore works (and is tested) without ipywidgets:
   exposure once, and afterwards builds tables (:mod:`amptools.tables`), figures
   (:mod:`amptools.plots`, through the :data:`CHARTS` registry) and exports
   (:mod:`amptools.export`);
-- offering a file: :func:`download_link` makes the HTML link the widget shows.
+- offering a file: :func:`download_link` makes the HTML link the widget shows;
+- over time: :class:`OverTime` opens a snapshot store, compares two snapshots and
+  builds the "Over time" tab's figures and the ``amptools drift`` report.
 """
 
 from __future__ import annotations
@@ -52,12 +54,14 @@ __all__ = [
     "COMPUTATION_MODES",
     "DEFAULT_EXPORT_FOLDER",
     "MARKETING_EXPORTS",
+    "OVER_TIME_CHARTS",
     "SEPARATORS",
     "TABLE_NAMES",
     "ChartOption",
     "ChartSpec",
     "CohortPicker",
     "ExplorerController",
+    "OverTime",
     "ParsedIds",
     "build_query",
     "check_query",
@@ -629,9 +633,9 @@ class ExplorerController:
         if not query.asks_recommendations or self._exposure_noted:
             return None
         self._exposure_noted = True
-        from .client import EXPOSURE_MESSAGE
+        from .client import exposure_message
 
-        return EXPOSURE_MESSAGE
+        return exposure_message(cache=True)  # the controller always fetches through one
 
     def start(
         self,
@@ -789,6 +793,14 @@ class ExplorerController:
         if self.error is not None:
             text += f" — stopped: {self.error}"
         return text + "."
+
+    def save_snapshot(self, store: str | Path, *, label: str | None = None) -> str:
+        """Keep the last result in a snapshot store (:func:`amptools.snapshots.save`); return its id."""
+        from . import snapshots
+
+        if self.result is None:
+            raise LookupError("no results yet: fetch first.")
+        return snapshots.save(self.result, store, label=label or None)
 
     # -- charts ------------------------------------------------------------------------
     def available_charts(self) -> list[str]:
@@ -949,3 +961,182 @@ class ExplorerController:
         if len(reasons):
             text += " — aborted: " + ", ".join(f"{reason or '(no reason)'} ×{n:,}" for reason, n in reasons.items())
         return text + "."
+
+
+# ---------------------------------------------------------------------------- over time (snapshots)
+#: The figures of the "Over time" tab and of ``amptools drift``, in order: name -> label.
+OVER_TIME_CHARTS = {
+    "drift_over_time": "Drift over time (every snapshot of the series)",
+    "item_churn": "Items that entered and left",
+    "rank_shift": "How far items moved",
+    "cohort_flow": "Cohort membership (joined, left, stayed)",
+}
+
+
+class OverTime:
+    """The "Over time" tab without widgets: a snapshot store, two snapshots, their figures.
+
+    Parameters
+    ----------
+    store : str or path
+        A store written by :func:`amptools.snapshots.save` (``amptools fetch --snapshot``).
+    by : str
+        The column naming a user's lists (``rec_id``).
+    k : int, optional
+        Compare only the top ``k`` items of each list.
+
+    Attributes
+    ----------
+    listing : DataFrame
+        :func:`amptools.snapshots.list` of the store.
+    before, after : Snapshot or None
+        The two snapshots compared (:meth:`compare`).
+    """
+
+    def __init__(self, store: str | Path, *, by: str = "rec_id", k: int | None = None) -> None:
+        self.store = Path(store)
+        self.by = by
+        self.k = k
+        self.listing = pd.DataFrame()
+        self.before: Any = None
+        self.after: Any = None
+        self._cache: dict[str, Any] = {}
+        self.refresh()
+
+    def refresh(self) -> pd.DataFrame:
+        """Read the store's list of snapshots again (a nightly job may have added one)."""
+        from . import snapshots
+
+        self.listing = snapshots.list(self.store)
+        return self.listing
+
+    def choices(self) -> list[tuple[str, str]]:
+        """``(label, snapshot id)`` of every snapshot, oldest first, as a picker shows them."""
+        out = []
+        for row in self.listing.itertuples(index=False):
+            name = f" — {row.label}" if isinstance(row.label, str) and row.label else ""
+            out.append((f"{row.taken_at:%Y-%m-%d %H:%M} UTC{name} — {row.n_ok:,} users ({row.snapshot})",
+                        str(row.snapshot)))
+        return out
+
+    def compare(self, before: str | int | None = None, after: str | int | None = None) -> None:
+        """Choose the two snapshots (ids, labels or positions); by default the newest and the one before.
+
+        Raises
+        ------
+        SnapshotError
+            When they are of different orgs or queries, or the store has too few.
+        """
+        from . import snapshots
+
+        self.before, self.after = snapshots.pair(self.store, before, after)
+        self._cache = {}
+
+    def _need_pair(self) -> tuple[Any, Any]:
+        if self.before is None or self.after is None:
+            self.compare()
+        return self.before, self.after
+
+    def _cached(self, name: str, build: Callable[[], Any]) -> Any:
+        if name not in self._cache:
+            self._cache[name] = build()
+        return self._cache[name]
+
+    def summary(self) -> pd.DataFrame:
+        """:func:`amptools.metrics.drift_summary` of the two snapshots."""
+        from . import metrics
+
+        before, after = self._need_pair()
+        return self._cached("summary", lambda: metrics.drift_summary(
+            before.recommendations, after.recommendations, by=self.by, k=self.k))
+
+    def churn(self) -> pd.DataFrame:
+        """:func:`amptools.metrics.item_churn` of the two snapshots."""
+        from . import metrics
+
+        before, after = self._need_pair()
+        return self._cached("churn", lambda: metrics.item_churn(
+            before.recommendations, after.recommendations, by=self.by, k=self.k))
+
+    def cohort_changes(self) -> pd.DataFrame:
+        """:func:`amptools.tables.cohort_changes` of the two snapshots."""
+        before, after = self._need_pair()
+        return self._cached("cohort_changes", lambda: _tables.cohort_changes(before, after))
+
+    def computation_changes(self) -> pd.DataFrame:
+        """:func:`amptools.tables.computation_changes` of the two snapshots."""
+        before, after = self._need_pair()
+        return self._cached("computation_changes", lambda: _tables.computation_changes(before, after))
+
+    def history(self) -> pd.DataFrame:
+        """:func:`amptools.snapshots.drift_history` of the series of the snapshots compared."""
+        from . import snapshots
+
+        _, after = self._need_pair()
+        return self._cached("history", lambda: snapshots.drift_history(
+            self.store, series=after.series, by=self.by, k=self.k))
+
+    def groups(self) -> list[str]:
+        """The sets (values of ``by``) in either snapshot, sorted."""
+        return [str(value) for value in self.summary()[self.by].dropna()]
+
+    def available_charts(self) -> list[str]:
+        """The :data:`OVER_TIME_CHARTS` the two snapshots have data for."""
+        names = ["drift_over_time", "item_churn", "rank_shift"] if not self.summary().empty else []
+        before, after = self._need_pair()
+        if not (before.cohorts.empty and after.cohorts.empty):
+            names.append("cohort_flow")
+        return names
+
+    def figure(self, name: str, *, group: str | None = None, **options: Any) -> go.Figure:
+        """One of :data:`OVER_TIME_CHARTS` for the two snapshots (``group``: the set shown)."""
+        plots = _plots()
+        if name == "drift_over_time":
+            return plots.drift_over_time(self.history(), color=self.by, **options)
+        if name in ("item_churn", "rank_shift"):
+            function = plots.item_churn if name == "item_churn" else plots.rank_shift
+            return function(self.churn(), by=self.by, group=group, **options)
+        if name == "cohort_flow":
+            return plots.cohort_flow(self.cohort_changes(), **options)
+        raise KeyError(f"unknown chart {name!r}; charts are {', '.join(OVER_TIME_CHARTS)}.")
+
+    def describe(self) -> str:
+        """One line on the two snapshots compared."""
+        before, after = self._need_pair()
+        return (f"{before.taken_at:%Y-%m-%d %H:%M} → {after.taken_at:%Y-%m-%d %H:%M} UTC "
+                f"({before.id} → {after.id})")
+
+    def report_html(self, *, title: str | None = None) -> str:
+        """A self-contained HTML page (plotly.js inlined, works offline): the summary, every figure, the changes."""
+        before, after = self._need_pair()
+        title = title or "Recommendations over time"
+        parts = [f"<h1>{html.escape(title)}</h1>", f"<p>{html.escape(self.describe())}</p>",
+                 "<h2>What changed, per set</h2>", table_html(self.summary())]
+        first = True
+        for name in self.available_charts():
+            groups = self.groups() if name in ("item_churn", "rank_shift") else [None]
+            for group in groups:
+                figure = self.figure(name, group=group) if group is not None else self.figure(name)
+                parts.append(figure.to_html(full_html=False, include_plotlyjs=first))
+                first = False
+        changes = self.cohort_changes()
+        if not changes.empty:
+            counts = changes.groupby(["cohort_id", "change"], observed=True).size().unstack(fill_value=0).reset_index()
+            parts += ["<h2>Cohorts</h2>", table_html(counts)]
+        moved = self.computation_changes()
+        if not moved.empty:
+            summary = moved.groupby("computation", observed=True).agg(
+                users=("changed", "size"), changed=("changed", "sum"), mean_delta=("delta", "mean")).reset_index()
+            parts += ["<h2>Computed properties</h2>", table_html(summary)]
+        body = "\n".join(parts)
+        return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+                f"<style>body{{font-family:sans-serif;margin:2em}}</style></head><body>{body}</body></html>")
+
+    def write_report(self, path: str | Path, *, title: str | None = None) -> Path:
+        """Write :meth:`report_html` to ``path`` (whole or not at all); return the path."""
+        target = Path(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        partial = target.with_name(target.name + ".partial")
+        partial.write_text(self.report_html(title=title), encoding="utf-8")
+        partial.replace(target)
+        return target

@@ -29,32 +29,50 @@ Conventions shared by every function in this module
 * **One vocabulary**: the table comes first and everything else by keyword;
   ``by`` names the grouping column(s); ``top_n`` is always "the n most frequent
   items per group"; each function returns one type.  Old spellings keep working
-  for now with a DeprecationWarning naming the new one (:func:`deprecated_arguments`).
+  for now with a DeprecationWarning naming the new one
+  (:func:`amptools.frames.deprecated_arguments`).
 
 This module builds no figures; :mod:`amptools.plots` draws these tables.
 """
 
 from __future__ import annotations
 
-import functools
-import inspect
 import warnings
-from collections.abc import Callable, Hashable, Iterable, Sequence
-from typing import Any, Literal, NamedTuple, TypeVar, cast
+from collections.abc import Hashable, Iterable, Iterator, Sequence
+from typing import Any, Literal, NamedTuple, cast
 
 import numpy as np
 import pandas as pd
 
 from . import tables
-from .query import ID_TYPES
+from .frames import ID_COLUMNS, LIST_COLUMNS, deprecated_arguments, moved_names, shared_docs
+from .frames import require_columns as require_columns  # re-exported: braze.py imports it from here
+from .grouping import (
+    codes,
+    has_repeats,
+    is_sorted,
+    run_codes,
+    run_starts,
+    shared_codes,
+    shared_user_codes,
+    sort_order,
+    sorted_group_codes,
+    user_codes,
+)
 
 __all__ = [
     "COVERAGE_COLUMNS",
+    "DRIFT_COLUMNS",
+    "DRIFT_SUMMARY_COLUMNS",
+    "ITEM_CHURN_COLUMNS",
     "ITEM_FREQUENCY_COLUMNS",
     "LONG_TAIL_COLUMNS",
     "POPULARITY_COLUMNS",
     "RECOMMENDATION_COLUMNS",
     "coverage",
+    "drift",
+    "drift_summary",
+    "item_churn",
     "item_frequency",
     "jaccard",
     "long_tail",
@@ -69,10 +87,13 @@ __all__ = [
 
 #: Columns of the tidy recommendations table (``amptools.tables.recommendations``).
 RECOMMENDATION_COLUMNS = tables.RECOMMENDATION_COLUMNS
-#: Columns every table metric needs at least.
-_LIST_COLUMNS: tuple[str, ...] = ("user_id", "device_id", "rank", "item")
-#: Columns that identify one user.
-USER_KEY: tuple[str, ...] = ID_TYPES  # the tables' key columns
+# require_columns, deprecated_arguments and user_codes stay importable from here (braze.py
+# imports require_columns); their home is amptools.frames and amptools.grouping.
+_MOVED = moved_names(__name__, {"USER_KEY": ("amptools.tables.ID_COLUMNS", ID_COLUMNS)})
+
+
+def __getattr__(name: str) -> Any:
+    return _MOVED(name)
 
 #: Columns returned by :func:`coverage`.
 COVERAGE_COLUMNS: tuple[str, ...] = (
@@ -102,62 +123,6 @@ POPULARITY_COLUMNS: tuple[str, ...] = (
 LONG_TAIL_COLUMNS: tuple[str, ...] = ("item_rank", "item", "count", "item_fraction", "cumulative_share")
 
 Metric = Literal["jaccard", "overlap", "rbo"]
-
-
-# ----------------------------------------------------------------------------------
-# the one deprecation path for argument names (shared with amptools.plots)
-# ----------------------------------------------------------------------------------
-
-_Callable = TypeVar("_Callable", bound=Callable[..., Any])
-
-
-def deprecated_arguments(*formerly_positional: str, **renamed: str) -> Callable[[_Callable], _Callable]:
-    """Keep old spellings of a call working, with a DeprecationWarning naming the new one.
-
-    Parameters
-    ----------
-    *formerly_positional : str
-        Keyword-only parameters that used to be accepted by position right after the
-        data argument(s), in their old order.
-    **renamed : str
-        ``old_name="new_name"`` for each renamed keyword.
-
-    Every message starts with ``amptools.<module>.<function>()`` so a test run can turn
-    exactly amptools' own deprecations into errors
-    (``-W "error:amptools.:DeprecationWarning"``).
-    """
-
-    def decorate(function: _Callable) -> _Callable:
-        name = f"{function.__module__}.{function.__qualname__}()"
-        parameters = inspect.signature(function).parameters.values()
-        n_positional = sum(p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD for p in parameters)
-
-        @functools.wraps(function)
-        def wrapper(*args: Any, **kwargs: Any) -> Any:
-            extra = args[n_positional:]
-            if extra:
-                if len(extra) > len(formerly_positional):
-                    raise TypeError(f"{name} takes {n_positional} positional argument(s) but {len(args)} were given")
-                names = formerly_positional[: len(extra)]
-                given_twice = [n for n in names if n in kwargs]
-                if given_twice:
-                    raise TypeError(f"{name} got multiple values for {', '.join(given_twice)}")
-                warnings.warn(f"{name}: pass {', '.join(f'{n}=' for n in names)} by keyword; "
-                              "passing it by position is deprecated", DeprecationWarning, stacklevel=2)
-                kwargs.update(zip(names, extra))
-                args = args[:n_positional]
-            for old, new in renamed.items():
-                if old in kwargs:
-                    if new in kwargs:
-                        raise TypeError(f"{name} got both {old}= (deprecated) and {new}=; pass only {new}=")
-                    warnings.warn(f"{name}: {old}= is deprecated, use {new}= (same meaning)",
-                                  DeprecationWarning, stacklevel=2)
-                    kwargs[new] = kwargs.pop(old)
-            return function(*args, **kwargs)
-
-        return cast(_Callable, wrapper)
-
-    return decorate
 
 
 # ----------------------------------------------------------------------------------
@@ -212,7 +177,7 @@ def _check_p(p: float) -> None:
 
 
 @deprecated_arguments("k")
-@tables.shared_docs(set_similarity=_SET_SIMILARITY_DOCS)
+@shared_docs(set_similarity=_SET_SIMILARITY_DOCS)
 def jaccard(a: Iterable[Hashable], b: Iterable[Hashable], *, k: int | None = None) -> float:
     """Jaccard similarity of two lists taken as sets: ``|A ∩ B| / |A ∪ B|``.
 
@@ -225,7 +190,7 @@ def jaccard(a: Iterable[Hashable], b: Iterable[Hashable], *, k: int | None = Non
 
 
 @deprecated_arguments("k")
-@tables.shared_docs(set_similarity=_SET_SIMILARITY_DOCS)
+@shared_docs(set_similarity=_SET_SIMILARITY_DOCS)
 def overlap(a: Iterable[Hashable], b: Iterable[Hashable], *, k: int | None = None) -> float:
     """Overlap coefficient of two lists: ``|A ∩ B| / min(|A|, |B|)``.
 
@@ -325,193 +290,12 @@ def rbo(a: Iterable[Hashable], b: Iterable[Hashable], *, p: float = 0.9) -> floa
 # ----------------------------------------------------------------------------------
 
 
-def require_columns(frame: pd.DataFrame, required: Iterable[str], function: str) -> None:
-    """Raise one clear ValueError naming the missing and the expected columns.
-
-    Shared by the metrics and the figures (``amptools.plots``), like px's own check.
-    """
-    if not isinstance(frame, pd.DataFrame):
-        raise TypeError(f"{function}() expects a pandas DataFrame first, got {type(frame).__name__}")
-    required = list(dict.fromkeys(required))
-    missing = [column for column in required if column not in frame.columns]
-    if missing:
-        raise ValueError(
-            f"{function}(): missing column(s) {', '.join(map(repr, missing))}. "
-            f"It expects the columns {', '.join(map(repr, required))}; "
-            f"the frame has {', '.join(map(repr, map(str, frame.columns)))}."
-        )
-
-
 def _as_list(by: str | Sequence[str] | None) -> list[str]:
     if by is None:
         return []
     if isinstance(by, str):
         return [by]
     return list(by)
-
-
-def _codes(values: pd.Series | pd.Index) -> tuple[np.ndarray, pd.Index]:
-    """Integer codes (NaN kept as its own value) and the uniques they index."""
-    if isinstance(values.dtype, pd.CategoricalDtype):
-        # categorical codes come for free; unused categories only leave gaps
-        categories = values.cat.categories if isinstance(values, pd.Series) else values.categories
-        codes = np.asarray(values.cat.codes if isinstance(values, pd.Series) else values.codes, dtype=np.int64)
-        if len(codes) and codes.min() < 0:
-            codes = np.where(codes < 0, len(categories), codes)
-        return codes, pd.Index([*categories, np.nan], dtype=object)
-    codes, uniques = pd.factorize(values, use_na_sentinel=False)
-    return codes.astype(np.int64, copy=False), pd.Index(uniques)
-
-
-def _comparable(values: pd.Series) -> np.ndarray:
-    """An array whose ``!=`` between neighbours tells equal values apart, cheaply.
-
-    Categorical columns give their integer codes; everything else an object array
-    (free for pandas' ``str`` dtype), with ``pd.NA`` replaced by None so that ``!=``
-    stays boolean.
-    """
-    result: np.ndarray
-    if isinstance(values.dtype, pd.CategoricalDtype):
-        result = np.asarray(values.cat.codes)
-    elif getattr(values.dtype, "na_value", None) is pd.NA and values.hasnans:
-        result = values.to_numpy(dtype=object, na_value=None)
-    else:
-        result = values.to_numpy(dtype=object)
-    return result
-
-
-def _run_codes(keys: np.ndarray) -> np.ndarray:
-    """``pd.factorize(keys)[0]`` for integer keys, fast when equal keys come in runs.
-
-    Only the first key of each run of equal neighbours is hashed; the codes number
-    distinct keys in order of first appearance, as :func:`pandas.factorize` does.
-    """
-    keys = np.asarray(keys)
-    if len(keys) == 0:
-        return np.zeros(0, dtype=np.int64)
-    starts = np.empty(len(keys), dtype=bool)
-    starts[0] = True
-    np.not_equal(keys[1:], keys[:-1], out=starts[1:])
-    head_codes: np.ndarray = pd.factorize(keys[starts])[0].astype(np.int64, copy=False)
-    codes: np.ndarray = head_codes[np.cumsum(starts) - 1]
-    return codes
-
-
-def user_codes(frame: pd.DataFrame) -> np.ndarray:
-    """One integer per distinct ``(user_id, device_id)`` pair of ``frame``, per row.
-
-    Codes run 0, 1, ... in order of first appearance (as :func:`pandas.factorize`);
-    a missing id is a value of its own.  Works on any dtype of the two columns
-    (``str``, object, category).  Tables list a user's rows together, so only the
-    first row of each run of equal keys is hashed: about 30 ms for 3,000,000 rows.
-    :mod:`amptools.plots` uses it to code users of any long table.
-    """
-    if len(frame) == 0:
-        return np.zeros(0, dtype=np.int64)
-    user = _comparable(frame["user_id"])
-    device = _comparable(frame["device_id"])
-    # `!=` on objects treats NaN as unequal to itself: harmless, a NaN row just starts a run
-    starts = np.empty(len(frame), dtype=bool)
-    starts[0] = True
-    starts[1:] = (user[1:] != user[:-1]) | (device[1:] != device[:-1])
-    user_head = pd.factorize(user[starts], use_na_sentinel=False)[0].astype(np.int64, copy=False)
-    device_head, device_uniques = pd.factorize(device[starts], use_na_sentinel=False)
-    head_key = user_head * max(len(device_uniques), 1) + device_head
-    head_codes: np.ndarray = pd.factorize(head_key)[0].astype(np.int64, copy=False)
-    codes: np.ndarray = head_codes[np.cumsum(starts) - 1]
-    return codes
-
-
-def _sorted_group_codes(frame: pd.DataFrame, by_columns: list[str]) -> tuple[np.ndarray, pd.DataFrame]:
-    """Codes numbering the groups of ``by_columns`` in ``groupby(sort=True, dropna=False)`` order.
-
-    Returns the per-row codes and one row of ``frame[by_columns]`` per group (dtypes
-    kept).  Categoricals order by category (missing last), nullable booleans
-    False, True, missing; anything else by value with missing last.
-    """
-    n_rows = len(frame)
-    combined = np.zeros(n_rows, dtype=np.int64)
-    space = 1
-    for column in by_columns:
-        values = frame[column]
-        if isinstance(values.dtype, pd.CategoricalDtype):
-            codes = np.asarray(values.cat.codes, dtype=np.int64)
-            size = len(values.cat.categories) + 1
-        elif pd.api.types.is_bool_dtype(values.dtype):
-            data = values.to_numpy(dtype=bool, na_value=False).astype(np.int64)
-            codes = np.where(values.isna().to_numpy(), 2, data) if values.hasnans else data
-            size = 3
-        else:
-            try:
-                codes, uniques = pd.factorize(values, sort=True)
-            except TypeError:  # values that cannot be sorted keep first-appearance order
-                codes, uniques = pd.factorize(values)
-            codes = codes.astype(np.int64, copy=False)
-            size = len(uniques) + 1
-        codes = np.where(codes < 0, size - 1, codes)
-        combined = combined * size + codes
-        space *= size
-    if space <= max(4 * n_rows, 1 << 20):
-        present = np.flatnonzero(np.bincount(combined, minlength=space))
-        lookup = np.full(space, -1, dtype=np.int64)
-        lookup[present] = np.arange(len(present))
-        group_code = lookup[combined]
-    else:
-        group_code, present = pd.factorize(combined, sort=True)
-        group_code = group_code.astype(np.int64, copy=False)
-    any_row = np.zeros(len(present), dtype=np.int64)
-    any_row[group_code] = np.arange(n_rows)  # any row of a group carries its values
-    return group_code, frame[by_columns].iloc[any_row].reset_index(drop=True)
-
-
-def _has_repeats(keys: np.ndarray) -> bool:
-    """Whether any integer key occurs twice (one value sort, no hashing)."""
-    if len(keys) < 2:
-        return False
-    ordered = np.sort(keys)
-    return bool((ordered[1:] == ordered[:-1]).any())
-
-
-def _sort_order(*keys: np.ndarray) -> np.ndarray:
-    """Stable argsort of rows by non-negative integer keys, the first key primary.
-
-    The packed-sort idiom, written once: when the keys and the row number fit in one
-    int64 they are packed into one integer and sorted by value (several times faster
-    than :func:`numpy.lexsort`; the row number in the low digits keeps it stable),
-    otherwise :func:`numpy.lexsort`.
-    """
-    n_rows = len(keys[0])
-    if n_rows == 0:
-        return np.zeros(0, dtype=np.int64)
-    sizes = [int(key.max()) + 1 for key in keys]
-    if n_rows * int(np.prod(sizes, dtype=object)) >= 2**62:
-        return np.lexsort(keys[::-1])
-    packed = np.zeros(n_rows, dtype=np.int64)
-    for key, size in zip(keys, sizes):
-        packed = packed * size + key
-    return np.sort(packed * n_rows + np.arange(n_rows)) % n_rows
-
-
-def _is_sorted(*keys: np.ndarray) -> bool:
-    """Whether the rows are already in the order :func:`_sort_order` would give."""
-    undecided = np.ones(max(len(keys[0]) - 1, 0), dtype=bool)
-    for key in keys:
-        step = np.diff(key)
-        if (undecided & (step < 0)).any():
-            return False
-        undecided &= step == 0
-    return True
-
-
-def _run_starts(*keys: np.ndarray) -> np.ndarray:
-    """Mask of the rows whose keys differ from the previous row's (the first row included)."""
-    n_rows = len(keys[0])
-    starts = np.zeros(n_rows, dtype=bool)
-    if n_rows:
-        starts[0] = True
-        for key in keys:
-            starts[1:] |= key[1:] != key[:-1]
-    return starts
 
 
 def _prepared(recs: pd.DataFrame, by_columns: list[str]) -> pd.DataFrame:
@@ -534,13 +318,13 @@ def _prepared_items(recs: pd.DataFrame, by_columns: list[str]) -> tuple[pd.DataF
     user = user_codes(frame)
     list_code = user
     if "rec_id" in frame.columns:
-        rec_code, rec_uniques = _codes(frame["rec_id"])
-        list_code = _run_codes(user * max(len(rec_uniques), 1) + rec_code)
-    item, item_uniques = _codes(frame["item"])
+        rec_code, rec_uniques = codes(frame["rec_id"])
+        list_code = run_codes(user * max(len(rec_uniques), 1) + rec_code)
+    item, item_uniques = codes(frame["item"])
     frame = frame.assign(_user=user, _list=list_code, _item=item)
     n_items = int(item.max()) + 1 if len(frame) else 1
     key = list_code * n_items + item
-    if _has_repeats(key):
+    if has_repeats(key):
         repeated = pd.Series(key).duplicated(keep=False).to_numpy()
         # only the few repeated rows need a rank sort to find their best occurrence
         involved = frame[repeated]
@@ -576,27 +360,48 @@ def _rbo_closed_form(
     n_pairs = len(length_a)
     short = np.minimum(length_a, length_b)
     long_ = np.maximum(length_a, length_b)
-    depth = int(long_.max()) if n_pairs else 0
-    powers = p ** np.arange(0, depth + 1, dtype=float)
-    powers[0] = 0.0
-    with np.errstate(divide="ignore", invalid="ignore"):
-        harmonic = np.cumsum(np.where(np.arange(depth + 1) > 0, powers / np.maximum(np.arange(depth + 1), 1), 0.0))
-    geometric = np.cumsum(powers)
-    per_item = harmonic[long_[shared_owner]] - harmonic[shared_max_rank - 1]
-    sum_agreement = np.bincount(shared_owner, weights=per_item, minlength=n_pairs)
+    harmonic = _harmonic(p, int(long_.max()) if n_pairs else 0)
     x_l = np.bincount(shared_owner, minlength=n_pairs).astype(float)
     x_s = np.bincount(
         shared_owner, weights=(shared_max_rank <= short[shared_owner]).astype(float), minlength=n_pairs
     )
+    harmonic_at_max_rank = np.bincount(shared_owner, weights=harmonic[shared_max_rank - 1], minlength=n_pairs)
+    return _rbo_from_sums(x_l, x_s, harmonic_at_max_rank, length_a, length_b, p)
+
+
+def _harmonic(p: float, depth: int) -> np.ndarray:
+    """``C[d] = sum_{j<=d} p^j / j`` for d = 0..depth (C[0] = 0)."""
+    powers = p ** np.arange(0, depth + 1, dtype=float)
+    powers[0] = 0.0
+    harmonic: np.ndarray = np.cumsum(powers / np.maximum(np.arange(depth + 1), 1))
+    return harmonic
+
+
+def _rbo_from_sums(x_l: np.ndarray, x_s: np.ndarray, harmonic_at_max_rank: np.ndarray,
+                   length_a: np.ndarray, length_b: np.ndarray, p: float) -> np.ndarray:
+    """RBO_ext per pair from three sums over its shared items (see :func:`_rbo_closed_form`).
+
+    ``x_l``: shared items; ``x_s``: those whose worse rank is within the shorter list;
+    ``harmonic_at_max_rank``: ``sum C[m - 1]`` over them (``m`` the worse rank).
+    """
+    short = np.minimum(length_a, length_b)
+    long_ = np.maximum(length_a, length_b)
+    depth = int(long_.max()) if len(long_) else 0
+    harmonic = _harmonic(p, depth)
+    powers = p ** np.arange(0, depth + 1, dtype=float)
+    powers[0] = 0.0
+    geometric = np.cumsum(powers)
+    sum_agreement = x_l * harmonic[long_] - harmonic_at_max_rank
     with np.errstate(divide="ignore", invalid="ignore"):
         tail = x_s / short * ((geometric[long_] - geometric[short]) - short * (harmonic[long_] - harmonic[short]))
         value = (1 - p) / p * (sum_agreement + tail) + ((x_l - x_s) / long_ + x_s / short) * p**long_
     value = np.where(short == 0, np.where(long_ == 0, 1.0, 0.0), value)
-    return np.clip(value, 0.0, 1.0)
+    clipped: np.ndarray = np.clip(value, 0.0, 1.0)
+    return clipped
 
 
 def _check_overlap_arguments(recs: pd.DataFrame, by: str, metric: str, k: int | None, p: float) -> None:
-    require_columns(recs, [*_LIST_COLUMNS, by], "overlap_matrix")
+    require_columns(recs, [*LIST_COLUMNS, by], "overlap_matrix")
     if metric not in ("jaccard", "overlap", "rbo"):
         raise ValueError(f"metric must be 'jaccard', 'overlap' or 'rbo', got {metric!r}")
     _check_k(k)
@@ -607,7 +412,7 @@ def _check_overlap_arguments(recs: pd.DataFrame, by: str, metric: str, k: int | 
 def _overlap_groups(values: pd.Series, name: str) -> tuple[np.ndarray, pd.Index]:
     """The group number of each row and the groups, sorted (first-appearance order when they do not sort)."""
     n_rows = len(values)
-    value_code, value_uniques = _codes(values)
+    value_code, value_uniques = codes(values)
     present = np.flatnonzero(np.bincount(value_code, minlength=len(value_uniques)))
     try:
         groups = sorted(value_uniques[present])
@@ -657,15 +462,15 @@ def _distinct_lists(user: np.ndarray, group: np.ndarray, rank: np.ndarray, item:
     """
     n_users = int(user.max()) + 1 if len(user) else 0
     rank_code = rank - rank.min() if len(rank) else rank
-    if not _is_sorted(user, group, rank_code):
-        order = _sort_order(user, group, rank_code)
+    if not is_sorted(user, group, rank_code):
+        order = sort_order(user, group, rank_code)
         user, group, item = user[order], group[order], item[order]
     list_key = user * max(n_groups, 1) + group
-    s_row = _sort_order(user, item, group)
+    s_row = sort_order(user, item, group)
     s_user, s_group = user[s_row], group[s_row]
-    s_user_item = np.cumsum(_run_starts(s_user, item[s_row])) - 1
+    s_user_item = np.cumsum(run_starts(s_user, item[s_row])) - 1
     # lists are compared as rankings of distinct items: keep each item's best rank
-    repeat = ~_run_starts(s_user_item, s_group)
+    repeat = ~run_starts(s_user_item, s_group)
     if repeat.any():
         keep = np.ones(len(user), dtype=bool)
         keep[s_row[repeat]] = False
@@ -673,7 +478,7 @@ def _distinct_lists(user: np.ndarray, group: np.ndarray, rank: np.ndarray, item:
         list_key = list_key[keep]
         s_row, s_user, s_group, s_user_item = new_row[s_row[~repeat]], s_user[~repeat], s_group[~repeat], s_user_item[~repeat]
     # 1-based position of each row within its (user, group) list after de-duplication
-    starts = _run_starts(list_key)
+    starts = run_starts(list_key)
     position = np.arange(len(list_key)) - np.flatnonzero(starts)[np.cumsum(starts) - 1] + 1
     lengths = np.bincount(list_key, minlength=n_users * n_groups).reshape(n_users, n_groups)
     return _Lists(s_user, s_group, s_user_item, position[s_row], lengths)
@@ -697,7 +502,7 @@ def _shared_items(lists: _Lists, n_groups: int) -> tuple[np.ndarray, np.ndarray,
     head = np.concatenate(heads) if heads else np.zeros(0, np.int64)
     distance = np.concatenate(distances) if distances else np.zeros(0, np.int64)
     pair = lists.group[head] * n_groups + lists.group[head + distance]
-    order = _sort_order(pair, head)
+    order = sort_order(pair, head)
     head, distance, pair = head[order], distance[order], pair[order]
     max_rank = np.maximum(lists.position[head], lists.position[head + distance])
     return lists.user[head], max_rank, np.searchsorted(pair, np.arange(n_groups * n_groups + 1))
@@ -733,7 +538,7 @@ def _mean_similarities(lists: _Lists, counts: np.ndarray, metric: Metric, p: flo
 
 
 @deprecated_arguments("by", "metric")
-@tables.shared_docs(recs=_RECS_BY_DOCS)
+@shared_docs(recs=_RECS_BY_DOCS)
 def overlap_matrix(
     recs: pd.DataFrame,
     *,
@@ -780,12 +585,12 @@ def overlap_matrix(
         compared) and ``result.attrs["metric"]`` the metric.
     """
     _check_overlap_arguments(recs, by, metric, k, p)
-    frame = recs[[*USER_KEY, by, "rank", "item"]]
+    frame = recs[[*ID_COLUMNS, by, "rank", "item"]]
     if k is not None and metric != "rbo":
         frame = frame[frame["rank"] <= k]
     group, group_index = _overlap_groups(frame[by], by)
     lists = _distinct_lists(user_codes(frame), group, frame["rank"].to_numpy(dtype=np.int64),
-                            _codes(frame["item"])[0], len(group_index))
+                            codes(frame["item"])[0], len(group_index))
     counts = _shared_user_counts(lists.lengths > 0)
     values = _mean_similarities(lists, counts, metric, p)
     result = pd.DataFrame(values, index=group_index, columns=group_index.copy())
@@ -800,7 +605,7 @@ def overlap_matrix(
     return result
 
 
-@tables.shared_docs(recs=_RECS_BY_DOCS)
+@shared_docs(recs=_RECS_BY_DOCS)
 def overlap_counts(recs: pd.DataFrame, *, by: str = "rec_id") -> pd.DataFrame:
     """Users with a list in both groups, for every pair of groups of ``by``.
 
@@ -820,7 +625,7 @@ def overlap_counts(recs: pd.DataFrame, *, by: str = "rec_id") -> pd.DataFrame:
         ``by``), the diagonal holds each group's user count.  Equal to
         ``overlap_matrix(recs, by=by).attrs["n_users"]``.
     """
-    require_columns(recs, [*_LIST_COLUMNS, by], "overlap_counts")
+    require_columns(recs, [*LIST_COLUMNS, by], "overlap_counts")
     group, group_index = _overlap_groups(recs[by], by)
     user = user_codes(recs)
     has_list = np.zeros((int(user.max()) + 1 if len(user) else 0, len(group_index)), dtype=bool)
@@ -859,7 +664,7 @@ def _normalised_entropy(counts: np.ndarray) -> float:
 
 def _list_keys(recs: pd.DataFrame) -> list[str]:
     """Columns that identify one list: the user and, when present, the rec set."""
-    return [*USER_KEY, "rec_id"] if "rec_id" in recs.columns else list(USER_KEY)
+    return [*ID_COLUMNS, "rec_id"] if "rec_id" in recs.columns else list(ID_COLUMNS)
 
 
 @deprecated_arguments("catalog")
@@ -911,7 +716,7 @@ def coverage(
         - ``coverage``, ``gini``, ``entropy`` (float64): see above; NaN when empty.
     """
     by_columns = _as_list(by)
-    require_columns(recs, [*_LIST_COLUMNS, *by_columns], "coverage")
+    require_columns(recs, [*LIST_COLUMNS, *by_columns], "coverage")
     frame = _prepared(recs, by_columns)
     items = frame["item"].astype(object).to_numpy()
     if catalog is None:
@@ -986,7 +791,7 @@ def item_frequency(
         Sorted by group, then by ``n_lists`` descending (ties by item).
     """
     by_columns = _as_list(by)
-    require_columns(recs, [*_LIST_COLUMNS, *by_columns], "item_frequency")
+    require_columns(recs, [*LIST_COLUMNS, *by_columns], "item_frequency")
     frame, item_uniques = _prepared_items(recs, by_columns)
     out_columns = [*by_columns, *ITEM_FREQUENCY_COLUMNS]
     if frame.empty:
@@ -997,7 +802,7 @@ def item_frequency(
     item_code = frame["_item"].to_numpy()
     n_items = int(item_code.max()) + 1
     if by_columns:
-        group_code, group_values = _sorted_group_codes(frame, by_columns)
+        group_code, group_values = sorted_group_codes(frame, by_columns)
     else:
         group_code = np.zeros(len(frame), dtype=np.int64)
         group_values = pd.DataFrame(index=range(1))
@@ -1013,9 +818,9 @@ def item_frequency(
     if np.array_equal(group_of_list[list_code], group_code):
         lists_per_group = np.bincount(group_of_list, minlength=n_groups)
     else:
-        order = _sort_order(group_code, list_code)
+        order = sort_order(group_code, list_code)
         sorted_group = group_code[order]
-        lists_per_group = np.bincount(sorted_group[_run_starts(sorted_group, list_code[order])], minlength=n_groups)
+        lists_per_group = np.bincount(sorted_group[run_starts(sorted_group, list_code[order])], minlength=n_groups)
     n_lists_group = lists_per_group[pair_group]
     n_entries_group = np.bincount(group_code, minlength=n_groups)[pair_group]
     n_lists_pair = pair_counts[nonzero].astype(np.int64)
@@ -1094,7 +899,7 @@ def popularity(
     by_columns = _as_list(by)
     if not by_columns:
         raise ValueError("popularity() needs at least one `by` column, e.g. 'recommendation_source'")
-    require_columns(recs, [*_LIST_COLUMNS, *by_columns], "popularity")
+    require_columns(recs, [*LIST_COLUMNS, *by_columns], "popularity")
     frame = _prepared(recs, by_columns)
     frame["_popularity_rank"] = frame["item"].astype(object).map(_global_popularity_rank(frame, item_popularity)).astype(float)
     rows = []
@@ -1179,13 +984,13 @@ def _personalization_from_codes(list_codes: np.ndarray, item_codes: np.ndarray) 
     """
     if len(list_codes) == 0:
         return float("nan")
-    list_codes = _codes(list_codes)[0]
+    list_codes = codes(list_codes)[0]
     lengths = np.bincount(list_codes)
     n_lists = len(lengths)
     if n_lists < 2:
         return float("nan")
     weights = 1.0 / np.sqrt(lengths[list_codes])
-    item_sums = np.bincount(_codes(item_codes)[0], weights=weights)
+    item_sums = np.bincount(codes(item_codes)[0], weights=weights)
     pair_sum = float(np.dot(item_sums, item_sums)) - n_lists
     mean_cosine = pair_sum / (n_lists * (n_lists - 1.0))
     return float(1.0 - mean_cosine)
@@ -1218,7 +1023,7 @@ def personalization_score(recs: pd.DataFrame | Iterable[Iterable[Hashable]]) -> 
         overlap; NaN for fewer than two lists.
     """
     if isinstance(recs, pd.DataFrame):
-        require_columns(recs, [*USER_KEY, "item"], "personalization_score")
+        require_columns(recs, [*ID_COLUMNS, "item"], "personalization_score")
         frame = _prepared(recs, [])
         return _personalization_from_codes(frame["_list"].to_numpy(), frame["_item"].to_numpy())
     list_codes: list[int] = []
@@ -1277,7 +1082,7 @@ def personalization(
                       "(deprecated); use amptools.metrics.personalization_score() for one number",
                       DeprecationWarning, stacklevel=3)
         return cast(pd.Series, personalization_score(recs))  # the deprecated float
-    require_columns(recs, [*USER_KEY, "item", *by_columns], "personalization")
+    require_columns(recs, [*ID_COLUMNS, "item", *by_columns], "personalization")
     frame = _prepared(recs, by_columns)
     values = {}
     list_code, item_code = frame["_list"].to_numpy(), frame["_item"].to_numpy()
@@ -1285,3 +1090,409 @@ def personalization(
         values[value] = _personalization_from_codes(list_code[index], item_code[index])
     index = pd.Index(list(values), name=by_columns[0]) if len(by_columns) == 1 else pd.MultiIndex.from_tuples(list(values), names=by_columns)
     return pd.Series(list(values.values()), index=index, name="personalization", dtype="float64")
+
+
+# ----------------------------------------------------------------------------------
+# drift: the same users' lists in two snapshots
+# ----------------------------------------------------------------------------------
+
+#: Columns returned by :func:`drift` (after ``user_id``, ``device_id`` and the ``by`` column).
+DRIFT_COLUMNS: tuple[str, ...] = ("n_before", "n_after", "jaccard", "rbo", "n_added", "n_removed",
+                                  "top_changed", "changed")
+#: Columns returned by :func:`drift_summary` (after the ``by`` column).
+DRIFT_SUMMARY_COLUMNS: tuple[str, ...] = (
+    "n_users_before", "n_users_after", "n_users_compared", "n_users_only_before", "n_users_only_after",
+    "share_changed", "mean_jaccard", "mean_rbo", "n_items_before", "n_items_after",
+    "n_items_entered", "n_items_left",
+)
+#: Columns returned by :func:`item_churn` (after the ``by`` column).
+ITEM_CHURN_COLUMNS: tuple[str, ...] = ("item", "n_before", "n_after", "n_entered", "n_left", "n_stayed",
+                                       "mean_rank_before", "mean_rank_after", "mean_shift")
+
+_DRIFT_DOCS = """before, after : DataFrame
+        The recommendations tables of two snapshots (``amptools.tables.recommendations``
+        of two fetches, or ``Snapshot.recommendations``); each needs ``user_id``,
+        ``device_id``, ``rank``, ``item`` and the ``by`` column.
+    by : str, default "rec_id"
+        The column naming a user's lists (``rec_id``, ``recommendation_source``...): a
+        user's list in one set is compared with the same user's list in the same set.
+    k : int, optional
+        Compare only the top ``k`` distinct items of each list (jaccard@k; RBO and the
+        items added and removed are of the top ``k`` too)."""
+_DRIFT_P_DOCS = """p : float, default 0.9
+        RBO persistence (see :func:`rbo`)."""
+
+# Item codes in the list matrices: half the memory traffic of int64 (a catalogue of up to
+# two billion items).
+_ITEM_CODE = np.int32
+# A list pair's comparison matrix is lists × width × width booleans: chunks keep it small.
+_PAIR_CELLS_PER_CHUNK = 4_000_000
+
+
+class _Snapshot(NamedTuple):
+    """One table's lists as a matrix: one row per list, its distinct items by position."""
+
+    keys: np.ndarray  # the list's key (user × set), sorted, unique
+    items: np.ndarray  # lists × width item codes, -1 after the list's end
+    lengths: np.ndarray
+    first_row: np.ndarray  # a row of the table holding the list (for its ids)
+
+
+def _list_matrix(recs: pd.DataFrame, user: np.ndarray, group: np.ndarray, item: np.ndarray,
+                 n_groups: int, k: int | None) -> _Snapshot:
+    """The lists of one table, items in rank order, repeats dropped, cut at ``k``."""
+    n_rows = len(recs)
+    if n_rows == 0:
+        empty = np.zeros(0, dtype=np.int64)
+        return _Snapshot(empty, np.zeros((0, 0), dtype=_ITEM_CODE), empty, empty)
+    rank = recs["rank"].to_numpy(dtype=np.int64)
+    key = user * n_groups + group
+    rank_code = rank - rank.min()
+    row: np.ndarray | None = None  # None: the table is in list order already (tables emit it so)
+    if not is_sorted(key, rank_code):
+        row = sort_order(key, rank_code)
+        key, item = key[row], item[row]
+    starts = run_starts(key)
+    start_row = np.flatnonzero(starts)
+    width = int(np.diff(start_row, append=n_rows).max())
+    if len(start_row) * width == n_rows:  # every list equally long (the usual case): a reshape
+        items = item.reshape(len(start_row), width).astype(_ITEM_CODE, copy=False)
+        lengths = np.full(len(start_row), width, dtype=np.int64)
+    else:
+        list_index = np.cumsum(starts) - 1
+        lengths = np.bincount(list_index)
+        items = np.full((len(start_row), width), -1, dtype=_ITEM_CODE)
+        items[list_index, np.arange(n_rows) - start_row[list_index]] = item
+    # A list is compared as a ranking of distinct items: a repeat keeps its best rank.
+    repeated = _has_repeated_items(items)
+    if repeated.any():
+        items = items.copy()  # a reshape may share the caller's codes
+        sub = items[repeated]
+        earlier = np.triu(np.ones((width, width), dtype=bool), 1)  # [j, i]: position j before i
+        again = ((sub[:, :, None] == sub[:, None, :]) & earlier[None, :, :]).any(axis=1) & (sub >= 0)
+        sub = np.where(again, -1, sub)
+        # move the kept items left, in order: a stable sort of "is a gap"
+        order = np.argsort(sub < 0, axis=1, kind="stable")
+        items[repeated] = np.take_along_axis(sub, order, axis=1)
+        lengths = (items >= 0).sum(axis=1)
+    if k is not None:
+        items = items[:, :k]
+        lengths = np.minimum(lengths, k)
+    return _Snapshot(key[start_row], items, lengths, start_row if row is None else row[start_row])
+
+
+def _has_repeated_items(items: np.ndarray) -> np.ndarray:
+    """Per list (row): whether an item occurs twice; column pairs for short lists, a row sort else."""
+    width = items.shape[1]
+    if width > 32:
+        ordered = np.sort(items, axis=1)
+        repeated: np.ndarray = ((ordered[:, 1:] == ordered[:, :-1]) & (ordered[:, 1:] >= 0)).any(axis=1)
+        return repeated
+    columns = np.ascontiguousarray(items.T)  # one contiguous array per position
+    repeated = np.zeros(len(items), dtype=bool)
+    for i in range(width):
+        for j in range(i + 1, width):
+            repeated |= (columns[i] == columns[j]) & (columns[i] >= 0)
+    return repeated
+
+
+class _Pairs(NamedTuple):
+    """Every list present in both tables, side by side."""
+
+    before: _Snapshot
+    after: _Snapshot
+    index_before: np.ndarray  # the pairs' rows of before.items / after.items
+    index_after: np.ndarray
+    group_values: pd.Index
+    item_values: pd.Index
+    n_groups: int
+
+    def chunks(self) -> Iterator[tuple[slice, np.ndarray]]:
+        """Pairs in chunks, with each chunk's pairs × before-position × after-position "same item"."""
+        width_before, width_after = self.before.items.shape[1], self.after.items.shape[1]
+        step = max(1, _PAIR_CELLS_PER_CHUNK // max(width_before * width_after, 1))
+        for start in range(0, len(self.index_before), step):
+            rows = slice(start, start + step)
+            a = self.before.items[self.index_before[rows]]
+            b = self.after.items[self.index_after[rows]]
+            yield rows, (a[:, :, None] == b[:, None, :]) & (a[:, :, None] >= 0)
+
+
+def _pairs(before: pd.DataFrame, after: pd.DataFrame, by: str, k: int | None, function: str) -> _Pairs:
+    for frame in (before, after):
+        require_columns(frame, [*LIST_COLUMNS, by], function)
+    _check_k(k)
+    users, _ = shared_user_codes(before, after)
+    (group_before, group_after), group_values = shared_codes(before[by], after[by])
+    (item_before, item_after), item_values = shared_codes(before["item"], after["item"], sort=False)
+    n_groups = max(len(group_values), 1)
+    old = _list_matrix(before, users[0], group_before, item_before, n_groups, k)
+    new = _list_matrix(after, users[1], group_after, item_after, n_groups, k)
+    _, index_before, index_after = np.intersect1d(old.keys, new.keys, assume_unique=True, return_indices=True)
+    return _Pairs(old, new, index_before, index_after, group_values, item_values, n_groups)
+
+
+def _pair_scores(pairs: _Pairs, p: float) -> dict[str, np.ndarray]:
+    """Per pair: the lengths, the shared count, jaccard, RBO and whether anything changed."""
+    n_pairs = len(pairs.index_before)
+    length_before = pairs.before.lengths[pairs.index_before]
+    length_after = pairs.after.lengths[pairs.index_after]
+    short = np.minimum(length_before, length_after)
+    width_before, width_after = pairs.before.items.shape[1], pairs.after.items.shape[1]
+    # the worse rank of an item at positions (i, j) of the two lists, and C[rank - 1] of RBO
+    max_rank = np.maximum.outer(np.arange(1, width_before + 1), np.arange(1, width_after + 1))
+    harmonic_of_rank = _harmonic(p, max(width_before, width_after))[max_rank - 1]
+    shared = np.zeros(n_pairs, dtype=np.int64)
+    within_short = np.zeros(n_pairs, dtype=np.int64)
+    harmonic_sum = np.zeros(n_pairs)
+    for rows, same in pairs.chunks():
+        shared[rows] = same.sum(axis=(1, 2))
+        within_short[rows] = (same & (max_rank[None] <= short[rows, None, None])).sum(axis=(1, 2))
+        harmonic_sum[rows] = (same * harmonic_of_rank[None]).sum(axis=(1, 2))
+    union = length_before + length_after - shared
+    jaccard = np.where(union > 0, shared / np.maximum(union, 1), 1.0)
+    rbo_values = _rbo_from_sums(shared.astype(float), within_short.astype(float), harmonic_sum,
+                                length_before, length_after, p)
+    items_before = pairs.before.items[pairs.index_before]
+    items_after = pairs.after.items[pairs.index_after]
+    width = max(width_before, width_after)
+    padded_before = np.pad(items_before, ((0, 0), (0, width - width_before)), constant_values=-1)
+    padded_after = np.pad(items_after, ((0, 0), (0, width - width_after)), constant_values=-1)
+    changed = (padded_before != padded_after).any(axis=1) if width else np.zeros(n_pairs, dtype=bool)
+    top_changed = (padded_before[:, 0] != padded_after[:, 0]) if width else np.zeros(n_pairs, dtype=bool)
+    return {"n_before": length_before, "n_after": length_after, "shared": shared, "jaccard": jaccard,
+            "rbo": rbo_values, "changed": changed, "top_changed": top_changed}
+
+
+def _group_column(values: pd.Index, codes_of_rows: np.ndarray, like: pd.Series) -> Any:
+    """The ``by`` column of a result: its values by code, in the input's dtype where it can be."""
+    column = pd.Series(np.asarray(values, dtype=object)[codes_of_rows] if len(values) else [], dtype=object)
+    try:
+        return column.astype(like.dtype) if not isinstance(like.dtype, pd.CategoricalDtype) else \
+            pd.Categorical(column, categories=[v for v in values if not pd.isna(v)])
+    except (TypeError, ValueError):
+        return column
+
+
+@shared_docs(drift=_DRIFT_DOCS, p=_DRIFT_P_DOCS)
+def drift(
+    before: pd.DataFrame,
+    after: pd.DataFrame,
+    *,
+    by: str = "rec_id",
+    k: int | None = None,
+    p: float = 0.9,
+) -> pd.DataFrame:
+    """How much each user's list changed between two snapshots: one row per user × set in both.
+
+    Exact and linear in users × list length: lists become rows of an item matrix and
+    each pair is compared position by position (about 3 s for 1,000,000 users × 10
+    items; ``benchmarks/bench_drift.py``).  Users with a list in only one snapshot have
+    no row here; :func:`drift_summary` counts them.
+
+    Parameters
+    ----------
+    {drift}
+    {p}
+
+    Returns
+    -------
+    DataFrame
+        ``user_id``, ``device_id``, the ``by`` column, then:
+
+        - ``n_before``, ``n_after`` (int64): distinct items of each list (at most ``k``).
+        - ``jaccard`` (float64): ``|A ∩ B| / |A ∪ B|`` (1.0 for two empty lists).
+        - ``rbo`` (float64): rank-biased overlap of the two rankings (:func:`rbo`).
+        - ``n_added``, ``n_removed`` (int64): items in the new list and not the old, and
+          the other way round.
+        - ``top_changed`` (bool): the first item differs.
+        - ``changed`` (bool): the lists differ in any item or position.
+
+        Ordered by set, then by the users' order in ``before``.
+    """
+    _check_p(p)
+    pairs = _pairs(before, after, by, k, "drift")
+    scores = _pair_scores(pairs, float(p))
+    keys = pairs.before.keys[pairs.index_before]
+    group = keys % pairs.n_groups
+    first_row = pairs.before.first_row[pairs.index_before]
+    order = np.lexsort((first_row, group))
+    rows = first_row[order]
+    result = pd.DataFrame({
+        "user_id": before["user_id"].iloc[rows].reset_index(drop=True),
+        "device_id": before["device_id"].iloc[rows].reset_index(drop=True),
+        by: _group_column(pairs.group_values, group[order], before[by]),
+        "n_before": scores["n_before"][order].astype(np.int64),
+        "n_after": scores["n_after"][order].astype(np.int64),
+        "jaccard": scores["jaccard"][order].astype(np.float64),
+        "rbo": scores["rbo"][order].astype(np.float64),
+        "n_added": (scores["n_after"] - scores["shared"])[order].astype(np.int64),
+        "n_removed": (scores["n_before"] - scores["shared"])[order].astype(np.int64),
+        "top_changed": scores["top_changed"][order],
+        "changed": scores["changed"][order],
+    })
+    return result
+
+
+def _catalogue(snapshot: _Snapshot, n_groups: int, n_items: int) -> np.ndarray:
+    """Groups × items: whether any list of the group holds the item."""
+    present = np.zeros((n_groups, max(n_items, 1)), dtype=bool)
+    if snapshot.items.size:
+        group = np.repeat(snapshot.keys % n_groups, snapshot.items.shape[1])
+        items = snapshot.items.ravel()
+        present[group[items >= 0], items[items >= 0]] = True
+    return present
+
+
+@shared_docs(drift=_DRIFT_DOCS, p=_DRIFT_P_DOCS)
+def drift_summary(
+    before: pd.DataFrame,
+    after: pd.DataFrame,
+    *,
+    by: str = "rec_id",
+    k: int | None = None,
+    p: float = 0.9,
+) -> pd.DataFrame:
+    """Per set: how many users' lists changed between two snapshots, how much, and the catalogue.
+
+    Users with a list in only one of the two are counted (``n_users_only_before``,
+    ``n_users_only_after``), not dropped; the means are over users in both.
+
+    Parameters
+    ----------
+    {drift}
+    {p}
+
+    Returns
+    -------
+    DataFrame
+        The ``by`` column (one row per set in either table, sorted), then:
+
+        - ``n_users_before``, ``n_users_after`` (int64): users with a list of the set.
+        - ``n_users_compared`` (int64): users with a list in both.
+        - ``n_users_only_before``, ``n_users_only_after`` (int64): users in one only.
+        - ``share_changed`` (float64): share of the compared users whose list changed
+          (any item or position; NaN with none compared).
+        - ``mean_jaccard``, ``mean_rbo`` (float64): over the compared users.
+        - ``n_items_before``, ``n_items_after`` (int64): distinct items the set recommended.
+        - ``n_items_entered``, ``n_items_left`` (int64): items recommended after and not
+          before (entered the catalogue), and the other way round (left it).
+    """
+    _check_p(p)
+    pairs = _pairs(before, after, by, k, "drift_summary")
+    scores = _pair_scores(pairs, float(p))
+    n_groups = len(pairs.group_values)
+    group = pairs.before.keys[pairs.index_before] % pairs.n_groups
+
+    def per_group(values: np.ndarray, groups: np.ndarray) -> np.ndarray:
+        return np.bincount(groups, weights=values, minlength=n_groups)[:n_groups]
+
+    users_before = np.bincount(pairs.before.keys % pairs.n_groups, minlength=n_groups)[:n_groups]
+    users_after = np.bincount(pairs.after.keys % pairs.n_groups, minlength=n_groups)[:n_groups]
+    compared = np.bincount(group, minlength=n_groups)[:n_groups]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        share_changed = per_group(scores["changed"].astype(float), group) / compared
+        mean_jaccard = per_group(scores["jaccard"], group) / compared
+        mean_rbo = per_group(scores["rbo"], group) / compared
+    n_items = len(pairs.item_values)
+    old = _catalogue(pairs.before, pairs.n_groups, n_items)[:n_groups]
+    new = _catalogue(pairs.after, pairs.n_groups, n_items)[:n_groups]
+    frame = before if len(before) else after
+    result = pd.DataFrame({
+        by: _group_column(pairs.group_values, np.arange(n_groups), frame[by]),
+        "n_users_before": users_before.astype(np.int64),
+        "n_users_after": users_after.astype(np.int64),
+        "n_users_compared": compared.astype(np.int64),
+        "n_users_only_before": (users_before - compared).astype(np.int64),
+        "n_users_only_after": (users_after - compared).astype(np.int64),
+        "share_changed": share_changed.astype(np.float64),
+        "mean_jaccard": mean_jaccard.astype(np.float64),
+        "mean_rbo": mean_rbo.astype(np.float64),
+        "n_items_before": old.sum(axis=1).astype(np.int64),
+        "n_items_after": new.sum(axis=1).astype(np.int64),
+        "n_items_entered": (new & ~old).sum(axis=1).astype(np.int64),
+        "n_items_left": (old & ~new).sum(axis=1).astype(np.int64),
+    })
+    return result
+
+
+@shared_docs(drift=_DRIFT_DOCS)
+def item_churn(
+    before: pd.DataFrame,
+    after: pd.DataFrame,
+    *,
+    by: str = "rec_id",
+    k: int | None = None,
+) -> pd.DataFrame:
+    """Per set and item: how many users' lists it entered and left, and how far it moved.
+
+    Over the users with a list of the set in both snapshots (see :func:`drift`).
+
+    Parameters
+    ----------
+    {drift}
+
+    Returns
+    -------
+    DataFrame
+        The ``by`` column, then one row per (set, item) in either snapshot's lists:
+
+        - ``item`` (object).
+        - ``n_before``, ``n_after`` (int64): compared users whose list holds the item.
+        - ``n_entered`` (int64): users whose list gained it; ``n_left``: lost it;
+          ``n_stayed``: held it in both.
+        - ``mean_rank_before``, ``mean_rank_after`` (float64): its mean rank among the
+          users who held it in both (1 is the top; NaN when none did).
+        - ``mean_shift`` (float64): ``mean_rank_after - mean_rank_before``: negative
+          means it moved up.
+
+        Sorted by set, then by users gained plus lost (most churn first), then item.
+    """
+    pairs = _pairs(before, after, by, k, "item_churn")
+    n_items = max(len(pairs.item_values), 1)
+    n_cells = pairs.n_groups * n_items
+
+    def held(snapshot: _Snapshot, index: np.ndarray) -> np.ndarray:
+        items = snapshot.items[index]
+        group = np.repeat(snapshot.keys[index] % pairs.n_groups, items.shape[1])
+        flat = items.ravel()
+        return np.bincount(group[flat >= 0] * n_items + flat[flat >= 0], minlength=n_cells)
+
+    n_before = held(pairs.before, pairs.index_before)
+    n_after = held(pairs.after, pairs.index_after)
+    stayed = np.zeros(n_cells, dtype=np.int64)
+    rank_before_sum = np.zeros(n_cells)
+    rank_after_sum = np.zeros(n_cells)
+    for rows, same in pairs.chunks():
+        owner, position_before, position_after = np.nonzero(same)
+        pair = np.arange(len(pairs.index_before))[rows][owner]
+        items = pairs.before.items[pairs.index_before[pair], position_before]
+        cell = (pairs.before.keys[pairs.index_before[pair]] % pairs.n_groups) * n_items + items
+        stayed += np.bincount(cell, minlength=n_cells)
+        rank_before_sum += np.bincount(cell, weights=position_before + 1, minlength=n_cells)
+        rank_after_sum += np.bincount(cell, weights=position_after + 1, minlength=n_cells)
+    present = np.flatnonzero((n_before > 0) | (n_after > 0))
+    group, item = np.divmod(present, n_items)
+    entered = n_after[present] - stayed[present]
+    left = n_before[present] - stayed[present]
+    item_names = np.asarray(pairs.item_values, dtype=object)
+    name_text = np.array([str(name) for name in item_names], dtype=object)
+    name_rank = np.empty(len(name_text), dtype=np.int64)
+    name_rank[np.argsort(name_text, kind="stable")] = np.arange(len(name_text))
+    order = np.lexsort((name_rank[item] if len(item) else item, -(entered + left), group))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        mean_before = rank_before_sum[present] / stayed[present]
+        mean_after = rank_after_sum[present] / stayed[present]
+    frame = before if len(before) else after
+    return pd.DataFrame({
+        by: _group_column(pairs.group_values, group[order], frame[by]),
+        "item": pd.Series(item_names[item[order]] if len(item) else [], dtype=object),
+        "n_before": n_before[present][order].astype(np.int64),
+        "n_after": n_after[present][order].astype(np.int64),
+        "n_entered": entered[order].astype(np.int64),
+        "n_left": left[order].astype(np.int64),
+        "n_stayed": stayed[present][order].astype(np.int64),
+        "mean_rank_before": mean_before[order].astype(np.float64),
+        "mean_rank_after": mean_after[order].astype(np.float64),
+        "mean_shift": (mean_after - mean_before)[order].astype(np.float64),
+    })

@@ -10,23 +10,27 @@ This module composes the rest of amptools and holds no analysis of its own.
 
 from __future__ import annotations
 
+import base64
 import csv
 import html
 import json
 import math
 import re
+import tempfile
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import nbformat
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
 from ._types import PathLike
-from .bulk import unique_ids
-from .errors import InvalidQueryError
+from .bulk import ProfileSet, unique_ids
+from .errors import AmptoolsWarning, InvalidQueryError, warn
 from .query import ProfileQuery
 
-__all__ = ["DEMO_QUERY", "build_report", "execute_report"]
+__all__ = ["DEMO_QUERY", "OUTCOME_KEY", "add_static_figures", "build_report", "execute_report",
+           "fetch_outcome", "show_fetch"]
 
 # Beyond this many ids the list goes to a CSV beside the notebook, not into it.
 INLINE_IDS = 1000
@@ -35,6 +39,9 @@ DEMO_QUERY = ProfileQuery(
     computations=True, predictions=("0x2a7c", "0x3f1e"), propensity_type="score",
 )
 KERNELSPEC = {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}
+PLOTLY_MIME = "application/vnd.plotly.v1+json"
+#: Where a report keeps its fetch's outcome: a key of the metadata of the fetch's output.
+OUTCOME_KEY = "amptools.fetch"
 
 
 def _markdown_text(text: str) -> str:
@@ -153,11 +160,11 @@ def build_report(
             "if IDS_FILE:  # ids kept as text: leading zeros and 'NA' stay ids\n"
             "    IDS = pd.read_csv(IDS_FILE, dtype=str, keep_default_na=False)[ID_TYPE].tolist()\n"
             "options = {'rate_limit': FETCH['rate_limit']} if FETCH.get('rate_limit') else {}\n"
-            "client = amp.sample.SampleServer().start().client(**options) if SAMPLE else amp.connect(**options)\n"
+            "client = amp.connect(sample=True if SAMPLE else None, **options)\n"
             "query = amp.ProfileQuery(**QUERY)\n"
-            "profiles = client.get_profiles(IDS, query=query, id_type=ID_TYPE, cache=CACHE, progress=False,\n"
+            "profiles = client.get_profiles(IDS, query=query, id_type=ID_TYPE, cache=CACHE,\n"
             "                               workers=FETCH['workers'], max_age=FETCH['max_age'])\n"
-            "profiles"
+            "amp.notebooks.show_fetch(profiles)  # the ProfileSet, and who was not fetched for `amptools report`"
         ),
         new_markdown_cell("## Who came back\n\nOne row per user: what the service returned and "
                           "how many of each thing. Users it does not know, or that failed, are "
@@ -249,13 +256,122 @@ def execute_report(path: PathLike, *, html: bool = False,
         config.KernelManager.transport_encryption = "auto"
     NotebookClient(notebook, timeout=timeout, kernel_name="python3", config=config,
                    resources={"metadata": {"path": str(path.parent.resolve())}}).execute()
-    nbformat.write(notebook, path)
-    written = [path]
-    if html:
+    body = None
+    if html:  # from the interactive figures, before they get their static copies
         from nbconvert import HTMLExporter
 
         body, _ = HTMLExporter().from_notebook_node(notebook)
+    _drop_progress_bars(notebook)
+    add_static_figures(notebook)
+    nbformat.write(notebook, path)
+    written = [path]
+    if body is not None:
         html_path = path.with_suffix(".html")
         html_path.write_text(body, encoding="utf-8")
         written.append(html_path)
     return written
+
+
+def show_fetch(profiles: ProfileSet) -> None:
+    """Show a ProfileSet in a notebook, with its outcome in the output's metadata.
+
+    The metadata (under :data:`OUTCOME_KEY`: the counts and the first 20 users not
+    fetched) is invisible in the notebook; :func:`fetch_outcome` reads it back from the
+    executed file, so ``amptools report --execute`` exits 1 when users were not fetched.
+    """
+    from IPython.display import display
+
+    not_fetched = [
+        {"id": row.user_id if isinstance(row.user_id, str) else row.device_id,
+         "status": str(row.status), "error": row.error if isinstance(row.error, str) else None}
+        for row in profiles.failures.head(20).itertuples(index=False)
+    ]
+    counts = {status: int(n) for status, n in profiles.counts.items()}
+    outcome = {OUTCOME_KEY: {"counts": counts, "not_fetched": not_fetched}}
+    display(profiles, metadata=outcome)  # type: ignore[no-untyped-call]
+
+
+def fetch_outcome(path: PathLike) -> dict[str, Any] | None:
+    """The outcome :func:`show_fetch` left in an executed notebook: ``{"counts": {status: n},
+    "not_fetched": [{"id", "status", "error"}, …]}``, or None when it holds none."""
+    notebook = nbformat.read(Path(path), as_version=4)
+    for cell in notebook.cells:
+        for output in cell.get("outputs", []) if cell.cell_type == "code" else ():
+            outcome = output.get("metadata", {}).get(OUTCOME_KEY)
+            if isinstance(outcome, dict):
+                return dict(outcome)
+    return None
+
+
+def add_static_figures(notebook: nbformat.NotebookNode) -> str:
+    """Give every figure of an executed notebook a copy that GitHub and nbviewer show.
+
+    A saved figure is plotly's JSON, which only JupyterLab draws, and an HTML copy whose
+    script GitHub strips. Beside the JSON each figure gets a PNG (kaleido, which needs
+    a Chrome or Chromium), which then replaces the HTML copy and the plotly.js it
+    needed; without kaleido or a browser, each figure keeps (or gets) an HTML copy
+    instead, and an :class:`~amptools.errors.AmptoolsWarning` says so. JupyterLab
+    still draws the JSON, interactive.
+
+    Parameters
+    ----------
+    notebook : nbformat.NotebookNode
+        An executed notebook; changed in place.
+
+    Returns
+    -------
+    str
+        ``"png"`` or ``"html"``: what the figures carry now.
+    """
+    figures = [output for cell in notebook.cells if cell.cell_type == "code"
+               for output in cell.get("outputs", []) if PLOTLY_MIME in output.get("data", {})]
+    if not figures:
+        return "png"
+    specs = [{key: output["data"][PLOTLY_MIME].get(key, {}) for key in ("data", "layout")}
+             for output in figures]
+    try:
+        images = _render_png(specs)
+    except Exception as error:  # no kaleido, no browser: the report must not be lost for it
+        import plotly.io as pio
+
+        for output, spec in zip(figures, specs):
+            output["data"].setdefault("text/html", pio.to_html(spec, full_html=False,
+                                                               include_plotlyjs="cdn"))
+        warn(f"the report's figures carry no PNG copy ({type(error).__name__}: {str(error)[:200]}), "
+             "so GitHub will not show them (nbviewer and JupyterLab do). pip install kaleido, "
+             "and install Chrome or Chromium, to add one.", AmptoolsWarning)
+        return "html"
+    for output, png in zip(figures, images):
+        output["data"]["image/png"] = base64.b64encode(png).decode("ascii")
+        output["data"].pop("text/html", None)
+    for cell in notebook.cells:  # the plotly.js loader only the HTML copies needed (~5 MB)
+        if cell.cell_type == "code":
+            cell.outputs = [output for output in cell.get("outputs", []) if not _is_plotly_loader(output)]
+    return "png"
+
+
+def _drop_progress_bars(notebook: nbformat.NotebookNode) -> None:
+    """Drop the fetch's progress bar from an executed notebook: a widget whose text form
+    froze at its start ("0/40") says nothing to a reader of the file."""
+    for cell in notebook.cells:
+        if cell.cell_type == "code":
+            cell.outputs = [output for output in cell.get("outputs", []) if not (
+                "application/vnd.jupyter.widget-view+json" in output.get("data", {})
+                and str(output["data"].get("text/plain", "")).startswith("profiles:"))]
+
+
+def _render_png(specs: list[dict[str, Any]]) -> list[bytes]:
+    """PNGs of plotly figure dicts, rendered in one kaleido batch (one browser start)."""
+    import plotly.io as pio
+
+    with tempfile.TemporaryDirectory(prefix="amptools-figures-") as folder:
+        files = [Path(folder) / f"figure-{n}.png" for n in range(len(specs))]
+        pio.write_images(list(specs), list(files), format="png")
+        return [file.read_bytes() for file in files]
+
+
+def _is_plotly_loader(output: Any) -> bool:
+    """The output plotly's ``notebook`` renderer shows once, to load plotly.js for its figures."""
+    data = output.get("data", {})
+    return (output.get("output_type") == "display_data" and set(data) == {"text/html"}
+            and "window.PlotlyConfig" in data["text/html"] and "plotly-graph-div" not in data["text/html"])

@@ -26,8 +26,8 @@ a missing column raises :class:`ValueError` naming the missing and expected colu
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Mapping, Sequence
-from typing import Literal, TypeVar
+from collections.abc import Hashable, Mapping, Sequence
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -35,11 +35,13 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from amptools import metrics
-from amptools.query import ID_TYPES
+from amptools.frames import ID_COLUMNS, LIST_COLUMNS, deprecated_arguments, moved_names, require_columns, shared_docs
+from amptools.grouping import user_codes
 from amptools.tables import cohort_labels
 
 __all__ = [
     "call_plan",
+    "cohort_flow",
     "cohort_heatmap",
     "cohort_overlap",
     "cohort_sizes",
@@ -47,17 +49,19 @@ __all__ = [
     "computation_distribution",
     "computation_scatter",
     "control_vs_treatment",
+    "drift_over_time",
+    "item_churn",
     "item_frequency",
     "long_tail",
     "propensity_distribution",
     "rank_comparison",
+    "rank_shift",
     "rec_overlap_heatmap",
     "user_lists",
 ]
 
-USER_KEY: tuple[str, ...] = ID_TYPES  # the tables' key columns
-# The columns each kind of figure needs at least (the tables' own lists are longer).
-NEEDS_RECOMMENDATIONS: tuple[str, ...] = ("user_id", "device_id", "rank", "item")
+# The columns each kind of figure needs at least (the tables' own lists are longer); a
+# recommendations figure needs a list's columns (amptools.frames.LIST_COLUMNS).
 NEEDS_COHORTS: tuple[str, ...] = ("user_id", "device_id", "cohort_id")
 NEEDS_COMPUTATIONS: tuple[str, ...] = ("user_id", "device_id", "computation", "value")
 NEEDS_PROPENSITIES: tuple[str, ...] = ("user_id", "device_id", "prediction_id", "propensity_type", "value")
@@ -124,6 +128,12 @@ _DOCS: dict[str, str] = {
         ``{cohort_id: name}`` mapping, or a ``CohortClient`` (asked for its list).
         Ids without a name stay as they are; a long table's ``cohort_name`` column
         (``tables.cohorts(ps, names=...)``) is used too.""",
+    "churn": """churn : DataFrame
+        ``amptools.metrics.item_churn(before, after)``.
+    by : str, default "rec_id"
+        The column naming the sets.
+    group : hashable, optional
+        The set to show (a value of ``by``); the first, sorted, by default.""",
     "common": """labels : mapping, optional
         Display names replacing the default words for columns and group values,
         e.g. ``{"rec_id": "Shelf", "home_page": "Home page"}``.
@@ -144,20 +154,18 @@ _DOCS: dict[str, str] = {
         expected).""",
 }
 
-_Function = TypeVar("_Function", bound=Callable[..., go.Figure])
+# Fills ``{recs}``, ``{common}``... placeholders with the shared pieces.
+_shared_docs = shared_docs(**_DOCS)
+
+_MOVED = moved_names(__name__, {"USER_KEY": ("amptools.tables.ID_COLUMNS", ID_COLUMNS),
+                                "NEEDS_RECOMMENDATIONS": ("amptools.frames.LIST_COLUMNS", LIST_COLUMNS)})
 
 
-def _shared_docs(function: _Function) -> _Function:
-    """Fill ``{recs}``, ``{common}``... placeholders with the shared pieces."""
-    if function.__doc__:
-        function.__doc__ = function.__doc__.format(**_DOCS)
-    return function
+def __getattr__(name: str) -> Any:
+    return _MOVED(name)
 
 
 # ---------------------------------------------------------------------------- helpers
-
-
-_require_columns = metrics.require_columns
 
 
 def _label(key: Hashable, labels: Mapping[Hashable, str] | None) -> str:
@@ -244,7 +252,7 @@ def rec_overlap_heatmap(
 
     {returns}
     """
-    _require_columns(recs, [*NEEDS_RECOMMENDATIONS, by], "rec_overlap_heatmap")
+    require_columns(recs, [*LIST_COLUMNS, by], "rec_overlap_heatmap")
     metric_name = {"jaccard": "Jaccard similarity", "overlap": "Overlap", "rbo": f"Rank-biased overlap (p={p})"}.get(metric, metric)
     group_name = _label(by, labels)
     title = title or f"{metric_name} between {group_name.lower()}s (mean over shared users)"
@@ -302,7 +310,7 @@ def item_frequency(
     {returns}
     """
     by = [color] if color else []
-    _require_columns(recs, [*NEEDS_RECOMMENDATIONS, *by], "item_frequency")
+    require_columns(recs, [*LIST_COLUMNS, *by], "item_frequency")
     group_name = _label(color, labels) if color else None
     title = title or (f"Top {top_n} items by {group_name.lower()}" if group_name else f"Top {top_n} items")
     frequency = metrics.item_frequency(recs, by=by or None)
@@ -359,7 +367,7 @@ def control_vs_treatment(
 
     {returns}
     """
-    _require_columns(recs, [*NEEDS_RECOMMENDATIONS, "is_control", facet_col], "control_vs_treatment")
+    require_columns(recs, [*LIST_COLUMNS, "is_control", facet_col], "control_vs_treatment")
     facet_name = _label(facet_col, labels)
     title = title or f"Items shown to control vs treatment users, by {facet_name.lower()}"
     frequency = metrics.item_frequency(recs, by=[facet_col, "is_control"])
@@ -408,7 +416,7 @@ def user_lists(
 
     {returns}
     """
-    _require_columns(recs, [*NEEDS_RECOMMENDATIONS, by], "user_lists")
+    require_columns(recs, [*LIST_COLUMNS, by], "user_lists")
     title = title or f"Recommendations for user {user_id}"
     lists = _ordered_lists(_user_frame(recs, user_id, device_id, "user_lists"), by)
     if not lists:
@@ -461,7 +469,7 @@ def rank_comparison(
 
     {returns}
     """
-    _require_columns(recs, [*NEEDS_RECOMMENDATIONS, by], "rank_comparison")
+    require_columns(recs, [*LIST_COLUMNS, by], "rank_comparison")
     left_name, right_name = _label(left, labels), _label(right, labels)
     lists = _ordered_lists(_user_frame(recs, user_id, device_id, "rank_comparison"), by)
     first, second = lists.get(left, []), lists.get(right, [])
@@ -523,7 +531,7 @@ def long_tail(
     {returns}
     """
     by = [color] if color else []
-    _require_columns(recs, [*NEEDS_RECOMMENDATIONS, *by], "long_tail")
+    require_columns(recs, [*LIST_COLUMNS, *by], "long_tail")
     group_name = _label(color, labels) if color else "All"
     title = title or (f"Long tail of recommended items by {group_name.lower()}" if color else "Long tail of recommended items")
     curve = metrics.long_tail(recs, by=color)
@@ -552,11 +560,11 @@ def long_tail(
 
 def _membership(cohorts: pd.DataFrame, function: str) -> tuple[np.ndarray, list[Hashable], pd.DataFrame]:
     """Boolean users × cohorts matrix, cohort names, and the user keys (rows)."""
-    _require_columns(cohorts, list(USER_KEY), function)
+    require_columns(cohorts, list(ID_COLUMNS), function)
     if "cohort_id" in cohorts.columns:
-        _require_columns(cohorts, list(NEEDS_COHORTS), function)
+        require_columns(cohorts, list(NEEDS_COHORTS), function)
         long = cohorts.dropna(subset=["cohort_id"])
-        user_code = metrics.user_codes(long)
+        user_code = user_codes(long)
         first_row = np.unique(user_code, return_index=True)[1]
         cohort_code, cohort_names = pd.factorize(long["cohort_id"].astype(object))
         matrix = np.zeros((len(first_row), len(cohort_names)), dtype=bool)
@@ -564,7 +572,7 @@ def _membership(cohorts: pd.DataFrame, function: str) -> tuple[np.ndarray, list[
         user_index = pd.MultiIndex.from_arrays([long["user_id"].to_numpy()[first_row], long["device_id"].to_numpy()[first_row]])
         keys = pd.DataFrame({"user_id": user_index.get_level_values(0), "device_id": user_index.get_level_values(1)})
         return matrix, list(cohort_names), keys
-    cohort_columns = [c for c in cohorts.columns if c not in USER_KEY and pd.api.types.is_bool_dtype(cohorts[c])]
+    cohort_columns = [c for c in cohorts.columns if c not in ID_COLUMNS and pd.api.types.is_bool_dtype(cohorts[c])]
     if not cohort_columns:
         raise ValueError(
             f"{function}(): missing column(s) 'cohort_id'. It expects the long cohorts table "
@@ -572,7 +580,7 @@ def _membership(cohorts: pd.DataFrame, function: str) -> tuple[np.ndarray, list[
             f"the frame has {', '.join(map(repr, map(str, cohorts.columns)))}."
         )
     matrix = cohorts[cohort_columns].fillna(False).to_numpy(dtype=bool)
-    return matrix, cohort_columns, cohorts[list(USER_KEY)].reset_index(drop=True)
+    return matrix, cohort_columns, cohorts[list(ID_COLUMNS)].reset_index(drop=True)
 
 
 def _shared_counts(matrix: np.ndarray) -> np.ndarray:
@@ -598,7 +606,7 @@ def _named(labels: Mapping[Hashable, str] | None, names: object, cohorts: pd.Dat
         names = dict(zip(pairs["cohort_id"].astype(str), pairs["cohort_name"].astype(str)))
     if names is None:
         return labels
-    ids = cohorts["cohort_id"].dropna().astype(str).unique() if long else [c for c in cohorts.columns if c not in USER_KEY]
+    ids = cohorts["cohort_id"].dropna().astype(str).unique() if long else [c for c in cohorts.columns if c not in ID_COLUMNS]
     named: dict[Hashable, str] = {**(labels or {})}
     for cohort_id, label in cohort_labels(map(str, ids), names).items():
         named.setdefault(cohort_id, label)
@@ -629,7 +637,7 @@ def _largest_cohorts(
 
 
 @_shared_docs
-@metrics.deprecated_arguments(top_n="max_cohorts")
+@deprecated_arguments(top_n="max_cohorts")
 def cohort_sizes(
     cohorts: pd.DataFrame, *, max_cohorts: int | None = None, names: object = None,
     labels: Mapping[Hashable, str] | None = None, title: str | None = None, height: int | None = None, width: int | None = None,
@@ -663,7 +671,7 @@ def cohort_sizes(
 
 
 @_shared_docs
-@metrics.deprecated_arguments(top_n="max_cohorts")
+@deprecated_arguments(top_n="max_cohorts")
 def cohort_heatmap(
     cohorts: pd.DataFrame, *, max_users: int = 500, max_cohorts: int | None = 50, seed: int = 0, names: object = None,
     labels: Mapping[Hashable, str] | None = None, title: str | None = None, height: int | None = None, width: int | None = None,
@@ -719,7 +727,7 @@ def cohort_heatmap(
 
 
 @_shared_docs
-@metrics.deprecated_arguments(top_n="max_cohorts")
+@deprecated_arguments(top_n="max_cohorts")
 def cohort_overlap(
     cohorts: pd.DataFrame, *, max_cohorts: int | None = 30, names: object = None,
     labels: Mapping[Hashable, str] | None = None, title: str | None = None, height: int | None = None, width: int | None = None,
@@ -758,7 +766,7 @@ def cohort_overlap(
 
 
 @_shared_docs
-@metrics.deprecated_arguments(top_n="max_intersections")
+@deprecated_arguments(top_n="max_intersections")
 def cohort_upset(
     cohorts: pd.DataFrame, *, max_intersections: int = 15, max_cohorts: int = 10, names: object = None,
     labels: Mapping[Hashable, str] | None = None, title: str | None = None, height: int | None = None, width: int | None = None,
@@ -846,12 +854,12 @@ def _attach_groups(values: pd.DataFrame, groups: pd.DataFrame | None, color: str
         if color is None:
             raise ValueError(f"{function}(): pass color= naming the column of `groups` to split by "
                              f"(e.g. 'cohort_id' or 'is_control'); `groups` has {list(map(str, groups.columns))}")
-    _require_columns(groups, [*USER_KEY, color], function)
+    require_columns(groups, [*ID_COLUMNS, color], function)
     # an inner join on (user_id, device_id) done on integer codes: both frames' users
     # are coded together, memberships de-duplicated on (user, group) codes
     n_values = len(frame)
-    keys = pd.concat([frame[list(USER_KEY)], groups[list(USER_KEY)]], ignore_index=True)
-    user = metrics.user_codes(keys)
+    keys = pd.concat([frame[list(ID_COLUMNS)], groups[list(ID_COLUMNS)]], ignore_index=True)
+    user = user_codes(keys)
     value_user, member_user = user[:n_values], user[n_values:]
     group_code, group_values = pd.factorize(groups[color], use_na_sentinel=False)
     member_key = member_user * max(len(group_values), 1) + group_code
@@ -998,8 +1006,8 @@ def computation_distribution(
 
     {returns}
     """
-    _require_columns(computations, list(NEEDS_COMPUTATIONS), "computation_distribution")
-    values = computations.loc[computations["computation"] == computation, [*USER_KEY, "value"]]
+    require_columns(computations, list(NEEDS_COMPUTATIONS), "computation_distribution")
+    values = computations.loc[computations["computation"] == computation, [*ID_COLUMNS, "value"]]
     frame, color, left_out = _attach_groups(values, groups, color, max_groups, "computation_distribution")
     group_name = _label(color, labels) if color else "Users"
     value_name = _label(computation, labels)
@@ -1037,10 +1045,10 @@ def propensity_distribution(
 
     {returns}
     """
-    _require_columns(propensities, list(NEEDS_PROPENSITIES), "propensity_distribution")
+    require_columns(propensities, list(NEEDS_PROPENSITIES), "propensity_distribution")
     wanted = [prediction_id] if isinstance(prediction_id, str) else prediction_id
     data = propensities if wanted is None else propensities[propensities["prediction_id"].isin(list(wanted))]
-    frame, color, left_out = _attach_groups(data[[*USER_KEY, "prediction_id", "propensity_type", "value"]], groups, color,
+    frame, color, left_out = _attach_groups(data[[*ID_COLUMNS, "prediction_id", "propensity_type", "value"]], groups, color,
                                             max_groups, "propensity_distribution")
     group_name = _label(color, labels) if color else "Users"
     title = title or f"Propensity distribution{_split_note(_label(color, labels) if color else None, left_out, max_groups)}"
@@ -1088,11 +1096,11 @@ def computation_scatter(
 
     {returns}
     """
-    _require_columns(computations, list(NEEDS_COMPUTATIONS), "computation_scatter")
+    require_columns(computations, list(NEEDS_COMPUTATIONS), "computation_scatter")
     pair = computations[computations["computation"].isin([x, y])]
-    wide = pair.pivot_table(index=list(USER_KEY), columns="computation", values="value", aggfunc="first", observed=True)
+    wide = pair.pivot_table(index=list(ID_COLUMNS), columns="computation", values="value", aggfunc="first", observed=True)
     wide = wide.reindex(columns=[x, y]).dropna().reset_index()
-    wide.columns = [*USER_KEY, "_x", "_y"]
+    wide.columns = [*ID_COLUMNS, "_x", "_y"]
     frame, color, left_out = _attach_groups(wide, groups, color, max_groups, "computation_scatter")
     x_name, y_name = _label(x, labels), _label(y, labels)
     group_name = _label(color, labels) if color else "Users"
@@ -1145,7 +1153,7 @@ def call_plan(
 
     {returns}
     """
-    _require_columns(plan, list(NEEDS_CALL_PLAN), "call_plan")
+    require_columns(plan, list(NEEDS_CALL_PLAN), "call_plan")
     limit = int(limit if limit is not None else plan.attrs.get("limit", 600))
     throttled = plan["throttled"].to_numpy(dtype=bool)
     over = int(throttled.sum())
@@ -1177,3 +1185,246 @@ def call_plan(
     fig.update_xaxes(title_text=minute_name)
     fig.update_yaxes(title_text="Requests per minute")
     return _layout(fig, title=title, height=height, width=width, barmode="stack", bargap=0.05)
+
+
+# ---------------------------------------------------------------------------- over time (snapshots)
+
+#: The columns :func:`drift_over_time` needs (``amptools.snapshots.drift_history`` gives them all).
+NEEDS_DRIFT_HISTORY: tuple[str, ...] = ("before", "after", "taken_at_after", "n_users_compared",
+                                        "share_changed", "mean_jaccard", "mean_rbo")
+#: The columns :func:`item_churn` and :func:`rank_shift` need (``amptools.metrics.item_churn``).
+NEEDS_ITEM_CHURN: tuple[str, ...] = ("item", "n_entered", "n_left", "n_stayed", "mean_rank_before",
+                                     "mean_rank_after")
+#: The columns :func:`cohort_flow` needs (``amptools.tables.cohort_changes``).
+NEEDS_COHORT_CHANGES: tuple[str, ...] = ("user_id", "device_id", "cohort_id", "change")
+
+_DRIFT_METRICS = {"rbo": ("mean_rbo", "Mean rank-biased overlap with the snapshot before"),
+                  "jaccard": ("mean_jaccard", "Mean Jaccard similarity with the snapshot before"),
+                  "share_changed": ("share_changed", "Share of users whose list changed")}
+_ENTERED, _LEFT, _STAYED = "#2ca02c", "#d62728", "#9ecae1"
+
+
+@_shared_docs
+def drift_over_time(
+    history: pd.DataFrame, *, metric: Literal["rbo", "jaccard", "share_changed"] = "rbo", color: str = "rec_id",
+    labels: Mapping[Hashable, str] | None = None, title: str | None = None, height: int | None = None, width: int | None = None,
+) -> go.Figure:
+    """How much each set's lists changed from one snapshot to the next, across a store.
+
+    One line per value of ``color``; each point is a snapshot compared with the one
+    before it (the hover gives both, and how many users were compared).  A drop shows
+    a retrain; a flat line at 1.0 means nothing changed.
+
+    Parameters
+    ----------
+    history : DataFrame
+        ``amptools.snapshots.drift_history(store)``: one row per pair of consecutive
+        snapshots and set.
+    metric : {{"rbo", "jaccard", "share_changed"}}, default "rbo"
+        The mean RBO or Jaccard similarity of the users' lists, or the share of users
+        whose list changed.
+    color : str, default "rec_id"
+        One line per value of this column (the ``by`` of the history).
+    {common}
+
+    {returns}
+    """
+    require_columns(history, [*NEEDS_DRIFT_HISTORY, color], "drift_over_time")
+    if metric not in _DRIFT_METRICS:
+        raise ValueError(f"metric must be 'rbo', 'jaccard' or 'share_changed', got {metric!r}")
+    column, axis_title = _DRIFT_METRICS[metric]
+    group_name = _label(color, labels)
+    title = title or f"{axis_title.split(' with ')[0]} from snapshot to snapshot, by {group_name.lower()}"
+    if history.empty:
+        return _empty_figure(title, height=height, width=width)
+    fig = go.Figure()
+    for key, group in _in_sorted_order(history.sort_values("taken_at_after", kind="stable"), color):
+        name = _label(key, labels)
+        extra = np.column_stack([group["before"].astype(str), group["after"].astype(str),
+                                 group["n_users_compared"].to_numpy()])
+        fig.add_trace(go.Scatter(
+            x=group["taken_at_after"], y=group[column], mode="lines+markers", name=name, customdata=extra,
+            hovertemplate=(f"{group_name}: {name}<br>%{{x|%Y-%m-%d %H:%M}}<br>{axis_title}: %{{y:.3f}}"
+                           "<br>%{customdata[0]} → %{customdata[1]}<br>Users compared: %{customdata[2]:,}<extra></extra>"),
+        ))
+    fig.update_xaxes(title_text="Snapshot taken (UTC)")
+    values = history[column].to_numpy(dtype=float)
+    values = values[np.isfinite(values)]
+    # Similarities sit near 1 between snapshots: the axis starts a little below the lowest point.
+    low = 0.0 if metric == "share_changed" or not len(values) else max(0.0, float(values.min()) - 0.05)
+    high = max(1.0, float(values.max()) if len(values) else 1.0) if metric != "share_changed" else None
+    fig.update_yaxes(title_text=axis_title, range=[low, high + 0.01] if high is not None else None,
+                     rangemode="tozero" if metric == "share_changed" else None,
+                     tickformat=".0%" if metric == "share_changed" else None)
+    return _layout(fig, title=title, height=height, width=width, legend_title_text=group_name)
+
+
+def _one_set(churn: pd.DataFrame, by: str, group: Hashable | None, labels: Mapping[Hashable, str] | None,
+             function: str) -> tuple[pd.DataFrame, str]:
+    """The churn rows of one value of ``by`` (the first, sorted, by default), and " in <it>" for a title."""
+    require_columns(churn, NEEDS_ITEM_CHURN, function)
+    if by not in churn.columns:
+        return churn, ""
+    values = _sorted_values(list(pd.unique(churn[by].dropna())))
+    if group is None:
+        group = values[0] if values else None
+    elif group not in values:
+        raise ValueError(f"{function}(): {by} {group!r} is not in the table; it holds "
+                         f"{', '.join(map(repr, map(str, values))) or 'nothing'}.")
+    return churn[churn[by] == group], f" in {_label(group, labels)}" if group is not None else ""
+
+
+@_shared_docs
+def item_churn(
+    churn: pd.DataFrame, *, by: str = "rec_id", group: Hashable | None = None, top_n: int = 10,
+    labels: Mapping[Hashable, str] | None = None, title: str | None = None, height: int | None = None, width: int | None = None,
+) -> go.Figure:
+    """The items that entered and left the users' lists of one set, by how many users.
+
+    Diverging bars, most churn first: to the right the users whose list gained the
+    item, to the left those whose list lost it; the hover adds those who kept it.
+
+    Parameters
+    ----------
+    {churn}
+    top_n : int, default 10
+        Items shown: those that most users gained or lost.
+    {common}
+
+    {returns}
+    """
+    rows, shown = _one_set(churn, by, group, labels, "item_churn")
+    title = title or f"Items that entered and left the lists{shown} (top {top_n} by users)"
+    moved = rows[(rows["n_entered"] > 0) | (rows["n_left"] > 0)]
+    if moved.empty:
+        return _empty_figure(title, height=height, width=width)
+    top = moved.assign(_churn=moved["n_entered"] + moved["n_left"]).sort_values(
+        ["_churn", "item"], ascending=[False, True], kind="stable").head(top_n).iloc[::-1]
+    names = [str(item) for item in top["item"]]
+    fig = go.Figure()
+    fig.add_trace(go.Bar(x=top["n_entered"], y=names, orientation="h", name="Entered", marker_color=_ENTERED,
+                         customdata=top["n_stayed"],
+                         hovertemplate="%{y}: entered %{x:,} users' lists<br>kept by %{customdata:,}<extra></extra>"))
+    fig.add_trace(go.Bar(x=-top["n_left"], y=names, orientation="h", name="Left", marker_color=_LEFT,
+                         customdata=np.column_stack([top["n_left"], top["n_stayed"]]),
+                         hovertemplate="%{y}: left %{customdata[0]:,} users' lists<br>kept by %{customdata[1]:,}<extra></extra>"))
+    largest = int(max(top["n_entered"].max(), top["n_left"].max()))
+    ticks = np.unique(np.round(np.linspace(-largest, largest, 9)).astype(int))
+    fig.update_xaxes(title_text="Users whose list lost (left) or gained (right) the item",
+                     tickvals=ticks, ticktext=[f"{abs(int(t)):,}" for t in ticks])
+    fig.update_yaxes(title_text=_label("item", labels))
+    return _layout(fig, title=title, height=height or max(400, 28 * len(names) + 150), width=width,
+                   barmode="relative", legend_title_text="")
+
+
+@_shared_docs
+def rank_shift(
+    churn: pd.DataFrame, *, by: str = "rec_id", group: Hashable | None = None, top_n: int = 15,
+    labels: Mapping[Hashable, str] | None = None, title: str | None = None, height: int | None = None, width: int | None = None,
+) -> go.Figure:
+    """How far items moved in one set's lists: mean rank before and after, item by item.
+
+    For the items most users kept in both snapshots, a dumbbell from the mean rank
+    before to the mean rank after (among those users); green when the item moved up,
+    red when it moved down.
+
+    Parameters
+    ----------
+    {churn}
+    top_n : int, default 15
+        Items shown: those most users kept in both.
+    {common}
+
+    {returns}
+    """
+    rows, shown = _one_set(churn, by, group, labels, "rank_shift")
+    title = title or f"How far items moved{shown}: mean rank before and after (top {top_n} kept items)"
+    kept = rows[rows["n_stayed"] > 0]
+    if kept.empty:
+        return _empty_figure(title, height=height, width=width)
+    top = kept.sort_values(["n_stayed", "item"], ascending=[False, True], kind="stable").head(top_n)
+    top = top.sort_values("mean_rank_after", kind="stable").iloc[::-1]
+    names = [str(item) for item in top["item"]]
+    before, after = top["mean_rank_before"].to_numpy(), top["mean_rank_after"].to_numpy()
+    fig = go.Figure()
+    for direction, colour, mask in (("Moved up", _ENTERED, after < before), ("Moved down", _LEFT, after > before),
+                                    ("Same rank", "#999999", after == before)):
+        line_x: list[object] = []
+        line_y: list[object] = []
+        for name, start, end in zip(np.array(names, dtype=object)[mask], before[mask], after[mask]):
+            line_x += [start, end, None]
+            line_y += [name, name, None]
+        fig.add_trace(go.Scatter(x=line_x, y=line_y, mode="lines", line={"color": colour, "width": 3},
+                                 name=direction, hoverinfo="skip"))
+    fig.add_trace(go.Scatter(x=before, y=names, mode="markers", name="Before", marker={"color": "#bbbbbb", "size": 10},
+                             customdata=top["n_stayed"],
+                             hovertemplate="%{y}: mean rank %{x:.2f} before<br>users: %{customdata:,}<extra></extra>"))
+    fig.add_trace(go.Scatter(x=after, y=names, mode="markers", name="After", marker={"color": "#1f77b4", "size": 10},
+                             customdata=top["n_stayed"],
+                             hovertemplate="%{y}: mean rank %{x:.2f} after<br>users: %{customdata:,}<extra></extra>"))
+    fig.update_xaxes(title_text="Mean rank among the users who kept the item (1 is the top)", autorange="reversed")
+    fig.update_yaxes(title_text=_label("item", labels))
+    return _layout(fig, title=title, height=height or max(400, 28 * len(names) + 150), width=width,
+                   legend_title_text="")
+
+
+@_shared_docs
+def cohort_flow(
+    changes: pd.DataFrame, *, max_cohorts: int | None = 8, names: object = None,
+    labels: Mapping[Hashable, str] | None = None, title: str | None = None, height: int | None = None, width: int | None = None,
+) -> go.Figure:
+    """A Sankey of cohort membership between two snapshots: who stayed, left and joined.
+
+    Left: each cohort's members before, and "Not in the cohort"; right: the same after.
+    A cohort's band to itself is the users who stayed; to "Left the cohort", those who
+    left; from "Not in the cohort", those who joined.
+
+    Parameters
+    ----------
+    changes : DataFrame
+        ``amptools.tables.cohort_changes(before, after)``.
+    max_cohorts : int or None, default 8
+        Show the cohorts with the most members before or after (the title says so when
+        some are left out).
+    {names}
+    {common}
+
+    {returns}
+    """
+    require_columns(changes, NEEDS_COHORT_CHANGES, "cohort_flow")
+    named = _named(labels, names, changes)
+    counts = changes.groupby(["cohort_id", "change"], observed=True).size().unstack(fill_value=0)
+    counts = counts.reindex(columns=["joined", "left", "stayed"], fill_value=0)
+    size = counts["stayed"] + counts[["joined", "left"]].max(axis=1)
+    order = sorted(counts.index, key=lambda c: (-int(size[c]), str(c)))
+    left_out = len(order) - max_cohorts if max_cohorts is not None and len(order) > max_cohorts else 0
+    order = order[:max_cohorts] if max_cohorts is not None else order
+    users = len(changes[["user_id", "device_id"]].drop_duplicates())
+    title = title or (f"Cohort membership between two snapshots ({users:,} users in both"
+                      + (f"; the {len(order)} largest of {len(order) + left_out} cohorts)" if left_out else ")"))
+    if not order:
+        return _empty_figure(title, height=height, width=width)
+    shown = [_label(cohort, named) for cohort in order]
+    node_names = [f"{name} (before)" for name in shown] + ["Not in the cohort"] + \
+                 [f"{name} (after)" for name in shown] + ["Left the cohort"]
+    outside_before, outside_after = len(order), 2 * len(order) + 1
+    source, target, value, colour, what = [], [], [], [], []
+    for i, cohort in enumerate(order):
+        for flow, start, end, tint in (("stayed", i, len(order) + 1 + i, "#c6dbef"),
+                                        ("left", i, outside_after, "#f4a6a6"),
+                                        ("joined", outside_before, len(order) + 1 + i, "#a9dba0")):
+            n = int(counts.loc[cohort, flow])
+            if n:
+                source.append(start)
+                target.append(end)
+                value.append(n)
+                colour.append(tint)
+                what.append(f"{shown[i]}: {flow}")
+    fig = go.Figure(go.Sankey(
+        arrangement="snap",
+        node={"label": node_names, "pad": 12, "thickness": 14,
+              "color": ["#1f77b4"] * len(order) + ["#bbbbbb"] + ["#1f77b4"] * len(order) + ["#bbbbbb"]},
+        link={"source": source, "target": target, "value": value, "color": colour, "customdata": what,
+              "hovertemplate": "%{customdata}: %{value:,} users<extra></extra>"},
+    ))
+    return _layout(fig, title=title, height=height or max(450, 45 * len(order) + 150), width=width)

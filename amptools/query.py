@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, fields, replace
 from typing import Any, Literal
+from urllib.parse import quote
 
 from .errors import InvalidQueryError
 
-__all__ = ["ID_TYPES", "PROPENSITY_TYPES", "REC_TYPES", "STATUSES", "IdType", "ProfileQuery", "Status",
-           "validate_id"]
+__all__ = ["ID_TYPES", "ORG_REQUESTS_PER_MINUTE", "PROPENSITY_TYPES", "REC_TYPES", "STATUSES", "IdType",
+           "ProfileQuery", "Status", "encode_params", "validate_id"]
 
 # The vocabulary every stage shares, defined here, at the start of the data flow.
 IdType = Literal["user_id", "device_id"]
@@ -25,6 +26,8 @@ ID_TYPES: tuple[IdType, IdType] = ("user_id", "device_id")
 Status = Literal["ok", "not_found", "failed"]
 #: How each id of a bulk fetch ends (``ok + not_found + failed == unique ids``).
 STATUSES: tuple[Status, Status, Status] = ("ok", "not_found", "failed")
+#: The Profile API requests an org may make a minute, all tools together (PROFILE_API.md).
+ORG_REQUESTS_PER_MINUTE = 600
 PROPENSITY_TYPES = ("score", "pct")
 # The documented rec_type values; the service may add others, so any plain token is
 # let through (strict in what we send: no spaces, commas or punctuation).
@@ -63,6 +66,27 @@ def validate_id(value: object, name: str = "user_id") -> str:
             "holds a NUL or a lone surrogate (text that was decoded wrongly); fix the id at "
             "its source or read the file as UTF-8.")
     return value
+
+
+# The parameters whose value is a comma-joined list of ids.
+_LIST_PARAMS = frozenset({"rec_id", "comp_id", "prediction_id"})
+
+
+def encode_params(params: Mapping[str, str]) -> str:
+    """The query string of ``params``: every value percent-encoded, except the commas
+    that join the ids of a list parameter (``rec_id``, ``comp_id``, ``prediction_id``).
+
+    Single ids (``user_id``, ``device_id``) are encoded whole, commas included, so an
+    id with a comma cannot be mistaken for two.
+    """
+    pieces = []
+    for name, value in params.items():
+        if name in _LIST_PARAMS:
+            encoded = ",".join(quote(part, safe="") for part in value.split(","))
+        else:
+            encoded = quote(value, safe="")
+        pieces.append(f"{name}={encoded}")
+    return "&".join(pieces)
 
 
 def _id_list(value: Any, name: str) -> tuple[str, ...]:

@@ -38,24 +38,29 @@ tuple or dict). Long tables cannot show the difference (both give no rows), so
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Mapping, Sequence, Sized
+from collections.abc import Iterable, Mapping, Sequence, Sized
 from itertools import chain, repeat
 from operator import attrgetter, is_, methodcaller
-from typing import Any, TypeVar
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
 from pandas.api.types import infer_dtype
 
 from .errors import InvalidQueryError
+from .frames import ID_COLUMNS, require_columns, shared_docs
 from .models import KEY_KINDS, UserProfile
 from ._types import CohortNamesLike, ProfilesLike
-from .query import ID_TYPES, STATUSES, ProfileQuery
+from .query import STATUSES, ProfileQuery
 
 __all__ = [
+    "CHANGES",
+    "CHANGE_DTYPE",
+    "COHORT_CHANGE_COLUMNS",
     "COHORT_COLUMNS",
     "COHORT_DTYPES",
     "COHORT_NAMED_COLUMNS",
+    "COMPUTATION_CHANGE_COLUMNS",
     "COMPUTATION_COLUMNS",
     "COMPUTATION_DTYPES",
     "ID_COLUMNS",
@@ -73,10 +78,12 @@ __all__ = [
     "SUMMARY_DTYPES",
     "TIMESTAMP_DTYPE",
     "as_profiles",
+    "cohort_changes",
     "cohort_labels",
     "cohort_matrix",
     "cohort_names",
     "cohorts",
+    "computation_changes",
     "computations",
     "keys",
     "properties",
@@ -90,8 +97,6 @@ ID_DTYPE = "str"
 
 TIMESTAMP_DTYPE = pd.DatetimeTZDtype(unit="us", tz="UTC")
 """``datetime64[us, UTC]``: the unit pandas 3 infers for Python datetimes."""
-
-ID_COLUMNS: tuple[str, ...] = ID_TYPES  # the key columns are the ids a user is asked by
 
 RECOMMENDATION_COLUMNS: tuple[str, ...] = (
     "user_id",
@@ -207,25 +212,30 @@ _ISO_DATE = re.compile(
 )
 
 
-_PROFILE_TYPE = frozenset({UserProfile})
+class AnswerFields:
+    """What the table functions read of one answer, without a whole profile.
 
-
-_Documented = TypeVar("_Documented", bound=Callable[..., Any])
-
-
-def shared_docs(**pieces: str) -> Callable[[_Documented], _Documented]:
-    """Fill a docstring's ``{name}`` placeholders with pieces written once (seaborn's way).
-
-    Shared with :mod:`amptools.metrics` and :mod:`amptools.plots`.  Put it below
-    ``metrics.deprecated_arguments``, which copies the docstring it finds.
+    :mod:`amptools.reading` makes these from stored answers (its fast path); the table
+    functions take them as they take :class:`~amptools.models.UserProfile`. Not a
+    profile: no raw body, nothing validated beyond what the reader checked.
     """
 
-    def decorate(function: _Documented) -> _Documented:
-        if function.__doc__:
-            function.__doc__ = function.__doc__.format(**pieces)
-        return function
+    __slots__ = ("user_id", "device_id", "amp_props", "computations", "recommendations", "cohort_ids",
+                 "propensities", "ambiguous_computations")
 
-    return decorate
+    def __init__(self, user_id: str | None, device_id: str | None, amp_props: Mapping[str, Any] | None,
+                 computations: Mapping[str, str | None] | None) -> None:
+        self.user_id = user_id
+        self.device_id = device_id
+        self.amp_props = amp_props
+        self.computations = computations
+        self.recommendations = None
+        self.cohort_ids = None
+        self.propensities = None
+        self.ambiguous_computations: frozenset[str] = frozenset()
+
+
+_PROFILE_TYPE = frozenset({UserProfile, AnswerFields})
 
 
 # What every table function takes, written once.
@@ -286,8 +296,8 @@ def as_profiles(data: ProfilesLike, *, query: ProfileQuery | None = None) -> lis
         return data.copy()  # the common case, in one C-level pass
     out: list[UserProfile] = []
     for index, item in enumerate(data):
-        if isinstance(item, UserProfile):
-            out.append(item)
+        if isinstance(item, (UserProfile, AnswerFields)):
+            out.append(item)  # AnswerFields: the fields the tables read, duck-typed
         elif isinstance(item, Mapping):
             out.append(UserProfile.from_json(item, query))
         else:
@@ -326,11 +336,28 @@ def _flags(values: Iterable[Any], target: Any, count: int) -> np.ndarray:
     return np.fromiter(map(is_, values, repeat(target)), dtype=bool, count=count)
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _text(values: Any) -> Any:
+    """``pd.array(values, dtype="str")``: text as the tables hold it.
+
+    pandas keeps text in Arrow, which holds only valid UTF-8: a lone surrogate (valid
+    JSON, no text) becomes U+FFFD, as in every file amptools writes. The answer itself
+    keeps it (``profile.raw``).
+    """
+    try:
+        return pd.array(values, dtype=ID_DTYPE)
+    except UnicodeEncodeError:
+        cleaned = [_SURROGATE.sub("\ufffd", v) if isinstance(v, str) else v for v in values]
+        return pd.array(np.asarray(cleaned, dtype=object), dtype=ID_DTYPE)
+
+
 def _categorical(values: Any) -> pd.Categorical:
     """Sorted ``str`` categories; None becomes NaN. ``values``: a sequence or object array."""
     array = values if isinstance(values, np.ndarray) else _objects(values)
     codes, uniques = pd.factorize(array, sort=True, use_na_sentinel=True)
-    categories = pd.Index(np.asarray(uniques, dtype=object), dtype="str")
+    categories = pd.Index(_text(np.asarray(uniques, dtype=object)))
     return pd.Categorical.from_codes(codes, categories=categories)
 
 
@@ -365,8 +392,8 @@ def _id_columns(profiles: Sequence[UserProfile], rows: np.ndarray | None = None)
     """user_id and device_id for the given profile positions (all when ``rows`` is None)."""
     n = len(profiles)
     # Validate each profile's id once; take() then copies references per row.
-    user_ids = pd.array(_objects(map(_USER_ID, profiles), n), dtype=ID_DTYPE)
-    device_ids = pd.array(_objects(map(_DEVICE_ID, profiles), n), dtype=ID_DTYPE)
+    user_ids = _text(_objects(map(_USER_ID, profiles), n))
+    device_ids = _text(_objects(map(_DEVICE_ID, profiles), n))
     if rows is not None:
         user_ids = user_ids.take(rows)
         device_ids = device_ids.take(rows)
@@ -485,7 +512,7 @@ def _typed_column(array: np.ndarray, parse_dates: bool, kind: str | None = None)
                 pass
             else:
                 return parsed.dt.as_unit("us").array
-        return pd.array(array, dtype="str")
+        return _text(array)
     # Mixed types (text and numbers, numbers and booleans, nested values) and
     # all-null columns: the values are kept exactly as the API sent them.
     return array.copy()  # a copy, so the frame holds no view of a larger grid
@@ -926,9 +953,9 @@ def _numbers_and_text(raw: np.ndarray) -> tuple[np.ndarray, Any]:
     codes, uniques = pd.factorize(raw, use_na_sentinel=True)
     if len(raw) and all(type(u) is str for u in uniques):
         unique_values = np.append(_to_float(np.asarray(uniques, dtype=object)), np.nan)
-        text = pd.array(np.asarray(uniques, dtype=object), dtype="str").take(codes, allow_fill=True)
+        text = _text(np.asarray(uniques, dtype=object)).take(codes, allow_fill=True)
         return unique_values[codes], text
-    return _to_float(raw), pd.array(raw, dtype="str")
+    return _to_float(raw), _text(raw)
 
 
 def _to_float(values: np.ndarray) -> np.ndarray:
@@ -1040,12 +1067,8 @@ def summary(data: ProfilesLike, *, query: ProfileQuery | None = None) -> pd.Data
         )
 
     out: dict[str, Any] = {
-        "user_id": pd.array(
-            _objects(chain(map(_USER_ID, profiles), failed["user_id"]), n + m), dtype=ID_DTYPE
-        ),
-        "device_id": pd.array(
-            _objects(chain(map(_DEVICE_ID, profiles), failed["device_id"]), n + m), dtype=ID_DTYPE
-        ),
+        "user_id": _text(_objects(chain(map(_USER_ID, profiles), failed["user_id"]), n + m)),
+        "device_id": _text(_objects(chain(map(_DEVICE_ID, profiles), failed["device_id"]), n + m)),
     }
     statuses = failed["status"]
     extra = sorted({s for s in statuses if s not in STATUSES})
@@ -1094,7 +1117,7 @@ def summary(data: ProfilesLike, *, query: ProfileQuery | None = None) -> pd.Data
         data = np.zeros(n + m, dtype=np.int64)
         data[n:][~unknown] = values[~unknown].astype(np.int64)
         out[name] = pd.arrays.IntegerArray(data, np.concatenate([np.ones(n, dtype=bool), unknown]))
-    out["error"] = pd.array(_objects(chain(repeat(None, n), failed["error"]), n + m), dtype=ID_DTYPE)
+    out["error"] = _text(_objects(chain(repeat(None, n), failed["error"]), n + m))
     dtypes = {**SUMMARY_DTYPES, "status": status_dtype}
     return _frame(out, SUMMARY_COLUMNS, dtypes)
 
@@ -1132,3 +1155,163 @@ def _missing(value: Any) -> bool:
     if value is None or value is pd.NA or value is pd.NaT:
         return True
     return isinstance(value, float) and value != value
+
+
+# -- change between two snapshots --------------------------------------------------------------
+#: Columns of :func:`cohort_changes`.
+COHORT_CHANGE_COLUMNS: tuple[str, ...] = ("user_id", "device_id", "cohort_id", "change")
+#: What happened to a user's membership of a cohort between two snapshots.
+CHANGES: tuple[str, ...] = ("joined", "left", "stayed")
+CHANGE_DTYPE = pd.CategoricalDtype(pd.Index(list(CHANGES), dtype="str"))
+"""``category`` with the categories ``joined``, ``left``, ``stayed`` (in that order)."""
+#: Columns of :func:`computation_changes`.
+COMPUTATION_CHANGE_COLUMNS: tuple[str, ...] = ("user_id", "device_id", "computation", "before", "after",
+                                                "delta", "changed")
+
+_CHANGE_DOCS = """before, after : ProfileSet, Snapshot, list of profiles, or the table
+        Two snapshots of the same users: anything the table functions take, a loaded
+        ``amptools.snapshots.Snapshot``, or the table itself ({table}). Only users
+        present in both count: for profiles and snapshots, users whose answer came back;
+        for tables, users with any row."""
+
+
+def _table_and_users(data: Any, table: str, function: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The long table ``table`` of ``data`` and the users it speaks for (``user_id``, ``device_id``)."""
+    if isinstance(data, pd.DataFrame):
+        require_columns(data, ID_COLUMNS, function)
+        return data, data[list(ID_COLUMNS)]
+    stored = getattr(data, table, None)
+    users = getattr(data, "users", None)
+    if isinstance(stored, pd.DataFrame) and isinstance(users, pd.DataFrame):  # a loaded snapshot
+        return stored, users
+    profiles = as_profiles(data)
+    part = _COHORT_IDS if table == "cohorts" else _COMPUTATIONS
+    answered = [p for p in profiles if part(p) is not None]
+    frame = cohorts(answered) if table == "cohorts" else computations(answered)
+    return frame, pd.DataFrame(_id_columns(answered))
+
+
+class _TwoSnapshots(NamedTuple):
+    """Two snapshots' long tables, one user numbering over both, and who is in both."""
+
+    old: pd.DataFrame
+    new: pd.DataFrame
+    user_old: np.ndarray  # per row of ``old``: the user's code
+    user_new: np.ndarray
+    both: np.ndarray  # per user code: present in both snapshots
+    keys: np.ndarray  # per row of old, then of new: codes of ``column`` over both tables
+    values: pd.Index  # what the codes of ``column`` stand for
+
+
+def _two_snapshots(before: Any, after: Any, table: str, column: str, function: str) -> _TwoSnapshots:
+    """What :func:`cohort_changes` and :func:`computation_changes` start from."""
+    from .grouping import shared_codes, shared_user_codes
+
+    old, users_old = _table_and_users(before, table, function)
+    new, users_new = _table_and_users(after, table, function)
+    for frame in (old, new):
+        require_columns(frame, [*ID_COLUMNS, column], function)
+    numbered, n_users = shared_user_codes(users_old, users_new, old, new)
+    present = np.zeros((2, max(n_users, 1)), dtype=bool)
+    present[0, numbered[0]] = True
+    present[1, numbered[1]] = True
+    (keys_old, keys_new), values = shared_codes(old[column], new[column])
+    return _TwoSnapshots(old, new, numbered[2], numbered[3], present[0] & present[1],
+                         np.concatenate([keys_old, keys_new]), values)
+
+
+def _user_rows(frames: Sequence[pd.DataFrame], codes: Sequence[np.ndarray], wanted: np.ndarray) -> pd.DataFrame:
+    """``user_id`` and ``device_id`` for each wanted user code (taken from whichever frame has it)."""
+    keys = pd.concat([frame[list(ID_COLUMNS)] for frame in frames], ignore_index=True)
+    all_codes = np.concatenate(codes) if codes else np.zeros(0, dtype=np.int64)
+    row_of = np.zeros(int(all_codes.max()) + 1 if len(all_codes) else 1, dtype=np.int64)
+    row_of[all_codes[::-1]] = np.arange(len(all_codes) - 1, -1, -1)  # the first row of each user
+    picked = keys.iloc[row_of[wanted]].reset_index(drop=True)
+    return picked.astype({"user_id": ID_DTYPE, "device_id": ID_DTYPE})
+
+
+@shared_docs(changes=_CHANGE_DOCS.format(table="``cohorts``"))
+def cohort_changes(before: Any, after: Any) -> pd.DataFrame:
+    """Who joined, left or stayed in each cohort between two snapshots.
+
+    Parameters
+    ----------
+    {changes}
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns (:data:`COHORT_CHANGE_COLUMNS`): ``user_id``, ``device_id`` (str),
+        ``cohort_id`` (category), ``change`` (category ``joined`` / ``left`` /
+        ``stayed``, :data:`CHANGE_DTYPE`). One row per user present in both and cohort
+        they were in before or after, in the users' order of appearance, then by cohort.
+    """
+    two = _two_snapshots(before, after, "cohorts", "cohort_id", "cohort_changes")
+    old, new, user_old, user_new, both = two.old, two.new, two.user_old, two.user_new, two.both
+    cohort_old, cohort_new, cohort_values = two.keys[:len(old)], two.keys[len(old):], two.values
+    n_cohorts = max(len(cohort_values), 1)
+    key_old = np.unique((user_old * n_cohorts + cohort_old)[both[user_old]])
+    key_new = np.unique((user_new * n_cohorts + cohort_new)[both[user_new]])
+    keys = np.union1d(key_old, key_new)
+    in_old, in_new = np.isin(keys, key_old), np.isin(keys, key_new)
+    change = np.where(in_old & in_new, 2, np.where(in_new, 0, 1))
+    user, cohort = np.divmod(keys, n_cohorts)
+    frame = _user_rows([old, new], [user_old, user_new], user)
+    frame["cohort_id"] = _categorical(np.asarray(cohort_values, dtype=object)[cohort] if len(cohort) else _objects([]))
+    frame["change"] = pd.Categorical.from_codes(change, dtype=CHANGE_DTYPE)
+    return frame[list(COHORT_CHANGE_COLUMNS)]
+
+
+@shared_docs(changes=_CHANGE_DOCS.format(table="``computations``"))
+def computation_changes(before: Any, after: Any) -> pd.DataFrame:
+    """How each computed property of each user moved between two snapshots.
+
+    Parameters
+    ----------
+    {changes}
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns (:data:`COMPUTATION_CHANGE_COLUMNS`): ``user_id``, ``device_id`` (str),
+        ``computation`` (category), ``before``, ``after`` (float64: the value as a
+        number, NaN when missing, null or not a number), ``delta`` (float64: ``after -
+        before``), ``changed`` (bool: the text the API sent differs, or the
+        computation came in one snapshot only). One row per user present in both and
+        computation of either snapshot, in the users' order of appearance, then by
+        computation.
+    """
+    two = _two_snapshots(before, after, "computations", "computation", "computation_changes")
+    old, new, user_old, user_new, both = two.old, two.new, two.user_old, two.user_new, two.both
+    for frame in (old, new):
+        require_columns(frame, ["value"], "computation_changes")
+    name_old, name_new, names = two.keys[:len(old)], two.keys[len(old):], two.values
+    n_names = max(len(names), 1)
+
+    def cells(frame: pd.DataFrame, user: np.ndarray, name: np.ndarray) -> pd.DataFrame:
+        keep = both[user]
+        raw = frame["raw"] if "raw" in frame.columns else frame["value"].astype("str")
+        return pd.DataFrame({"key": (user * n_names + name)[keep],
+                             "value": frame["value"].to_numpy(dtype=float)[keep],
+                             "raw": raw.astype(object).to_numpy()[keep]}).drop_duplicates("key")
+
+    merged = cells(old, user_old, name_old).merge(cells(new, user_new, name_new), on="key", how="outer",
+                                                  suffixes=("_before", "_after"), indicator=True)
+    merged = merged.sort_values("key", kind="stable")
+    user, name = np.divmod(merged["key"].to_numpy(dtype=np.int64), n_names)
+    frame = _user_rows([old, new], [user_old, user_new], user)
+    frame["computation"] = _categorical(np.asarray(names, dtype=object)[name] if len(name) else _objects([]))
+    frame["before"] = merged["value_before"].to_numpy(dtype=float)
+    frame["after"] = merged["value_after"].to_numpy(dtype=float)
+    frame["delta"] = frame["after"] - frame["before"]
+    text_before = merged["raw_before"].to_numpy(dtype=object)
+    text_after = merged["raw_after"].to_numpy(dtype=object)
+    same = np.fromiter(map(_same_text, text_before, text_after), dtype=bool, count=len(merged))
+    frame["changed"] = (merged["_merge"].to_numpy() != "both") | ~same
+    return frame[list(COMPUTATION_CHANGE_COLUMNS)]
+
+
+def _same_text(a: Any, b: Any) -> bool:
+    return (_missing(a) and _missing(b)) or (not _missing(a) and not _missing(b) and a == b)
+
+

@@ -25,8 +25,9 @@ from typing import TYPE_CHECKING, Any
 import ipywidgets as widgets
 
 from . import explorer as logic
+from .connection import cohort_client_for, sample_server
 from .errors import InvalidQueryError
-from .explorer import TEST_USER, ChartOption, CohortPicker, ExplorerController, ParsedIds
+from .explorer import TEST_USER, ChartOption, CohortPicker, ExplorerController, OverTime, ParsedIds
 from .query import ProfileQuery
 
 if TYPE_CHECKING:
@@ -50,6 +51,7 @@ RESULT_TABS: tuple[tuple[str, str | None], ...] = (
     ("Charts", None),
     ("Export", None),
     ("Message preview", None),
+    ("Over time", None),
 )
 _NOTE_STYLE = ("padding:6px 10px;border-left:4px solid #e0a800;background:#fff8e1;"
                "color:#5c4400;margin:4px 0")
@@ -63,24 +65,12 @@ def _message(text: str | None, *, error: bool = False) -> str:
     return f"<span style='{style}'>{html.escape(text)}</span>"
 
 
-def _sample_org_ids() -> tuple[Sequence[str], Sequence[str]] | None:
-    """The ids of the default sample org (what ``amp.connect()`` serves without a key)."""
-    try:
-        from .sample import SampleOrg
-
-        org = SampleOrg()
-    except Exception:  # the explorer works without a pick of sample users
-        return None
-    return org.user_ids, org.device_ids
-
-
 def _default_cohort_client(client: Any) -> CohortClient | None:
     """The sample org's cohort client, or the environment's; None when there is none."""
-    from .cohorts import for_profile_client
     from .errors import ConfigurationError
 
     try:
-        return for_profile_client(client)
+        return cohort_client_for(client)
     except ConfigurationError:  # no Cohorts API keys: the chooser goes without "From a cohort"
         return None
 
@@ -511,6 +501,9 @@ class ProfileExplorer(widgets.VBox):
         Adds "From a cohort" to the user chooser and shows cohorts by name. By
         default the sample org's (for a sample-org client), else one from
         ``AMPLITUDE_API_KEY`` + ``AMPLITUDE_SECRET_KEY`` when both are set.
+    store : str or Path, optional
+        The snapshot store the "Over time" tab opens (``./snapshots`` by default;
+        changeable in the tab): fetches are saved there, and two snapshots compared.
 
     Attributes
     ----------
@@ -535,20 +528,21 @@ class ProfileExplorer(widgets.VBox):
         cache: str | Path | None = None,
         sample_size: int = 10,
         cohort_client: CohortClient | None = None,
+        store: str | Path | None = None,
     ) -> None:
         if cohort_client is None:
             cohort_client = _default_cohort_client(client)
         self.controller = ExplorerController(client, workers=workers, cache=cache, export_folder=export_folder,
                                              cohort_names=cohort_client)
-        is_sample = bool(getattr(client, "is_sample", False))
-        if org_ids is None and is_sample:
-            found = _sample_org_ids()
-            if found is not None:
-                org_ids, org_device_ids = found
+        # The sample server the client talks to (not a default org): its ids are the ones it knows.
+        server = sample_server(client)
+        is_sample = server is not None
+        if org_ids is None and server is not None:
+            org_ids, org_device_ids = server.org.user_ids, server.org.device_ids
         self.users = UserChooser(org_ids=org_ids, org_device_ids=org_device_ids, sample_size=sample_size,
                                  cohorts=CohortPicker(cohort_client) if cohort_client is not None else None)
-        if is_sample:
-            known = _sample_known_ids()
+        if server is not None:
+            known = _sample_known_ids(server.org.definition)
             self.options = QueryOptions(recs=known["recs"][:2], computations="all",
                                         predictions=known["predictions"][:1], known=known)
         else:
@@ -579,6 +573,8 @@ class ProfileExplorer(widgets.VBox):
         children += [self.charts_tab, self.export_tab]
         self._build_preview_tab()
         children.append(self.preview_tab)
+        self._build_over_time_tab(store)
+        children.append(self.over_time_tab)
         self.results = widgets.Tab(children=children, titles=[title for title, _ in RESULT_TABS])
 
         org = "the embedded sample org (synthetic data)" if is_sample else html.escape(
@@ -666,6 +662,7 @@ class ProfileExplorer(widgets.VBox):
         self._refresh_charts()
         self._refresh_export_choices()
         self._refresh_preview_tab()
+        self.snapshot_save.disabled = controller.result is None
         # The fetch counts as running until on_done returns; the buttons follow it.
         self.fetch_button.disabled = False
         self.cancel_button.disabled = True
@@ -849,6 +846,107 @@ class ProfileExplorer(widgets.VBox):
         self.preview()
 
 
+    # -- over time (snapshots) -----------------------------------------------------------
+    def _build_over_time_tab(self, store: str | Path | None) -> None:
+        self.over_time: OverTime | None = None
+        self.store_path = widgets.Text(value=str(store if store is not None else "snapshots"), description="Store",
+                                       layout=widgets.Layout(width="360px"))
+        self.store_open = widgets.Button(description="Open", icon="folder-open")
+        self.snapshot_label = widgets.Text(placeholder="label (optional)", layout=widgets.Layout(width="200px"))
+        self.snapshot_save = widgets.Button(description="Save this fetch", icon="save", disabled=True)
+        self.snapshot_before = widgets.Dropdown(options=[], description="From", layout=widgets.Layout(width="520px"))
+        self.snapshot_after = widgets.Dropdown(options=[], description="To", layout=widgets.Layout(width="520px"))
+        self.compare_button = widgets.Button(description="Compare", icon="exchange", disabled=True)
+        self.over_time_chart = widgets.Dropdown(options=[(label, name) for name, label in logic.OVER_TIME_CHARTS.items()],
+                                                description="Chart", layout=widgets.Layout(width="420px"))
+        self.over_time_group = widgets.Dropdown(options=[], description="Set", layout=widgets.Layout(width="260px"))
+        self.over_time_message = widgets.HTML()
+        self.over_time_summary = widgets.HTML()
+        self.over_time_output = widgets.Output()
+        self.over_time_figure: go.Figure | None = None
+        self.store_open.on_click(lambda _: self.open_store())
+        self.snapshot_save.on_click(lambda _: self.save_snapshot())
+        self.compare_button.on_click(lambda _: self.compare_snapshots())
+        self.over_time_chart.observe(lambda _: self.draw_over_time(), names="value")
+        self.over_time_group.observe(lambda _: self.draw_over_time(), names="value")
+        self.over_time_tab = widgets.VBox([
+            widgets.HBox([self.store_path, self.store_open, self.snapshot_label, self.snapshot_save]),
+            self.snapshot_before, self.snapshot_after, self.compare_button, self.over_time_message,
+            self.over_time_summary, widgets.HBox([self.over_time_chart, self.over_time_group]), self.over_time_output,
+            widgets.HTML("<small>A store keeps snapshots of fetches (<code>amptools fetch --snapshot</code> "
+                         "or \"Save this fetch\"); compare two of one org and query to see what changed.</small>"),
+        ])
+
+    def open_store(self) -> list[tuple[str, str]]:
+        """Read the store named in the tab; offer its snapshots (the newest two preselected)."""
+        try:
+            self.over_time = OverTime(self.store_path.value.strip() or "snapshots")
+        except (ValueError, OSError) as error:
+            self.over_time = None
+            self.over_time_message.value = _message(str(error), error=True)
+            return []
+        choices = self.over_time.choices()
+        self.snapshot_before.options = choices
+        self.snapshot_after.options = choices
+        if len(choices) >= 2:
+            self.snapshot_before.value, self.snapshot_after.value = choices[-2][1], choices[-1][1]
+        self.compare_button.disabled = len(choices) < 2
+        self.over_time_message.value = _message(
+            f"{len(choices)} snapshots." if len(choices) >= 2 else
+            f"{len(choices)} snapshot(s): save at least two (a fetch now, another later) to compare.")
+        return choices
+
+    def save_snapshot(self) -> str | None:
+        """Keep the last fetch in the store; return the snapshot's id."""
+        try:
+            snapshot = self.controller.save_snapshot(self.store_path.value.strip() or "snapshots",
+                                                     label=self.snapshot_label.value.strip() or None)
+        except (LookupError, ValueError, OSError) as error:
+            self.over_time_message.value = _message(f"Not saved: {error}", error=True)
+            return None
+        self.open_store()
+        self.over_time_message.value = _message(f"Saved snapshot {snapshot}.")
+        return snapshot
+
+    def compare_snapshots(self) -> pd.DataFrame | None:
+        """Compare the two chosen snapshots: the summary, then the chosen figure."""
+        if self.over_time is None:
+            self.open_store()
+        if self.over_time is None:
+            return None
+        try:
+            self.over_time.compare(self.snapshot_before.value, self.snapshot_after.value)
+            summary = self.over_time.summary()
+        except (ValueError, LookupError) as error:
+            self.over_time_message.value = _message(str(error), error=True)
+            return None
+        self.over_time_message.value = _message(self.over_time.describe())
+        self.over_time_summary.value = logic.table_html(summary)
+        groups = self.over_time.groups()
+        self.over_time_group.options = groups
+        if groups:
+            self.over_time_group.value = groups[0]
+        self.draw_over_time()
+        return summary
+
+    def draw_over_time(self) -> go.Figure | None:
+        """Build the chosen figure of the two snapshots compared, show it, and return it."""
+        over_time = self.over_time
+        if over_time is None or over_time.before is None:
+            return None
+        name = self.over_time_chart.value
+        self.over_time_group.layout.display = "" if name in ("item_churn", "rank_shift") else "none"
+        try:
+            figure = over_time.figure(name, group=self.over_time_group.value) if name in (
+                "item_churn", "rank_shift") else over_time.figure(name)
+        except (LookupError, ValueError) as error:
+            self.over_time_message.value = _message(str(error), error=True)
+            return None
+        self.over_time_figure = figure
+        self.over_time_output.outputs = (_figure_output(figure),)
+        return figure
+
+
 def _figure_output(figure: go.Figure) -> dict[str, Any]:
     """A display_data output for a figure: plotly's own mime type (JupyterLab renders it)."""
     import plotly.io as pio
@@ -859,17 +957,11 @@ def _figure_output(figure: go.Figure) -> dict[str, Any]:
     return {"output_type": "display_data", "data": bundle, "metadata": {}}
 
 
-def _sample_known_ids() -> dict[str, list[str]]:
-    """Rec, computation and prediction ids of the sample org, to suggest and to preset."""
-    try:
-        from .sample import load_definition
-
-        spec = load_definition()
-    except Exception:
-        return {"recs": [], "computations": [], "predictions": []}
+def _sample_known_ids(definition: Mapping[str, Any]) -> dict[str, list[str]]:
+    """Rec, computation and prediction ids of a sample org's definition, to suggest and to preset."""
     return {
-        "recs": [r["rec_id"] for r in spec["recommendations"]["rec_ids"]]
-        + [r["rec_id"] for r in spec["test_user"].get("recommendations", [])],
-        "computations": [c["id"] for c in spec["computations"]],
-        "predictions": [p["id"] for p in spec["predictions"]],
+        "recs": [r["rec_id"] for r in definition["recommendations"]["rec_ids"]]
+        + [r["rec_id"] for r in definition["test_user"].get("recommendations", [])],
+        "computations": [c["id"] for c in definition["computations"]],
+        "predictions": [p["id"] for p in definition["predictions"]],
     }

@@ -13,7 +13,9 @@ branch, ``${attribute}`` reads, a loop over the picks). Measured in this run:
    same environment and answers.
 
 Prints both times, users per second, the ratio, and checks that both produced the
-same messages.
+same messages. Then the bounds at work: a hostile template (loops that would run for
+minutes) over the same users, and how long the preview takes to give every user an
+error row.
 
 Run:  .venv/bin/python benchmarks/bench_preview.py [--users 10000]
 """
@@ -24,6 +26,8 @@ import argparse
 import time
 
 from amptools import braze
+from amptools.braze import dialect
+from amptools.braze import previews as preview_module
 from amptools.bulk import Outcome, ProfileSet
 from amptools.models import UserProfile
 from amptools.query import ProfileQuery
@@ -55,20 +59,25 @@ def profile_set(n_users: int) -> ProfileSet:
 
 def plain_loop(profiles: ProfileSet) -> list[str]:
     """What a script would do with python-liquid alone: parse the message for every user."""
-    env = braze._environment()
-    responder = braze._Responder(profiles.query)
-    rows, _ = braze._rows(profiles)
+    env = dialect.environment()
+    responder = preview_module._Responder(profiles.query)
+    rows, _ = preview_module._rows(profiles)
     out = []
     for row in rows:
         responder.row = row
         names = {k: v for k, v in {"user_id": row.user_id, "device_id": row.device_id}.items() if v is not None}
-        template = env.from_string(braze._translate(TEMPLATE))  # parsed per user
+        template = env.from_string(dialect.translate(TEMPLATE).text)  # parsed per user
         try:
-            out.append(template.render({braze._ATTRIBUTES: names, braze._CUSTOM: names,
-                                        braze._RESPONDER: responder}).strip())
-        except braze._Aborted as abort:
+            out.append(template.render({dialect.ATTRIBUTES: names, dialect.CUSTOM_ATTRIBUTES: names,
+                                        dialect.RESPONDER: responder}).strip())
+        except dialect.Aborted as abort:
             out.append(f"aborted: {abort.reason}")
     return out
+
+
+# Sequential loops, each within the loop limit: minutes of work per message without the
+# time bound.
+HOSTILE = "{% for i in (1..10000) %}{% if true %}{% endif %}{% endfor %}" * 2_000
 
 
 def main() -> None:
@@ -97,6 +106,15 @@ def main() -> None:
     print(f"plain python-liquid loop (parse per user): {plain:.2f} s, {len(baseline) / plain:,.0f} users/s")
     print(f"plain / preview = {plain / ours:.1f}×; same messages: {same}")
     assert same, "the two ways rendered different messages"
+
+    start = time.perf_counter()
+    hostile = braze.preview(HOSTILE, profiles)
+    bounded = time.perf_counter() - start
+    errors = int((hostile["status"] == "error").sum())
+    print(f"hostile template ({len(HOSTILE):,} characters of loops): {errors:,} of {len(hostile):,} users are "
+          f"error rows in {bounded:.2f} s (bound: {dialect.LIMITS.seconds:g} s a message, then the rest "
+          f"are not rendered)")
+    print(f"  first: {hostile['error'].iloc[0]}")
     assert ours < 2.0 or args.users != 10_000, f"10,000 previews took {ours:.2f} s (requirement: under 2 s)"
 
 

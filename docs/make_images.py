@@ -6,7 +6,8 @@ Run from the repository root:
 
 It builds the tables from 600 sample users' answers (read straight from the sample
 org's data, so no request is paced) and writes one small PNG per figure into
-docs/images/ with kaleido (which needs a chromium on PATH). Name figures as
+docs/images/ with kaleido (which needs a chromium on PATH). The figures over time
+compare the sample org on its days 0 to 3 (its clock: a model retrains each day). Name figures as
 arguments to write only those (``docs/make_images.py cohort_upset``).
 """
 
@@ -15,8 +16,10 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import pandas as pd
+
 import amptools as amp
-from amptools import braze, plots, tables
+from amptools import braze, metrics, plots, tables
 from amptools.sample import SampleOrg
 
 IMAGES = Path(__file__).resolve().parent / "images"
@@ -37,6 +40,31 @@ def sample_tables() -> dict[str, object]:
         "computations": tables.computations(profiles),
         "propensities": tables.propensities(profiles),
         "names": org.cohort_names,
+    }
+
+
+def over_time(days: int = 4) -> dict[str, object]:
+    """The sample org's first ``days`` days as a store's worth of tables: history, churn, cohort changes."""
+    query = amp.ProfileQuery(recs=("home-feed", "similar-items", "email-picks", "trending-now"), cohort_ids=True)
+    params = query.to_params()
+    recs, cohorts = [], []
+    for day in range(days):
+        org = SampleOrg(day=day)
+        profiles = tables.as_profiles([org.payload(index, params) for index in range(N_USERS)], query=query)
+        recs.append(tables.recommendations(profiles))
+        cohorts.append(tables.cohorts(profiles))
+    history = []
+    for day in range(1, days):
+        summary = metrics.drift_summary(recs[day - 1], recs[day])
+        summary.insert(0, "taken_at_after", pd.Timestamp("2024-06-11", tz="UTC") + pd.Timedelta(days=day))
+        summary.insert(0, "after", f"day {day}")
+        summary.insert(0, "before", f"day {day - 1}")
+        history.append(summary)
+    return {
+        "history": pd.concat(history, ignore_index=True),
+        "churn": metrics.item_churn(recs[0], recs[1]),
+        "cohort_changes": tables.cohort_changes(cohorts[0], cohorts[1]),
+        "names": SampleOrg().cohort_names,
     }
 
 
@@ -63,8 +91,20 @@ def figures() -> dict[str, object]:
         "computation_scatter": plots.computation_scatter(
             comps, x="orders_90d", y="revenue_90d", groups=one_set),
         "propensity_distribution": plots.propensity_distribution(t["propensities"], groups=one_set),
-        "call_plan": plots.call_plan(braze.call_plan(20_000, send_rate_per_minute=270,
+        "call_plan": plots.call_plan(braze.call_plan(20_000, send_rate_per_minute=270, renders_per_message=2,
                                                      other_calls_per_minute=60)),
+        **over_time_figures(),
+    }
+
+
+def over_time_figures() -> dict[str, object]:
+    """The four figures of docs/figures.md's "Over time"."""
+    o = over_time()
+    return {
+        "drift_over_time": plots.drift_over_time(o["history"]),
+        "item_churn": plots.item_churn(o["churn"], group="similar-items"),
+        "rank_shift": plots.rank_shift(o["churn"], group="similar-items", top_n=12),
+        "cohort_flow": plots.cohort_flow(o["cohort_changes"], names=o["names"], max_cohorts=4),
     }
 
 

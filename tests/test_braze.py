@@ -7,6 +7,8 @@ import warnings
 import pandas as pd
 import pytest
 from conftest import DOCUMENTED_QUERIES, load_sample
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import amptools as amp
 from amptools import braze
@@ -116,12 +118,12 @@ def test_the_tag_parses_back_to_the_same_query(query, id_type):
 
 
 def test_the_url_uses_the_clients_encoding():
-    from amptools.client import _encode_query
+    from amptools.query import encode_params
 
     query = QUERIES[1]
     text = tag(query)
     assert "rec_id=home%20feed,a%26b,x%2Fy%2Bz,%C3%A9moji-%F0%9F%98%80" in text
-    assert _encode_query(query.to_params()) in text
+    assert encode_params(query.to_params()) in text
     # Even a query asked the two-request way is one call: properties and computations merged.
     both = QUERIES[2].split()
     assert len(both.parts()) == 2
@@ -222,9 +224,13 @@ def test_the_guard_aborts_exactly_the_users_it_should(sample_profiles):
 
 
 def test_an_unknown_user_answers_like_the_api(sample_profiles):
+    # Braze's "Local Connected Content variables" page: __http_status_code__ is added only
+    # when the endpoint returns a valid JSON object and a 2XX response. The unknown user's
+    # answer (a 400 from the sample org) keeps its body and gets no status.
     template = tag(amp.ProfileQuery(recs=("home-feed",))) + "{{amplitude.__http_status_code__}}: {{amplitude.error}}"
     result = braze.preview(template, sample_profiles).set_index("user_id")
-    assert result.loc[UNKNOWN, "message"] == "400: User id and device id not seen before"
+    assert result.loc[UNKNOWN, "message"] == ": User id and device id not seen before"
+    assert result.loc[UNKNOWN, "unresolved"] == "amplitude.__http_status_code__"
     assert result.loc["testUser", "message"] == "200:"
     assert result.loc["testUser", "unresolved"] == "amplitude.error"
 
@@ -340,7 +346,9 @@ def test_liquid_errors_are_rows_with_the_line(template, line, words):
 
 def test_abort_message_forms():
     p = profile("one_rec", amp.ProfileQuery(recs=("testRecId",)))
-    for text, reason in (("{% abort_message() %}", ""), ("{% abort_message %}", ""),
+    # liquid/aborting_messages.md: without a reason Braze logs "{% abort_message %} called".
+    for text, reason in (("{% abort_message() %}", "{% abort_message %} called"),
+                         ("{% abort_message %}", "{% abort_message %} called"),
                          ('before{% abort_message("why not") %}after', "why not")):
         row = braze.preview(text, [p]).iloc[0]
         assert (row["status"], row["abort_reason"], row["message"]) == ("aborted", reason, row["message"])
@@ -373,7 +381,7 @@ def test_sort_for_review_puts_what_needs_a_look_first():
 # ---------------------------------------------------------------------------- the call plan
 def test_call_plan_distinct_users():
     # 5 users at 2 a minute, 2 renders each: minutes of 2, 2 and 1 messages.
-    plan = braze.call_plan(5, send_rate_per_minute=2, other_calls_per_minute=10, limit=20)
+    plan = braze.call_plan(5, send_rate_per_minute=2, renders_per_message=2, other_calls_per_minute=10, limit=20)
     assert list(plan.columns) == list(braze.CALL_PLAN_COLUMNS)
     assert plan["messages"].tolist() == [2, 2, 1]
     assert plan["renders"].tolist() == [4, 4, 2]
@@ -394,19 +402,19 @@ def test_call_plan_cache_hits_for_repeated_users():
     assert plan["messages"].tolist() == [2, 2, 2, 2, 2, 2, 2, 1]
     assert plan["cache_hits"].tolist() == [0, 2, 0, 0, 0, 0, 0, 0]
     assert plan["api_calls"].tolist() == [4, 2, 4, 4, 4, 4, 4, 2]
-    nocache = braze.call_plan(ids, send_rate_per_minute=2, cache_max_age=None)
+    nocache = braze.call_plan(ids, send_rate_per_minute=2, renders_per_message=2, cache_max_age=None)
     assert nocache["cache_hits"].sum() == 0 and nocache["api_calls"].sum() == 30
 
 
 def test_call_plan_a_limit_crossed_in_one_minute_only():
     # 5 users at 4 a minute, 2 renders: 8 calls then 2; a limit of 6 is crossed in minute 0 only.
-    plan = braze.call_plan(5, send_rate_per_minute=4, limit=6)
+    plan = braze.call_plan(5, send_rate_per_minute=4, renders_per_message=2, limit=6)
     assert plan["total_calls"].tolist() == [8, 2]
     assert plan["throttled"].tolist() == [True, False]
     assert plan["over_limit"].tolist() == [2, 0]
     assert plan.attrs["throttled_minutes"] == 1
     assert plan.attrs["recommended_rate"] == 3
-    safe = braze.call_plan(5, send_rate_per_minute=plan.attrs["recommended_rate"], limit=6)
+    safe = braze.call_plan(5, send_rate_per_minute=plan.attrs["recommended_rate"], renders_per_message=2, limit=6)
     assert not safe["throttled"].any()
 
 
@@ -416,7 +424,7 @@ def test_call_plan_large_send_and_empty_audience():
     # 300 * 2 + 60 = 660 calls a minute: every full minute is over; the last (200 messages) is not.
     assert plan["throttled"].sum() == 1666 and plan["over_limit"].iloc[0] == 60
     assert plan.attrs["recommended_rate"] == 270
-    safe = braze.call_plan(500_000, send_rate_per_minute=270, other_calls_per_minute=60)
+    safe = braze.call_plan(500_000, send_rate_per_minute=270, renders_per_message=2, other_calls_per_minute=60)
     assert not safe["throttled"].any() and safe["share_of_limit"].max() == 1.0
     empty = braze.call_plan(0, send_rate_per_minute=10)
     assert len(empty) == 0 and list(empty.dtypes.astype(str)) == [
@@ -436,7 +444,7 @@ def test_call_plan_refuses_bad_input(kwargs):
 
 
 def test_recommended_rate():
-    assert braze.recommended_rate() == 300
+    assert braze.recommended_rate(renders_per_message=2) == 300
     assert braze.recommended_rate(renders_per_message=3, other_calls_per_minute=54) == 182
     assert braze.recommended_rate(other_calls_per_minute=700) == 0
 
@@ -450,7 +458,10 @@ def test_starter_template_renders_for_the_documented_user():
     assert row["unresolved"] == ""
 
 
-def test_failed_fetches_answer_with_their_status_or_not_at_all():
+def test_failed_fetches_save_no_answer():
+    # Braze's "Local Connected Content variables": __http_status_code__ only for a JSON object
+    # with a 2XX status. A failed call (a 503, or no answer at all) saves nothing a template
+    # could test a status on; the guard aborts on the missing body.
     from amptools.bulk import Outcome, ProfileSet
 
     query = amp.ProfileQuery(recs=("testRecId",))
@@ -461,9 +472,10 @@ def test_failed_fetches_answer_with_their_status_or_not_at_all():
     template = tag(query) + "{{amplitude.__http_status_code__ | default: 'no answer'}}"
     result = braze.preview(template, ps)
     assert result["user_id"].tolist() == ["testUser", "slow", "reset"]
-    assert result["message"].tolist() == ["200", "503", "no answer"]
+    assert result["message"].tolist() == ["200", "no answer", "no answer"]
     guarded = braze.preview(tag(query) + braze.guard(query) + "sent", ps)
     assert guarded["status"].tolist() == ["rendered", "aborted", "aborted"]
+    assert guarded["abort_reason"].tolist()[1:] == ["Profile API call failed"] * 2
 
 
 def test_device_id_tags_are_answered_by_device():
@@ -484,3 +496,51 @@ def test_null_values_count_as_unresolved():
     row = braze.preview(template, [p]).iloc[0]
     assert row["message"] == "Hi from  (nil) (no cohorts)"
     assert row["unresolved"] == "amplitude.userData.amp_props.city"
+
+
+def test_call_plan_counts_an_email_with_an_amp_part():
+    # Braze renders an email's HTML, plain text and AMP part, each calling (MARKETING_APIS:
+    # "plan for 2–3 calls per message"): the default is the worst case, 3.
+    plan = braze.call_plan(10, send_rate_per_minute=10)
+    assert plan["renders"].tolist() == [30] and plan["api_calls"].tolist() == [30]
+    assert braze.recommended_rate() == 200 == plan.attrs["recommended_rate"]
+
+
+def test_call_plan_memory_follows_the_minutes_not_the_audience():
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        plan = braze.call_plan(10**7, send_rate_per_minute=10**6)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert len(plan) == 10 and plan["messages"].sum() == 10**7
+    assert peak < 1_000_000  # ten minutes of counts, not ten million users
+
+    # Ids in send order, streamed: only the users inside one cache window are kept.
+    tracemalloc.start()
+    try:
+        ids = (f"user-{k % 300_000}" for k in range(600_000))
+        plan = braze.call_plan(ids, send_rate_per_minute=1_000, renders_per_message=2, cache_max_age=300)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert len(plan) == 600 and plan["cache_hits"].sum() == 0  # every repeat is past the 5-minute window
+    assert peak < 5_000_000
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.sampled_from("abcdef"), max_size=60), st.integers(1, 7), st.sampled_from([None, 0, 30, 60, 300]))
+def test_call_plan_cache_matches_the_rule(ids, rate, cache_max_age):
+    # The rule, written the plain way: a user is a hit when their last call is within cache_max_age.
+    last: dict[str, float] = {}
+    hits = [0] * (-(-len(ids) // rate))
+    for k, user in enumerate(ids):
+        when = 60.0 * k / rate
+        if cache_max_age and user in last and when - last[user] <= cache_max_age:
+            hits[k // rate] += 2
+        else:
+            last[user] = when
+    plan = braze.call_plan(ids, send_rate_per_minute=rate, renders_per_message=2, cache_max_age=cache_max_age)
+    assert plan["cache_hits"].tolist() == hits

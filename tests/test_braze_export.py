@@ -9,6 +9,7 @@ import math
 import os
 import re
 import stat
+import warnings
 from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -139,9 +140,12 @@ def expected(value: Any) -> Any:
 
 
 def test_the_corpus_reads_back_as_braze_would_infer_it(tmp_path: Path) -> None:
+    from amptools.braze.files import clean_csv_text as clean
+
     frame = corpus_frame()
+    frame.loc[5, "user_id"] = "q'uote"  # an id is never cleaned: one with a " is refused (below)
     before = frame.copy(deep=True)
-    written = to_braze_csv(frame, tmp_path / "braze.csv")
+    written = to_braze_csv(frame, tmp_path / "braze.csv", clean_text=True)
     assert written == [tmp_path / "braze.csv"]
     pd.testing.assert_frame_equal(frame, before)  # never changes its input
     header, rows = read_braze(written[0].read_bytes())
@@ -151,6 +155,8 @@ def test_the_corpus_reads_back_as_braze_would_infer_it(tmp_path: Path) -> None:
         assert row[0] == frame["user_id"].iloc[r]
         for name, cell in zip(header[1:], row[1:]):
             want = expected(frame[name].iloc[r])
+            if isinstance(want, str):
+                want = clean(want)
             if isinstance(want, float):
                 assert type(cell) in (int, float) and cell == want, (name, r)
             else:
@@ -165,7 +171,8 @@ def test_the_corpus_reads_back_as_braze_would_infer_it(tmp_path: Path) -> None:
 
 
 def test_lone_surrogates_become_replacement_characters(tmp_path: Path) -> None:
-    frame = pd.DataFrame({"user_id": ["a"], "note": [json.loads('"x\\ud800y"')]})
+    # object columns: pandas' Arrow-backed text (pyarrow installed) cannot hold a lone surrogate
+    frame = pd.DataFrame({"user_id": ["a"], "note": [json.loads('"x\\ud800y"')]}, dtype=object)
     path = to_braze_csv(frame, tmp_path / "b.csv")[0]
     assert read_braze(path.read_bytes())[1] == [["a", "x\ufffdy"]]
     jsonl = to_braze_json(frame, tmp_path / "b.jsonl")
@@ -273,9 +280,9 @@ def test_large_files_split_into_whole_parts_each_with_the_header(tmp_path: Path)
     frame = pd.DataFrame({"user_id": [f"u{i:04d}" for i in range(300)],
                           "note": [("line\nbreak, " if i % 7 == 0 else "x") * (i % 5) for i in range(300)],
                           "n": range(300)})
-    whole = to_braze_csv(frame, tmp_path / "whole.csv")[0].read_bytes()
+    whole = to_braze_csv(frame, tmp_path / "whole.csv", clean_text=True)[0].read_bytes()
     header = whole.split(b"\n", 1)[0] + b"\n"
-    parts = to_braze_csv(frame, tmp_path / "part.csv", max_bytes=600)
+    parts = to_braze_csv(frame, tmp_path / "part.csv", max_bytes=600, clean_text=True)
     assert len(parts) > 5
     assert [p.name for p in parts] == [f"part-{i}-of-{len(parts)}.csv" for i in range(1, len(parts) + 1)]
     assert not (tmp_path / "part.csv").exists()
@@ -287,21 +294,26 @@ def test_large_files_split_into_whole_parts_each_with_the_header(tmp_path: Path)
         bodies.append(data[len(header):])
     assert header + b"".join(bodies) == whole
     with pytest.raises(BrazeImportError, match="max_bytes=40 is too small"):
-        to_braze_csv(frame, tmp_path / "tiny.csv", max_bytes=40)
+        to_braze_csv(frame, tmp_path / "tiny.csv", max_bytes=40, clean_text=True)
     with pytest.raises(ValueError, match="max_bytes"):
         to_braze_csv(frame, tmp_path / "tiny.csv", max_bytes=0)
 
 
-def test_a_failed_part_leaves_no_part_behind(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    frame = pd.DataFrame({"user_id": [f"u{i}" for i in range(100)]})
+def fail_fsync(monkeypatch: pytest.MonkeyPatch, *, call: int) -> None:
+    """Make the ``call``-th fsync fail as a full disk does."""
     calls = []
 
-    def fail_third(fd: int) -> None:
+    def fsync(fd: int) -> None:
         calls.append(fd)
-        if len(calls) == 3:
+        if len(calls) == call:
             raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(os, "fsync", fail_third)
+    monkeypatch.setattr(os, "fsync", fsync)
+
+
+def test_a_failed_part_leaves_no_part_behind(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    frame = pd.DataFrame({"user_id": [f"u{i}" for i in range(100)]})
+    fail_fsync(monkeypatch, call=3)
     with pytest.raises(OSError):
         to_braze_csv(frame, tmp_path / "b.csv", max_bytes=200)
     assert list(tmp_path.iterdir()) == []
@@ -379,3 +391,114 @@ def test_braze_files_with_personal_data_are_private(tmp_path: Path, umask_022: N
     assert read_braze(csv_path.read_bytes())[0][-1] == "email"  # a default attribute, exact name
     plain = to_braze_csv(marketing_table(users, cohorts=False), tmp_path / "plain.csv")[0]
     assert stat.S_IMODE(plain.stat().st_mode) == 0o644
+
+
+# -- Braze's CSV rules on text (issue 19, item 5; issue 18, item 12) --------------------------------------
+def test_a_double_quote_or_a_line_break_is_refused_listing_the_cells(tmp_path: Path) -> None:
+    # Braze's user import troubleshooting: a double quotation mark "isn't valid and will make
+    # the row malformed. Instead, use single quotation marks".
+    frame = base(note=['say "hi"', "two\nlines", "fine"], raw=["nul\x00", "esc\x1b[2J", None])
+    with pytest.raises(BrazeImportError) as caught:
+        to_braze_csv(frame, tmp_path / "b.csv")
+    text = str(caught.value)
+    assert len(caught.value.problems) == 2 and not list(tmp_path.iterdir())
+    assert "column 'note' holds a double quotation mark" in text
+    assert "row 1: 'say \"hi\"'" in text and "row 2: 'two\\nlines'" in text
+    assert "row 1: 'nul\\x00'" in text and "row 2: 'esc\\x1b[2J'" in text and "clean_text=True" in text
+    path = to_braze_csv(frame, tmp_path / "b.csv", clean_text=True)[0]
+    data = path.read_bytes()
+    assert b'"' not in data.replace(b'""', b"")  # no quote inside a value, only RFC 4180's own
+    assert b"\x00" not in data and b"\x1b" not in data
+    _, rows = read_braze(data)
+    assert [r[1:] for r in rows] == [["pro", "say 'hi'", "nul"], ["free", "two lines", "esc[2J"],
+                                     ["pro", "fine", MISSING]]
+    # JSON escapes all of it: /users/track takes the text as it is.
+    objects = json.loads(to_braze_json(frame, tmp_path / "b.jsonl").read_text())["attributes"]
+    assert objects[0]["note"] == 'say "hi"' and objects[0]["raw"] == "nul\x00"
+
+
+def test_ids_and_names_are_never_cleaned(tmp_path: Path) -> None:
+    frame = pd.DataFrame({"user_id": ['a"b', "c"], 'odd"name': [1, 2]})
+    with pytest.raises(BrazeImportError) as caught:
+        to_braze_csv(frame, tmp_path / "b.csv", clean_text=True)
+    assert len(caught.value.problems) == 2
+    assert "row 1: 'a\"b'" in str(caught.value) and "'odd\"name'" in str(caught.value)
+
+
+def test_bytes_are_refused_not_written_as_their_repr(tmp_path: Path) -> None:
+    frame = base(blob=[b"\xff\xfe", None, b"abc"])
+    for write in (lambda: to_braze_csv(frame, tmp_path / "b.csv"), lambda: to_braze_json(frame, tmp_path / "b.jsonl")):
+        with pytest.raises(BrazeImportError, match=r"column 'blob' holds bytes \(rows 1, 3\)"):
+            write()
+    assert not list(tmp_path.iterdir())
+
+
+def test_infinite_numbers_inside_lists_are_a_braze_import_error(tmp_path: Path) -> None:
+    frame = base(scores=[[1.0, float("inf")], [2.0], None], meta=[{"x": {"y": -math.inf}}, None, {"b": b"x"}])
+    with pytest.raises(BrazeImportError) as caught:
+        to_braze_json(frame, tmp_path / "b.jsonl")
+    problems = caught.value.problems
+    assert "column 'scores' holds infinite numbers inside its lists or objects (rows 1)" in problems[0]
+    assert any("column 'meta' holds infinite numbers" in p and "(rows 1)" in p for p in problems)
+    assert any("column 'meta' holds bytes inside" in p and "(rows 3)" in p for p in problems)
+    assert not list(tmp_path.iterdir())
+
+
+# -- Braze's default attributes (issue 19, item 8) ---------------------------------------------------------
+def test_gender_takes_brazes_letters(tmp_path: Path) -> None:
+    # Braze's user import, "Default user data column headers": "M", "F", "O" (other),
+    # "N" (not applicable), "P" (prefer not to say), or nil (unknown).
+    with pytest.raises(BrazeImportError, match=r"gender.*row 2: 'female'"):
+        to_braze_csv(base(gender=["M", "female", None]), tmp_path / "b.csv")
+    assert to_braze_csv(base(gender=["M", "P", "U"]), tmp_path / "b.csv")
+
+
+def test_phone_and_time_zone_formats_are_advised(tmp_path: Path) -> None:
+    # Braze's user import: phone "in E.164 format (for example, +442071838750)"; time_zone
+    # "in the same format as the IANA Time Zone Database (for example, America/New_York)".
+    frame = base(phone=["+442071838750", "020 7183 8750", None], time_zone=["America/New_York", "CET+1", None])
+    with pytest.warns(export.BrazeFormatWarning) as caught:
+        path = to_braze_csv(frame, tmp_path / "b.csv")[0]
+    messages = [str(w.message) for w in caught]
+    assert any("E.164" in m and "'020 7183 8750'" in m for m in messages)
+    assert any("IANA" in m and "'CET+1'" in m for m in messages)
+    assert read_braze(path.read_bytes())[1][1][2] == "020 7183 8750"  # imported all the same
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", export.BrazeFormatWarning)
+        to_braze_csv(base(phone=["+15551234567"] * 3, time_zone=["Europe/Berlin"] * 3), tmp_path / "c.csv")
+
+
+@pytest.mark.parametrize("name", ["push_tokens", "current_location", "facebook", "twitter"])
+def test_default_attributes_the_csv_import_does_not_take(name: str, tmp_path: Path) -> None:
+    # Braze's user import: push tokens and arrays cannot be imported by CSV.
+    with pytest.raises(BrazeImportError, match=f"'{name}' are Braze default attributes its CSV import does not take"):
+        to_braze_csv(base(**{name: ["x", "y", "z"]}), tmp_path / "b.csv")
+    assert name in export.BRAZE_DEFAULT_ATTRIBUTES and name not in export.BRAZE_CSV_ATTRIBUTES
+    to_braze_json(base(**{name: ["x", "y", "z"]}), tmp_path / "b.jsonl")
+
+
+# -- parts: stale ones removed, an earlier export never lost (issue 18, item 12) ----------------------------
+def _users(n: int) -> pd.DataFrame:
+    return pd.DataFrame({"user_id": [f"u{i:03d}" for i in range(n)]})
+
+
+def test_a_smaller_export_removes_the_stale_parts_of_the_last(tmp_path: Path) -> None:
+    (tmp_path / "other-1-of-2.csv").write_text("not ours")
+    first = to_braze_csv(_users(60), tmp_path / "b.csv", max_bytes=300)
+    assert len(first) > 1
+    second = to_braze_csv(_users(3), tmp_path / "b.csv", max_bytes=300)
+    assert second == [tmp_path / "b.csv"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b.csv", "other-1-of-2.csv"]
+    # And the other way: a split export replaces a whole file of the same name.
+    third = to_braze_csv(_users(60), tmp_path / "b.csv", max_bytes=300)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([p.name for p in third] + ["other-1-of-2.csv"])
+
+
+def test_a_failed_part_leaves_the_earlier_export_whole(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    earlier = to_braze_csv(_users(60), tmp_path / "b.csv", max_bytes=300)
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    fail_fsync(monkeypatch, call=2)
+    with pytest.raises(OSError):  # the same two part names, other rows: one part fails
+        to_braze_csv(_users(61), tmp_path / "b.csv", max_bytes=300)
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before  # no part lost, none added
+    assert [p.name for p in earlier] == ["b-1-of-2.csv", "b-2-of-2.csv"]

@@ -5,11 +5,15 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
+import shlex
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
+from amptools import notebooks
 from amptools.cli import main
 
 
@@ -106,11 +110,15 @@ def test_a_table_braze_would_misread_costs_no_other_file(tmp_path):
     ids = tmp_path / "ids.csv"
     ids.write_text("user_id\nuser-000001\nuser-000002\n", encoding="utf-8")
     out = tmp_path / "out"
-    code, _, stderr = run(["fetch", str(ids), "--sample", "--recs", "home-feed", "--props", "--out", str(out),
-                           "--marketing", "--marketing-props", "country", "--braze", "--no-progress"])
+    code, stdout, stderr = run(["fetch", str(ids), "--sample", "--recs", "home-feed", "--props", "--out",
+                                str(out), "--marketing", "--marketing-props", "country", "--braze",
+                                "--no-progress"])
     assert code == 1 and "BrazeImportError" in stderr and "'country'" in stderr and "GB" in stderr
     assert (out / "marketing.csv").exists() and (out / "summary.csv").exists()
     assert not (out / "braze_import.csv").exists()
+    # What was fetched and written is still said, and how to fix it from the command line.
+    assert "<ProfileSet 2 ok, 0 not_found, 0 failed of 2 ids>" in stdout and "wrote 9 files" in stdout
+    assert "--rename country=country_name" in stderr
 
 
 def test_fetch_reads_stdin_and_device_ids(tmp_path, monkeypatch):
@@ -233,7 +241,8 @@ def test_preview_fetches_what_the_tag_asks_and_writes_the_messages(tmp_path):
     out = tmp_path / "previews.csv"
     code, stdout, stderr = run(["preview", str(template), str(ids), "--sample", "--no-progress",
                                 "--attributes", str(attributes), "--out", str(out)])
-    assert code == 0, stderr
+    assert code == 1, stderr  # no-such-user was not fetched: as with fetch
+    assert "1 of the 2 users was not fetched:\n  no-such-user: not_found" in stderr
     assert "1 rendered, 1 aborted, 0 error" in stdout
     rows = {row["user_id"]: row for row in read_csv(out)}
     assert list(next(iter(rows.values()))) == list(braze.PREVIEW_COLUMNS)
@@ -258,3 +267,118 @@ def test_preview_reports_template_errors_and_usage(tmp_path):
     plain.write_text("Hi {{${first_name}}}", encoding="utf-8")
     code, _, stderr = run(["preview", str(plain), str(ids), "--sample"])
     assert code == 2 and "connected_content" in stderr
+
+
+# ---------------------------------------------------------------------------- issue 20.3
+DOCS = Path(__file__).resolve().parent.parent / "docs"
+
+
+def documented_command(page: str, starts: str) -> list[str]:
+    """The command line of a ```bash block of docs/<page> that starts with ``starts``."""
+    text = (DOCS / page).read_text(encoding="utf-8")
+    for block in re.findall(r"```bash\n(.*?)```", text, re.DOTALL):
+        joined = block.replace("\\\n", " ")
+        for line in joined.splitlines():
+            if line.startswith(starts):
+                return shlex.split(line)
+    raise AssertionError(f"no command starting {starts!r} in docs/{page}")
+
+
+def test_the_documented_braze_example_runs_and_exits_0(tmp_path, monkeypatch):
+    argv = documented_command("cli.md", "amptools fetch ids.csv --sample --recs home-feed --props --out out/")
+    assert "--braze" in argv and "--braze-json" in argv and "country,plan" in argv
+    monkeypatch.chdir(tmp_path)
+    Path("ids.csv").write_text("user_id\ntestUser\nuser-000001\nuser-000002\nuser-000003\n", encoding="utf-8")
+    code, stdout, stderr = run([*argv[1:], "--no-progress"])
+    assert code == 0, stderr
+    assert "<ProfileSet 4 ok, 0 not_found, 0 failed of 4 ids>" in stdout
+    header = Path("out/braze_import.csv").read_text(encoding="utf-8").splitlines()[0].split(",")
+    assert "country_name" in header and "country" not in header and "plan" in header
+    body = json.loads(Path("out/braze_track.jsonl").read_text(encoding="utf-8").splitlines()[0])
+    assert "country_name" in body["attributes"][1]
+    assert "country_name" in read_csv("out/marketing.csv")[0]
+
+
+@pytest.mark.parametrize(
+    ("extra", "words"),
+    [
+        (["--rename", "country"], "expected OLD=NEW"),
+        (["--rename", "county=country_name"], "the marketing table has no column 'county'"),
+        (["--rename", "country=plan"], "'plan' would name two columns"),
+        (["--rename", "country=user_id"], "'user_id' would name two columns"),
+    ],
+)
+def test_renames_are_checked_before_the_fetch(tmp_path, extra, words, sample_server):
+    ids = tmp_path / "ids.csv"
+    ids.write_text("user_id\ntestUser\n", encoding="utf-8")
+    code, _, stderr = run(["fetch", str(ids), "--sample", "--recs", "home-feed", "--props", "--marketing",
+                           "--marketing-props", "country,plan", "--out", str(tmp_path / "o"), *extra])
+    assert code == 2 and words in stderr, stderr
+    assert not (tmp_path / "o").exists()  # refused before anything was fetched or written
+    code, _, stderr = run(["fetch", str(ids), "--sample", "--rename", "country=c", "--out", str(tmp_path / "o")])
+    assert code == 2 and "only apply to the marketing table" in stderr
+
+
+def test_one_user_not_fetched_is_said_in_the_singular(tmp_path):
+    ids = tmp_path / "ids.csv"
+    ids.write_text("user_id\ntestUser\nno-such-user\n", encoding="utf-8")
+    code, stdout, stderr = run(["fetch", str(ids), "--sample", "--cohorts", "--out", str(tmp_path / "o"),
+                                "--no-progress"])
+    assert code == 1
+    assert "1 of the 2 users was not fetched:" in stderr and "were not" not in stderr
+    assert "wrote 8 files" in stdout
+
+
+class _StdinThatMustNotBeRead(io.StringIO):
+    def read(self, *args):  # noqa: ARG002
+        raise AssertionError("stdin was read: the ids file was taken as an option's value")
+
+
+@pytest.mark.parametrize("option", ["--computations", "--recs", "--predictions"])
+def test_an_ids_file_after_an_option_is_refused_not_waited_for(tmp_path, monkeypatch, option):
+    ids = tmp_path / "ids.csv"
+    ids.write_text("user_id\ntestUser\n", encoding="utf-8")
+    monkeypatch.setattr(sys, "stdin", _StdinThatMustNotBeRead())
+    for command in (["fetch", "--out", str(tmp_path / "o")], ["report", "--out", str(tmp_path / "r.ipynb")]):
+        code, _, stderr = run([*command, "--sample", option, str(ids)])
+        assert code == 2, stderr
+        assert f"{option} {ids}: that is a file, not an id" in stderr
+        assert f"amptools {command[0]} {ids} {option}" in stderr
+    assert not (tmp_path / "o").exists() and not (tmp_path / "r.ipynb").exists()
+
+
+def test_reading_ids_from_a_terminal_says_so(tmp_path):
+    import os
+    import pty
+
+    primary, secondary = pty.openpty()
+    try:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "amptools", "fetch", "--sample", "--cohorts", "--no-progress",
+             "--out", str(tmp_path / "o")],
+            stdin=secondary, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        os.write(primary, b"testUser\n\x04")  # a line, then Ctrl-D
+        stdout, stderr = process.communicate(timeout=120)
+    finally:
+        os.close(primary)
+        os.close(secondary)
+    assert process.returncode == 0, stderr
+    assert "the ids are read from this terminal, one per line; end with Ctrl-D" in stderr
+    assert "1 ok, 0 not_found, 0 failed of 1 ids" in stdout
+
+
+@pytest.mark.slow
+def test_an_executed_report_exits_1_for_an_unknown_user_and_says_each_file_once(tmp_path, monkeypatch):
+    monkeypatch.delenv("AMPLITUDE_SECRET_KEY", raising=False)
+    ids = tmp_path / "ids.csv"
+    ids.write_text("user_id\ntestUser\nno-such-user\n", encoding="utf-8")
+    report = tmp_path / "r.ipynb"
+    code, stdout, stderr = run(["report", str(ids), "--sample", "--cohorts", "--out", str(report), "--html"])
+    assert code == 1, stderr
+    assert "1 of the 2 users was not fetched:\n  no-such-user: not_found" in stderr
+    assert stdout.count(f"wrote {report}") == 1 and stdout.count(f"wrote {report.with_suffix('.html')}") == 1
+    assert "1 ok, 1 not_found, 0 failed" in stdout
+    assert notebooks.fetch_outcome(report)["counts"] == {"ok": 1, "not_found": 1, "failed": 0}
+    # Written but not run: nothing is fetched, so nothing is known yet.
+    code, stdout, _ = run(["report", str(ids), "--sample", "--cohorts", "--out", str(tmp_path / "n.ipynb")])
+    assert code == 0 and "ran" not in stdout

@@ -191,9 +191,28 @@ def test_usage_reads_the_api_and_counts_this_process(server):
     client = fast(server)
     client.members("Beta testers")
     usage = client.usage()
+    # The path and shape three independent clients of the API use (issue 19).
+    assert cohort_paths(server)[-1] == "/api/3/cohorts/usage"
     assert usage["downloads_this_month"] == server.cohorts.downloads == 1
     assert usage["monthly_limit"] == 500
+    assert usage["resets_at"] == pd.Timestamp("2024-07-01", tz="UTC")
     assert usage["downloads_this_process"] == downloads_spent() >= 1
+
+
+def test_usage_falls_back_to_the_older_path_and_reads_any_shape():
+    from test_hardening import Hostile, send
+
+    hostile = Hostile()
+    try:
+        hostile.answer = lambda h: (send(h, 200, {"usage": {"cohort_downloads": 7, "monthly_limit": 450}})
+                                    if h.path == "/api/5/cohorts/usage" else send(h, 404, {"error": "no"}))
+        usage = CohortClient("api", "secret", base_url=hostile.url).usage()
+        assert hostile.paths == ["/api/3/cohorts/usage", "/api/5/cohorts/usage"]
+        assert (usage["downloads_this_month"], usage["monthly_limit"], usage["resets_at"]) == (7, 450, None)
+        hostile.answer = lambda h: send(h, 404, {"error": "no"})
+        assert CohortClient("api", "secret", base_url=hostile.url).usage()["downloads_this_month"] is None
+    finally:
+        hostile.close()
 
 
 # -- errors --------------------------------------------------------------------------------

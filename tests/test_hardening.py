@@ -26,12 +26,14 @@ import pytest
 
 import amptools as amp
 from amptools.cache import CacheWarning, ProfileCache
-from amptools.client import THROTTLE_TEXT, _parse_retry_after, retry_delay
+from amptools.client import THROTTLE_TEXT
+from amptools.transport import parse_retry_after, retry_delay
 from amptools.errors import CacheError, ConfigurationError, InvalidQueryError, ResponseFormatError
 from amptools.ids import parse_id_file
 from amptools.models import UserProfile
 
 CANARY = "CANARYkey0123456789abcdef"
+API_CANARY = "APICANARYkey0123456789"
 PROFILE = {"userData": {"user_id": "u1", "device_id": None, "recommendations": None,
                         "amp_props": {"plan": "pro"}, "cohort_ids": None}}
 
@@ -41,6 +43,7 @@ class Hostile:
 
     def __init__(self) -> None:
         self.requests: list[dict[str, str]] = []
+        self.paths: list[str] = []
         self.answer: Callable[[BaseHTTPRequestHandler], None] = lambda h: send(h, 200, PROFILE)
         hostile = self
 
@@ -49,6 +52,7 @@ class Hostile:
 
             def do_GET(self) -> None:
                 hostile.requests.append(dict(self.headers))
+                hostile.paths.append(self.path)
                 try:
                     hostile.answer(self)
                 except (BrokenPipeError, ConnectionResetError):
@@ -57,7 +61,11 @@ class Hostile:
             def log_message(self, *args: object) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        class Server(ThreadingHTTPServer):
+            def handle_error(self, request: object, client_address: object) -> None:
+                pass  # a client that cut its connection (a deadline, a cancel) is the point here
+
+        self.server = Server(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
@@ -65,6 +73,13 @@ class Hostile:
     def client(self, **options: object) -> amp.ProfileClient:
         options.setdefault("backoff_base", 0.01)
         return amp.ProfileClient(CANARY, base_url=self.url, **options)  # type: ignore[arg-type]
+
+    def cohort_client(self, **options: object) -> object:
+        from amptools.cohorts import CohortClient
+
+        for name, value in (("poll_base", 0.01), ("poll_cap", 0.05)):
+            options.setdefault(name, value)
+        return CohortClient(API_CANARY, CANARY, base_url=self.url, **options)  # type: ignore[arg-type]
 
     def close(self) -> None:
         self.server.shutdown()
@@ -184,7 +199,7 @@ def test_a_gzip_answer_within_the_limit_is_read(hostile):
 # -- 5: Retry-After that says nothing ------------------------------------------------------
 @pytest.mark.parametrize("value", ["-5", "0", "nan", "inf", "soon", "Wed, 21 Oct 2015 07:28:00 GMT"])
 def test_a_meaningless_retry_after_means_the_normal_backoff(hostile, value):
-    assert _parse_retry_after(value) is None
+    assert parse_retry_after(value) is None
     hostile.answer = lambda h: send(h, 503, {"error": "busy"}, {"Retry-After": value})
     delays: list[float] = []
     client = hostile.client(max_retries=3, backoff_base=0.5, sleep=delays.append)
@@ -195,29 +210,38 @@ def test_a_meaningless_retry_after_means_the_normal_backoff(hostile, value):
 
 
 # -- 6 and 7: the key --------------------------------------------------------------------
-def test_ctrl_c_during_a_request_leaves_no_frame_holding_the_key(hostile):
-    hostile.answer = lambda h: time.sleep(5)  # never answers in time
-    client = hostile.client(timeout=(5, 5))
+def interrupted(call: Callable[[], object], after: float = 0.5) -> KeyboardInterrupt:
+    """The KeyboardInterrupt a Ctrl-C ``after`` seconds into ``call`` raises."""
     main = threading.main_thread().ident
-    timer = threading.Timer(0.5, signal.pthread_kill, args=(main, signal.SIGINT))
+    timer = threading.Timer(after, signal.pthread_kill, args=(main, signal.SIGINT))
     timer.start()
     try:
-        client.get_profile("u1", amp_props=True)
+        call()
     except KeyboardInterrupt as interrupt:
-        caught = interrupt
-    else:
-        pytest.fail("the interrupt did not arrive")
+        return interrupt
     finally:
         timer.cancel()
+    pytest.fail("the interrupt did not arrive")
+
+
+def assert_nowhere(caught: BaseException, *secrets: str) -> None:
+    """No secret in a verbose traceback, nor in any local of any frame of any chained exception."""
     verbose = "".join(traceback.TracebackException.from_exception(caught, capture_locals=True).format())
-    assert CANARY not in verbose
     error: BaseException | None = caught
     while error is not None:  # every chained exception and every local of every frame
         tb = error.__traceback__
         while tb is not None:
-            assert CANARY not in repr(tb.tb_frame.f_locals)
+            verbose += repr(tb.tb_frame.f_locals)
             tb = tb.tb_next
         error = error.__cause__ or error.__context__
+    for secret in secrets:
+        assert secret not in verbose
+
+
+def test_ctrl_c_during_a_request_leaves_no_frame_holding_the_key(hostile):
+    hostile.answer = lambda h: time.sleep(5)  # never answers in time
+    client = hostile.client(timeout=(5, 5))
+    assert_nowhere(interrupted(lambda: client.get_profile("u1", amp_props=True)), CANARY)
 
 
 @pytest.mark.parametrize("key", ["\u201cabc123\u201d", "abc\u00a0123", "abc 123", "clé123"])
@@ -423,16 +447,40 @@ def run_cli(argv: list[str]) -> tuple[int, str, str]:
     (["report", "IDS", "--sample", "--props", "--out", "DIR"], "is a folder"),
     (["demo", "--users", "-5"], "--users"),
     (["sample-server", "--port", "99999"], "--port"),
+    # issue 18.9: preview checks everything before its fetch (which logs exposures)
+    (["preview", "TEMPLATE", "IDS", "--sample", "--out", "DIR"], "is a folder"),
+    (["preview", "TEMPLATE", "IDS", "--sample", "--cache", "DIR"], "is a folder"),
+    (["preview", "TEMPLATE", "IDS", "--sample", "--attributes", "NO_USER_ID"], "no user_id column"),
+    (["preview", "TEMPLATE", "IDS", "--sample", "--attributes", "LATIN1"], "not UTF-8 text (line 2"),
+    (["preview", "LATIN1", "IDS", "--sample"], "not UTF-8 text (line 2"),
+    # issue 18.10: fetch --cohort checks its options before a cohort download is spent
+    (["fetch", "--sample", "--cohort", "Power users", "--cohort-sample", "-1"], "--cohort-sample"),
+    (["fetch", "--sample", "--cohort", "Power users", "--cohort-sample", "0"], "--cohort-sample"),
+    (["fetch", "--sample", "--cohort", "Power users", "--cohort-cache", "DIR"], "--cohort-cache"),
+    (["fetch", "IDS", "--sample", "--props", "--cohort-sample", "5"], "only apply with --cohort"),
 ])
-def test_every_option_is_checked_before_anything_is_fetched(tmp_path, argv, says):
+def test_every_option_is_checked_before_anything_is_fetched(tmp_path, monkeypatch, argv, says):
+    monkeypatch.chdir(tmp_path)  # where the default outputs would go
     (tmp_path / "ids.csv").write_text("user_id\ntestUser\n")
     (tmp_path / "file.txt").write_text("x")
     (tmp_path / "dir").mkdir()
-    swap = {"IDS": str(tmp_path / "ids.csv"), "FILE": str(tmp_path / "file.txt"), "DIR": str(tmp_path / "dir")}
-    code, out, err = run_cli([swap.get(a, a) for a in argv])
+    (tmp_path / "message.liquid").write_text("{% connected_content https://profile-api.amplitude.com/v1/userprofile"
+                                             "?user_id={{${user_id}}}&get_amp_props=true :save amplitude %}Hi")
+    (tmp_path / "no_user_id.csv").write_text("name,city\nAnn,Paris\n")
+    (tmp_path / "latin1.txt").write_bytes("user_id,city\ntestUser,Z\u00fcrich\n".encode("latin-1"))
+    swap = {"IDS": "ids.csv", "FILE": "file.txt", "DIR": "dir", "TEMPLATE": "message.liquid",
+            "NO_USER_ID": "no_user_id.csv", "LATIN1": "latin1.txt"}
+    argv = [swap.get(a, a) for a in argv]
+    # Where a fetch would leave its mark: the profile cache, the cohort cache.
+    if argv[0] in ("fetch", "report", "preview") and "--cache" not in argv:
+        argv += ["--cache", "never.sqlite"]
+    if "--cohort" in argv and "--cohort-cache" not in argv:
+        argv += ["--cohort-cache", "never-cohorts.sqlite"]
+    code, out, err = run_cli(argv)
     assert code == 2
     assert says in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
-    assert not (tmp_path / "out").exists()
+    assert not [p.name for p in tmp_path.iterdir() if p.name in ("out", "previews.csv", "never.sqlite",
+                                                                 "never-cohorts.sqlite")]
 
 
 @pytest.mark.slow
@@ -463,3 +511,176 @@ def test_credentials_in_a_base_url_are_refused_without_being_quoted(url):
         with pytest.raises(ConfigurationError, match="must not hold credentials") as caught:
             make()
         assert "SECRETpass" not in str(caught.value) and "SECRETpass" not in repr(caught.value)
+
+
+# == issue 18: the cohort client under the same standard ========================================
+LISTING = {"cohorts": [{"id": "c1", "name": "Hostile", "size": 2, "lastComputed": 1717000000, "lastMod": 1716000000}]}
+MEMBER_FILE = b"amplitude_id,user_id\n1,u1\n2,u2\n"
+BASIC = __import__("base64").b64encode(f"{API_CANARY}:{CANARY}".encode()).decode()
+
+
+def cohort_api(hostile: Hostile, **stages: Callable[[BaseHTTPRequestHandler], None]) -> None:
+    """Script the hostile server as a Cohorts API whose ``listing``, ``request``, ``poll``,
+    ``file`` and ``storage`` (the pre-signed link, on the same server) answer as the real
+    ones do, unless a stage is given a handler of its own."""
+    answers: dict[str, Callable[[BaseHTTPRequestHandler], None]] = {
+        "listing": lambda h: send(h, 200, LISTING),
+        "request": lambda h: send(h, 202, {"request_id": "r1", "cohort_id": "c1"}),
+        "poll": lambda h: send(h, 200, {"async_status": "JOB COMPLETED"}),
+        "file": lambda h: send(h, 302, b"", {"Location": "/storage/r1.csv?X-Amz-Signature=s1"}),
+        "storage": lambda h: send(h, 200, MEMBER_FILE, {"Content-Type": "text/csv"}),
+        **stages,
+    }
+
+    def route(handler: BaseHTTPRequestHandler) -> None:
+        path = handler.path.split("?")[0]
+        stage = ("listing" if path == "/api/3/cohorts" else "poll" if "/request-status/" in path
+                 else "file" if path.endswith("/file") else "request" if "/request/" in path
+                 else "storage" if path.startswith("/storage/") else "")
+        answers.get(stage, lambda h: send(h, 404, {"error": "nothing here"}))(handler)
+
+    hostile.answer = route
+
+
+def downloads_requested(hostile: Hostile) -> int:
+    return sum(p.split("?")[0] == "/api/5/cohorts/request/c1" for p in hostile.paths)
+
+
+def trickle_file(handler: BaseHTTPRequestHandler) -> None:
+    data = b"amplitude_id,user_id\n" + b"".join(b"%d,user-%d\n" % (i, i) for i in range(20))
+    handler.send_response(200)
+    handler.send_header("Content-Length", str(len(data)))
+    handler.end_headers()
+    for byte in data:  # ~280 bytes, one every 0.2 s: each read is quick, the file takes a minute
+        handler.wfile.write(bytes([byte]))
+        handler.wfile.flush()
+        time.sleep(0.2)
+
+
+# -- 1: Ctrl-C ------------------------------------------------------------------------------------
+@pytest.mark.parametrize("stage, path", [
+    ("listing", "/api/3/cohorts"), ("request", "/api/5/cohorts/request/c1"),
+    ("poll", "/api/5/cohorts/request-status/r1"), ("file", "/api/5/cohorts/request/r1/file"),
+    ("storage", "/storage/r1.csv"),
+])
+def test_ctrl_c_during_any_cohorts_request_leaves_no_frame_holding_either_key(hostile, stage, path):
+    cohort_api(hostile, **{stage: lambda h: time.sleep(5)})
+    client = hostile.cohort_client(timeout=(5, 5))
+    caught = interrupted(lambda: client.members("c1"))
+    assert hostile.paths[-1].split("?")[0] == path  # the interrupt came during that request
+    assert_nowhere(caught, CANARY, API_CANARY, BASIC)
+
+
+# -- 2: only a file that was read is cached -------------------------------------------------------
+def test_a_cohort_file_that_cannot_be_read_is_not_cached(hostile, tmp_path):
+    pages = iter([b"<html><body><h1>503 Service Unavailable</h1></body></html>"])
+    cohort_api(hostile, storage=lambda h: send(h, 200, next(pages, MEMBER_FILE), {"Content-Type": "text/html"}))
+    client = hostile.cohort_client(cache=tmp_path / "cohorts.sqlite")
+    with pytest.raises(ResponseFormatError, match="no amplitude_id or user_id column"):
+        client.members("c1")
+    assert client.members("c1")["user_id"].tolist() == ["u1", "u2"]  # asked again, not served the page
+    later = hostile.cohort_client(cache=tmp_path / "cohorts.sqlite").members("c1")
+    assert later.attrs["cohort"]["from_cache"] and later["user_id"].tolist() == ["u1", "u2"]
+    assert downloads_requested(hostile) == 1  # the same job's file was fetched again: nothing spent
+
+
+# -- 3: bounded downloads ------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def zeros_bomb() -> bytes:
+    bomb = gzip.compress(b"0" * (64 * 2**20), mtime=0)
+    assert len(bomb) < 100_000
+    return bomb
+
+
+@pytest.mark.parametrize("how, says", [("encoded", "once decompressed"), ("gzip file", "once decompressed"),
+                                       ("wire", "on the wire")])
+def test_a_cohort_download_is_refused_past_max_response_bytes(hostile, zeros_bomb, how, says):
+    answer = {"encoded": lambda h: send(h, 200, zeros_bomb, {"Content-Encoding": "gzip"}),
+              "gzip file": lambda h: send(h, 200, zeros_bomb, {"Content-Type": "application/octet-stream"}),
+              "wire": lambda h: send(h, 200, MEMBER_FILE + b"3,u3\n" * 2**19)}[how]
+    cohort_api(hostile, storage=answer)
+    with pytest.raises(ResponseFormatError, match=says) as caught:
+        hostile.cohort_client(max_response_bytes=2**20).members("c1")
+    assert "max_response_bytes=1,048,576" in str(caught.value)
+    assert amp.cohorts.DEFAULT_MAX_RESPONSE_BYTES == 512 * 2**20
+
+
+def test_a_trickling_cohort_download_ends_at_its_deadline(hostile):
+    cohort_api(hostile, storage=trickle_file)
+    client = hostile.cohort_client(timeout=(1, 1), download_deadline=1.0, max_retries=1)
+    started = time.monotonic()
+    with pytest.raises(amp.TransportError, match="deadline") as caught:
+        client.members("c1")
+    assert time.monotonic() - started < 8 and caught.value.attempts == 2  # not the trickle's minute
+
+
+def test_cancel_ends_a_cohort_download_within_a_second(hostile):
+    cohort_api(hostile, storage=trickle_file)
+    client = hostile.cohort_client(timeout=(5, 5))
+    cancel = threading.Event()
+    set_at: list[float] = []
+
+    def cancel_mid_download() -> None:
+        while not any(p.startswith("/storage/") for p in hostile.paths):
+            time.sleep(0.02)
+        time.sleep(0.5)  # a few bytes of the file have arrived
+        set_at.append(time.monotonic())
+        cancel.set()
+
+    threading.Thread(target=cancel_mid_download, daemon=True).start()
+    with pytest.raises(amp.FetchCancelled, match="'Hostile'"):
+        client.members("c1", cancel=cancel)
+    assert time.monotonic() - set_at[0] < 1.0  # not the minute the file would take
+    assert downloads_requested(hostile) == 1
+
+
+# -- 7: cohort files that are not all UTF-8 ------------------------------------------------------
+def test_one_bad_byte_in_a_cohort_file_garbles_no_other_id():
+    from amptools.cohorts import read_member_file
+
+    content = "amplitude_id,user_id\n1,Zoë\n".encode() + b"2,caf\xe9\n" + "3,Ünal\n".encode()
+    with pytest.warns(amp.AmptoolsWarning, match="line 3:"):
+        frame = read_member_file(content)
+    assert frame["user_id"].tolist() == ["Zoë", "caf\ufffd", "Ünal"]
+
+
+# -- 8, 13: listings no cohort of which was computed, and names that are escapes ------------------
+def cohorts_cli(hostile: Hostile, monkeypatch: pytest.MonkeyPatch, *argv: str) -> tuple[int, str, str]:
+    for name, value in (("AMPLITUDE_SECRET_KEY", CANARY), ("AMPLITUDE_API_KEY", API_CANARY),
+                        ("AMPLITUDE_PROFILE_API_URL", hostile.url), ("AMPLITUDE_COHORTS_API_URL", hostile.url)):
+        monkeypatch.setenv(name, value)
+    return run_cli(["cohorts", "list", *argv])
+
+
+def test_cohorts_never_computed_are_listed_with_nat(hostile, monkeypatch):
+    never = {"cohorts": [{"id": "c1", "name": "Never", "size": None},
+                         {"id": "c2", "name": "Nor this", "size": 3, "lastComputed": None}]}
+    cohort_api(hostile, listing=lambda h: send(h, 200, never))
+    frame = hostile.cohort_client().list_cohorts()
+    assert frame["last_computed"].isna().all() and str(frame["last_computed"].dtype) == "datetime64[us, UTC]"
+    assert hostile.cohort_client().members("c1")["user_id"].tolist() == ["u1", "u2"]
+    code, out, err = cohorts_cli(hostile, monkeypatch)
+    assert code == 0, err
+    assert "Never" in out and "never" in out and "2 cohorts" in out
+
+
+def test_cohorts_list_prints_only_printable_text(hostile, monkeypatch):
+    name = "\x1b]0;owned\x07\x1b[2J\x1b[31mEvil\u202eeman\r\nnext"
+    cohort_api(hostile, listing=lambda h: send(h, 200, {"cohorts": [{"id": "c\x1b[1m1", "name": name, "size": 1,
+                                                                     "lastComputed": 1717000000, "lastMod": 1716000000}]}))
+    code, out, err = cohorts_cli(hostile, monkeypatch)
+    assert code == 0, err
+    assert not [c for c in out if not (c.isprintable() or c == "\n")]
+    assert "Evil" in out and "\\x1b" in out and "\\u202e" in out
+
+
+# -- 11 (cohort half): the cohort cache ----------------------------------------------------------
+def test_the_cohort_cache_is_private_and_its_path_expanded(hostile, tmp_path, monkeypatch, umask_022):
+    cohort_api(hostile)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    hostile.cohort_client(cache="~/cache/cohorts.sqlite").members("c1")
+    path = tmp_path / "cache" / "cohorts.sqlite"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    (tmp_path / "folder.sqlite").mkdir()
+    with pytest.raises(CacheError, match="folder.sqlite' is a folder"):
+        hostile.cohort_client(cache=tmp_path / "folder.sqlite")

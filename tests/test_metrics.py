@@ -436,28 +436,8 @@ def test_keyword_only_after_the_data_and_one_return_type():
             continue
         parameters = list(inspect.signature(function).parameters.values())
         positional = [p.name for p in parameters if p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD]
-        assert positional in (["recs"], ["a", "b"]), (name, positional)
+        assert positional in (["recs"], ["a", "b"], ["before", "after"]), (name, positional)
     recs = random_recs(30, seed=4)
     assert isinstance(metrics.personalization(recs, by="recommendation_source"), pd.Series)
     assert isinstance(metrics.personalization_score(recs), float)
     assert isinstance(metrics.overlap_matrix(recs, metric="rbo"), pd.DataFrame)
-
-
-@pytest.mark.parametrize("wide", [False, True])
-def test_sort_order_is_a_stable_lexicographic_argsort(wide):
-    rng = np.random.default_rng(0)
-    keys = [rng.integers(0, 5, 400), rng.integers(0, 3, 400), rng.integers(0, 2**55 if wide else 7, 400)]
-    expected = np.lexsort(keys[::-1])  # numpy's lexsort is stable; the last key is primary there
-    np.testing.assert_array_equal(metrics._sort_order(*keys), expected)
-    assert metrics._is_sorted(*(key[expected] for key in keys)) and not metrics._is_sorted(*keys)
-    assert metrics._sort_order(np.zeros(0, np.int64)).shape == (0,)
-
-
-def test_user_codes_number_pairs_in_first_appearance_order():
-    frame = pd.DataFrame({"user_id": pd.array(["a", "a", "b", None, "a", None, "b"], dtype="str"),
-                          "device_id": ["x", "x", "y", "z", "y", "z", "y"]})
-    expected = pd.factorize(frame["user_id"].fillna("<na>") + "|" + frame["device_id"])[0]
-    np.testing.assert_array_equal(metrics.user_codes(frame), expected)
-    np.testing.assert_array_equal(metrics.user_codes(frame.astype({"user_id": "category", "device_id": "category"})), expected)
-    np.testing.assert_array_equal(metrics.user_codes(frame.astype({"user_id": "string"})), expected)
-    assert metrics.user_codes(frame.iloc[:0]).shape == (0,)

@@ -36,7 +36,7 @@ def offline(monkeypatch):
 # What each notebook must show once it has run: things only a working run produces.
 EXPECTED = {
     "01_quickstart": ["chocolate milk", "bulgogi", "UnknownUserError", "'computed-prop-2': '3'",
-                      "0x10x"],
+                      "0x10x", "1 for the next"],  # properties and computations: one request
     "02_compare_recommendations": ["application/vnd.plotly.v1+json", "Rank-biased", "two-tower-v1"],
     "03_cohorts_and_computations": ["application/vnd.plotly.v1+json", "orders_90d", "cohort1",
                                     "All active users: ", "Power users", "downloads_this_month"],
@@ -44,13 +44,29 @@ EXPECTED = {
                             "'country' is Braze's default attribute", "external_id,device_id,rec_id",
                             "['braze_import.csv']", "users per request: [75, 75, 75, 75]", "'rec_items': ["],
     "05_explorer": ["application/vnd.jupyter.widget-view+json"],
+    "07_over_time": ["similar-items", "Items that entered and left", "How far items moved",
+                     "from snapshot to snapshot", "Cohort membership between two snapshots", "day 3",
+                     "home-feed: 17.8% of 287 users' lists changed", "<ProfileSet 300 ok",
+                     "wrote drift.html", "application/vnd.jupyter.widget-view+json", "'joined'"],
     "06_connected_content": [":auth_credentials amplitude_profile_api", "not-a-customer-1",
                              "Profile API call failed", "control group", "(end of the template)",
                              "not fetched with: get_cohort_ids", "'recommended_rate': 270",
                              "0 throttled minutes"],
 }
 MIN_FIGURES = {"02_compare_recommendations": 7, "03_cohorts_and_computations": 7,
-               "06_connected_content": 2}
+               "06_connected_content": 2, "07_over_time": 4}
+# Notebooks whose fetch takes long enough to need a bar: a notebook-native one (a widget)
+# with the ETA the pace gives.
+SHOW_PROGRESS = {"02_compare_recommendations", "03_cohorts_and_computations", "04_marketing_export",
+                 "06_connected_content"}
+WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
+
+
+def progress_bars(nb: nbformat.NotebookNode) -> list[str]:
+    """The text of every progress bar a notebook showed (tqdm's widget, with its text form)."""
+    return [output["data"].get("text/plain", "") for cell in nb.cells for output in cell.get("outputs", [])
+            if WIDGET_MIME in output.get("data", {})
+            and output["data"].get("text/plain", "").startswith("profiles:")]
 
 
 def test_there_are_tour_notebooks():
@@ -79,3 +95,7 @@ def test_notebook_runs_top_to_bottom(path, tmp_path, offline):
         assert expected in text, f"{path.name}: {expected!r} not in its outputs"
     figures = text.count('"application/vnd.plotly.v1+json"')
     assert figures >= MIN_FIGURES.get(path.stem, 0), f"{path.name}: only {figures} figures"
+    if path.stem in SHOW_PROGRESS:
+        bars = progress_bars(nb)
+        assert bars, f"{path.name}: its fetch showed no progress bar"
+        assert all("ETA" in bar and "/min" in bar for bar in bars), bars

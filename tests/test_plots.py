@@ -207,7 +207,7 @@ def test_every_figure_takes_the_frame_then_keywords():
         assert parameters[0].kind is inspect.Parameter.POSITIONAL_OR_KEYWORD, name
         assert all(p.kind is inspect.Parameter.KEYWORD_ONLY for p in parameters[1:]), name
         assert "top_n" not in inspect.signature(getattr(plots, name)).parameters or name in (
-            "item_frequency", "control_vs_treatment"), f"{name}: top_n means items per group only"
+            "item_frequency", "control_vs_treatment", "item_churn", "rank_shift"), f"{name}: top_n means items per group only"
 
 
 # ---------------------------------------------------------------------------- computations and propensities
@@ -370,7 +370,7 @@ def test_write_pngs(tables, monkeypatch):
 def test_call_plan_figure_marks_the_throttled_minutes():
     from amptools import braze
 
-    plan = braze.call_plan(5, send_rate_per_minute=4, other_calls_per_minute=1, limit=6)
+    plan = braze.call_plan(5, send_rate_per_minute=4, renders_per_message=2, other_calls_per_minute=1, limit=6)
     fig = plots.call_plan(plan)
     send, other = fig.data
     assert list(send.y) == [8, 2] and list(other.y) == [1, 1]
@@ -391,3 +391,84 @@ def test_call_plan_figure_empty_and_missing_columns():
     assert empty.layout.annotations[0].text == plots.NO_DATA
     with pytest.raises(ValueError, match="'api_calls'"):
         plots.call_plan(pd.DataFrame({"minute": [0]}))
+
+
+# ---------------------------------------------------------------------------- over time (snapshots)
+
+
+def _two_snapshots() -> tuple[pd.DataFrame, pd.DataFrame]:
+    before = make_recs({("u1", "home"): ["a", "b", "c"], ("u2", "home"): ["a", "b", "c"],
+                        ("u3", "home"): ["x", "y"], ("u1", "cart"): ["p"]})
+    after = make_recs({("u1", "home"): ["b", "a", "d"], ("u2", "home"): ["a", "b", "c"],
+                       ("u3", "home"): ["y", "z"], ("u1", "cart"): ["p"], ("u9", "home"): ["a"]})
+    return before, after
+
+
+def test_item_churn_shows_who_gained_and_lost_each_item():
+    from amptools import metrics
+
+    churn = metrics.item_churn(*_two_snapshots())
+    fig = plots.item_churn(churn, group="home")
+    entered, left = fig.data
+    assert (entered.name, left.name) == ("Entered", "Left")
+    # home: u1 lost c and gained d; u3 lost x and gained z (u9 is in one snapshot only)
+    gained = dict(zip(entered.y, entered.x))
+    lost = dict(zip(left.y, -np.asarray(left.x)))
+    assert gained == {"d": 1, "z": 1, "c": 0, "x": 0} and lost == {"d": 0, "z": 0, "c": 1, "x": 1}
+    assert "Recommendation set" not in fig.layout.title.text and "home" in fig.layout.title.text
+    assert fig.layout.barmode == "relative"
+    with pytest.raises(ValueError, match=r"item_churn\(\): rec_id 'nope' is not in the table"):
+        plots.item_churn(churn, group="nope")
+    nothing = plots.item_churn(churn, group="cart")  # nothing moved in the cart
+    assert nothing.layout.annotations[0].text == "No data to plot"
+
+
+def test_rank_shift_draws_mean_ranks_before_and_after():
+    from amptools import metrics
+
+    churn = metrics.item_churn(*_two_snapshots())
+    fig = plots.rank_shift(churn, group="home")
+    markers = {trace.name: dict(zip(trace.y, trace.x)) for trace in fig.data if trace.mode == "markers"}
+    # a: ranks 1,1 before, 2,1 after; b: 2,2 -> 1,2; y: 2 -> 1
+    assert markers["Before"] == {"a": 1.0, "b": 2.0, "c": 3.0, "y": 2.0}
+    assert markers["After"] == {"a": 1.5, "b": 1.5, "c": 3.0, "y": 1.0}
+    lines = {trace.name: [y for y in trace.y if y is not None] for trace in fig.data if trace.mode == "lines"}
+    assert set(lines["Moved up"]) == {"b", "y"} and set(lines["Moved down"]) == {"a"}
+    assert fig.layout.xaxis.autorange == "reversed"
+
+
+def test_cohort_flow_is_a_sankey_of_stayed_left_joined():
+    changes = pd.DataFrame({"user_id": ["a", "a", "b", "c", "c"], "device_id": ["d"] * 5,
+                            "cohort_id": ["c1", "c2", "c1", "c1", "c2"],
+                            "change": ["stayed", "left", "joined", "stayed", "joined"]})
+    fig = plots.cohort_flow(changes, names={"c1": "Power users"})
+    sankey = fig.data[0]
+    assert isinstance(sankey, go.Sankey)
+    labels = list(sankey.node.label)
+    assert labels == ["Power users (before)", "c2 (before)", "Not in the cohort",
+                      "Power users (after)", "c2 (after)", "Left the cohort"]
+    flows = {(labels[s], labels[t]): v for s, t, v in zip(sankey.link.source, sankey.link.target, sankey.link.value)}
+    assert flows == {("Power users (before)", "Power users (after)"): 2, ("Not in the cohort", "Power users (after)"): 1,
+                     ("c2 (before)", "Left the cohort"): 1, ("Not in the cohort", "c2 (after)"): 1}
+    assert "3 users in both" in fig.layout.title.text
+    capped = plots.cohort_flow(changes, max_cohorts=1)
+    assert "the 1 largest of 2 cohorts" in capped.layout.title.text
+
+
+def test_drift_over_time_one_line_per_set():
+    history = pd.DataFrame({
+        "before": ["s1", "s2", "s1", "s2"], "after": ["s2", "s3", "s2", "s3"],
+        "taken_at_after": pd.to_datetime(["2024-01-02", "2024-01-03"] * 2, utc=True),
+        "rec_id": ["home", "home", "cart", "cart"], "n_users_compared": [10, 10, 5, 5],
+        "share_changed": [0.1, 0.5, 0.0, 0.0], "mean_jaccard": [0.9, 0.6, 1.0, 1.0], "mean_rbo": [0.95, 0.5, 1.0, 1.0]})
+    fig = plots.drift_over_time(history)
+    assert [trace.name for trace in fig.data] == ["cart", "home"]
+    assert list(fig.data[1].y) == [0.95, 0.5]
+    assert "rank-biased overlap" in fig.layout.yaxis.title.text
+    share = plots.drift_over_time(history, metric="share_changed", labels={"home": "Home page"})
+    assert list(share.data[1].y) == [0.1, 0.5] and share.data[1].name == "Home page"
+    with pytest.raises(ValueError, match="metric must be"):
+        plots.drift_over_time(history, metric="cosine")
+    assert plots.drift_over_time(history.iloc[:0]).layout.annotations[0].text == "No data to plot"
+    with pytest.raises(ValueError, match=r"drift_over_time\(\): missing column\(s\) 'mean_rbo'"):
+        plots.drift_over_time(history.drop(columns="mean_rbo"))

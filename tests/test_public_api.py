@@ -29,7 +29,8 @@ def test_every_public_class_and_error_is_exported():
 CONTRACT = {
     "tables": ["recommendations", "properties", "cohorts", "cohort_matrix", "computations",
                "propensities", "summary"],
-    "metrics": ["jaccard", "rbo", "overlap_matrix", "coverage", "personalization"],
+    "metrics": ["jaccard", "rbo", "overlap_matrix", "coverage", "personalization", "drift", "drift_summary"],
+    "snapshots": ["save", "list", "load"],
     "export": ["to_csv", "marketing_table"],
     "notebooks": ["build_report"],
     "widgets": ["ProfileExplorer"],

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import base64
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import nbformat
 import pytest
 
 import amptools as amp
-from amptools.notebooks import DEMO_QUERY, build_report, execute_report
+from amptools.notebooks import DEMO_QUERY, PLOTLY_MIME, build_report, execute_report
+
+CHROMIUM = Path("/usr/bin/chromium")
 
 
 def code_sources(nb):
@@ -79,4 +85,58 @@ def test_a_generated_report_runs_through_the_cache_and_exports_html(tmp_path, mo
                if "application/vnd.plotly.v1+json" in o.get("data", {})]
     assert len(figures) >= 8
     html = path.with_suffix(".html").read_text(encoding="utf-8")
-    assert "Plotly.newPlot" in html and "user-000001" in html
+    assert "Plotly.newPlot" in html and "user-000001" in html  # the HTML copy stays interactive
+    # The fetch's bar helps whoever runs the report; frozen at "0/40" in the file, it is dropped.
+    assert "profiles:" not in outputs and "widget-view" not in outputs
+    # Beside each figure's JSON a copy GitHub and nbviewer show: a PNG (kaleido), else HTML.
+    static = "image/png" if CHROMIUM.exists() else "text/html"
+    for figure in figures:
+        assert static in figure["data"], sorted(figure["data"])
+    if static == "image/png":
+        for figure in figures:
+            assert base64.b64decode(figure["data"]["image/png"])[:8] == b"\x89PNG\r\n\x1a\n"
+            assert "text/html" not in figure["data"]  # its script would show GitHub a blank box
+        assert "window.PlotlyConfig" not in outputs  # nor is the 5 MB plotly.js loader kept
+        assert path.stat().st_size < 2_000_000
+
+
+def _figure_notebook() -> nbformat.NotebookNode:
+    """A notebook as a kernel leaves it after showing one figure with plotly's own mime type."""
+    import plotly.graph_objects as go
+    import plotly.io as pio
+
+    bundle = pio.renderers["plotly_mimetype"].to_mimebundle(go.Figure(go.Bar(x=["a", "b"], y=[3, 4])))
+    output = nbformat.v4.new_output("display_data", data=bundle)
+    return nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("fig", outputs=[output])])
+
+
+@pytest.mark.slow
+def test_a_figure_gets_a_png_beside_its_json():
+    if not CHROMIUM.exists():
+        pytest.skip(f"{CHROMIUM} is missing: kaleido needs a browser to render PNGs")
+    notebook = _figure_notebook()
+    assert amp.notebooks.add_static_figures(notebook) == "png"
+    data = notebook.cells[0].outputs[0]["data"]
+    assert PLOTLY_MIME in data and base64.b64decode(data["image/png"])[:4] == b"\x89PNG"
+    nbformat.validate(notebook)
+
+
+def test_without_kaleido_a_figure_gets_an_html_copy_and_a_warning(tmp_path):
+    path = tmp_path / "fig.ipynb"
+    nbformat.write(_figure_notebook(), path)
+    # kaleido not installed: what a user without the test extras has.
+    script = ("import sys, warnings, nbformat\n"
+              "sys.modules['kaleido'] = None\n"
+              "import amptools as amp\n"
+              f"nb = nbformat.read({str(path)!r}, as_version=4)\n"
+              "with warnings.catch_warnings(record=True) as caught:\n"
+              "    warnings.simplefilter('always')\n"
+              "    print(amp.notebooks.add_static_figures(nb))\n"
+              "print(sorted(nb.cells[0].outputs[0]['data']))\n"
+              "print([str(w.message) for w in caught])\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    kind, keys, warned = done.stdout.splitlines()
+    assert kind == "html"
+    assert PLOTLY_MIME in keys and "text/html" in keys and "image/png" not in keys
+    assert "GitHub will not show them" in warned and "pip install kaleido" in warned

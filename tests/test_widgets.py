@@ -129,7 +129,8 @@ def test_explorer_displays_itself(sample_server):
     bundle = explorer._repr_mimebundle_()
     assert "application/vnd.jupyter.widget-view+json" in bundle
     assert explorer.tab_names == ["Summary", "Recommendations", "Properties", "Cohorts", "Computations",
-                                  "Propensities", "Failures", "Charts", "Export", "Message preview"]
+                                  "Propensities", "Failures", "Charts", "Export", "Message preview",
+                                  "Over time"]
     assert list(explorer.results.titles) == explorer.tab_names
 
 

@@ -13,8 +13,8 @@ request                                            answer
                                                    then 200 ``JOB COMPLETED``
 ``GET /api/5/cohorts/request/{request}/file``      200 CSV body up to ``inline_limit`` members,
                                                    else 302 to a pre-signed storage URL (gzip CSV)
-``GET /api/5/cohorts/usage``                       200 ``{"usage": {"cohort_downloads": n,
-                                                   "monthly_limit": 500}}`` (the shape is assumed)
+``GET /api/3/cohorts/usage``                       200 ``{"rest_download": {"limit": 500, "usage": n,
+                                                   "resets_at": ISO time}}`` (downloads this month)
 missing or wrong credentials                       401 ``{"error": "Invalid API key or secret key"}``
 =================================================  ============================================
 
@@ -40,6 +40,7 @@ import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
@@ -295,6 +296,13 @@ class SampleCohorts:
             writer.writerow([AMPLITUDE_ID_BASE + index, user.user_id, *(_cell(user.props.get(k)) for k in keys)])
         return out.getvalue().encode("utf-8")
 
+    def resets_at(self) -> str:
+        """When the monthly download count starts again: the next first of a month (UTC, ISO 8601)."""
+        now = datetime.fromtimestamp(self.owner.org.as_of, tz=timezone.utc)
+        following = (now.replace(day=1) + timedelta(days=32)).replace(day=1, hour=0, minute=0, second=0,
+                                                                       microsecond=0)
+        return following.strftime("%Y-%m-%dT%H:%M:%SZ")
+
     def stop(self) -> None:
         self.storage.stop()
 
@@ -312,12 +320,12 @@ class SampleCohorts:
         if parts == ["api", "3", "cohorts"]:
             sync = params.get("includeSyncInfo", ["false"])[-1].lower() == "true"
             return self._json(handler, 200, {"cohorts": self.definitions(sync_info=sync)})
+        if parts == ["api", "3", "cohorts", "usage"]:
+            return self._json(handler, 200, {"rest_download": {
+                "limit": MONTHLY_LIMIT, "usage": self.downloads, "resets_at": self.resets_at()}})
         if parts[:3] != ["api", "5", "cohorts"]:
             return handler._send(404, b"")
         rest = parts[3:]
-        if rest == ["usage"]:
-            return self._json(handler, 200, {"usage": {"cohort_downloads": self.downloads,
-                                                       "monthly_limit": MONTHLY_LIMIT}})
         if len(rest) == 2 and rest[0] == "request":
             cohort_id = rest[1]
             if cohort_id not in self._memberships() or cohort_id in self._removed:

@@ -37,13 +37,15 @@ import math
 import unicodedata
 from bisect import bisect_right
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, datetime, timezone
 from itertools import accumulate
 from pathlib import Path
 from typing import Any, overload
 
 import numpy as np
+
+from . import clock
 
 __all__ = [
     "ORG_DEFINITION_PATH",
@@ -188,6 +190,10 @@ class SampleOrg:
     definition : Mapping, optional
         An org definition with the structure of ``org.json``; the packaged file
         when omitted.
+    day : int, optional
+        The org's clock (:mod:`amptools.sample.clock`): 0 is the org as drawn; each
+        later day a model retrains, users join and leave cohorts and computed
+        properties move, deterministically.
 
     Examples
     --------
@@ -205,7 +211,11 @@ class SampleOrg:
         *,
         definition: Mapping[str, Any] | None = None,
         clash: bool = False,
+        day: int = 0,
     ) -> None:
+        if isinstance(day, bool) or not isinstance(day, int) or day < 0:
+            raise ValueError(f"day must be a whole number ≥ 0 (0 is the org as drawn), got {day!r}")
+        self.day: int = day
         spec = dict(definition) if definition is not None else load_definition()
         self.clash = bool(clash)
         self.definition: dict[str, Any] = spec
@@ -239,14 +249,59 @@ class SampleOrg:
         self._added_properties: dict[str, None] = {}
         self.user_ids: Sequence[str] = _IdSequence(self.n_users, self._user_id)
         self.device_ids: Sequence[str] = _IdSequence(self.n_users, self._device_id)
-        self._user = functools.lru_cache(maxsize=8192)(self._build_user)
+        self._user = functools.lru_cache(maxsize=8192)(self._user_on_day if day else self._build_user)
 
     def __len__(self) -> int:
         return self.n_users
 
     def __repr__(self) -> str:
+        day = f", day={self.day}" if self.day else ""
         clash = ", clash=True" if self.clash else ""
-        return f"SampleOrg(seed={self.seed}, n_users={self.n_users}{clash})"
+        return f"SampleOrg(seed={self.seed}, n_users={self.n_users}{day}{clash})"
+
+    # -------------------------------------------------------------------- the clock
+    def _user_on_day(self, index: int) -> _User:
+        """User ``index`` on this org's day: day 0's user, changed one day at a time."""
+        user = self._build_user(index)
+        for day in range(1, self.day + 1):
+            user = self._next_day(user, self._told(user, day), day)
+        return user
+
+    def _told(self, user: _User, day: int) -> clock.Changes:
+        return clock.told(
+            seed=self.seed, index=user.index, day=day, models=self.models, rec_models=self.rec_models,
+            model_items={rec_id: slot.model_items for rec_id, slot in (user.recs or {}).items()},
+            catalog=self.catalog, cohort_ids=self.cohort_ids, computations=user.computations,
+            computation_specs=self._computations)
+
+    def _next_day(self, user: _User, changes: clock.Changes, day: int) -> _User:
+        recs = user.recs
+        if recs is not None and changes.retrained:
+            recs = {rec_id: replace(slot, model_items=[changes.retrained[rec_id], *slot.model_items[:-1]],
+                                    last_updated=self.as_of + day * clock.DAY_SECONDS)
+                    if rec_id in changes.retrained else slot for rec_id, slot in recs.items()}
+        member = set(user.cohorts) ^ changes.cohort_flips
+        return replace(user, recs=recs, cohorts=[c for c in self.cohort_ids if c in member],
+                       computations={**user.computations, **changes.computations})
+
+    def changes(self, index: int) -> clock.Changes:
+        """What the clock changed for user ``index`` from the day before to this org's day.
+
+        Parameters
+        ----------
+        index : int
+            The user's index.
+
+        Returns
+        -------
+        amptools.sample.clock.Changes
+            The sets retrained (and their new top item), the cohorts joined or left,
+            the computations that moved; empty on day 0 and for the test user.
+        """
+        if self.day == 0:
+            return clock.Changes()
+        before = SampleOrg(self.seed, self.n_users, definition=self.definition, clash=self.clash, day=self.day - 1)
+        return self._told(before._user(index), self.day)
 
     # ------------------------------------------------------------------ compile
     def _compile_segments(self, spec: Mapping[str, Any]) -> None:

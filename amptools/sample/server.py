@@ -35,7 +35,6 @@ import struct
 import sys
 import threading
 import time
-import weakref
 from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -43,6 +42,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
 
+from amptools.connection import register_sample_server, sample_server, unregister_sample_server
+from amptools.query import ORG_REQUESTS_PER_MINUTE
 from amptools.sample.cohorts import PREFIX as COHORTS_PREFIX
 from amptools.sample.cohorts import SampleCohorts
 from amptools.sample.dataset import SampleOrg, SampleRequestError
@@ -402,13 +403,10 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(200, body, "application/json", truncate=fault == "truncate")
 
 
-#: The sample servers running in this process, by URL (see :func:`running`).
-_RUNNING: weakref.WeakValueDictionary[str, SampleServer] = weakref.WeakValueDictionary()
-
-
 def running(url: str) -> SampleServer | None:
-    """The sample server of this process that answers at ``url``, if any."""
-    return _RUNNING.get(url.rstrip("/"))
+    """The sample server of this process that answers at ``url``, if any (the registry
+    is :mod:`amptools.connection`'s, which the library asks)."""
+    return sample_server(url)
 
 
 class SampleServer:
@@ -443,6 +441,10 @@ class SampleServer:
         the password of HTTP Basic auth, with :attr:`api_key` as the user.
     port : int
         Port to bind on 127.0.0.1; a free one when 0.
+    day : int
+        The org's day (:mod:`amptools.sample.clock`): 0 is the org as drawn; on later
+        days a model has retrained, users joined and left cohorts, computed properties
+        moved. The same org on every day (one key, one scope).
 
     Examples
     --------
@@ -454,7 +456,7 @@ class SampleServer:
     def __init__(
         self,
         *,
-        rate_limit: int = 600,
+        rate_limit: int = ORG_REQUESTS_PER_MINUTE,
         window: float = 60.0,
         count_throttled: bool = False,
         clash: bool = False,
@@ -465,6 +467,7 @@ class SampleServer:
         n_users: int | None = None,
         secret_key: str | None = None,
         port: int = 0,
+        day: int = 0,
     ) -> None:
         if rate_limit < 1 or window <= 0:
             raise ValueError("rate_limit must be at least 1 and window positive")
@@ -472,7 +475,7 @@ class SampleServer:
         self.window = window
         self.count_throttled = count_throttled
         self.latency = latency
-        self.org = SampleOrg(seed=seed, n_users=n_users, clash=clash)
+        self.org = SampleOrg(seed=seed, n_users=n_users, clash=clash, day=day)
         self._changes = sorted(changes, key=lambda change: change.after)
         self._answered = 0
         # The local org's default key is not a secret: it names the org (seed and size),
@@ -551,7 +554,7 @@ class SampleServer:
         )
         self._thread.start()
         self._registered_url = self.url
-        _RUNNING[self.url] = self
+        register_sample_server(self)
         return self
 
     def stop(self) -> None:
@@ -575,7 +578,7 @@ class SampleServer:
                 pass
         httpd.server_close()
         self.cohorts.stop()
-        _RUNNING.pop(self._registered_url, None)
+        unregister_sample_server(self._registered_url)
         if thread is not None:
             thread.join(timeout=5)
         self._httpd = None
