@@ -615,9 +615,9 @@ class ProfileCache:
 
     def names(self, scope: str = "") -> ComputationNames:
         """The computation and property names learned for ``scope``."""
-        from .names import _names
+        from .names import names_of
 
-        return _names(self.name_evidence(scope))
+        return names_of(self.name_evidence(scope))
 
     def name_evidence(self, scope: str = "") -> dict[tuple[str, str], tuple[float, str]]:
         """``{(name, kind): (seen_at, how)}`` for ``scope`` (see :mod:`amptools.names`)."""

@@ -30,7 +30,6 @@ from __future__ import annotations
 import functools
 import math
 import sys
-import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -277,7 +276,7 @@ class ComputationNames:
     @classmethod
     def from_split(cls, payloads: Sequence[object]) -> ComputationNames:
         """The names two bodies of a split query show: properties, then computations."""
-        props, comps = (_user_data(p).get("amp_props") for p in payloads)
+        props, comps = (user_data(p).get("amp_props") for p in payloads)
         return cls(frozenset(comps) if _is_mapping(comps) else frozenset(),
                    frozenset(props) if _is_mapping(props) else frozenset())
 
@@ -384,7 +383,7 @@ def _profile_fields(payload: Any, query: ProfileQuery | None,
                     names: ComputationNames | None = None) -> dict[str, Any]:
     """The keyword arguments of :class:`UserProfile` for one response body."""
     kinds: dict[str, str] = {}
-    data = _user_data(payload)
+    data = user_data(payload)
     amp_props = data.get("amp_props", data.get("user_properties"))
     if amp_props is not None and not _is_mapping(amp_props):
         raise _bad("userData.amp_props", f"expected an object, got {type(amp_props).__name__}")
@@ -433,7 +432,7 @@ def _parts(query: ProfileQuery) -> tuple[ProfileQuery, ...]:
         return query.parts()
 
 
-def _user_data(payload: Any) -> Mapping[str, Any]:
+def user_data(payload: Any) -> Mapping[str, Any]:
     if not _is_mapping(payload):
         raise _bad("(body)", f"expected a JSON object, got {type(payload).__name__}")
     data = payload.get("userData")

@@ -37,7 +37,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from .errors import AmptoolsWarning
-from .models import ComputationNames, _user_data
+from .models import ComputationNames, user_data
 from .query import ProfileQuery
 
 __all__ = [
@@ -45,7 +45,9 @@ __all__ = [
     "MIN_CHECKS",
     "KeyKindWarning",
     "NameLearner",
+    "evidence_of",
     "known",
+    "names_of",
     "remember",
 ]
 
@@ -71,8 +73,8 @@ _lock = threading.Lock()
 _known: dict[str, Evidence] = {}
 
 
-def _names(evidence: Mapping[tuple[str, str], tuple[float, str]]) -> ComputationNames:
-    """The snapshot of some evidence: the names of each kind and, per name, how it was seen."""
+def names_of(evidence: Mapping[tuple[str, str], tuple[float, str]]) -> ComputationNames:
+    """The names some evidence shows: the names of each kind and, per name, how it was seen."""
     how: dict[str, list[str]] = {}
     for (key, kind), (at, source) in sorted(evidence.items()):
         day = datetime.fromtimestamp(at, timezone.utc).date().isoformat()
@@ -107,7 +109,7 @@ def evidence_of(names: ComputationNames, *, at: float | None = None, source: str
 def known(scope: str) -> ComputationNames:
     """What this process has learned for ``scope`` (an API and project), or nothing."""
     with _lock:
-        return _names(_known.get(scope, {}))
+        return names_of(_known.get(scope, {}))
 
 
 def remember(scope: str, names: ComputationNames | Evidence) -> ComputationNames:
@@ -116,7 +118,7 @@ def remember(scope: str, names: ComputationNames | Evidence) -> ComputationNames
     with _lock:
         evidence = _known.setdefault(scope, {})
         _merge(evidence, more)
-        return _names(evidence)
+        return names_of(evidence)
 
 
 def _known_evidence(scope: str) -> Evidence:
@@ -127,7 +129,7 @@ def _known_evidence(scope: str) -> Evidence:
 def _keys(payload: object) -> Mapping[str, Any] | None:
     """The ``amp_props`` object of a body, or None."""
     try:
-        props = _user_data(payload).get("amp_props")
+        props = user_data(payload).get("amp_props")
     except Exception:  # an unreadable body teaches nothing
         return None
     return props if isinstance(props, Mapping) else None
@@ -168,7 +170,7 @@ class NameLearner:
         if stored:
             _merge(self._evidence, stored)
         self._learned: Evidence = {}  # this run's own evidence
-        self._snapshot = _names(self._evidence)
+        self._snapshot = names_of(self._evidence)
         self._read = False
         self.grew = False  # a merged answer was read, and names were learned after
         self.total = total
@@ -259,7 +261,7 @@ class NameLearner:
         with self._lock:
             _merge(self._learned, found)
             if _merge(self._evidence, found):
-                grown = _names(self._evidence)
+                grown = names_of(self._evidence)
                 if grown != self._snapshot:
                     self.grew = self.grew or self._read
                 self._snapshot = grown

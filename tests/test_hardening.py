@@ -12,7 +12,6 @@ import os
 import signal
 import sqlite3
 import stat
-import sys
 import threading
 import time
 import traceback

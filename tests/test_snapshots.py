@@ -8,7 +8,6 @@ written.
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import pandas as pd
 import pyarrow.dataset as ds

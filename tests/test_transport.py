@@ -49,14 +49,6 @@ def test_only_transport_imports_an_http_library():
     assert importers == {"transport.py"}
 
 
-def test_the_modules_of_the_transport_import_no_underscore_name_of_another():
-    for name in ("client.py", "cohorts.py", "transport.py", "cache.py", "stores.py", "query.py", "errors.py"):
-        for node in ast.walk(ast.parse((PACKAGE / name).read_text(encoding="utf-8"))):
-            if isinstance(node, ast.ImportFrom) and node.level:
-                private = [a.name for a in node.names if a.name.startswith("_") and a.name != "__all__"]
-                assert not private, f"{name} imports {private} from {node.module}"
-
-
 def test_query_encoding_lives_in_query():
     from amptools import client, query
 

@@ -46,7 +46,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
 
 if TYPE_CHECKING:
-    from amptools.sample.server import SampleServer, _Handler
+    from amptools.sample.server import SampleServer, RequestHandler
 
 __all__ = ["PREFIX", "SampleCohorts", "StorageHost", "StorageRequest"]
 
@@ -307,7 +307,7 @@ class SampleCohorts:
         self.storage.stop()
 
     # ------------------------------------------------------------------ HTTP
-    def handle(self, handler: _Handler, path: str, query: str) -> None:
+    def handle(self, handler: RequestHandler, path: str, query: str) -> None:
         """Answer one ``/api/...`` request on the sample server's handler."""
         owner = self.owner
         if handler.command != "GET":
@@ -370,7 +370,7 @@ class SampleCohorts:
         return hmac.compare_digest(given, expected)
 
     @staticmethod
-    def _json(handler: _Handler, status: int, payload: Mapping[str, Any]) -> None:
+    def _json(handler: RequestHandler, status: int, payload: Mapping[str, Any]) -> None:
         handler._send(status, json.dumps(payload, ensure_ascii=False).encode("utf-8"), "application/json")
 
 

@@ -266,7 +266,7 @@ class _HTTPServer(ThreadingHTTPServer):
         super().handle_error(request, client_address)
 
 
-class _Handler(BaseHTTPRequestHandler):
+class RequestHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "amptools-sample"
     timeout = 30
@@ -545,7 +545,7 @@ class SampleServer:
         if self._httpd is not None:
             return self
         self._stopping.clear()
-        httpd = _HTTPServer(("127.0.0.1", self.port), _Handler)
+        httpd = _HTTPServer(("127.0.0.1", self.port), RequestHandler)
         httpd.owner = self
         self._httpd = httpd
         self._thread = threading.Thread(

@@ -1,0 +1,47 @@
+"""The seams of the package (issue 23): no module reaches into another's private names."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parent.parent / "amptools"
+MODULES = sorted(path.relative_to(PACKAGE) for path in PACKAGE.rglob("*.py"))
+
+
+def private_uses(source: str, module: str) -> list[tuple[str, str]]:
+    """``(other module, name)`` for each private name ``module`` takes from another module of
+    the package: ``from .x import _y``, or ``x._y`` where ``x`` is an imported module of ours."""
+    tree = ast.parse(source)
+    found: list[tuple[str, str]] = []
+    ours: set[str] = set()
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.ImportFrom):
+            continue
+        if node.level == 0 and not (node.module or "").startswith("amptools"):
+            continue
+        source_module = (node.module or "").removeprefix("amptools.").lstrip(".")
+        for alias in node.names:
+            if not source_module:  # from . import tables
+                ours.add(alias.asname or alias.name)
+            elif alias.name.startswith("_") and not alias.name.startswith("__"):
+                found.append((source_module, alias.name))
+    for node in ast.walk(tree):
+        if (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in ours
+                and node.attr.startswith("_") and not node.attr.startswith("__")):
+            found.append((node.value.id, node.attr))
+    return [(other, name) for other, name in found if other.rsplit(".", 1)[-1] != module]
+
+
+def test_the_walk_sees_a_private_import_and_a_private_attribute():
+    source = "from .tables import _frame, ID_COLUMNS\nfrom . import metrics\nmetrics._kernel(1)\n"
+    assert private_uses(source, "plots") == [("tables", "_frame"), ("metrics", "_kernel")]
+    assert private_uses("from .tables import _frame\n", "tables") == []  # its own, re-imported
+
+
+@pytest.mark.parametrize("path", MODULES, ids=str)
+def test_no_module_takes_another_modules_private_names(path: Path) -> None:
+    used = private_uses((PACKAGE / path).read_text(encoding="utf-8"), path.stem)
+    assert not used, f"amptools/{path} uses private names of other modules: {used}"
