@@ -81,8 +81,8 @@ from datetime import timedelta
 from typing import Any
 
 from . import stores
-from .errors import AmptoolsWarning, CacheError, ConfigurationError, warn
-from .models import ComputationNames, read_error
+from .errors import AmptoolsWarning, CacheError, ConfigurationError, InvalidQueryError, warn
+from .models import ComputationNames, narrowed, read_error
 from .query import STATUSES, ProfileQuery
 
 __all__ = ["Answer", "CacheWarning", "PartHit", "ProfileCache", "StoredParts", "decide", "open_cache"]
@@ -205,7 +205,9 @@ def decide(entry: StoredParts | None, parts: Sequence[ProfileQuery]) -> Answer:
     """The one rule for "is this id answered by the cache", for the requests ``parts``.
 
     - a ``not_found`` outcome newer than every stored body: ``not_found``;
-    - every part has a readable body: ``ok``;
+    - every part has a readable body — its own, or one taken out of a stored answer to a
+      wider request (:meth:`ProfileQuery.covers`: recommendations ``a, b`` with properties
+      and cohorts answer recommendations ``a`` alone, properties alone, cohorts alone): ``ok``;
     - a stored answer to recommendations that cannot be read: ``failed``, and it is not
       asked again (each request for recommendations logs an exposure event) until
       ``max_age`` makes it stale or :meth:`ProfileCache.forget` removes it;
@@ -219,22 +221,43 @@ def decide(entry: StoredParts | None, parts: Sequence[ProfileQuery]) -> Answer:
         return Answer("not_found", http_status=http_status, attempts=attempts, error=NOT_FOUND_CACHED)
     keys = [part.canonical() for part in parts]
     have: dict[str, Any] = {}
+    attempts = 0
     for part, key in zip(parts, keys):
         hit = entry.parts.get(key)
-        if hit is None:
-            continue
-        problem = read_error(hit.payload, part)
-        if problem is None:
-            have[key] = hit.payload
-        elif part.asks_recommendations:
-            return Answer("failed", http_status=200, attempts=hit.attempts, error=(
-                f"{problem} (this body is kept in the cache and not fetched again, since "
-                "fetching recommendations logs an exposure event; pass max_age= or "
-                "cache.forget() to fetch it again)"))
+        if hit is not None:
+            problem = read_error(hit.payload, part)
+            if problem is None:
+                have[key], attempts = hit.payload, attempts + hit.attempts
+                continue
+            if part.asks_recommendations:
+                return Answer("failed", http_status=200, attempts=hit.attempts, error=(
+                    f"{problem} (this body is kept in the cache and not fetched again, since "
+                    "fetching recommendations logs an exposure event; pass max_age= or "
+                    "cache.forget() to fetch it again)"))
+        wider = _wider_answer(entry, part)
+        if wider is not None:
+            have[key] = wider
     if len(have) == len(keys):
-        return Answer("ok", [have[k] for k in keys], http_status=200,
-                      attempts=sum(entry.parts[k].attempts for k in keys))
+        return Answer("ok", [have[k] for k in keys], http_status=200, attempts=attempts)
     return Answer("missing", have=have)
+
+
+def _wider_answer(entry: StoredParts, part: ProfileQuery) -> dict[str, Any] | None:
+    """``part``'s answer taken out of a readable stored answer to a wider request, or None."""
+    own = part.canonical()
+    for key, hit in sorted(entry.parts.items(), key=lambda item: -item[1].at):  # the newest first
+        if key == own or hit.error is not None:
+            continue
+        try:
+            wider = _as_query(key)
+        except (ValueError, TypeError, InvalidQueryError):
+            continue  # a part key this amptools does not read
+        # Only an answer readable as what it answered: narrowing must not hide a broken one.
+        if wider.covers(part) and read_error(hit.payload, wider) is None:
+            answer = narrowed(hit.payload, part)
+            if read_error(answer, part) is None:
+                return answer
+    return None
 
 
 def _conn_path(conn: sqlite3.Connection) -> str:
@@ -571,18 +594,14 @@ class ProfileCache:
         max_age: float | timedelta | None = None,
         also: ProfileQuery | None = None,
     ) -> dict[str, StoredParts]:
-        """Every fresh body for the parts of ``query``, and fresh ``not_found`` outcomes,
-        by id (ids the cache knows nothing fresh about are absent). Bodies whose stored
-        JSON is damaged are left out (they are fetched again).
-
-        ``also`` adds the parts and outcomes of another form of the same query (the
-        two-request form of a merged query, as older amptools stored it)."""
+        """Every fresh body stored for these ids — of ``query``'s parts and of any other
+        query, since an answer to a wider query answers a narrower one (see :func:`decide`)
+        — and fresh ``not_found`` outcomes, by id (ids the cache knows nothing fresh about
+        are absent). Bodies whose stored JSON is damaged are left out (they are fetched
+        again). ``query`` and ``also`` (another form of it) are kept for callers; every
+        part is read whatever they are."""
         limit = _max_age_seconds(max_age)
         oldest = -float("inf") if limit is None else self._clock() - limit
-        keys = _part_keys(query) + (_part_keys(also) if also is not None else [])
-        key_marks = ",".join("?" * len(keys))
-        qkeys = [_query_key(query)] + ([_query_key(also)] if also is not None else [])
-        qkey_marks = ",".join("?" * len(qkeys))
         ids = list(ids)
         found: dict[str, StoredParts] = {}
         with self._lock:
@@ -590,11 +609,11 @@ class ProfileCache:
             for start in range(0, len(ids), _CHUNK):
                 chunk = ids[start:start + _CHUNK]
                 marks = ",".join("?" * len(chunk))
+                # Every part of every query: an answer to a wider one answers a narrower one.
                 for id_, part, payload, at, attempts, error in conn.execute(
                     "SELECT id, part, payload, fetched_at, attempts, error FROM responses "
-                    f"WHERE scope = ? AND id_type = ? AND part IN ({key_marks}) "
-                    f"AND id IN ({marks}) AND fetched_at >= ?",
-                    (scope, id_type, *keys, *chunk, oldest),
+                    f"WHERE scope = ? AND id_type = ? AND id IN ({marks}) AND fetched_at >= ?",
+                    (scope, id_type, *chunk, oldest),
                 ):
                     try:
                         body = json.loads(payload)
@@ -602,11 +621,12 @@ class ProfileCache:
                         continue  # a damaged row is fetched again
                     entry = found.setdefault(id_, StoredParts(id_))
                     entry.parts[part] = PartHit(part, body, at, attempts or 0, error)
+                # An id the service did not know is unknown whatever was asked of it.
                 for id_, at, http_status, attempts in conn.execute(
                     "SELECT id, MAX(recorded_at), http_status, attempts FROM outcomes "
-                    f"WHERE scope = ? AND id_type = ? AND query IN ({qkey_marks}) AND id IN ({marks}) "
+                    f"WHERE scope = ? AND id_type = ? AND id IN ({marks}) "
                     "AND status = 'not_found' AND recorded_at >= ? GROUP BY id",
-                    (scope, id_type, *qkeys, *chunk, oldest),
+                    (scope, id_type, *chunk, oldest),
                 ):
                     known = found.get(id_)
                     parts = known.parts if known is not None else {}

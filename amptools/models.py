@@ -39,7 +39,8 @@ from typing import Any, TypeGuard
 from .errors import ResponseFormatError
 from .query import ProfileQuery
 
-__all__ = ["KEY_KINDS", "ComputationNames", "Propensity", "Recommendation", "UserProfile", "read_error"]
+__all__ = ["KEY_KINDS", "ComputationNames", "Propensity", "Recommendation", "UserProfile", "narrowed", "read_error",
+           "user_data"]
 
 #: What a key of a merged answer is: known apart as a property or a computation, a name
 #: both kinds have (``ambiguous``), or a name never seen apart (``unverified``).
@@ -279,6 +280,42 @@ class ComputationNames:
         props, comps = (user_data(p).get("amp_props") for p in payloads)
         return cls(frozenset(comps) if _is_mapping(comps) else frozenset(),
                    frozenset(props) if _is_mapping(props) else frozenset())
+
+
+def narrowed(payload: object, query: ProfileQuery) -> dict[str, Any]:
+    """The answer to ``query`` taken out of a body that answered a wider request (see
+    :meth:`ProfileQuery.covers`): what ``query`` did not ask is null or absent, as the
+    service answers; every other field, known or not, is kept."""
+    data = dict(user_data(payload))
+    recommendations = data.get("recommendations")
+    if query.recs and isinstance(recommendations, list):
+        by_id = {item.get("rec_id"): item for item in recommendations if isinstance(item, Mapping)}
+        data["recommendations"] = [by_id[rec_id] for rec_id in query.recs if rec_id in by_id]
+    elif not query.recs:
+        data["recommendations"] = None
+    props = data.get("amp_props")
+    if not (query.amp_props or query.asks_computations):
+        data["amp_props"] = None
+    elif not query.amp_props and query.computation_ids is not None and _is_mapping(props):
+        data["amp_props"] = {key: props.get(key) for key in query.computation_ids}
+    if not query.cohort_ids:
+        data["cohort_ids"] = None
+        data.pop("cohort_memberships", None)
+    if query.asks_propensities:
+        listed = data.get("propensities")
+        if isinstance(listed, list):
+            entries = [e for e in listed if isinstance(e, Mapping) and e.get("pred_id") in query.predictions]
+            entries.sort(key=lambda e: query.predictions.index(e["pred_id"]))
+            data["propensities"] = entries
+            data["propensity"] = entries[0].get("prop") if len(entries) == 1 else None
+        predictions = data.get("predictions")
+        if isinstance(predictions, list):
+            data["predictions"] = [e for e in predictions if isinstance(e, Mapping)
+                                   and e.get("pred_id", e.get("name")) in query.predictions]
+    else:
+        for name in ("propensity", "propensities", "predictions"):
+            data.pop(name, None)
+    return {**payload, "userData": data} if _is_mapping(payload) else {"userData": data}
 
 
 def read_error(payload: object, query: ProfileQuery) -> str | None:

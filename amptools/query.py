@@ -116,6 +116,14 @@ def _id_list(value: Any, name: str) -> tuple[str, ...]:
     return tuple(out)
 
 
+def _object_asked(part: ProfileQuery) -> str:
+    """What one request's ``amp_props`` object holds: nothing, properties, computations, or
+    both merged."""
+    if part.amp_props:
+        return "merged" if part.asks_computations else "properties"
+    return "computations" if part.asks_computations else "nothing"
+
+
 @dataclass(frozen=True)
 class ProfileQuery:
     """What to fetch for each user.
@@ -267,6 +275,33 @@ class ProfileQuery:
             only_computations = ProfileQuery(computations=self.computations, split_computations=True)
             return (main, only_computations)
         return (self,)
+
+    def covers(self, narrower: ProfileQuery) -> bool:
+        """Whether an answer to this request holds all of ``narrower``'s answer (both
+        single requests, as :meth:`parts` gives them): a cached answer to a wider query
+        answers a narrower one, with no request and no exposure event.
+
+        Recommendations, cohorts and predictions narrow by subset. Properties and
+        computations narrow only where no name is needed to tell them apart: properties
+        alone from properties alone, computations alone (listed ones from all or from
+        more), and a merged object only from the same merged object.
+        """
+        if narrower.recs and (not set(narrower.recs) <= set(self.recs) or narrower.rec_type != self.rec_type):
+            return False
+        if narrower.cohort_ids and not self.cohort_ids:
+            return False
+        if narrower.predictions and (not set(narrower.predictions) <= set(self.predictions)
+                                     or narrower.propensity_type != self.propensity_type):
+            return False
+        wide, narrow = _object_asked(self), _object_asked(narrower)
+        if narrow == "nothing":
+            return True
+        if narrow == "merged":
+            return wide == "merged" and self.computations == narrower.computations
+        if narrow == "properties":
+            return wide == "properties"
+        return wide == "computations" and (self.computations is True or (
+            narrower.computations is not True and set(narrower.computations or ()) <= set(self.computations or ())))
 
     # -- identity --------------------------------------------------------------
     def canonical(self) -> str:

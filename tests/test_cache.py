@@ -81,7 +81,8 @@ def test_put_and_lookup_round_trip(tmp_path: Path) -> None:
         assert hit.attempts == 2
         # Keyed by id type and canonical query too.
         assert get(cache, "device_id", "u1", Q) is None
-        assert get(cache, "user_id", "u1", ProfileQuery()) is None
+        assert get(cache, "user_id", "u1", ProfileQuery(cohort_ids=True)) is None  # never asked
+        assert get(cache, "user_id", "u1", ProfileQuery()).status == "ok"  # a narrower query
         assert get(cache, "user_id", "u1", Q.canonical()) is not None
         assert len(cache) == 1
         assert list(cache) == [("user_id", "u1", Q.canonical())]
