@@ -356,7 +356,6 @@ class _Result:
     outcome: Outcome
     parts: tuple[FetchedPart, ...] = ()
     auth_error: AuthenticationError | None = None
-    unsure: frozenset[str] = frozenset()  # keys of a merged answer never seen apart
 
 
 @dataclass(frozen=True)
@@ -732,20 +731,18 @@ class _Fetcher:
         except Exception as error:
             return _Result(Outcome(id_, "failed", 200, attempts,
                                    f"unexpected response: {type(error).__name__}: {error}"), tuple(fetched))
-        return _Result(Outcome(id_, "ok", 200, attempts, None, False, profile), tuple(fetched),
-                       unsure=self._learn(form, payloads))
+        self._learn(form, payloads)
+        return _Result(Outcome(id_, "ok", 200, attempts, None, False, profile), tuple(fetched))
 
-    def _learn(self, form: _Form, payloads: list[Any]) -> frozenset[str]:
-        """What this user's answers teach the run about the org's names; the keys of a
-        merged answer that a refresh of this user would settle."""
+    def _learn(self, form: _Form, payloads: list[Any]) -> None:
+        """What this user's answers teach the run about the org's names."""
         names = self.context.names
         if not names.active:
-            return frozenset()
+            return
         if form is not self.context.main:
             names.learn_exact(payloads[0], payloads[-1])
-            return frozenset()
-        names.learn_types(payloads[0])
-        return names.unsure(payloads[0])
+        else:
+            names.learn_types(payloads[0])
 
     def _failure(self, id_: str, error: Exception, attempts: int) -> _Result:
         stop, id_type = self.context.stop, self.context.id_type
@@ -810,7 +807,7 @@ class _Run:
         self.names = NameLearner(self.scope, self.query, total=0)
         self.plan = _Plan({}, [], {}, set())
         self.claims: _Claims | None = None
-        self._merged: dict[str, frozenset[str]] = {}  # ids read from merged answers: unsure keys
+        self._merged: list[str] = []  # ids read from merged answers
         self._chosen: dict[str, _Form] = {}  # how each fetched id was asked (workers write)
         self._chosen_lock = threading.Lock()
         self._cache: ProfileCache | None = None
@@ -881,7 +878,7 @@ class _Run:
         if self.claims is not None:
             self.claims.release(outcome.id)
         if outcome.profile is not None and self.names.active and self.form(outcome.id) is self.main:
-            self._merged[outcome.id] = result.unsure
+            self._merged.append(outcome.id)
         self._count(outcome)
 
     def _count(self, outcome: Outcome) -> None:
@@ -1065,7 +1062,13 @@ class _Run:
         fetched_apart = sum(self._chosen.get(id_) is self.split for id_ in self.plan.to_fetch)
         part = self.names.refresh_part
         key = part.canonical()
-        for id_ in self.names.plan_refreshes(self._merged, asked=fetched_apart):
+        # Judged with all the run learned: a key seen apart meanwhile needs no refresh.
+        unsure = {}
+        for id_ in self._merged:
+            profile = self.outcomes[id_].profile
+            assert profile is not None
+            unsure[id_] = self.names.unsure(profile.raw)
+        for id_ in self.names.plan_refreshes(unsure, asked=fetched_apart):
             outcome = self.outcomes[id_]
             assert outcome.profile is not None
             try:

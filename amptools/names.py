@@ -170,6 +170,7 @@ class NameLearner:
         if stored:
             _merge(self._evidence, stored)
         self._learned: Evidence = {}  # this run's own evidence
+        self._typed_keys: set[str] = set()  # keys this run saw holding numbers or booleans
         self._snapshot = names_of(self._evidence)
         self._read = False
         self.grew = False  # a merged answer was read, and names were learned after
@@ -220,11 +221,15 @@ class NameLearner:
             return frozenset()
         names = self._snapshot
         return frozenset(key for key, value in props.items()
-                         if not _typed(value) and (names.kind(key) == "unverified" or self._typed_only(key)))
+                         if not _typed(value) and (names.kind(key) == "unverified" or self._typed_property(key)))
 
-    def _typed_only(self, key: str) -> bool:
+    def _typed_property(self, key: str) -> bool:
+        """A property whose values were numbers or booleans (here, or when only their type
+        said so): text under its name may be a computation's value — a partial clash."""
+        if (key, "computation") in self._evidence:
+            return False
         seen = self._evidence.get((key, "property"))
-        return seen is not None and seen[1] == "value type" and (key, "computation") not in self._evidence
+        return key in self._typed_keys or (seen is not None and seen[1] == "value type")
 
     def plan_refreshes(self, candidates: Mapping[str, frozenset[str]], asked: int = 1) -> list[str]:
         """Which users to ask apart once the merged answers are in.
@@ -267,6 +272,9 @@ class NameLearner:
                 self._snapshot = grown
 
     def _learn_types(self, props: Mapping[str, Any]) -> None:
+        typed = [key for key, value in props.items() if _typed(value)]
+        with self._lock:
+            self._typed_keys.update(typed)
         now = time.time()
         found = {(key, "property"): (now, "value type") for key, value in props.items()
                  if _typed(value) and (key, "property") not in self._evidence}

@@ -1,21 +1,26 @@
-"""Coexistence: amptools fetching while a Braze campaign sends against the same org limit.
+"""Coexistence at the real 60-second window: a Braze campaign sends, and amptools starts a fetch.
 
-The sample server admits ``--limit`` requests in any ``--window`` seconds (600 in a
-6 s window by default: the org's 600 a minute, ten times faster). A simulated campaign
-(Braze Connected Content) sends two thirds of the limit, evenly spaced, and never
-retries: a throttled call is a message without its recommendations. After one window
-of the campaign alone, amptools fetches at its default share (``rate_limit`` 90% of the
-limit, scaled to the window) until ``--seconds`` have passed. Prints, with goals:
+The sample server admits ``--limit`` requests in any ``--window`` seconds (the org's 600
+a minute). A simulated campaign (Braze Connected Content) sends ``--campaign`` calls a
+window, evenly, for ``--seconds``, and never retries: a throttled call is a message
+without its recommendations. ``--start`` seconds after the campaign, amptools starts a
+fetch with its defaults (``rate_limit`` 540 a minute), knowing nothing of the campaign
+(a fresh budget), and fetches until the campaign ends. Both limiters an org may have
+are run, one after the other: one that counts only admitted requests, and one that
+counts refused ones too (nobody outside Amplitude knows which it is). Prints, with goals:
 
-- the campaign's throttled share: its 429 answers over its requests while amptools
-  ran (≤ 2%);
-- amptools' share of what was left: its answered requests per second over the limit's
-  rate minus the campaign's measured rate (≥ 60%).
+- the campaign's throttled share over its whole send (≤ 2%), and where its throttles
+  fell, window by window;
+- amptools' share of what the campaign left: its answered requests per second over the
+  limit's rate minus the campaign's (≥ 60%).
 
-The baseline of the same run is the campaign alone (its throttled share before
-amptools starts: 0 expected).
+The baseline of the same run is the campaign alone for its first ``--start`` seconds
+(0 throttles expected).
 
-    .venv/bin/python benchmarks/bench_coexistence.py [--limit 600] [--window 6] [--seconds 54] [--workers 8]
+    .venv/bin/python benchmarks/bench_coexistence.py [--limit 600] [--window 60] [--campaign 400] [--seconds 150] [--start 10] [--workers 8] [--quick]
+
+It takes two and a half minutes per limiter. ``--quick`` compresses the time ten times
+(a 6-second window), for a quick look only: the figures to quote are the real ones.
 """
 
 from __future__ import annotations
@@ -54,17 +59,17 @@ class Campaign:
     def _schedule(self) -> None:
         moment = time.monotonic()
         while not self.stop.is_set():
+            self.slots.put(moment)
             moment += self.interval
             delay = moment - time.monotonic()
             if delay > 0:
                 time.sleep(delay)
-            self.slots.put(moment)
         for _ in self.threads:
             self.slots.put(None)
 
     def _call(self) -> None:
         with requests.Session() as session:
-            while (slot := self.slots.get()) is not None:
+            while self.slots.get() is not None:
                 session.get(self.url, params={"user_id": CAMPAIGN_USER, "get_recs": "true",
                                               "rec_id": "testRecId"},
                             headers=self.headers, timeout=10)
@@ -76,61 +81,75 @@ class Campaign:
             thread.join(10)
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_options(__doc__, argv, limit=600, window=6.0, seconds=(54.0, "how long amptools fetches"),
-                         workers=8)
-    campaign_rate = args.limit * 2 / 3 / args.window  # per second
-    # amptools' default: 540 of the org's 600 a minute, the same share of this window.
-    amptools_limit = round(args.limit * 540 / 600)
-
+def run(args: object, *, strict: bool, window: float, seconds: float, start: float) -> dict[str, float]:
+    limit, campaign_rate, workers = args.limit, args.campaign / window, args.workers  # type: ignore[attr-defined]
+    amptools_limit = round(limit * 540 / 600)  # amptools' default share of the org's limit
     with tempfile.TemporaryDirectory() as cache_dir, \
-            SampleServer(rate_limit=args.limit, window=args.window, n_users=20_000) as server:
-        os.environ["AMPTOOLS_CACHE_DIR"] = cache_dir
-        client = server.client(rate_limit=amptools_limit, rate_period=args.window)
+            SampleServer(rate_limit=limit, window=window, count_throttled=strict, n_users=20_000) as server:
+        os.environ["AMPTOOLS_CACHE_DIR"] = cache_dir  # a fresh budget: amptools knows nothing yet
+        client = server.client(rate_limit=amptools_limit, rate_period=window)
         ids = [i for i in server.org.user_ids if i != CAMPAIGN_USER]
         campaign = Campaign(server, campaign_rate)
+        began = time.monotonic()
         campaign.start()
-        time.sleep(args.window)  # the campaign alone fills its share of the window
+        time.sleep(start)  # the campaign alone
         started = time.monotonic()
         cancel = threading.Event()
-        threading.Timer(args.seconds, cancel.set).start()
-        result = client.get_profiles(ids, workers=args.workers, progress=False, cancel=cancel)
+        threading.Timer(began + seconds - started, cancel.set).start()
+        result = client.get_profiles(ids, workers=workers, progress=False, cancel=cancel)
         ended = time.monotonic()
         campaign.finish()
         arrivals = server.arrivals
         quota = client.quota()
 
-    def campaign_calls(start: float, end: float) -> tuple[int, int]:
-        calls = [a for a in arrivals if a.params.get("user_id") == CAMPAIGN_USER and start <= a.time < end]
+    def campaign_calls(low: float, high: float) -> tuple[int, int]:
+        calls = [a for a in arrivals if a.params.get("user_id") == CAMPAIGN_USER and low <= a.time < high]
         return len(calls), sum(a.status == 429 for a in calls)
 
     alone, alone_throttled = campaign_calls(0.0, started)
-    sent, throttled = campaign_calls(started, ended)
+    total, throttled = campaign_calls(0.0, float("inf"))
+    during, _ = campaign_calls(started, ended)
     ours = [a for a in arrivals if a.params.get("user_id") != CAMPAIGN_USER and started <= a.time < ended]
     ours_ok = sum(a.status == 200 for a in ours)
-    ours_throttled = sum(a.status == 429 for a in ours)
     duration = ended - started
-    left = args.limit / args.window - sent / duration
-    campaign_share = throttled / sent if sent else 0.0
-    our_share = (ours_ok / duration) / left if left > 0 else 0.0
+    left = limit / window - during / duration
+    per_window = [campaign_calls(began + k * window, began + (k + 1) * window)[1]
+                  for k in range(int(seconds // window) + 1)]
+    name = "refused requests count too" if strict else "admitted requests only"
+    print(f"-- the org's limiter counts {name}")
+    print(f"   baseline, the campaign alone for {start:g} s: {alone} calls, {alone_throttled} throttled")
+    print(f"   campaign: {total} calls in all, {throttled} throttled ({throttled / total:.2%}); throttles per "
+          f"{window:g} s window from its start: {per_window}")
+    print(f"   amptools for {duration:.1f} s: {len(ours)} requests, {ours_ok} answered, "
+          f"{sum(a.status == 429 for a in ours)} throttled; {result!r}")
+    print(f"   amptools at the end: {quota}")
+    share = (ours_ok / duration) / left if left > 0 else 0.0
+    print(f"   amptools' share of what the campaign left ({left * 60:.0f} a minute): {ours_ok / duration * 60:.0f} "
+          f"a minute = {share:.1%}")
+    return {"campaign": throttled / total if total else 0.0, "share": share}
 
-    print(f"server limit: {args.limit} per {args.window:g} s; campaign: {campaign_rate:.1f}/s "
-          f"(two thirds), evenly, no retries; amptools: rate_limit={amptools_limit} per "
-          f"{args.window:g} s (its default share, 90%), {args.workers} workers")
-    print(f"baseline, campaign alone for {args.window:g} s: {alone} calls, {alone_throttled} throttled")
-    print(f"together for {duration:.1f} s: campaign {sent} calls ({sent / duration:.1f}/s), "
-          f"{throttled} throttled; amptools {len(ours)} requests, {ours_ok} answered, "
-          f"{ours_throttled} throttled; {result!r}")
-    print(f"amptools at the end: {quota}")
-    windows = int(duration // args.window) + 1
-    per_window = [campaign_calls(started + k * args.window, started + (k + 1) * args.window)[1]
-                  for k in range(windows)]
-    print(f"campaign throttles per {args.window:g} s window while amptools ran: {per_window}")
-    print(f"campaign's throttled share: {campaign_share:.2%} "
-          f"(goal ≤ 2%: {'met' if campaign_share <= 0.02 else 'NOT MET'})")
-    print(f"amptools' share of what was left ({left:.1f}/s): {ours_ok / duration:.1f}/s = {our_share:.1%} "
-          f"(goal ≥ 60%: {'met' if our_share >= 0.60 else 'NOT MET'})")
-    return 0 if campaign_share <= 0.02 and our_share >= 0.60 else 1
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_options(__doc__, argv, limit=600, window=60.0, campaign=(400, "campaign calls per window"),
+                         seconds=(150.0, "how long the campaign sends"),
+                         start=(10.0, "seconds after the campaign's start that amptools starts"), workers=8,
+                         quick=(0, "1: compress the time ten times"))
+    scale = 10.0 if args.quick else 1.0
+    window, seconds, start = args.window / scale, args.seconds / scale, args.start / scale
+    print(f"org limit {args.limit} per {window:g} s{' (compressed ten times)' if args.quick else ''}; campaign "
+          f"{args.campaign} per window for {seconds:g} s, evenly, no retries; amptools starts {start:g} s in "
+          f"with its defaults (rate_limit {round(args.limit * 0.9)} per window), {args.workers} workers")
+    results = {strict: run(args, strict=strict, window=window, seconds=seconds, start=start)
+               for strict in (False, True)}
+    ok = True
+    for strict, result in results.items():
+        name = "counting refused too" if strict else "counting admitted"
+        goals = {"campaign ≤ 2% throttled": result["campaign"] <= 0.02,
+                 "amptools ≥ 60% of what was left": result["share"] >= 0.60}
+        ok = ok and all(goals.values())
+        print(f"{name}: campaign {result['campaign']:.2%} throttled, amptools {result['share']:.1%} of what "
+              f"was left — " + "; ".join(f"{goal}: {'met' if met else 'NOT MET'}" for goal, met in goals.items()))
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":
