@@ -46,6 +46,7 @@ __all__ = [
     "connection",
     "export",
     "metrics",
+    "names",
     "notebooks",
     "plots",
     "sample",
@@ -59,7 +60,7 @@ __all__.sort()
 # Submodules load on first use: `import amptools` stays fast, and ipywidgets or
 # plotly are imported only by those who use the explorer or the figures.
 _SUBMODULES = frozenset({"braze", "budget", "bulk", "cache", "cohorts", "connection", "export", "metrics",
-                         "notebooks", "plots", "sample", "snapshots", "tables", "widgets"})
+                         "names", "notebooks", "plots", "sample", "snapshots", "tables", "widgets"})
 
 
 # Names whose module needs requests (the client) or pandas (bulk) load on first use too,
