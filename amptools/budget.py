@@ -1,4 +1,13 @@
-"""One request budget per org on one machine, and claims on work, in a small SQLite file.
+"""The org's request budget shared by every client, and claims on work: one interface,
+two back ends.
+
+A :class:`Budget` keeps the counts of :mod:`amptools.ratelimit` where every client of a
+scope finds them, and claims on ids. By default it is :class:`BudgetStore`, a small
+SQLite file every process of this machine shares (below); a Redis URL (``budget=`` on
+the client, or ``$AMPTOOLS_BUDGET_URL``) chooses :class:`amptools.redis_budget.RedisStore`,
+which every machine of a team shares (:func:`open_budget` chooses by the URL).
+
+The machine's budget: one request budget per org on one machine, in a small SQLite file.
 
 Every :class:`~amptools.client.ProfileClient` of the same scope (base URL and key
 fingerprint, never the key) on this machine shares one budget by default: the sliding
@@ -37,6 +46,7 @@ machine; rows dated in the future (a reboot reset the clock) are dropped on open
 
 from __future__ import annotations
 
+import abc
 import logging
 import os
 import sqlite3
@@ -47,20 +57,30 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from .errors import AmptoolsWarning, warn
-from .ratelimit import POLL, ClientPace, Counts, PaceState, fair_shares, grant_wait
+from .errors import AmptoolsWarning, ConfigurationError, warn
+from .ratelimit import POLL, ClientPace, Counts, Ledger, PaceState, fair_shares, grant_wait
+
+if TYPE_CHECKING:
+    from .transport import Secret
 
 __all__ = [
     "ACTIVE",
+    "BUDGET_URL_VARIABLE",
     "CACHE_DIR_VARIABLE",
+    "REDIS_SCHEMES",
+    "Budget",
     "BudgetStore",
     "BudgetWarning",
+    "ClaimStore",
     "Claims",
     "SharedBudget",
     "budget_path",
+    "budget_url",
     "claim",
     "is_claimed",
+    "open_budget",
     "open_store",
     "release",
     "release_owner",
@@ -70,6 +90,10 @@ __all__ = [
 log = logging.getLogger("amptools")
 
 CACHE_DIR_VARIABLE = "AMPTOOLS_CACHE_DIR"
+#: A team's budget for every client that is not given ``budget=``: a Redis URL.
+BUDGET_URL_VARIABLE = "AMPTOOLS_BUDGET_URL"
+#: The URL schemes that choose a Redis budget (redis-py's: TCP, TLS, a Unix socket).
+REDIS_SCHEMES = ("redis", "rediss", "unix")
 FILE_NAME = "budget.sqlite"
 # An in-flight permit whose answer never came (a hung process) stops counting as in
 # flight after this long, and then counts one more period as a completed request.
@@ -128,6 +152,75 @@ CREATE TABLE IF NOT EXISTS claims (
 );
 """
 _TABLES = ("permits", "pace", "clients", "claims")
+
+
+class ClaimStore(abc.ABC):
+    """Claims on work: two processes sharing a profile cache never fetch one id at once.
+
+    A claim carries its owner (a run), its process and an expiry; a claim whose process
+    died or whose expiry passed is free.
+    """
+
+    @abc.abstractmethod
+    def claim(self, key: str, owner: str, ttl: float) -> bool:
+        """Claim ``key`` for ``owner`` for ``ttl`` seconds; False when someone else holds it.
+
+        A claim of the same owner is renewed. A claim whose process died or whose
+        expiry passed is free.
+        """
+
+    @abc.abstractmethod
+    def release(self, key: str, owner: str | None = None) -> None:
+        """Give ``key`` up (only ``owner``'s claim when given)."""
+
+    @abc.abstractmethod
+    def release_owner(self, owner: str) -> int:
+        """Give up every claim of ``owner`` (a run that ends); returns how many there were."""
+
+    @abc.abstractmethod
+    def is_claimed(self, key: str) -> bool:
+        """Whether a live claim holds ``key``."""
+
+    def wait_claimed(self, key: str, *, timeout: float | None = None,
+                     cancel: threading.Event | None = None, poll: float = 0.1) -> bool:
+        """Wait while ``key`` is claimed; True once it is free, False on timeout or cancel."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self.is_claimed(key):
+            if cancel is not None and cancel.is_set():
+                return False
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
+            if cancel is not None:
+                cancel.wait(poll)
+            else:
+                time.sleep(poll)
+        return True
+
+
+class Budget(abc.ABC):
+    """Where the org's request budget and the claims on ids live: the machine's SQLite
+    file (:class:`BudgetStore`) or a team's Redis (:class:`amptools.redis_budget.RedisStore`).
+
+    Attributes
+    ----------
+    where : str
+        Said in :meth:`ProfileClient.quota() <amptools.client.ProfileClient.quota>`:
+        ``"this machine"``, or ``"the team's Redis redis://host:6379/0"`` (never a password).
+    """
+
+    where: str
+
+    @abc.abstractmethod
+    def ledger(self, scope: str) -> Ledger:
+        """A new client's ledger of ``scope`` in this budget (see :class:`~amptools.ratelimit.Ledger`)."""
+
+    @abc.abstractmethod
+    def claims(self, scope: str) -> ClaimStore:
+        """The claims on ids of clients of ``scope`` (the machine's file keeps every scope's together)."""
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Let go of the file or connection (a later use opens it again)."""
 
 
 class BudgetWarning(AmptoolsWarning):
@@ -216,7 +309,7 @@ def _create_private(path: Path) -> None:
         pass
 
 
-class BudgetStore:
+class BudgetStore(Budget):
     """The SQLite file behind every shared budget and claim of this process.
 
     One connection per process (re-opened after a fork, or when the file on disk was
@@ -242,8 +335,16 @@ class BudgetStore:
         self._checked = 0.0
         self._connect()
 
+    where = "this machine"
+
     def __repr__(self) -> str:
         return f"<amptools.budget.BudgetStore {self.path}>"
+
+    def ledger(self, scope: str) -> SharedBudget:
+        return SharedBudget(self, scope)
+
+    def claims(self, scope: str = "") -> Claims:
+        return Claims(self)
 
     def _connect(self) -> sqlite3.Connection:
         if self._db is not None and self._pid == os.getpid():
@@ -331,9 +432,8 @@ class BudgetStore:
             self._identity = None
 
 
-class Claims:
-    """Claims on work in a :class:`BudgetStore`: two processes sharing a profile cache never
-    fetch one id at once. A claim carries its owner (a run), its process and an expiry."""
+class Claims(ClaimStore):
+    """Claims on work in a :class:`BudgetStore` (see :class:`ClaimStore`): the machine's."""
 
     def __init__(self, store: BudgetStore) -> None:
         self.store = store
@@ -372,21 +472,6 @@ class Claims:
         with self.store.transaction() as db:
             row = db.execute("SELECT pid, proc, expires FROM claims WHERE key = ?", (key,)).fetchone()
         return row is not None and row[2] > self.store._clock() and process_alive(row[0], row[1])
-
-    def wait_claimed(self, key: str, *, timeout: float | None = None,
-                     cancel: threading.Event | None = None, poll: float = 0.1) -> bool:
-        """Wait while ``key`` is claimed; True once it is free, False on timeout or cancel."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while self.is_claimed(key):
-            if cancel is not None and cancel.is_set():
-                return False
-            if deadline is not None and time.monotonic() >= deadline:
-                return False
-            if cancel is not None:
-                cancel.wait(poll)
-            else:
-                time.sleep(poll)
-        return True
 
 
 class SharedBudget:
@@ -596,3 +681,64 @@ def wait_claimed(key: str, *, timeout: float | None = None,
                  cancel: threading.Event | None = None, poll: float = POLL * 2) -> bool:
     """Wait while ``key`` is claimed (see :meth:`Claims.wait_claimed`)."""
     return Claims(open_store()).wait_claimed(key, timeout=timeout, cancel=cancel, poll=poll)
+
+
+# -- choosing the back end -------------------------------------------------------------------
+def _secret(url: object, what: str) -> Secret:
+    from .transport import Secret
+
+    if isinstance(url, Secret):
+        return url
+    if not isinstance(url, str):
+        raise ConfigurationError(f"{what} takes a Redis URL as text (redis://host:6379/0), "
+                                 f"got {type(url).__name__}.")
+    return Secret(url.strip())
+
+
+def budget_url() -> Secret | None:
+    """``$AMPTOOLS_BUDGET_URL`` as a :class:`~amptools.transport.Secret` (it may hold a
+    password), or None when it is not set or blank."""
+    value = os.environ.get(BUDGET_URL_VARIABLE, "").strip()
+    return _secret(value, BUDGET_URL_VARIABLE) if value else None
+
+
+def _scheme(url: Secret) -> str:
+    """The URL's scheme in lower case ("" when it has none); never more of the URL."""
+    head, found, _ = url.reveal().partition("://")
+    return head.lower() if found and head.isascii() and head.isalnum() else ""
+
+
+def open_budget(url: str | Secret | None = None, *, what: str = "budget=") -> Budget:
+    """The budget a URL names: a team's Redis for a ``redis://``, ``rediss://`` or
+    ``unix://`` URL; None means ``$AMPTOOLS_BUDGET_URL``, else this machine's file.
+
+    Parameters
+    ----------
+    url : str, optional
+        ``redis://[[user]:password@]host[:port][/db]`` (``rediss://`` with TLS,
+        ``unix:///path/redis.sock?db=0`` for a socket). The password is held as a
+        :class:`~amptools.transport.Secret` and never shown.
+    what : str
+        How the URL was given, for the errors (``"budget="``, ``"--budget"``).
+
+    Raises
+    ------
+    ConfigurationError
+        For a URL that is not a Redis URL, or a Redis URL without the ``redis`` package
+        (``pip install 'amptools[team]'``).
+    """
+    if url is None:
+        what = BUDGET_URL_VARIABLE
+    secret = _secret(url, what) if url is not None else budget_url()
+    if secret is None:
+        return open_store()
+    scheme = _scheme(secret)
+    if scheme not in REDIS_SCHEMES:
+        given = f"a URL of scheme {scheme!r}" if scheme else "text that is not a URL"
+        raise ConfigurationError(
+            f"{what} takes a Redis URL — redis://[:password@]host[:port][/db], rediss:// for TLS, or "
+            f"unix:///path/redis.sock — and got {given}; leave it out to share the budget on this "
+            "machine only.")
+    from .redis_budget import open_redis
+
+    return open_redis(secret, what=what)

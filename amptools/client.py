@@ -69,6 +69,8 @@ from .transport import (
 if TYPE_CHECKING:
     from datetime import timedelta
 
+    from .budget import Budget
+
     from ._types import PathLike
     from .bulk import ProfileSet, ProgressHook
     from .cache import ProfileCache
@@ -276,6 +278,12 @@ class ProfileClient(KeyHolder):
         Share one budget with every client of the same scope on this machine, across
         threads and processes (see :mod:`amptools.budget`). False keeps this client's
         own limiter. An injected ``clock`` always keeps its own.
+    budget : str, optional
+        A team's budget: a Redis URL (``redis://[:password@]host[:port][/db]``,
+        ``rediss://`` with TLS, ``unix:///path/redis.sock``) that every client of the
+        org, on every machine, names (see :mod:`amptools.redis_budget`; needs
+        ``pip install 'amptools[team]'``). By default ``$AMPTOOLS_BUDGET_URL``, else the
+        machine's budget file. The password is never shown.
     backoff_base, backoff_cap, retry_after_cap : float
         The retry delays (see :func:`retry_delay`).
     deadline : float, optional
@@ -289,6 +297,12 @@ class ProfileClient(KeyHolder):
         Injected by tests; ``time.sleep`` and ``time.monotonic`` otherwise.
     rng : random.Random, optional
         Seeds the jitter.
+
+    Attributes
+    ----------
+    budget : Budget or None
+        Where the shared budget lives (:class:`amptools.budget.Budget`: the machine's
+        file or the team's Redis), or None for a client that keeps its own.
     """
 
     _holds = "the secret key"
@@ -303,6 +317,7 @@ class ProfileClient(KeyHolder):
         rate_limit: int = 540,
         rate_period: float = 60.0,
         shared_budget: bool = True,
+        budget: str | None = None,
         backoff_base: float = 0.5,
         backoff_cap: float = 30.0,
         retry_after_cap: float = 60.0,
@@ -312,6 +327,12 @@ class ProfileClient(KeyHolder):
         clock: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
     ) -> None:
+        # The budget's URL may hold a password: held as a Secret before anything can raise.
+        if budget is not None and not isinstance(budget, (str, Secret)):
+            raise ConfigurationError(f"budget= takes a Redis URL as text (redis://host:6379/0), "
+                                     f"got {type(budget).__name__}.")
+        team = Secret(budget.strip()) if isinstance(budget, str) else budget
+        del budget
         problem = _key_problem(secret_key)
         # No frame of a raised error may hold the key in a local (verbose tracebacks,
         # error trackers and `pytest -l` print locals), so drop it before anything raises.
@@ -327,8 +348,12 @@ class ProfileClient(KeyHolder):
         self.deadline = checked_seconds("deadline", sum(self.timeout) if deadline is None else deadline)
         self.max_response_bytes = whole_number("max_response_bytes", max_response_bytes, minimum=1024)
         self.max_retries = policy.max_retries
+        if team is not None and not shared_budget:
+            raise ConfigurationError("budget= names a shared budget and shared_budget=False asks for none: "
+                                     "give only one of them.")
+        self.budget: Budget | None = None
         self.limiter = RateLimiter(rate_limit, rate_period, clock=clock, sleep=sleep,
-                                   ledger=self._shared_ledger(shared_budget and clock is time.monotonic))
+                                   ledger=self._shared_ledger(shared_budget and clock is time.monotonic, team))
         self.backoff_base = backoff_base
         self.backoff_cap = backoff_cap
         self.retry_after_cap = retry_after_cap
@@ -346,11 +371,13 @@ class ProfileClient(KeyHolder):
             path = path[: -len(ENDPOINT)]
         return f"{parts.scheme}://{parts.netloc}{path}"
 
-    def _shared_ledger(self, shared: bool) -> Any:
-        """The machine-wide budget of this client's scope, or None (this client's own)."""
+    def _shared_ledger(self, shared: bool, team: Secret | None) -> Any:
+        """This client's ledger in the shared budget of its scope (the team's Redis when
+        ``team`` or ``$AMPTOOLS_BUDGET_URL`` names one, else the machine's file), or None
+        (this client's own)."""
         if not shared:
             return None
-        from .budget import SharedBudget, budget_path, open_store, unusable
+        from .budget import budget_path, open_budget, unusable
 
         scope = self.scope
         if is_loopback(urlsplit(self.base_url).hostname):
@@ -360,10 +387,11 @@ class ProfileClient(KeyHolder):
             # apart by port.
             scope += f" port:{urlsplit(self.base_url).port}"
         try:
-            return SharedBudget(open_store(), scope)
+            self.budget = open_budget(team)
         except (OSError, sqlite3.Error) as error:
             unusable(budget_path(), error)  # said once, with what to do
             return None
+        return self.budget.ledger(scope)
 
     def quota(self) -> Quota:
         """What this client (its scope, when shared) used and is allowed: plain data.
@@ -373,7 +401,9 @@ class ProfileClient(KeyHolder):
         Quota
             ``used_last_minute``, ``allowed_now`` (the pace per minute, lower after
             throttles), ``limit`` (the ceiling per minute), ``throttles`` (met by this
-            client) and ``shared``; ``str()`` gives one line for a progress display.
+            client), ``shared``, ``clients`` and ``budget`` (where the budget lives:
+            ``"this machine"``, ``"the team's Redis redis://host:6379/0"``, never a
+            password); ``str()`` gives one line for a progress display.
         """
         return self.limiter.quota()
 

@@ -158,13 +158,19 @@ def connect(*, sample: bool | None = None, **kwargs: Any) -> ProfileClient:
         real API (a :class:`~amptools.errors.ConfigurationError` without a key). Either
         is used silently; by default the environment decides and it is said once.
     **kwargs
-        Passed on to :class:`~amptools.client.ProfileClient` (``rate_limit``, ``timeout``, ...).
+        Passed on to :class:`~amptools.client.ProfileClient` (``rate_limit``, ``timeout``,
+        ``budget`` — a team's Redis URL, ...).
 
     Returns
     -------
     ProfileClient
     """
     from .client import ProfileClient
+
+    if isinstance(kwargs.get("budget"), str):
+        from .transport import Secret
+
+        kwargs["budget"] = Secret(kwargs["budget"])  # it may hold a password: never a plain local
 
     if not _chosen(sample, _PROFILE_KEY):
         client = ProfileClient.from_env(**kwargs)

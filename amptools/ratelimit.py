@@ -393,7 +393,9 @@ class Quota:
 class Ledger(Protocol):
     """Where a limiter keeps its counts: this process (LocalLedger) or a shared budget.
 
-    Each ledger object belongs to one client (one limiter) of one scope.
+    Each ledger object belongs to one client (one limiter) of one scope. A shared ledger
+    may also have ``stand_in()``: the ledger its limiter paces with while it fails (a
+    :class:`LocalLedger` when it has none).
     """
 
     shared: bool
@@ -551,6 +553,7 @@ class RateLimiter:
         self._alone: LocalLedger | None = None
         self._alone_until = 0.0
         self._alone_reason = ""
+        self._alone_said = False  # the outage was said (once, until the shared ledger answers again)
         self._retry_shared = retry_shared
         # One waiting thread at a time asks the ledger (the others queue here): a shared
         # ledger is a file or a server, and a herd of threads polling it only adds load.
@@ -571,13 +574,19 @@ class RateLimiter:
         return 0, self.ledger
 
     def _failed(self, error: BaseException, now: float) -> LocalLedger:
-        """The shared ledger failed: pace alone for a while, and say so once per spell."""
+        """The shared ledger failed: pace alone for a while, and say so once per outage
+        (a retry that fails again says nothing new)."""
         if self._alone is None:
-            self._alone = LocalLedger()
+            # A ledger may say how to pace alone (a team's budget: at a cautious share).
+            stand_in = getattr(self.ledger, "stand_in", None)
+            self._alone = stand_in() if stand_in is not None else LocalLedger()
         if now >= self._alone_until:
             self._alone_reason = f"{type(error).__name__}: {error}"
-            log.warning("the shared request budget (%s) is unusable (%s); this client paces alone "
-                        "and tries it again in %g s", self.ledger.where, self._alone_reason, self._retry_shared)
+            if not self._alone_said:
+                self._alone_said = True
+                log.warning("the shared request budget (%s) is unusable (%s); this client paces alone "
+                            "and tries it again every %g s", self.ledger.where, self._alone_reason,
+                            self._retry_shared)
         self._alone_until = now + self._retry_shared
         return self._alone
 
@@ -586,9 +595,14 @@ class RateLimiter:
         if which == 1 or not self.ledger.shared:
             return which, what(ledger)
         try:
-            return 0, what(ledger)
+            answer = what(ledger)
         except Exception as error:  # noqa: BLE001 - a budget error must never cost an answer
             return 1, what(self._failed(error, now))
+        if self._alone_said:
+            self._alone_said = False
+            log.info("the shared request budget (%s) is usable again; this client shares it",
+                     self.ledger.where)
+        return 0, answer
 
     # -- permits -----------------------------------------------------------------------------
     def _take_turn(self, cancel: threading.Event | None) -> None:
