@@ -46,7 +46,7 @@ LEASE = 300.0
 ACTIVE = 10.0
 #: A process not heard from for this long is dead: its permits complete and its claims
 #: are free. Every call and a heartbeat every few seconds say it lives.
-ALIVE = 15.0
+ALIVE = 10.0
 #: Every key of a scope expires this long after its last write: nothing grows forever.
 KEEP = 3600.0
 _MINUTE = 60.0
@@ -568,6 +568,13 @@ if op == 'probe_state' then
     return state_reply(s, throttled(s, at_, granted_at, count, ceiling, period) and '1' or '0')
   end
   return redis.error_reply('unknown probe ' .. what)
+end
+
+if op == 'probe_pace' then
+  local p = {tat = num(), seen_decrease = num(), credit = num()}
+  local at_, share, period = num(), num(), num()
+  pace_grant(p, at_, share)
+  return {fmt(p.tat), tostring(p.credit), tostring(burst(share, period))}
 end
 
 if op == 'probe_grant_wait' then

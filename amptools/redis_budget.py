@@ -91,7 +91,7 @@ STASH_TTL = 1.0
 #: Seconds within which completed requests are told to Redis when no call tells them sooner.
 FLUSH = 0.2
 #: Seconds between two "this process lives" of an idle client (see budget_lua.ALIVE).
-HEARTBEAT = 3.0
+HEARTBEAT = 2.0
 #: Every key starts with this (then the scope's fingerprint).
 KEY_PREFIX = "amptools:v1"
 _CONSTANT_ARGS = tuple(repr(float(value)) for _, value in CONSTANTS)
@@ -249,9 +249,9 @@ class RedisStore(Budget):
     def call(self, key: str, op: str, *args: str) -> list[str]:
         """Run one operation of the script on the keys under ``key``; its reply as text."""
         clock = repr(self._clock()) if self._clock is not None else ""
-        started = time.monotonic()
+        started = self.now()
         reply = self._script(keys=[key], args=[*_CONSTANT_ARGS, clock, op, *args])
-        spent = time.monotonic() - started
+        spent = self.now() - started
         self.rtt = spent if self.rtt == 0.0 else 0.8 * self.rtt + 0.2 * spent
         return [str(value) for value in reply]
 
@@ -447,13 +447,19 @@ class RedisBudget:
         """The ledger its limiter paces with while Redis cannot be reached."""
         return CautiousLedger(self.cautious_limit)
 
-    def beat(self, now: float) -> None:
-        """Tell completed and unused permits, and that this process lives, when due."""
-        self._give_back_stash(now, older_than=STASH_TTL)
+    def flush(self, now: float, *, every: float = math.inf) -> None:
+        """Tell the completed and unused permits now (and that this process lives, when
+        the last call is ``every`` seconds old)."""
         with self._lock:
             due = bool(self._finished or self._returned)
-        if due or now - self._last_call >= HEARTBEAT:
+        if due or now - self._last_call >= every:
             self._call("sync", now, repr(float(self._period)))
+
+    def beat(self, now: float) -> None:
+        """The heartbeat's: give back a stash kept too long, tell what completed, say this
+        process lives every :data:`HEARTBEAT` seconds."""
+        self._give_back_stash(now, older_than=STASH_TTL)
+        self.flush(now, every=HEARTBEAT)
 
 
 # -- claims -------------------------------------------------------------------------------------

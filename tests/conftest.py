@@ -44,6 +44,16 @@ def isolated_budget(tmp_path_factory):
         os.environ[CACHE_DIR_VARIABLE] = previous
 
 
+@pytest.fixture(scope="session")
+def redis_server():
+    """One real redis-server on a free loopback port for the session (tests/redis_server.py):
+    skips without redis-server, fails instead when AMPTOOLS_REQUIRE_REDIS=1 (CI)."""
+    from redis_server import RedisServer
+
+    with RedisServer() as server:
+        yield server
+
+
 def load_sample(name: str) -> dict[str, Any]:
     """One documented response from data/samples/<name>.json."""
     return json.loads((SAMPLES / f"{name}.json").read_text(encoding="utf-8"))

@@ -1,0 +1,347 @@
+"""The team budget on a real Redis: the same semantics as one machine's, across machines.
+
+Every test here runs against Debian's redis-server (tests/redis_server.py), started once
+per session on a free loopback port; no fake Redis.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from amptools.budget_lua import CONSTANTS
+from amptools.ratelimit import (
+    DECREASE,
+    START_SHARE,
+    ClientPace,
+    PaceState,
+    RateLimiter,
+    fair_shares,
+    grant_wait,
+    most_in_window,
+)
+from amptools.redis_budget import RedisStore, namespace
+
+ROOT = Path(__file__).resolve().parent.parent
+NEVER = PaceState().decreased
+FIELDS = [field.name for field in dataclasses.fields(PaceState)]
+
+
+class FakeClock:
+    def __init__(self, start: float = 1000.0) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += max(seconds, 0.0)
+
+
+@pytest.fixture
+def store(redis_server):
+    made = RedisStore(redis_server.url)
+    yield made
+    made.close()
+
+
+def scope() -> str:
+    """A scope of the test's own, so tests never share a budget."""
+    return f"https://example.test key:{uuid.uuid4().hex[:16]}"
+
+
+# -- the arithmetic: Lua and Python agree -----------------------------------------------------------
+def probe_state(store: RedisStore, state: PaceState, what: str, now: float, ceiling: float, period: float,
+                *extra: str) -> list[str]:
+    values = [repr(float(getattr(state, name))) for name in FIELDS]
+    return store.call("probe", "probe_state", *values, what, repr(now), repr(ceiling), repr(period), *extra)
+
+
+def as_state(reply: list[str]) -> PaceState:
+    return PaceState(*(float(value) for value in reply[:len(FIELDS)]))
+
+
+def same_state(lua: PaceState, python: PaceState) -> None:
+    for name in FIELDS:
+        a, b = getattr(lua, name), getattr(python, name)
+        if name in ("rate", "peak"):  # through 2**x: Lua's pow against Python's exp2
+            assert math.isclose(a, b, rel_tol=1e-12, abs_tol=1e-300), (name, a, b)
+        else:
+            assert a == b, (name, a, b)
+
+
+@st.composite
+def moments(draw):
+    """A time, a period, a ceiling and a pace state around that time, as runs leave them."""
+    base = draw(st.sampled_from([0.0, 1000.0, 86_400.0 * 365 * 54]))  # a test clock, a monotonic one, Unix time
+    now = base + draw(st.floats(0, 1000))
+    period = draw(st.sampled_from([0.3, 1.0, 60.0]) | st.floats(0.05, 600))
+    limit = draw(st.integers(1, 100_000))
+    ceiling = limit / period
+    near = lambda low, high: st.floats(low * period, high * period)  # noqa: E731
+    state = PaceState(
+        rate=draw(st.just(0.0) | st.floats(0, 3 * ceiling)),
+        updated=now - draw(near(0, 20)),
+        probe_until=now + draw(near(-5, 2)),
+        peak=draw(st.just(0.0) | st.floats(0, 3 * ceiling)),
+        decreased=draw(st.just(NEVER) | near(0, 20).map(lambda x: now - x)),
+        not_before=draw(st.just(0.0) | near(-3, 3).map(lambda x: now + x)),
+        active=draw(st.just(NEVER) | near(0, 5).map(lambda x: now - x)),
+    )
+    return now, period, limit, ceiling, state
+
+
+PROPERTY = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+
+@PROPERTY
+@given(moments(), st.sampled_from(["current", "grant", "restart"]))
+def test_the_pace_in_lua_is_the_pace_in_python(store, moment, what):
+    now, period, _, ceiling, state = moment
+    reply = probe_state(store, state, what, now, ceiling, period)
+    python = dataclasses.replace(state)
+    if what == "current":
+        got, want = float(reply[len(FIELDS)]), python.current(now, ceiling, period)
+        assert math.isclose(got, want, rel_tol=1e-12, abs_tol=1e-300), (got, want)
+    else:
+        getattr(python, what)(now, ceiling, period)
+    same_state(as_state(reply), python)
+
+
+@PROPERTY
+@given(moments(), st.floats(-5, 100), st.integers(0, 2000), st.none() | st.floats(0, 200))
+def test_pauses_and_throttles_in_lua_are_python_s(store, moment, seconds, in_window, granted_ago):
+    now, period, _, ceiling, state = moment
+    python = dataclasses.replace(state)
+    python.pause(now, seconds)
+    same_state(as_state(probe_state(store, state, "pause", now, seconds, period)), python)
+    granted_at = None if granted_ago is None else now - granted_ago * period
+    reply = probe_state(store, state, "throttled", now, ceiling, period,
+                        "" if granted_at is None else repr(granted_at), str(in_window))
+    python = dataclasses.replace(state)
+    decreased = python.throttled(now, granted_at, in_window, ceiling, period)
+    assert reply[len(FIELDS)] == ("1" if decreased else "0")
+    same_state(as_state(reply), python)
+
+
+@PROPERTY
+@given(st.floats(0, 1e5), st.lists(st.sampled_from([1.0, 5.0, 9.0]) | st.floats(0.01, 1e4), min_size=1, max_size=7))
+def test_fair_shares_in_lua_are_python_s(store, total, ceilings):
+    reply = store.call("probe", "probe_fair_shares", repr(total), str(len(ceilings)), *map(repr, ceilings))
+    want = fair_shares(total, dict(enumerate(ceilings)))
+    assert [float(value) for value in reply] == [want[i] for i in range(len(ceilings))]
+
+
+@PROPERTY
+@given(moments(), st.data())
+def test_the_grant_decision_in_lua_is_python_s(store, moment, data):
+    now, period, limit, ceiling, state = moment
+    share = data.draw(st.floats(0.01, 1.0)) * ceiling
+    pace = ClientPace(tat=now + data.draw(st.floats(-3, 3)) * period,
+                      seen_decrease=data.draw(st.just(NEVER) | st.just(state.decreased)),
+                      credit=data.draw(st.integers(0, 40)))
+    in_window = data.draw(st.integers(0, limit + 5))
+    mine = data.draw(st.integers(0, in_window))
+    leaves = data.draw(st.none() | st.floats(-1, 0).map(lambda x: now + x * period))
+    asked = []
+    python_pace = dataclasses.replace(pace)
+    want = grant_wait(dataclasses.replace(state), python_pace, now=now, share=share, period=period,
+                      in_window=in_window, mine=mine, limit=limit, ceiling=ceiling,
+                      oldest=lambda: asked.append(1) or leaves)
+    values = [repr(float(getattr(state, name))) for name in FIELDS]
+    wait, tat, seen, credit, lua_asked = store.call(
+        "probe", "probe_grant_wait", *values, repr(pace.tat), repr(pace.seen_decrease), str(pace.credit),
+        repr(now), repr(share), repr(period), str(in_window), str(mine), str(limit), repr(ceiling),
+        "" if leaves is None else repr(leaves))
+    assert float(wait) == want
+    assert (float(tat), float(seen), int(credit)) == (python_pace.tat, python_pace.seen_decrease, python_pace.credit)
+    assert int(lua_asked) == len(asked)
+
+
+def test_the_constants_reach_the_script_from_python(store):
+    # One source: a different constant passed in changes what the script computes.
+    state = PaceState()
+    fresh = float(probe_state(store, state, "current", 100.0, 10.0, 60.0)[len(FIELDS)])
+    assert fresh == pytest.approx(START_SHARE * 10.0)
+    names = [name for name, _ in CONSTANTS]
+    assert "START_SHARE" in names and "DECREASE" in names and len(set(names)) == len(names)
+
+
+@PROPERTY
+@given(st.floats(0, 1e5), st.floats(0.01, 1e4), st.floats(0.05, 600), st.integers(0, 40), st.floats(-10, 10))
+def test_a_client_s_gcra_in_lua_is_python_s(store, now, share, period, credit, ahead):
+    pace = ClientPace(tat=now + ahead, credit=credit)
+    tat, left, burst = store.call("probe", "probe_pace", repr(pace.tat), repr(pace.seen_decrease), str(credit),
+                                  repr(now), repr(share), repr(period))
+    pace.grant(now, share)
+    assert (float(tat), int(left), int(burst)) == (pace.tat, pace.credit, ClientPace.burst(share, period))
+
+
+# -- the whole grant: the same decisions as the machine's budget ------------------------------------
+def machine_limiters(tmp_path: Path, limits: list[int], period: float):
+    from amptools.budget import BudgetStore
+
+    clock = FakeClock()
+    store = BudgetStore(tmp_path / "b.sqlite", clock=clock)
+    return [RateLimiter(limit, period, clock=clock, sleep=clock.sleep, ledger=store.ledger("s"))
+            for limit in limits], clock
+
+
+def warm(redis_server, name: str, rate: float, now: float) -> None:
+    """The scope's pace as a run under way has it (no slow start), for tests of the window."""
+    state = PaceState(rate=rate, updated=now, probe_until=now, active=now)
+    redis_server.client().hset(f"{namespace(name)}:pace", mapping={f: repr(getattr(state, f)) for f in FIELDS})
+
+
+def team_limiters(redis_server, limits: list[int], period: float, name: str | None = None, *,
+                  warmed: bool = False):
+    clock = FakeClock()
+    store = RedisStore(redis_server.url, clock=clock)
+    where = name or scope()
+    if warmed:
+        warm(redis_server, where, max(limits) / period, clock.now)
+    return [RateLimiter(limit, period, clock=clock, sleep=clock.sleep, ledger=store.ledger(where))
+            for limit in limits], clock
+
+
+def take_turns(made: list[RateLimiter], clock: FakeClock, seconds: float,
+               events: dict[float, object] | None = None) -> dict[int, list[float]]:
+    """Each limiter asks for a permit in turn for ``seconds`` (as in tests/test_budget.py);
+    ``events`` run once the clock passes their time. Completed permits are told at once."""
+    times: dict[int, list[float]] = {i: [] for i in range(len(made))}
+    pending = sorted((events or {}).items())
+    end = clock.now + seconds
+    start = clock.now
+    while clock.now < end:
+        while pending and clock.now - start >= pending[0][0]:
+            pending.pop(0)[1]()
+        waits = []
+        for i, limiter in enumerate(made):
+            wait, token = limiter.ledger.try_grant(clock.now, limiter.limit, limiter.period)
+            if wait <= 0:
+                limiter.ledger.finish(token, clock.now)
+                flush = getattr(limiter.ledger, "flush", None)
+                if flush is not None:
+                    flush(clock.now)
+                times[i].append(clock.now)
+            waits.append(wait)
+        if min(waits) > 0:
+            clock.now += min(waits)
+    return times
+
+
+def scenario(made: list[RateLimiter], clock: FakeClock) -> dict[int, list[float]]:
+    """Three clients of one org from a fresh start: slow start, fair shares, a throttle and
+    its pause at 70 s, the smallest client leaving at 100 s; 150 s in all."""
+    def throttle() -> None:
+        with made[0].permit():
+            pass
+        made[0].throttled(5.0)
+
+    def leave() -> None:
+        made[2].ledger.close()  # type: ignore[attr-defined]
+        made.pop(2)
+
+    times = take_turns(made, clock, 150.0, {70.0: throttle, 100.0: leave})
+    return times
+
+
+def test_the_team_budget_grants_exactly_what_the_machine_s_grants(tmp_path, redis_server):
+    """The whole grant (the Lua's keys, window and fair shares, not the arithmetic alone),
+    against the SQLite budget on the same fake clock: the same permits at the same times."""
+    machine, machine_clock = machine_limiters(tmp_path, [540, 300, 60], 60.0)
+    team, team_clock = team_limiters(redis_server, [540, 300, 60], 60.0)
+    on_machine, on_team = scenario(machine, machine_clock), scenario(team, team_clock)
+    assert sum(len(t) for t in on_machine.values()) > 400  # the scenario did something
+    assert on_team == on_machine
+
+
+def test_a_request_told_late_still_completed_when_it_did(redis_server):
+    """Completed requests are told with the next call (no round trip of their own): the
+    window still counts each from when it completed, not from when it was told."""
+    (limiter,), clock = team_limiters(redis_server, [2], 1.0, warmed=True)
+    first = limiter.acquire()
+    finished_at = clock.now
+    limiter.release(first)
+    clock.now += 0.5  # told half a period later
+    limiter.ledger.flush(clock.now)  # type: ignore[attr-defined]
+    clock.now = finished_at + 0.999
+    assert limiter.in_window() == 1
+    clock.now = finished_at + 1.0
+    assert limiter.in_window() == 0
+
+
+def test_a_hung_permit_stops_counting_after_its_lease(redis_server):
+    from amptools.budget_lua import LEASE
+
+    (limiter,), clock = team_limiters(redis_server, [2], 1.0, warmed=True)
+    start = clock.now
+    limiter.acquire()
+    limiter.acquire()  # two in flight, never answered (this process lives on)
+    limiter.acquire()
+    assert clock.now >= start + LEASE + 1.0  # waited out the lease, then a period
+    assert clock.now < start + LEASE + 2.0
+
+
+def test_fair_shares_on_the_team_budget_and_a_client_that_leaves(redis_server):
+    made, clock = team_limiters(redis_server, [540, 300, 60], 60.0)
+    times = take_turns(made, clock, 120.0)
+    fair = fair_shares(540, {0: 540, 1: 300, 2: 60})
+    second = {i: sum(1 for t in ts if t >= 1060.0) for i, ts in times.items()}  # after the slow start
+    assert all(second[i] >= 0.8 * fair[i] for i in second), (second, fair)
+    assert most_in_window(sorted(t for ts in times.values() for t in ts), 60.0) <= 540
+    assert made[2].quota().clients == 3 and made[2].quota().allowed_now == 60
+    made[1].ledger.close()  # type: ignore[attr-defined]
+    assert made[0].quota().clients == 2 and made[0].quota().allowed_now == 480
+
+
+def test_a_throttle_on_one_machine_pauses_and_slows_the_others(redis_server):
+    name = scope()
+    (a,), clock = team_limiters(redis_server, [600], 60.0, name, warmed=True)
+    other_machine = RedisStore(redis_server.url, clock=clock)  # another process's store, same Redis
+    b = RateLimiter(600, 60.0, clock=clock, sleep=clock.sleep, ledger=other_machine.ledger(name))
+    take_turns([a, b], clock, 1.0)
+    clock.now += 58.0  # those requests leave the window a second from now, before the pause ends
+    in_window = a.in_window()
+    with a.permit():
+        pass
+    throttled_at = clock.now
+    assert a.throttled(5.0)
+    assert a.pace == pytest.approx(DECREASE * (in_window + 1))  # b has not asked for 58 s: a alone shares it
+    b.acquire()
+    assert throttled_at + 5.0 <= clock.now < throttled_at + 6.0
+    later = RateLimiter(600, 60.0, clock=clock, sleep=clock.sleep, ledger=other_machine.ledger(name))
+    clock.now += 5 * 60.0  # the budget's memory: a run five minutes later starts at the room left
+    assert later.quota().allowed_now == round(DECREASE * (in_window + 1))
+    other_machine.close()
+
+
+def test_another_scope_is_another_budget(redis_server):
+    (a,), clock = team_limiters(redis_server, [20], 1.0)
+    (b,), _ = team_limiters(redis_server, [20], 1.0)
+    take_turns([a], clock, 1.0)
+    assert a.in_window() > 0 and b.in_window() == 0
+
+
+def test_permits_are_taken_a_few_at_a_time_when_the_pace_allows(redis_server):
+    """A client behind its pace by a round trip takes what it may send back to back in one
+    call; the stash is given back (never used) when a throttle pauses the scope."""
+    (limiter,), clock = team_limiters(redis_server, [600], 60.0)
+    ledger = limiter.ledger
+    ledger.store.rtt = 0.5  # type: ignore[attr-defined] - a Redis half a second away
+    wait, token = ledger.try_grant(clock.now, 600, 60.0)
+    assert wait <= 0 and len(ledger._stash) == 5  # type: ignore[attr-defined] - 1 + 10/s × 0.5 s, one used
+    calls = []
+    real_call = ledger.store.call  # type: ignore[attr-defined]
+    ledger.store.call = lambda *a: calls.append(a) or real_call(*a)  # type: ignore[attr-defined]
+    assert ledger.try_grant(clock.now, 600, 60.0)[0] <= 0 and not calls  # from the stash, no round trip
+    ledger.pause(clock.now, 1.0)
+    assert not ledger._stash and limiter.in_window() == 2  # type: ignore[attr-defined] - four given back
