@@ -599,7 +599,8 @@ def _plan(ids: Sequence[str], stored: Mapping[str, StoredParts], main: _Form, sp
 
 
 class _Claims:
-    """Ids of a cache file shared by several processes, claimed machine-wide.
+    """Ids of a cache file shared by several processes, claimed machine-wide (team-wide on
+    a team's budget).
 
     A claims file that fails is given up for the rest of the run (each run fetches for
     itself then, as without claims); the flag is kept under a lock, so a worker that
@@ -962,12 +963,14 @@ class _Run:
         self.plan.to_fetch.sort(key=order.__getitem__)
         if cache is not None and cache.path != ":memory:" and self.plan.to_fetch:
             try:
-                from .budget import Claims, open_store
+                from .budget import open_store
 
                 # The file itself, however its path was typed (relative, absolute, a link).
                 where = os.stat(cache.path)
-                self.claims = _Claims(Claims(open_store()), f"{where.st_dev}:{where.st_ino}|{self.scope}|"
-                                                            f"{self.id_type}|{self.query.canonical()}")
+                # Claimed where the client's budget lives: the machine's file, or the team's Redis.
+                budget = getattr(self.client, "budget", None) or open_store()
+                self.claims = _Claims(budget.claims(self.scope), f"{where.st_dev}:{where.st_ino}|{self.scope}|"
+                                                                 f"{self.id_type}|{self.query.canonical()}")
             except Exception as error:  # no writable cache folder: each run for itself
                 log.warning("no claims for the shared cache (%s: %s)", type(error).__name__, error)
         if self._sends_recommendations():

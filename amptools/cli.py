@@ -125,6 +125,14 @@ def _add_fetch_flags(parser: argparse.ArgumentParser) -> None:
     run.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
 
 
+def _add_budget_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--budget", metavar="URL",
+                        help="share the org's quota with the team's other machines on this Redis "
+                             "(redis://host:6379/0; default: $AMPTOOLS_BUDGET_URL, else this machine's "
+                             "budget). A password is better given in AMPTOOLS_BUDGET_URL than here, "
+                             "where other users of the machine may see the command line")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="amptools",
@@ -140,6 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
                                 description="Fetch profiles and write every table, failures.csv "
                                             "and optionally marketing.csv into --out.")
     _add_fetch_flags(fetch)
+    _add_budget_flag(fetch)
     out = fetch.add_argument_group("output")
     out.add_argument("--out", default="out", help="output folder (default: out)")
     out.add_argument("--format", choices=("csv", "parquet"), default="csv",
@@ -398,14 +407,30 @@ def _load_ids(args: argparse.Namespace, stderr: TextIO = sys.stderr) -> tuple[li
     return parsed.ids, id_type
 
 
-def _client(sample: bool, **kwargs: Any) -> Any:
-    """The Profile API client: the embedded sample org with --sample, else the key's project."""
+def _client(sample: bool, budget: str | None = None, **kwargs: Any) -> Any:
+    """The Profile API client: the embedded sample org with --sample, else the key's project;
+    on the team's budget when --budget names one."""
+    from .budget import open_budget
     from .connection import connect
+    from .transport import Secret
 
+    team = None if budget is None else Secret(budget)
+    del budget
+    if team is not None:
+        try:
+            open_budget(team, what="--budget")  # a bad URL is said as the option's, before any work
+        except ConfigurationError as error:
+            message = str(error)
+        else:
+            message = ""
+        if message:
+            raise UsageError(message)
+        kwargs["budget"] = team
     try:
         return connect(sample=sample, **kwargs)
     except ConfigurationError as error:
-        raise UsageError(f"{error} Or add --sample to use the embedded sample org.") from None
+        message = str(error)
+    raise UsageError(f"{message} Or add --sample to use the embedded sample org.")
 
 
 def _write_table(frame: Any, path: Path, fmt: str) -> Path:
@@ -485,7 +510,7 @@ def _fetch(args: argparse.Namespace, stderr: TextIO = sys.stderr) -> Any:
     cohort = getattr(args, "cohort", None)
     ids, id_type = ([], "user_id") if cohort else _load_ids(args, stderr)
     query = _query(args)
-    client = _client(args.sample, rate_limit=args.rate_limit)
+    client = _client(args.sample, getattr(args, "budget", None), rate_limit=args.rate_limit)
     if cohort:
         ids, id_type = _cohort_ids(args, client, stderr)
     try:
@@ -665,6 +690,7 @@ def _add_preview_command(commands: Any) -> None:
                     "abort_reason, error, unresolved to --out. No request is made for the preview itself.")
     preview.add_argument("template", metavar="TEMPLATE_FILE", help="the Braze message (Liquid), UTF-8")
     _add_fetch_flags(preview)
+    _add_budget_flag(preview)
     preview.add_argument("--attributes", metavar="CSV",
                          help="Braze attributes for ${name}: a CSV with a user_id column, one column per attribute")
     preview.add_argument("--out", default="previews.csv", help="the CSV to write (default: previews.csv)")
@@ -687,7 +713,7 @@ def cmd_preview(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int
             args.id_type = call.id_type
     attributes = _read_attributes(args.attributes)
     ids, id_type = _load_ids(args, stderr)
-    client = _client(args.sample, rate_limit=args.rate_limit)
+    client = _client(args.sample, args.budget, rate_limit=args.rate_limit)
     profiles = client.get_profiles(ids, query=query, id_type=id_type, workers=args.workers,
                                    progress=not args.no_progress, cache=args.cache, max_age=args.max_age)
     previews = braze.preview(template, profiles, attributes=attributes)

@@ -240,7 +240,7 @@ class RedisStore(Budget):
         self._closed = False
 
     def __repr__(self) -> str:
-        return f"<amptools.redis_budget.RedisStore {self.location}>"
+        return f"<amptools.redis_budget.RedisStore {getattr(self, 'location', '(not set up)')}>"
 
     def now(self) -> float:
         """The local clock the ledgers measure ages with (the test's fake one, if given)."""
@@ -279,17 +279,20 @@ class RedisStore(Budget):
                 self._thread.start()
 
     def _beat(self) -> None:
+        failed = False
         while True:
-            time.sleep(FLUSH)
+            time.sleep(FLUSH if not failed else 1.0)  # a Redis that is down is asked less often
             with self._lock:
                 users = list(self._users)
                 if self._closed or not users:
                     self._thread = None
                     return
+            failed = False
             for user in users:
                 try:
                     user.beat(self.now())
                 except Exception as error:  # noqa: BLE001 - the next call tells it, or the lease
+                    failed = True
                     log.debug("team budget heartbeat failed: %s: %s", type(error).__name__, error)
 
 

@@ -28,7 +28,9 @@ from amptools.ratelimit import (
     grant_wait,
     most_in_window,
 )
+from amptools.client import key_fingerprint
 from amptools.redis_budget import RedisStore, namespace
+from redis_server import RedisServer
 
 ROOT = Path(__file__).resolve().parent.parent
 NEVER = PaceState().decreased
@@ -345,3 +347,241 @@ def test_permits_are_taken_a_few_at_a_time_when_the_pace_allows(redis_server):
     assert ledger.try_grant(clock.now, 600, 60.0)[0] <= 0 and not calls  # from the stash, no round trip
     ledger.pause(clock.now, 1.0)
     assert not ledger._stash and limiter.in_window() == 2  # type: ignore[attr-defined] - four given back
+
+
+# -- claims ----------------------------------------------------------------------------------------
+def test_claims_on_the_team_budget(store):
+    claims = store.claims(scope())
+    assert claims.claim("k", "a", ttl=10)
+    assert claims.is_claimed("k")
+    assert not claims.claim("k", "b", ttl=10)  # someone else holds it
+    assert claims.claim("k", "a", ttl=10)  # the owner renews
+    claims.release("k", owner="b")  # not b's to release
+    assert claims.is_claimed("k")
+    claims.release("k", owner="a")
+    assert not claims.is_claimed("k")
+    assert claims.claim("k", "b", ttl=0.2)
+    time.sleep(0.3)  # expired on Redis's clock: free for anyone
+    assert not claims.is_claimed("k")
+    assert claims.claim("k", "a", ttl=10)
+    assert claims.wait_claimed("free-key", timeout=0)
+    assert not claims.wait_claimed("k", timeout=0.05, poll=0.01)
+    assert claims.claim("k2", "a", ttl=10) and claims.claim("k3", "b", ttl=10)
+    assert claims.release_owner("a") == 2  # a run that ends gives up all it held
+    assert not claims.is_claimed("k") and not claims.is_claimed("k2") and claims.is_claimed("k3")
+    assert not store.claims(scope()).is_claimed("k3")  # another org's claims are apart
+
+
+HOLDER = """
+import sys, time
+from amptools.ratelimit import RateLimiter
+from amptools.redis_budget import RedisStore
+store = RedisStore(sys.argv[1])
+limiter = RateLimiter(5, 1.0, ledger=store.ledger(sys.argv[2]))
+for _ in range(5):
+    limiter.acquire()  # never released: in flight when the process dies
+assert store.claims(sys.argv[2]).claim("user_id:u1", owner="holder", ttl=3600)
+print("holding", flush=True)
+time.sleep(600)
+"""
+
+
+@pytest.mark.slow
+def test_a_killed_machine_leaves_no_permit_or_claim_behind(redis_server, store):
+    """A process that dies (kill -9, a pod evicted, a laptop gone) stops saying it lives:
+    within ALIVE seconds its permits complete and its claims are free."""
+    import signal
+    import subprocess
+    import sys
+
+    from amptools.budget_lua import ALIVE
+
+    name = scope()
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, redis_server.url, name], stdout=subprocess.PIPE,
+                              text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "holding"
+        limiter = RateLimiter(5, 1.0, ledger=store.ledger(name))
+        claims = store.claims(name)
+        assert limiter.in_window() == 5 and claims.is_claimed("user_id:u1")
+        time.sleep(ALIVE + 1)  # it lives (its heartbeat says so): still held
+        assert limiter.in_window() == 5 and not claims.claim("user_id:u1", owner="me", ttl=60)
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait(10)
+    killed = time.monotonic()
+    while claims.is_claimed("user_id:u1"):
+        assert time.monotonic() - killed < ALIVE + 2
+        time.sleep(0.2)
+    assert claims.claim("user_id:u1", owner="me", ttl=60)
+    with limiter.permit():  # its permits completed when it was found dead, and leave the window
+        pass
+    assert limiter.in_window() <= 5
+
+
+# -- what Redis holds --------------------------------------------------------------------------------
+def test_keys_are_the_scope_s_fingerprint_and_expire(redis_server, store):
+    from amptools.budget_lua import KEEP
+    from amptools.client import api_scope
+
+    key = "very-secret-key-123"
+    name = api_scope("https://profile-api.amplitude.com", key)
+    limiter = RateLimiter(600, 60.0, ledger=store.ledger(name))
+    with limiter.permit():
+        pass
+    store.claims(name).claim(f"{name}|user_id|alice@example.com", "run", ttl=60)
+    limiter.quota()
+    redis = redis_server.client()
+    keys = [k for k in redis.keys("*") if k.startswith(namespace(name))]
+    assert len(keys) >= 8
+    stored = " ".join(keys)
+    for k in keys:
+        assert 0 < redis.pttl(k) <= KEEP * 1000, k  # nothing grows forever
+        kind = redis.type(k)
+        stored += repr({"hash": redis.hgetall, "zset": lambda k: redis.zrange(k, 0, -1), "string": redis.get,
+                        "set": redis.smembers}[kind](k))
+    for secret in (key, "alice", "profile-api.amplitude.com", key_fingerprint(key)):
+        assert secret not in stored
+
+
+# -- choosing the budget: budget=, $AMPTOOLS_BUDGET_URL, --budget ------------------------------------
+def test_a_client_on_the_team_budget_says_so_and_shares_it(redis_server, monkeypatch):
+    import amptools as amp
+    from amptools.sample import SampleServer
+
+    with SampleServer(rate_limit=100_000, window=1.0) as srv:
+        one = srv.client(budget=redis_server.url)
+        monkeypatch.setenv("AMPTOOLS_BUDGET_URL", redis_server.url)
+        two = srv.client()  # from the environment
+        on_machine = srv.client(budget=None, shared_budget=True)
+        monkeypatch.delenv("AMPTOOLS_BUDGET_URL")
+        machine = srv.client()
+        assert isinstance(one.budget, RedisStore) and one.budget is two.budget
+        assert machine.budget is not None and machine.budget.where == "this machine"
+        one.get_profile("testUser")
+        quota = two.quota()
+        where = f"the team's Redis redis://127.0.0.1:{redis_server.port}/0"
+        assert quota.budget == where and quota.shared and quota.used_last_minute == 1
+        assert str(quota).endswith(f"budget shared on {where} by 2 clients") or str(quota).endswith(
+            f"budget shared on {where}")
+        assert machine.quota().used_last_minute == 0  # the machine's budget is another
+        assert on_machine.budget is two.budget  # the variable was set when it was made
+        with pytest.raises(amp.ConfigurationError, match="shared_budget=False"):
+            srv.client(budget=redis_server.url, shared_budget=False)
+        assert amp.connect(sample=True, budget=redis_server.url).budget is one.budget
+
+
+@pytest.mark.parametrize("url, says", [
+    ("http://127.0.0.1:6379/0", "scheme 'http'"),
+    ("127.0.0.1:6379", "scheme '127.0.0.1'|not a URL"),
+    ("localhost", "not a URL"),
+    ("redis://127.0.0.1:notaport/0", "port"),
+    ("redis:///0", "no host"),
+    ("redis://127.0.0.1:6379/zero", "database"),
+])
+def test_a_budget_that_is_not_a_redis_url_is_refused(url, says):
+    import amptools as amp
+
+    with pytest.raises(amp.ConfigurationError, match=says):
+        amp.ProfileClient("key-123", base_url="http://127.0.0.1:9", budget=url)
+
+
+def test_without_redis_py_a_redis_url_says_what_to_install(monkeypatch, redis_server):
+    import sys
+
+    import amptools as amp
+
+    monkeypatch.setitem(sys.modules, "redis", None)  # import redis fails, as when it is not installed
+    with pytest.raises(amp.ConfigurationError, match=r"pip install 'amptools\[team\]'"):
+        amp.ProfileClient("key-123", base_url="http://127.0.0.1:9", budget=f"redis://127.0.0.1:{redis_server.port}/9")
+    assert "redis>=" in (ROOT / "pyproject.toml").read_text().split("[project.optional-dependencies]")[1]
+
+
+def test_the_cli_fetches_on_the_team_budget(redis_server, tmp_path):
+    import io
+
+    from amptools.cli import main
+
+    ids = tmp_path / "ids.csv"
+    ids.write_text("user_id\ntestUser\n")
+    out, err = io.StringIO(), io.StringIO()
+    code = main(["fetch", str(ids), "--sample", "--props", "--no-progress", "--out", str(tmp_path / "out"),
+                 "--budget", redis_server.url], stdout=out, stderr=err)
+    assert code == 0, err.getvalue()
+    assert f"budget shared on the team's Redis redis://127.0.0.1:{redis_server.port}/0" in err.getvalue()
+    err = io.StringIO()
+    assert main(["fetch", str(ids), "--sample", "--budget", "ftp://x"], stdout=io.StringIO(), stderr=err) == 2
+    assert "--budget takes a Redis URL" in err.getvalue()
+
+
+# -- the password: never shown ------------------------------------------------------------------------
+PASSWORD = "CANARYpw-5e1f0a9b77"
+
+
+BAD_URLS = ("redis://:{}@127.0.0.1:notaport/0", "http://:{}@127.0.0.1/0", "redis://:{}@[::1/0",
+            "redis://:{}@/0", "redis://:{}@127.0.0.1:99999/0")
+
+
+def bad_url(n: int) -> str:
+    return BAD_URLS[n].format(PASSWORD)
+
+
+def with_locals(error: BaseException) -> str:
+    """The traceback as verbose tools show it, with every frame's locals, chained ones too."""
+    import traceback
+
+    text = "".join(traceback.TracebackException.from_exception(error, capture_locals=True).format())
+    while error is not None:
+        tb = error.__traceback__
+        while tb is not None:
+            text += repr(tb.tb_frame.f_locals)
+            tb = tb.tb_next
+        error = error.__cause__ or error.__context__
+    return text
+
+
+def never_shown(*texts: str) -> None:
+    for text in texts:  # checked at once: a list of them in a frame would show in the next traceback
+        assert PASSWORD not in text
+
+
+def test_the_password_never_shows(caplog, capfd, monkeypatch, tmp_path):
+    import io
+    import logging
+
+    import amptools as amp
+    from amptools.cli import main
+    from amptools.sample import SampleServer
+
+    caplog.set_level(logging.DEBUG)
+    with RedisServer(password=PASSWORD) as guarded, SampleServer(rate_limit=100_000, window=1.0) as srv:
+        client = srv.client(budget=guarded.url)
+        client.get_profile("testUser")
+        assert client.quota().shared  # the password worked
+        ledger = client.limiter.ledger
+        never_shown(repr(client), repr(client.budget), repr(ledger), repr(vars(client.budget)), repr(vars(ledger)),
+                    str(client.quota()), repr(client.quota()), repr(client.limiter))
+        wrong = srv.client(budget=guarded.url.replace(PASSWORD, PASSWORD + "x"))
+        wrong.get_profile("testUser")  # refused by Redis: paces alone, answers all the same
+        assert not wrong.quota().shared and "alone" in wrong.quota().budget
+        never_shown(str(wrong.quota()), repr(wrong.quota()))
+        # The URLs are made inside the calls: no frame of this test holds one.
+        for n in range(len(BAD_URLS)):
+            for make in (lambda n: amp.ProfileClient("key-123", base_url="http://127.0.0.1:9", budget=bad_url(n)),
+                         lambda n: amp.connect(sample=True, budget=bad_url(n))):
+                with pytest.raises(amp.ConfigurationError) as caught:
+                    make(n)
+                never_shown(with_locals(caught.value))
+        monkeypatch.setenv("AMPTOOLS_BUDGET_URL", bad_url(0))
+        with pytest.raises(amp.ConfigurationError) as caught:
+            srv.client()
+        never_shown(with_locals(caught.value))
+        monkeypatch.delenv("AMPTOOLS_BUDGET_URL")
+        err = io.StringIO()
+        ids = tmp_path / "ids.txt"
+        ids.write_text("testUser\n")
+        assert main(["fetch", str(ids), "--sample", "--budget", bad_url(0)], stdout=io.StringIO(), stderr=err) == 2
+        never_shown(err.getvalue())
+    out, err_ = capfd.readouterr()
+    never_shown(out, err_, caplog.text)
+    assert "alone" in caplog.text  # the logs were captured
