@@ -325,9 +325,23 @@ local function oldest(period)
   return tonumber(first[2])
 end
 
+-- Permits a call took but its caller never heard of (the answer was lost: a timeout) are
+-- unused: given back like the stash.
+local function give_back(client, numbers)
+  local mine = client_key(client)
+  for n in string.gmatch(numbers, '(%d+)') do
+    local member = n .. ':' .. client
+    if redis.call('ZREM', K.flight, member) == 1 then
+      redis.call('ZREM', mine, member)
+      redis.call('ZREM', K.granted, member)
+    end
+  end
+end
+
 -- What every call does first: this process lives; the permits this client finished
--- ("<n>:<age>,...": completed <age> seconds ago) and gave back unused ("<n>,..."); the
--- leases that ran out and the permits of dead processes; what left the window.
+-- ("<n>:<age>,...": completed <age> seconds ago), gave back unused ("<n>,...") and took in
+-- calls whose answer it lost ("<call>,..."); the leases that ran out and the permits of
+-- dead processes; what left the window.
 local function tidy(client, period)
   local process = process_of(client)
   redis.call('ZADD', K.alive, fmt(now + ALIVE), process)
@@ -335,14 +349,13 @@ local function tidy(client, period)
   for n, age in string.gmatch(arg(), '(%d+):([^,]+)') do
     settle(n .. ':' .. client, math.min(now, now - tonumber(age)))
   end
-  local mine = client_key(client)
-  for n in string.gmatch(arg(), '(%d+)') do
-    local member = n .. ':' .. client
-    if redis.call('ZREM', K.flight, member) == 1 then
-      redis.call('ZREM', mine, member)
-      redis.call('ZREM', K.granted, member)
-    end
+  give_back(client, arg())
+  local calls = NS .. ':calls:' .. client
+  for call in string.gmatch(arg(), '(%w+)') do
+    local numbers = redis.call('HGET', calls, call)
+    if numbers then give_back(client, numbers); redis.call('HDEL', calls, call) end
   end
+  local mine = client_key(client)
   local expired = redis.call('ZRANGEBYSCORE', K.flight, '-inf', '(' .. fmt(now), 'WITHSCORES')
   for i = 1, #expired, 2 do settle(expired[i], tonumber(expired[i + 1])) end
   for _, member in ipairs(redis.call('ZRANGE', K.flight, 0, -1)) do
@@ -386,6 +399,7 @@ if op == 'grant' then
   local client = arg()
   local ceiling, limit, period, want = num(), num(), num(), num()
   local p = {tat = num(), seen_decrease = num(), credit = num()}
+  local call = arg()
   tidy(client, period)
   redis.call('HSET', K.ceil, client, fmt(ceiling))
   redis.call('ZADD', K.seen, fmt(now), client)
@@ -411,7 +425,22 @@ if op == 'grant' then
     scope_count = scope_count + 1
     mine = mine + 1
   end
-  if #granted > 0 then save_state(s) end
+  -- The permits of this call, in case its answer is lost on its way (the next call then
+  -- gives them back); a client's grants come one at a time, so the answers of earlier
+  -- calls were heard. A call sent again (a retry on a new connection) adds to its own.
+  local calls = NS .. ':calls:' .. client
+  local before = redis.call('HGET', calls, call)
+  redis.call('DEL', calls)
+  local granted_text = before or ''
+  if #granted > 0 then
+    save_state(s)
+    if granted_text ~= '' then granted_text = granted_text .. ',' end
+    granted_text = granted_text .. table.concat(granted, ',')
+  end
+  if granted_text ~= '' then
+    redis.call('HSET', calls, call, granted_text)
+    keep(calls)
+  end
   local reply = {fmt(now), fmt(wait), fmt(share), fmt(fair_shares(largest, clients)[client]), tostring(#clients),
                  fmt(p.tat), fmt(p.seen_decrease), tostring(p.credit)}
   for _, n in ipairs(granted) do reply[#reply + 1] = n end

@@ -356,6 +356,7 @@ class RedisBudget:
         self._stash: deque[tuple[int, float]] = deque()  # (permit, when it was taken)
         self._finished: list[tuple[int, float]] = []  # (permit, when it completed)
         self._returned: list[int] = []  # permits taken ahead and never used
+        self._lost: list[str] = []  # grant calls whose answer never came (their permits are unused)
         self._period = 60.0
         self._fair: float | None = None  # this client's fair share of the ceiling, per second
         self._share: float | None = None  # and of the pace now
@@ -366,19 +367,21 @@ class RedisBudget:
         return f"<amptools.redis_budget.RedisBudget {self.namespace}>"
 
     # -- calls ----------------------------------------------------------------------------
-    def _call(self, op: str, now: float, *args: str) -> list[str]:
-        """One script call that also tells the permits completed and given back meanwhile."""
+    def _call(self, op: str, now: float, *args: str, call: str = "") -> list[str]:
+        """One script call that also tells the permits completed and given back meanwhile
+        (``call``: a grant's id, given back when its answer is lost)."""
         with self._lock:
-            finished, returned = self._finished, self._returned
-            self._finished, self._returned = [], []
+            finished, returned, lost = self._finished, self._returned, self._lost
+            self._finished, self._returned, self._lost = [], [], []
         done = ",".join(f"{number}:{max(0.0, now - at)!r}" for number, at in finished)
         back = ",".join(str(number) for number in returned)
         try:
-            reply = self.store.call(self.namespace, op, self.client, *args, done, back)
+            reply = self.store.call(self.namespace, op, self.client, *args, done, back, ",".join(lost))
         except BaseException:
             with self._lock:  # told with the next call that succeeds
                 self._finished[:0] = finished
                 self._returned[:0] = returned
+                self._lost[:0] = lost + ([call] if call else [])
             raise
         self._last_call = now
         return reply
@@ -401,9 +404,10 @@ class RedisBudget:
             if self._stash:
                 return 0.0, self._stash.popleft()[0]
         pace = self.pace
+        call = uuid.uuid4().hex[:16]
         reply = self._call("grant", now, repr(limit / period), str(limit), repr(float(period)),
                            str(self._batch(limit, period)), repr(pace.tat), repr(pace.seen_decrease),
-                           str(pace.credit))
+                           str(pace.credit), call, call=call)
         _, wait, share, fair, _, tat, seen, credit, *permits = reply
         self._share, self._fair = float(share), float(fair)
         pace.tat, pace.seen_decrease, pace.credit = float(tat), float(seen), int(credit)
@@ -454,7 +458,7 @@ class RedisBudget:
         """Tell the completed and unused permits now (and that this process lives, when
         the last call is ``every`` seconds old)."""
         with self._lock:
-            due = bool(self._finished or self._returned)
+            due = bool(self._finished or self._returned or self._lost)
         if due or now - self._last_call >= every:
             self._call("sync", now, repr(float(self._period)))
 

@@ -94,3 +94,73 @@ class RedisServer:
     def __exit__(self, *exc: object) -> None:
         self.stop()
         shutil.rmtree(self._dir, ignore_errors=True)
+
+
+class DelayProxy:
+    """A TCP proxy on 127.0.0.1 that delays every byte by ``delay`` seconds each way: a
+    Redis that far away (a round trip of twice the delay), for the latency test."""
+
+    def __init__(self, target_port: int, delay: float) -> None:
+        import threading
+
+        self.target_port, self.delay = target_port, delay
+        self.listener = socket.socket()
+        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(16)
+        self.port = int(self.listener.getsockname()[1])
+        self.sockets: list[socket.socket] = [self.listener]
+        self.stopped = threading.Event()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def url(self, password: str | None = None) -> str:
+        return f"redis://{f':{password}@' if password else ''}127.0.0.1:{self.port}/0"
+
+    def _accept(self) -> None:
+        import threading
+
+        while not self.stopped.is_set():
+            try:
+                near, _ = self.listener.accept()
+                far = socket.create_connection(("127.0.0.1", self.target_port))
+            except OSError:
+                return
+            self.sockets += [near, far]
+            for source, target in ((near, far), (far, near)):
+                threading.Thread(target=self._pump, args=(source, target), daemon=True).start()
+
+    def _pump(self, source: socket.socket, target: socket.socket) -> None:
+        import queue
+        import threading
+
+        line: queue.Queue[tuple[float, bytes]] = queue.Queue()
+
+        def deliver() -> None:
+            while True:
+                due, data = line.get()
+                time.sleep(max(0.0, due - time.monotonic()))
+                try:
+                    if not data:
+                        target.shutdown(socket.SHUT_WR)
+                        return
+                    target.sendall(data)
+                except OSError:
+                    return
+
+        threading.Thread(target=deliver, daemon=True).start()
+        while True:
+            try:
+                data = source.recv(65536)
+            except OSError:
+                data = b""
+            line.put((time.monotonic() + self.delay, data))
+            if not data:
+                return
+
+    def close(self) -> None:
+        self.stopped.set()
+        for each in self.sockets:
+            try:
+                each.close()
+            except OSError:
+                pass

@@ -585,3 +585,138 @@ def test_the_password_never_shows(caplog, capfd, monkeypatch, tmp_path):
     out, err_ = capfd.readouterr()
     never_shown(out, err_, caplog.text)
     assert "alone" in caplog.text  # the logs were captured
+
+
+# -- faults -------------------------------------------------------------------------------------------
+def redis_time(server: RedisServer) -> float:
+    seconds, micros = server.client().time()
+    return float(seconds) + micros / 1e6
+
+
+def test_redis_unreachable_at_start_paces_alone_at_a_cautious_share_and_says_so_once(caplog):
+    import logging
+
+    from amptools.redis_budget import ALONE_SHARE
+    from amptools.sample import SampleServer
+    from redis_server import free_port
+
+    nowhere = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
+    with SampleServer(rate_limit=100_000, window=1.0) as srv, caplog.at_level(logging.INFO, logger="amptools"):
+        client = srv.client(budget=nowhere, rate_limit=600, rate_period=1.0)
+        client.limiter._retry_shared = 0.2  # tries Redis again often: each failure must not be said again
+        started = time.monotonic()
+        ps = client.get_profiles(srv.org.user_ids[1:61], workers=4, progress=False)
+        spent = time.monotonic() - started
+        quota = client.quota()
+        asked = [a.params["user_id"] for a in srv.arrivals]
+    assert ps.counts["ok"] == 60 and len(asked) == len(set(asked)) == 60  # no answer lost, none asked twice
+    assert not quota.shared and "alone: ConnectionError" in quota.budget and nowhere in quota.budget
+    assert quota.allowed_now <= ALONE_SHARE * 600 * 60  # per minute: half its ceiling at most
+    said = [r.getMessage() for r in caplog.records if "unusable" in r.getMessage()]
+    assert spent > 1.0 and len(said) == 1, (spent, said)  # many retries failed; said once
+
+
+@pytest.mark.slow
+def test_redis_lost_mid_run_goes_on_alone_within_a_second_and_rejoins(caplog):
+    import logging
+
+    from amptools.sample import SampleServer
+
+    with RedisServer() as redis_box, SampleServer(rate_limit=100_000, window=1.0) as srv, \
+            caplog.at_level(logging.INFO, logger="amptools"):
+        client = srv.client(budget=redis_box.url, rate_limit=1200, rate_period=60.0)  # 20 a second
+        client.limiter._retry_shared = 1.0
+        done = threading.Event()
+        result = {}
+        fetch = threading.Thread(target=lambda: result.update(ps=client.get_profiles(
+            srv.org.user_ids[1:401], workers=4, progress=False)) or done.set())
+        fetch.start()
+        time.sleep(4.0)  # under way, on Redis
+        assert client.quota().shared
+        before = len(srv.arrivals)
+        redis_box.stop()
+        stopped = time.monotonic()
+        while len(srv.arrivals) == before:  # the next request goes within a second, alone
+            assert time.monotonic() - stopped < 1.0
+            time.sleep(0.01)
+        alone = client.quota()
+        time.sleep(2.0)
+        redis_box.start()  # the same port
+        restarted = time.monotonic()
+        while not client.quota().shared:
+            assert time.monotonic() - restarted < 3.0  # rejoins (tried again every second)
+            time.sleep(0.1)
+        fetch.join(120)
+        asked = [a.params["user_id"] for a in srv.arrivals]
+    assert not alone.shared and "alone" in alone.budget
+    assert done.is_set() and result["ps"].counts["ok"] == 400
+    assert len(asked) == len(set(asked)) == 400  # no answer lost, none asked twice
+    said = [r.getMessage() for r in caplog.records if "shared request budget" in r.getMessage()]
+    assert len(said) == 2 and "unusable" in said[0] and "usable again" in said[1], said
+
+
+@pytest.mark.slow
+def test_a_redis_50_ms_away_still_lets_a_client_reach_its_ceiling(redis_server):
+    """50 ms each way (100 ms a round trip): one client at the org's whole 600 a minute
+    still gets ≥ 95% of it (permits a few at a time, completions told with the next call)."""
+    from redis_server import DelayProxy
+
+    proxy = DelayProxy(redis_server.port, 0.05)
+    store = RedisStore(proxy.url())
+    try:
+        name = scope()
+        warm(redis_server, name, 10.0, redis_time(redis_server))  # past the slow start
+        limiter = RateLimiter(600, 60.0, ledger=store.ledger(name))
+        times: list[float] = []
+        stop = time.monotonic() + 15.0
+
+        def work() -> None:
+            while time.monotonic() < stop:
+                with limiter.permit():
+                    times.append(time.monotonic())
+                    time.sleep(0.1)  # the request
+
+        workers = [threading.Thread(target=work) for _ in range(8)]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join()
+    finally:
+        store.close()
+        proxy.close()
+    times.sort()
+    burst = ClientPace.burst(10.0, 60.0)  # sent back to back at the start, beyond the pace
+    rate = (len(times) - burst) / (times[-1] - times[0])
+    assert rate >= 0.95 * 10.0, rate
+    assert most_in_window(times, 60.0) <= 600
+
+
+@pytest.mark.skipif(not hasattr(__import__("signal"), "SIGSTOP"), reason="SIGSTOP")
+def test_a_frozen_redis_costs_under_a_second_and_its_late_grants_are_given_back():
+    """Redis stops answering without closing (a frozen server, a network that drops
+    packets): the call times out and the client goes on alone within a second. The grant
+    Redis runs when it wakes was never heard: the next call gives its permits back."""
+    import os
+    import signal
+
+    with RedisServer() as box:
+        store = RedisStore(box.url)
+        name = scope()
+        warm(box, name, 10.0, redis_time(box))
+        limiter = RateLimiter(600, 60.0, ledger=store.ledger(name), retry_shared=0.5)
+        with limiter.permit():
+            pass
+        assert limiter.quota().shared and limiter.in_window() == 1
+        os.kill(box.process.pid, signal.SIGSTOP)
+        try:
+            started = time.monotonic()
+            with limiter.permit():
+                pass
+            assert time.monotonic() - started < 1.0
+            assert not limiter.quota().shared
+        finally:
+            os.kill(box.process.pid, signal.SIGCONT)  # it runs the grants it was sent, unheard
+        time.sleep(0.6)  # the limiter tries Redis again
+        assert limiter.quota().shared
+        assert limiter.in_window() == 1  # the unheard grants' permits were given back
+        store.close()
