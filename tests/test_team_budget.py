@@ -613,7 +613,7 @@ def test_redis_unreachable_at_start_paces_alone_at_a_cautious_share_and_says_so_
     assert not quota.shared and "alone: ConnectionError" in quota.budget and nowhere in quota.budget
     assert quota.allowed_now <= ALONE_SHARE * 600 * 60  # per minute: half its ceiling at most
     said = [r.getMessage() for r in caplog.records if "unusable" in r.getMessage()]
-    assert spent > 1.0 and len(said) == 1, (spent, said)  # many retries failed; said once
+    assert spent > 3 * 0.2 and len(said) == 1, (spent, said)  # retries failed again; said once
 
 
 @pytest.mark.slow
@@ -720,3 +720,95 @@ def test_a_frozen_redis_costs_under_a_second_and_its_late_grants_are_given_back(
         assert limiter.quota().shared
         assert limiter.in_window() == 1  # the unheard grants' permits were given back
         store.close()
+
+
+# -- two machines and a campaign on one org ----------------------------------------------------------
+MACHINE = """
+import sys
+from amptools.client import ProfileClient
+from amptools.sample.dataset import SampleOrg
+limit, cache, count = int(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+client = ProfileClient.from_env(rate_limit=limit, rate_period=1.0, backoff_base=0.001, backoff_cap=0.01,
+                                retry_after_cap=0.05, max_retries=20)
+ids = list(SampleOrg().user_ids[1:1 + count])
+print("ready", flush=True)
+sys.stdin.readline()
+ps = client.get_profiles(ids, workers=8, progress=False, cache=cache)
+print(ps.counts["ok"], client.quota().throttles, client.quota().budget, flush=True)
+"""
+
+
+def campaign(server, per_second: float, stop: threading.Event) -> None:
+    """A Braze campaign's Connected Content calls: evenly spaced, never retried."""
+    import requests
+
+    with requests.Session() as session:
+        moment = time.monotonic()
+        while not stop.is_set():
+            session.get(f"{server.url}/v1/userprofile", params={"user_id": "testUser"},
+                        headers={"Authorization": f"Api-Key {server.secret_key}"}, timeout=10)
+            moment += 1.0 / per_second
+            time.sleep(max(0.0, moment - time.monotonic()))
+
+
+def two_machines_and_a_campaign(tmp_path: Path, budget_url: str | None) -> tuple[list[str], list, list]:
+    """Two processes with cache folders of their own (two machines) fetch the same 80 ids
+    into one shared profile store at 27 a second each, while a campaign calls 10 a second;
+    the org allows 40 a second. Returns their outputs, the server's arrivals and the ids asked."""
+    import os
+    import subprocess
+    import sys
+
+    from amptools.sample import SampleServer
+
+    with SampleServer(rate_limit=40, window=1.0) as srv:
+        env = {**os.environ, "AMPLITUDE_SECRET_KEY": srv.secret_key, "AMPLITUDE_PROFILE_API_URL": srv.url,
+               "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+        env.pop("AMPTOOLS_BUDGET_URL", None)
+        machines = []
+        for n in range(2):
+            folder = tmp_path / f"machine-{n}"
+            folder.mkdir()
+            machine_env = {**env, "AMPTOOLS_CACHE_DIR": str(folder)}
+            if budget_url is not None:
+                machine_env["AMPTOOLS_BUDGET_URL"] = budget_url
+            machines.append(subprocess.Popen([sys.executable, "-c", MACHINE, "27", str(tmp_path / "profiles.sqlite"),
+                                              "80"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                                             env=machine_env))
+        for machine in machines:
+            assert machine.stdout is not None and machine.stdout.readline().strip() == "ready"
+        stop = threading.Event()
+        calls = threading.Thread(target=campaign, args=(srv, 10.0, stop))
+        calls.start()
+        time.sleep(1.5)  # the campaign sends; then both machines start together
+        for machine in machines:
+            assert machine.stdin is not None
+            machine.stdin.write("go\n")
+            machine.stdin.flush()
+        outputs = [machine.communicate(timeout=120)[0].strip() for machine in machines]
+        time.sleep(1.0)
+        stop.set()
+        calls.join(10)
+        arrivals = srv.arrivals
+    asked = [a.params["user_id"] for a in arrivals if a.params.get("user_id") != "testUser"]
+    return outputs, arrivals, asked
+
+
+@pytest.mark.slow
+def test_two_machines_on_one_redis_never_exceed_the_org_and_meet_no_throttle(tmp_path, redis_server):
+    outputs, arrivals, asked = two_machines_and_a_campaign(tmp_path, redis_server.url)
+    assert [line.split()[:2] for line in outputs] == [["80", "0"], ["80", "0"]], outputs
+    assert all("the team's Redis" in line for line in outputs)
+    assert sum(a.status == 429 for a in arrivals) == 0  # neither the machines nor the campaign
+    assert most_in_window([a.time for a in arrivals], 1.0) <= 40
+    assert sorted(asked) == sorted(set(asked)) and len(asked) == 80  # claims on Redis: no id asked twice
+
+
+@pytest.mark.slow
+def test_two_machines_each_on_its_own_budget_are_throttled(tmp_path):
+    # The control of the test above (what amptools did before the team budget): each
+    # machine takes its own 27 a second, and fetches every id itself.
+    outputs, arrivals, asked = two_machines_and_a_campaign(tmp_path, None)
+    assert [line.split()[0] for line in outputs] == ["80", "80"]
+    assert sum(a.status == 429 for a in arrivals) > 0
+    assert len(asked) > 80
