@@ -36,7 +36,8 @@ def offline(monkeypatch):
 # What each notebook must show once it has run: things only a working run produces.
 EXPECTED = {
     "01_quickstart": ["chocolate milk", "bulgogi", "UnknownUserError", "'computed-prop-2': '3'",
-                      "0x10x", "1 for the next"],  # properties and computations: one request
+                      "0x10x", "1 for the next",  # properties and computations: one request
+                      "budget shared on this machine"],
     "02_compare_recommendations": ["application/vnd.plotly.v1+json", "Rank-biased", "two-tower-v1"],
     "03_cohorts_and_computations": ["application/vnd.plotly.v1+json", "orders_90d", "cohort1",
                                     "All active users: ", "Power users", "downloads_this_month"],
