@@ -35,36 +35,22 @@ import os
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 
 from _common import ROOT, parse_options
 from bench_coexistence import CAMPAIGN_USER, Campaign
+from bench_shared_budget import CHILD, PER_PROCESS
+
+PROCESSES = 3
 
 sys.path.insert(0, str(ROOT / "tests"))
-from redis_server import DelayProxy, RedisServer  # noqa: E402 - the tests' real redis-server, and the proxy
+from redis_server import DelayProxy, RedisServer, grant_times  # noqa: E402 - the tests' redis-server, proxy, load
 
 import amptools.redis_budget as redis_budget  # noqa: E402
 from amptools.ratelimit import PaceState, RateLimiter, fair_shares, most_in_window  # noqa: E402
 from amptools.redis_budget import RedisStore, namespace  # noqa: E402
 from amptools.sample import SampleServer  # noqa: E402
 
-CHILD = """
-import sys, threading
-from amptools.client import ProfileClient
-from amptools.sample.dataset import SampleOrg
-window, first, last, seconds, users = float(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4]), int(sys.argv[5])
-client = ProfileClient.from_env(rate_limit=540, rate_period=window, max_retries=20)
-ids = list(SampleOrg(n_users=users).user_ids[first:last])
-print("ready", flush=True)
-sys.stdin.readline()
-cancel = threading.Event()
-threading.Timer(seconds, cancel.set).start()
-ps = client.get_profiles(ids, workers=8, progress=False, cancel=cancel)
-print(f"{ps!r}; {client.quota()}", flush=True)
-"""
-PROCESSES = 3
-PER_PROCESS = 5000  # ids each process may ask (more than it can in the run)
 
 
 def run(server: SampleServer, budget_url: str | None, *, window: float, seconds: float,
@@ -76,7 +62,7 @@ def run(server: SampleServer, budget_url: str | None, *, window: float, seconds:
         env["AMPTOOLS_BUDGET_URL"] = budget_url
     folders = [tempfile.mkdtemp(prefix="amptools-machine-") for _ in range(PROCESSES)]
     children = [
-        subprocess.Popen([sys.executable, "-c", CHILD, str(window), str(1 + i * PER_PROCESS),
+        subprocess.Popen([sys.executable, "-c", CHILD, "540", str(window), "1", str(1 + i * PER_PROCESS),
                           str(1 + (i + 1) * PER_PROCESS), str(seconds), str(server.org.n_users)],
                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
                          env={**env, "AMPTOOLS_CACHE_DIR": folders[i]})
@@ -123,26 +109,11 @@ def latency_share(redis: RedisServer, delay: float, batch: int, seconds: float) 
         state = PaceState(rate=10.0, updated=now, probe_until=now, active=now)
         redis.client().hset(f"{namespace(scope)}:pace",  # type: ignore[attr-defined]
                             mapping={name: repr(value) for name, value in vars(state).items()})
-        limiter = RateLimiter(600, 60.0, ledger=store.ledger(scope))
-        times: list[float] = []
-        stop = time.monotonic() + seconds
-
-        def work() -> None:
-            while time.monotonic() < stop:
-                with limiter.permit():
-                    times.append(time.monotonic())
-                    time.sleep(0.1)  # the request
-
-        workers = [threading.Thread(target=work) for _ in range(8)]
-        for worker in workers:
-            worker.start()
-        for worker in workers:
-            worker.join()
+        times = grant_times(RateLimiter(600, 60.0, ledger=store.ledger(scope)), seconds)
     finally:
         store.close()
         proxy.close()
         redis_budget.MAX_BATCH = 8
-    times.sort()
     burst = 30  # ClientPace.burst(10, 60): sent back to back at the start
     return (len(times) - burst) / (times[-1] - times[0]) / 10.0
 

@@ -164,3 +164,26 @@ class DelayProxy:
                 each.close()
             except OSError:
                 pass
+
+
+def grant_times(limiter: object, seconds: float, *, workers: int = 8, request: float = 0.1) -> list[float]:
+    """When ``limiter`` granted each permit to ``workers`` threads that each send a request
+    of ``request`` seconds after another for ``seconds``: the latency test's and the
+    benchmark's load."""
+    import threading
+
+    times: list[float] = []
+    stop = time.monotonic() + seconds
+
+    def work() -> None:
+        while time.monotonic() < stop:
+            with limiter.permit():  # type: ignore[attr-defined]
+                times.append(time.monotonic())
+                time.sleep(request)
+
+    threads = [threading.Thread(target=work) for _ in range(workers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return sorted(times)

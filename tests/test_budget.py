@@ -8,12 +8,13 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from amptools import budget
-from amptools.budget import BudgetStore, BudgetWarning, Claims, SharedBudget, budget_path, open_store
+from amptools.budget import BudgetStore, BudgetWarning, Claims, ClaimStore, SharedBudget, budget_path, open_store
 from amptools.errors import FetchCancelled
 from amptools.ratelimit import DECREASE, START_SHARE, PaceState, RateLimiter, fair_shares, most_in_window
 from amptools.sample import Arrival, SampleServer
@@ -308,9 +309,9 @@ def test_a_hung_permit_stops_counting_after_its_lease(tmp_path: Path) -> None:
 
 
 # -- claims ---------------------------------------------------------------------------------------------
-def test_claims(tmp_path: Path) -> None:
-    clock = FakeClock()
-    store = Claims(BudgetStore(tmp_path / "c.sqlite", clock=clock))
+def check_claims(store: ClaimStore, expire: Callable[[], None], ttl: float = 10) -> None:
+    """What any claim store does (the machine's here, the team's in test_team_budget.py);
+    ``expire()`` lets a claim of ``ttl`` seconds run out."""
     assert store.claim("k", "a", ttl=10)
     assert store.is_claimed("k")
     assert not store.claim("k", "b", ttl=10)  # someone else holds it
@@ -319,8 +320,8 @@ def test_claims(tmp_path: Path) -> None:
     assert store.is_claimed("k")
     store.release("k", owner="a")
     assert not store.is_claimed("k")
-    assert store.claim("k", "b", ttl=10)
-    clock.now += 10.5  # expired: free for anyone
+    assert store.claim("k", "b", ttl=ttl)
+    expire()  # expired: free for anyone
     assert not store.is_claimed("k")
     assert store.claim("k", "a", ttl=10)
     assert store.wait_claimed("free-key", timeout=0)
@@ -328,6 +329,12 @@ def test_claims(tmp_path: Path) -> None:
     assert store.claim("k2", "a", ttl=10) and store.claim("k3", "b", ttl=10)
     assert store.release_owner("a") == 2  # a run that ends gives up all it held
     assert not store.is_claimed("k") and not store.is_claimed("k2") and store.is_claimed("k3")
+
+
+def test_claims(tmp_path: Path) -> None:
+    clock = FakeClock()
+    check_claims(Claims(BudgetStore(tmp_path / "c.sqlite", clock=clock)),
+                 lambda: setattr(clock, "now", clock.now + 10.5))
 
 
 def test_wait_claimed_returns_when_another_thread_releases(tmp_path: Path) -> None:

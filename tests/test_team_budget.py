@@ -31,21 +31,11 @@ from amptools.ratelimit import (
 from amptools.client import key_fingerprint
 from amptools.redis_budget import RedisStore, namespace
 from redis_server import RedisServer
+from test_budget import FakeClock, check_claims
 
 ROOT = Path(__file__).resolve().parent.parent
 NEVER = PaceState().decreased
 FIELDS = [field.name for field in dataclasses.fields(PaceState)]
-
-
-class FakeClock:
-    def __init__(self, start: float = 1000.0) -> None:
-        self.now = start
-
-    def __call__(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.now += max(seconds, 0.0)
 
 
 @pytest.fixture
@@ -352,23 +342,7 @@ def test_permits_are_taken_a_few_at_a_time_when_the_pace_allows(redis_server):
 # -- claims ----------------------------------------------------------------------------------------
 def test_claims_on_the_team_budget(store):
     claims = store.claims(scope())
-    assert claims.claim("k", "a", ttl=10)
-    assert claims.is_claimed("k")
-    assert not claims.claim("k", "b", ttl=10)  # someone else holds it
-    assert claims.claim("k", "a", ttl=10)  # the owner renews
-    claims.release("k", owner="b")  # not b's to release
-    assert claims.is_claimed("k")
-    claims.release("k", owner="a")
-    assert not claims.is_claimed("k")
-    assert claims.claim("k", "b", ttl=0.2)
-    time.sleep(0.3)  # expired on Redis's clock: free for anyone
-    assert not claims.is_claimed("k")
-    assert claims.claim("k", "a", ttl=10)
-    assert claims.wait_claimed("free-key", timeout=0)
-    assert not claims.wait_claimed("k", timeout=0.05, poll=0.01)
-    assert claims.claim("k2", "a", ttl=10) and claims.claim("k3", "b", ttl=10)
-    assert claims.release_owner("a") == 2  # a run that ends gives up all it held
-    assert not claims.is_claimed("k") and not claims.is_claimed("k2") and claims.is_claimed("k3")
+    check_claims(claims, lambda: time.sleep(0.3), ttl=0.2)  # expiring on Redis's clock
     assert not store.claims(scope()).is_claimed("k3")  # another org's claims are apart
 
 
@@ -659,32 +633,17 @@ def test_redis_lost_mid_run_goes_on_alone_within_a_second_and_rejoins(caplog):
 def test_a_redis_50_ms_away_still_lets_a_client_reach_its_ceiling(redis_server):
     """50 ms each way (100 ms a round trip): one client at the org's whole 600 a minute
     still gets ≥ 95% of it (permits a few at a time, completions told with the next call)."""
-    from redis_server import DelayProxy
+    from redis_server import DelayProxy, grant_times
 
     proxy = DelayProxy(redis_server.port, 0.05)
     store = RedisStore(proxy.url())
     try:
         name = scope()
         warm(redis_server, name, 10.0, redis_time(redis_server))  # past the slow start
-        limiter = RateLimiter(600, 60.0, ledger=store.ledger(name))
-        times: list[float] = []
-        stop = time.monotonic() + 15.0
-
-        def work() -> None:
-            while time.monotonic() < stop:
-                with limiter.permit():
-                    times.append(time.monotonic())
-                    time.sleep(0.1)  # the request
-
-        workers = [threading.Thread(target=work) for _ in range(8)]
-        for worker in workers:
-            worker.start()
-        for worker in workers:
-            worker.join()
+        times = grant_times(RateLimiter(600, 60.0, ledger=store.ledger(name)), 15.0)
     finally:
         store.close()
         proxy.close()
-    times.sort()
     burst = ClientPace.burst(10.0, 60.0)  # sent back to back at the start, beyond the pace
     rate = (len(times) - burst) / (times[-1] - times[0])
     assert rate >= 0.95 * 10.0, rate
