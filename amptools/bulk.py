@@ -46,7 +46,8 @@ from .errors import (
 )
 from .models import UserProfile, read_error
 from .names import KeyKindWarning, NameLearner, warning_text
-from .query import ID_TYPES, STATUSES, IdType, ProfileQuery, validate_id
+from .ids import unique_ids
+from .query import ID_TYPES, STATUSES, IdType, ProfileQuery
 
 if TYPE_CHECKING:
     from .client import ProfileClient
@@ -75,7 +76,6 @@ _OUTCOME_DTYPES = {"id": "str", "status": "str", "http_status": "Int64", "attemp
 
 CANCELLED_ERROR = "cancelled before it was fetched"
 STOPPED_BY_AUTH_ERROR = "not fetched: the run stopped at an authentication failure (HTTP 401)"
-_BAD_IDS_SHOWN = 5
 # How long another process may hold an id of a shared cache before it is asked again:
 # longer than one id's retries take (attempt deadlines and backoff included).
 CLAIM_TTL = 300.0
@@ -290,51 +290,6 @@ def _frame(rows: list[dict[str, Any]], columns: tuple[str, ...], dtypes: dict[st
     return frame.astype(dtypes)
 
 
-# -- input -----------------------------------------------------------------------------
-def unique_ids(ids: Iterable[str | int] | str, id_type: str = "user_id") -> list[str]:
-    """Validate every id and return the unique ones in input order.
-
-    ``ids`` comes from users (a list, a Series, a generator, one id): anything else
-    is refused with a message, whatever its static type says.
-
-    Raises
-    ------
-    InvalidQueryError
-        Before any request, listing the first few bad ids and their positions.
-    """
-    items: Iterable[object] = ids
-    if isinstance(ids, (str, bytes)):
-        items = [ids]
-    elif isinstance(ids, pd.DataFrame):
-        raise InvalidQueryError(
-            "ids is a DataFrame; pass one column of it, e.g. df['user_id']."
-        )
-    elif not isinstance(ids, Iterable):
-        raise InvalidQueryError(
-            f"ids must be an iterable of ids (a list, a pandas Series, a generator), "
-            f"got {type(ids).__name__}."
-        )
-    seen: dict[str, None] = {}
-    bad: list[tuple[int, Any, str]] = []
-    n_bad = 0
-    for position, value in enumerate(items):
-        if hasattr(value, "item") and type(value).__module__ == "numpy" and not isinstance(value, float):
-            value = value.item()  # numpy integers from arrays are plain ids too
-        try:
-            seen[validate_id(value, id_type)] = None
-        except InvalidQueryError as error:
-            n_bad += 1
-            if len(bad) < _BAD_IDS_SHOWN:
-                bad.append((position, value, str(error).split(";")[0]))
-    if n_bad:
-        shown = "; ".join(f"position {p}: {v!r} ({why})" for p, v, why in bad)
-        more = f" (and {n_bad - len(bad)} more)" if n_bad > len(bad) else ""
-        raise InvalidQueryError(
-            f"{n_bad} {id_type}{'s are' if n_bad > 1 else ' is'} not valid, nothing was fetched: "
-            f"{shown}{more}. Ids must be non-blank text (integers are accepted); read CSV "
-            "columns with dtype=str and drop missing values first."
-        )
-    return list(seen)
 
 
 # -- the run -----------------------------------------------------------------------------

@@ -25,7 +25,6 @@ from __future__ import annotations
 import base64
 import html
 import mimetypes
-import random
 import tempfile
 import threading
 import warnings
@@ -39,7 +38,7 @@ import pandas as pd
 
 from . import tables as _tables
 from .errors import AmptoolsError, InvalidQueryError
-from .ids import SEPARATORS, ParsedIds, parse_id_file, parse_ids
+from .ids import SEPARATORS, ParsedIds, parse_id_file, parse_ids, sample_ids
 from .query import ID_TYPES, ProfileQuery
 
 if TYPE_CHECKING:
@@ -96,45 +95,6 @@ MARKETING_EXPORTS = {
 #: Files up to this size are offered as a ``data:`` URI (works in JupyterLab 4 with
 #: no server round trip); larger ones are only named (open them from the file browser).
 MAX_INLINE_BYTES = 5_000_000
-TEST_USER = "testUser"
-
-def sample_ids(
-    org_ids: Sequence[str], n: int, *, seed: int = 0, include: Sequence[str] = (TEST_USER,)
-) -> list[str]:
-    """A reproducible pick of ``n`` ids from an org's ids.
-
-    Parameters
-    ----------
-    org_ids : sequence of str
-        Every id of the org (for the sample org: ``SampleServer.org.user_ids``).
-    n : int
-        How many ids to return (at most ``len(org_ids)``).
-    seed : int
-        Another seed gives another pick.
-    include : sequence of str
-        Ids always in the pick, first, when they belong to the org (``testUser``).
-
-    Returns
-    -------
-    list of str
-    """
-    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
-        raise InvalidQueryError(f"the number of users must be a whole number ≥ 0, got {n!r}.")
-    total = len(org_ids)
-    n = min(n, total)
-    chosen: list[str] = [i for i in include if i in org_ids][:n]
-    taken = set(chosen)
-    rng = random.Random(seed)
-    # Index sampling, not list(org_ids): an org's id sequence may be computed lazily.
-    for index in rng.sample(range(total), min(total, n + len(taken))):
-        if len(chosen) >= n:
-            break
-        value = org_ids[index]
-        if value not in taken:
-            taken.add(value)
-            chosen.append(value)
-    return chosen
-
 
 class CohortPicker:
     """The "From a cohort" chooser, without widgets: list, search, fetch members, cap.

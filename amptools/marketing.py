@@ -16,7 +16,7 @@ import pandas as pd
 
 from . import tables
 from ._types import CohortNamesLike, ProfilesLike
-from .errors import AmptoolsWarning, PersonalDataError, warn
+from .errors import AmptoolsWarning, PersonalDataError, warn, whole_number
 from .files import PERSONAL_DATA_ATTR
 from .models import UserProfile
 
@@ -198,8 +198,7 @@ def marketing_table(
         A property that looks like personal data was asked for by name without
         ``include_pii=True``.
     """
-    if isinstance(top_n, bool) or not isinstance(top_n, int) or top_n < 1:
-        raise ValueError(f"top_n must be a positive integer, got {top_n!r}")
+    whole_number("top_n", top_n, minimum=1, error=ValueError)
     if items_as not in ("columns", "list"):
         raise ValueError(f'items_as must be "columns" or "list", got {items_as!r}')
     profiles = tables.as_profiles(ps)

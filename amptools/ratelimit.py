@@ -52,7 +52,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
-from .errors import ConfigurationError, FetchCancelled
+from .errors import ConfigurationError, FetchCancelled, whole_number
 
 __all__ = [
     "BEYOND",
@@ -538,8 +538,7 @@ class RateLimiter:
         ledger: Ledger | None = None,
         retry_shared: float = 5.0,
     ) -> None:
-        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
-            raise ConfigurationError(f"rate limit must be a whole number of requests ≥ 1, got {limit!r}.")
+        whole_number("rate limit (requests per period)", limit, minimum=1)
         if not period > 0:
             raise ConfigurationError(f"rate-limit period must be positive seconds, got {period!r}.")
         self.limit = limit

@@ -27,7 +27,8 @@ import ipywidgets as widgets
 from . import explorer as logic
 from .connection import cohort_client_for, sample_server
 from .errors import InvalidQueryError
-from .explorer import TEST_USER, ChartOption, CohortPicker, ExplorerController, OverTime, ParsedIds
+from .explorer import ChartOption, CohortPicker, ExplorerController, OverTime, ParsedIds
+from .ids import TEST_USER
 from .query import ProfileQuery
 
 if TYPE_CHECKING:

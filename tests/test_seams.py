@@ -45,3 +45,23 @@ def test_the_walk_sees_a_private_import_and_a_private_attribute():
 def test_no_module_takes_another_modules_private_names(path: Path) -> None:
     used = private_uses((PACKAGE / path).read_text(encoding="utf-8"), path.stem)
     assert not used, f"amptools/{path} uses private names of other modules: {used}"
+
+
+def test_the_id_helpers_have_one_home() -> None:
+    from amptools import bulk, explorer, ids, query
+
+    assert query.validate_id is ids.validate_id and query.ID_TYPES is ids.ID_TYPES
+    assert bulk.unique_ids is ids.unique_ids and explorer.sample_ids is ids.sample_ids
+
+
+def test_a_whole_number_is_checked_one_way() -> None:
+    import numpy as np
+
+    from amptools.errors import ConfigurationError, InvalidQueryError, whole_number
+
+    assert whole_number("n", np.int64(3), minimum=1) == 3
+    for bad in (0, True, 1.5, "2", None):
+        with pytest.raises(ConfigurationError, match=r"^n must be a whole number ≥ 1, got "):
+            whole_number("n", bad, minimum=1)
+    with pytest.raises(InvalidQueryError, match="≥ 1 and ≤ 75"):
+        whole_number("batch", 76, minimum=1, maximum=75, error=InvalidQueryError)

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..errors import InvalidQueryError
+from ..errors import InvalidQueryError, whole_number
 
 __all__ = [
     "CALL_PLAN_COLUMNS",
@@ -33,9 +33,7 @@ RENDERS_PER_MESSAGE = 3
 
 
 def _positive_int(value: Any, name: str, *, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise InvalidQueryError(f"{name} must be a whole number ≥ {minimum}, got {value!r}.")
-    return int(value)
+    return whole_number(name, value, minimum=minimum, error=InvalidQueryError)
 
 
 def recommended_rate(*, renders_per_message: int = RENDERS_PER_MESSAGE, other_calls_per_minute: int = 0,
