@@ -470,7 +470,7 @@ def _cohort_ids(args: argparse.Namespace, profile_client: Any, stderr: TextIO) -
         print(f"amptools: {len(members) - len(ids)} cohort members have no user_id; the Profile API "
               "needs one, so they are left out.", file=stderr)
     if args.cohort_sample is not None and args.cohort_sample < len(ids):
-        from .explorer import sample_ids
+        from .controller import sample_ids
 
         ids = sample_ids(ids, args.cohort_sample, include=())
     print(f"amptools: cohort {info.get('name') or args.cohort!r}: {len(ids):,} users to fetch "
@@ -715,7 +715,7 @@ def _snapshot_choice(value: str | None) -> str | int | None:
 
 
 def cmd_drift(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
-    from .explorer import OverTime
+    from .controller import OverTime
     from .snapshots import SnapshotError
 
     out = Path(args.out)

@@ -17,6 +17,7 @@ import pandas as pd
 from . import tables
 from ._types import CohortNamesLike, ProfilesLike
 from .errors import AmptoolsWarning, PersonalDataError, warn, whole_number
+from .frames import deprecated_arguments
 from .files import PERSONAL_DATA_ATTR
 from .models import UserProfile
 
@@ -123,8 +124,9 @@ def _column_for_property(name: str, taken: Iterable[str]) -> str:
     return column
 
 
+@deprecated_arguments(ps="profiles")
 def marketing_table(
-    ps: ProfilesLike,
+    profiles: ProfilesLike,
     *,
     rec_id: str | None = None,
     top_n: int = 5,
@@ -138,7 +140,7 @@ def marketing_table(
 
     Parameters
     ----------
-    ps : ProfileSet, list of UserProfile, or list of response dicts
+    profiles : ProfileSet, list of UserProfile, or list of response dicts (formerly ``ps=``, deprecated)
         The profiles (see :func:`amptools.tables.as_profiles`).
     rec_id : str, optional
         The recommendation set. None picks the only set; with several sets a
@@ -201,7 +203,7 @@ def marketing_table(
     whole_number("top_n", top_n, minimum=1, error=ValueError)
     if items_as not in ("columns", "list"):
         raise ValueError(f'items_as must be "columns" or "list", got {items_as!r}')
-    profiles = tables.as_profiles(ps)
+    profiles = tables.as_profiles(profiles)
     columns: dict[str, Any] = {
         "user_id": pd.array([p.user_id for p in profiles], dtype=tables.ID_DTYPE),
         "device_id": pd.array([p.device_id for p in profiles], dtype=tables.ID_DTYPE),

@@ -53,6 +53,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 from .errors import ConfigurationError, FetchCancelled, whole_number
+from .query import ORG_REQUESTS_PER_MINUTE
 
 __all__ = [
     "BEYOND",
@@ -79,8 +80,9 @@ __all__ = [
 
 log = logging.getLogger("amptools")
 
-#: The requests a minute an Amplitude org may make across all its endpoints.
-ORG_LIMIT = 600
+#: The requests a minute an Amplitude org may make across all its endpoints (one name for it:
+#: :data:`amptools.query.ORG_REQUESTS_PER_MINUTE`).
+ORG_LIMIT = ORG_REQUESTS_PER_MINUTE
 
 #: How long a waiting thread sleeps at most before it looks again: a released permit or
 #: a cancel must not wait for a long computed delay to run out.
