@@ -223,9 +223,13 @@ class PaceState:
     def _climbed(self, now: float, ceiling: float, period: float) -> float:
         rate, since = self.rate, self.updated
         if not self._remembers(now, period):
-            # Slow start: nothing before the probe's end, then doubling.
+            # Slow start: nothing before the probe's end, then doubling — never under the
+            # start pace of the largest ceiling now active (a cautious client may have
+            # started the scope before a larger one joined).
+            rate = max(rate, START_SHARE * ceiling)
             grow = max(now, self.probe_until) - max(since, self.probe_until)
             return min(ceiling, rate * math.exp2(max(0.0, grow) / (DOUBLING * period)))
+        rate = max(rate, MIN_SHARE * ceiling)
         start = max(since, self.decreased + HOLD * period)
         if now <= start:
             return min(ceiling, rate)
