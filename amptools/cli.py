@@ -694,7 +694,7 @@ def cmd_preview(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int
     written = export.to_csv(previews, Path(args.out))
     counts = previews["status"].value_counts()
     print(f"{profiles!r}", file=stdout)
-    print(", ".join(f"{int(counts.get(status, 0)):,} {status}" for status in braze.STATUSES), file=stdout)
+    print(", ".join(f"{int(counts.get(status, 0)):,} {status}" for status in braze.PREVIEW_STATUSES), file=stdout)
     print(f"wrote {written}", file=stdout)
     errors = previews["error"].dropna()
     if len(errors):

@@ -90,3 +90,11 @@ def test_the_explorers_controller_is_named_for_what_it_is() -> None:
     with pytest.warns(DeprecationWarning, match="amptools.controller"):
         old = importlib.import_module("amptools.explorer")
     assert old.ExplorerController is controller.ExplorerController
+
+
+def test_a_previews_outcomes_are_not_a_fetchs() -> None:
+    from amptools import braze, query
+
+    assert braze.PREVIEW_STATUSES == ("rendered", "aborted", "error") != query.STATUSES
+    with pytest.warns(DeprecationWarning, match="amptools.braze.STATUSES is deprecated, use amptools.braze.PREVIEW_STATUSES"):
+        assert braze.STATUSES == braze.PREVIEW_STATUSES
