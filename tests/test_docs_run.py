@@ -64,24 +64,34 @@ COMMAND_TIMEOUT = 600
 _FENCE = re.compile(r"^[ \t]*(?:[-*+][ \t]+)?```(?P<info>[^`\n]*)$", re.MULTILINE)
 _SKIP = re.compile(r"<!--\s*skip:\s*(?P<action>\w+)(?P<rest>[^\n]*?)-->")
 _EXIT = re.compile(r"#.*\bexit (?:code )?(\d+)\b")
+_HEREDOC = re.compile(r"<<-?\s*'?(?P<word>\w+)'?")
 
 
 def _commands(source: str) -> list[tuple[str, int]]:
-    """A shell block's command lines (``\\`` continuations joined), each with its expected exit code."""
+    """A shell block's command lines, each with its expected exit code.
+
+    A ``\\`` at the end of a line joins the next; a here-document (``<<'EOF'`` ... ``EOF``)
+    belongs to its command.
+    """
     commands: list[tuple[str, int]] = []
-    pending = ""
-    for line in source.splitlines():
-        if pending:
-            line = pending + " " + line.strip()
-            pending = ""
-        if line.rstrip().endswith("\\"):
-            pending = line.rstrip()[:-1].rstrip()
-            continue
+    lines = iter(source.splitlines())
+    for line in lines:
+        while line.rstrip().endswith("\\"):
+            line = line.rstrip()[:-1].rstrip() + " " + next(lines, "").strip()
         if not line.strip() or line.lstrip().startswith("#"):
             continue
         expected = _EXIT.search(line)
+        heredoc = _HEREDOC.search(line)
+        if heredoc:
+            body = []
+            for body_line in lines:
+                body.append(body_line)
+                if body_line.strip() == heredoc["word"]:
+                    break
+            else:
+                raise AssertionError(f"a here-document is not closed by {heredoc['word']}: {line!r}")
+            line = "\n".join([line, *body])
         commands.append((line.strip(), int(expected[1]) if expected else 0))
-    assert not pending, f"a shell block ends with a continuation: {pending!r}"
     return commands
 
 
@@ -184,6 +194,8 @@ def test_a_shell_block_is_split_into_its_command_lines():
         ("amptools report ids.csv --sample   # exit 1: no-such-user is listed", 1),
     ]
     assert shlex.split(_commands(source)[0][0])[:2] == ["amptools", "fetch"]
+    heredoc = "cat > m.liquid <<'EOF'\nHi {{x}}\n\nBye\nEOF\nls m.liquid\n"
+    assert _commands(heredoc) == [("cat > m.liquid <<'EOF'\nHi {{x}}\n\nBye\nEOF", 0), ("ls m.liquid", 0)]
 
 
 def test_a_failing_block_fails_the_page(tmp_path, monkeypatch):
