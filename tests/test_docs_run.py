@@ -147,15 +147,32 @@ def run_page(page: Path) -> tuple[int, list[tuple[int, str]]]:
 
 @pytest.fixture
 def reader(tmp_path, monkeypatch):
-    """A reader's setting: a fresh folder, no key in the environment."""
+    """A reader's setting: a fresh folder, no key in the environment, and a fresh process's
+    sample org — as in a new notebook kernel, ``amp.connect()`` starts its own (and says
+    so), with a budget that has not paced anything yet."""
+    from amptools import connection
+    from amptools.budget import CACHE_DIR_VARIABLE
+
     for name in KEYS:
         monkeypatch.delenv(name, raising=False)
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
+    monkeypatch.setenv(CACHE_DIR_VARIABLE, str(tmp_path / ".amptools-cache"))
+    (tmp_path / "page").mkdir()
+    monkeypatch.chdir(tmp_path / "page")
+    server = connection.new_sample_server().start()
+    monkeypatch.setattr(connection, "_shared", server)
+    monkeypatch.setattr(connection, "_announced", set())
+    yield tmp_path / "page"
+    server.stop()
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("page", PAGES, ids=_label)
+# Pages whose shell blocks start many amptools processes (a sample org each, a notebook
+# kernel for report and demo) take tens of seconds: slow tests. The others, the README
+# among them, run in the quick loop.
+SLOW_PAGES = {"docs/cli.md", "docs/cohorts.md"}
+
+
+@pytest.mark.parametrize("page", [pytest.param(page, marks=pytest.mark.slow) if _label(page) in SLOW_PAGES else page
+                                  for page in PAGES], ids=_label)
 def test_the_code_blocks_of_a_page_run_as_written(page, reader):
     started = time.perf_counter()
     ran, skipped = run_page(page)
