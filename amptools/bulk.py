@@ -46,6 +46,7 @@ from .errors import (
 )
 from .models import UserProfile, read_error
 from .names import KeyKindWarning, NameLearner, warning_text
+from .ratelimit import ClientPace
 from .ids import unique_ids
 from .query import ID_TYPES, STATUSES, IdType, ProfileQuery
 
@@ -447,7 +448,13 @@ class _Progress:
         estimates = []
         pace = self.pace_per_second()
         if pace:
-            estimates.append(left * self._requests_per_id / pace)
+            requests = float(left * self._requests_per_id)
+            if self.done == self.cached and self._limiter is not None:
+                # Before the first answer: a fresh run's first burst goes at once (a small
+                # fetch is over before the pace matters).
+                limit, period = self._limiter.limit, self._limiter.period
+                requests = max(0.0, requests - ClientPace.burst(limit / period, period))
+            estimates.append(requests / pace)
         (first_time, first_done), (last_time, last_done) = self._samples[0], self._samples[-1]
         if last_time - first_time >= self.RATE_AFTER and last_done > first_done:
             estimates.append(left * (last_time - first_time) / (last_done - first_done))
