@@ -552,6 +552,10 @@ def cmd_fetch(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
 
         snapshot = snapshots.save(profile_set, args.snapshot, label=args.snapshot_label)
         print(f"saved snapshot {snapshot} to {Path(args.snapshot).resolve()}", file=stdout)
+        if profile_set.from_cache and args.max_age is None:
+            print(f"amptools: {profile_set.from_cache} answers of this snapshot came from the cache, as "
+                  "fetched then, not now; for a nightly snapshot pass --max-age (e.g. 72000 seconds) so "
+                  "older answers are fetched again.", file=stderr)
     return _report_failures(profile_set, stderr)
 
 
