@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import pandas as pd
 
-from .cache import Answer, CacheWarning, ProfileCache, StoredParts, decide, open_cache
+from .cache import Decision, CacheWarning, ProfileCache, StoredParts, decide, open_cache
 from .errors import (
     AmptoolsWarning,
     AuthenticationError,
@@ -46,7 +46,9 @@ from .errors import (
 )
 from .models import UserProfile, read_error
 from .names import KeyKindWarning, NameLearner, warning_text
-from .query import ID_TYPES, STATUSES, IdType, ProfileQuery, validate_id
+from .ratelimit import ClientPace
+from .ids import unique_ids
+from .query import ID_TYPES, STATUSES, IdType, ProfileQuery
 
 if TYPE_CHECKING:
     from .client import ProfileClient
@@ -75,7 +77,6 @@ _OUTCOME_DTYPES = {"id": "str", "status": "str", "http_status": "Int64", "attemp
 
 CANCELLED_ERROR = "cancelled before it was fetched"
 STOPPED_BY_AUTH_ERROR = "not fetched: the run stopped at an authentication failure (HTTP 401)"
-_BAD_IDS_SHOWN = 5
 # How long another process may hold an id of a shared cache before it is asked again:
 # longer than one id's retries take (attempt deadlines and backoff included).
 CLAIM_TTL = 300.0
@@ -290,55 +291,10 @@ def _frame(rows: list[dict[str, Any]], columns: tuple[str, ...], dtypes: dict[st
     return frame.astype(dtypes)
 
 
-# -- input -----------------------------------------------------------------------------
-def unique_ids(ids: Iterable[str | int] | str, id_type: str = "user_id") -> list[str]:
-    """Validate every id and return the unique ones in input order.
-
-    ``ids`` comes from users (a list, a Series, a generator, one id): anything else
-    is refused with a message, whatever its static type says.
-
-    Raises
-    ------
-    InvalidQueryError
-        Before any request, listing the first few bad ids and their positions.
-    """
-    items: Iterable[object] = ids
-    if isinstance(ids, (str, bytes)):
-        items = [ids]
-    elif isinstance(ids, pd.DataFrame):
-        raise InvalidQueryError(
-            "ids is a DataFrame; pass one column of it, e.g. df['user_id']."
-        )
-    elif not isinstance(ids, Iterable):
-        raise InvalidQueryError(
-            f"ids must be an iterable of ids (a list, a pandas Series, a generator), "
-            f"got {type(ids).__name__}."
-        )
-    seen: dict[str, None] = {}
-    bad: list[tuple[int, Any, str]] = []
-    n_bad = 0
-    for position, value in enumerate(items):
-        if hasattr(value, "item") and type(value).__module__ == "numpy" and not isinstance(value, float):
-            value = value.item()  # numpy integers from arrays are plain ids too
-        try:
-            seen[validate_id(value, id_type)] = None
-        except InvalidQueryError as error:
-            n_bad += 1
-            if len(bad) < _BAD_IDS_SHOWN:
-                bad.append((position, value, str(error).split(";")[0]))
-    if n_bad:
-        shown = "; ".join(f"position {p}: {v!r} ({why})" for p, v, why in bad)
-        more = f" (and {n_bad - len(bad)} more)" if n_bad > len(bad) else ""
-        raise InvalidQueryError(
-            f"{n_bad} {id_type}{'s are' if n_bad > 1 else ' is'} not valid, nothing was fetched: "
-            f"{shown}{more}. Ids must be non-blank text (integers are accepted); read CSV "
-            "columns with dtype=str and drop missing values first."
-        )
-    return list(seen)
 
 
 # -- the run -----------------------------------------------------------------------------
-class FetchedPart(NamedTuple):
+class ReceivedBody(NamedTuple):
     """One body a run received: the part it answers (the cache key), the body, the
     requests it took, and why it cannot be read (None when it can)."""
 
@@ -354,17 +310,17 @@ class _Result:
     bodies fetched in this run that are not cached yet, written together with it."""
 
     outcome: Outcome
-    parts: tuple[FetchedPart, ...] = ()
+    parts: tuple[ReceivedBody, ...] = ()
     auth_error: AuthenticationError | None = None
 
 
 @dataclass(frozen=True)
-class _Part:
+class _EarlyBody:
     """One body of a split query that arrived while the id has more parts to fetch:
     cached at once so it survives a failure or a cancel before the next part."""
 
     id: str
-    part: FetchedPart
+    part: ReceivedBody
 
 
 class _Progress:
@@ -492,7 +448,13 @@ class _Progress:
         estimates = []
         pace = self.pace_per_second()
         if pace:
-            estimates.append(left * self._requests_per_id / pace)
+            requests = float(left * self._requests_per_id)
+            if self.done == self.cached and self._limiter is not None:
+                # Before the first answer: a fresh run's first burst goes at once (a small
+                # fetch is over before the pace matters).
+                limit, period = self._limiter.limit, self._limiter.period
+                requests = max(0.0, requests - ClientPace.burst(limit / period, period))
+            estimates.append(requests / pace)
         (first_time, first_done), (last_time, last_done) = self._samples[0], self._samples[-1]
         if last_time - first_time >= self.RATE_AFTER and last_done > first_done:
             estimates.append(left * (last_time - first_time) / (last_done - first_done))
@@ -571,7 +533,7 @@ class _Plan:
     which are finished that way.
     """
 
-    cached: dict[str, tuple[_Form, Answer]]
+    cached: dict[str, tuple[_Form, Decision]]
     to_fetch: list[str]
     have: dict[str, dict[str, Any]]
     split: set[str]
@@ -693,7 +655,7 @@ class _Fetcher:
         context.choose(id_, form)
         return form
 
-    def fetch(self, id_: str, hand: Callable[[_Part], None]) -> _Result | None:
+    def fetch(self, id_: str, hand: Callable[[_EarlyBody], None]) -> _Result | None:
         """``hand`` passes each body that is not the id's last on, to be cached at once."""
         context = self.context
         if context.claims is not None and context.claims.hold(id_, context.stop):
@@ -705,7 +667,7 @@ class _Fetcher:
         have = context.have.get(id_, {})
         missing = [i for i, key in enumerate(form.keys) if key not in have]
         payloads: list[Any] = [have.get(key) for key in form.keys]
-        fetched: list[FetchedPart] = []
+        fetched: list[ReceivedBody] = []
         attempts = 0
         for n, index in enumerate(missing):
             part, key = form.parts[index], form.keys[index]
@@ -719,12 +681,12 @@ class _Fetcher:
             attempts += used
             payloads[index] = payload
             problem = read_error(payload, part)
-            entry = FetchedPart(key, payload, used, problem)
+            entry = ReceivedBody(key, payload, used, problem)
             if problem is not None:
                 # Kept in the cache with its error; the parts after it are not asked.
                 return _Result(Outcome(id_, "failed", 200, attempts, problem), (*fetched, entry))
             if n < len(missing) - 1:
-                hand(_Part(id_, entry))  # cached now: survives a failure of the next part
+                hand(_EarlyBody(id_, entry))  # cached now: survives a failure of the next part
             else:
                 fetched.append(entry)
         try:
@@ -762,7 +724,7 @@ class _Fetcher:
 class _Run:
     """One bulk fetch: checks at construction; :meth:`run` plans from the cache, fetches
     the rest in worker threads (:class:`_Fetcher`) and records every result here, in the
-    coordinating thread (the cache writes, the ledger, the :class:`_Progress`)."""
+    coordinating thread (the cache writes, the outcomes, the :class:`_Progress`)."""
 
     def __init__(
         self,
@@ -835,7 +797,7 @@ class _Run:
             return UserProfile.from_payloads(payloads, form.query, self.names.read())
         return UserProfile.from_payloads(payloads, form.query)
 
-    def _cached_outcome(self, id_: str, form: _Form, answer: Answer) -> Outcome | None:
+    def _cached_outcome(self, id_: str, form: _Form, answer: Decision) -> Outcome | None:
         """The outcome of a cache answer; None when its bodies do not make a profile."""
         if answer.status != "ok":
             return Outcome(id_, answer.status, answer.http_status, answer.attempts, answer.error, True)
@@ -859,10 +821,10 @@ class _Run:
         return self._cached_outcome(id_, form, answer)
 
     # -- bookkeeping (coordinating thread only) ------------------------------------------
-    def _record(self, result: _Result | _Part) -> None:
+    def _record(self, result: _Result | _EarlyBody) -> None:
         """Cache, then count, one result. Idempotent: a Ctrl-C anywhere in here leaves the
         result queued, and processing it again neither loses nor double-counts it."""
-        if isinstance(result, _Part):
+        if isinstance(result, _EarlyBody):
             if result.id not in self.outcomes:
                 self._save(result.id, parts=(result.part,))
             return
@@ -1085,7 +1047,7 @@ class _Run:
                 self.stop.set()
                 return
             self.names.learn_refresh(outcome.profile.raw, payload)
-            self._save(id_, parts=(FetchedPart(key, payload, used, read_error(payload, part)),))
+            self._save(id_, parts=(ReceivedBody(key, payload, used, read_error(payload, part)),))
             self.outcomes[id_] = replace(outcome, attempts=outcome.attempts + used)
 
     # -- threads -------------------------------------------------------------------------
@@ -1095,7 +1057,7 @@ class _Run:
             pending.put(id_)
         # A result leaves the deque only after it is cached and counted, so a Ctrl-C at
         # any moment cannot drop an answer that arrived (see _record).
-        results: deque[_Result | _Part] = deque()
+        results: deque[_Result | _EarlyBody] = deque()
         ready = threading.Event()
         fetcher = _Fetcher(_Context(
             client=self.client, id_type=self.id_type, query=self.query, main=self.main, split=self.split,
@@ -1104,7 +1066,7 @@ class _Run:
             form_of=self.form, choose=self._choose, reread=self.reread, profile=self.profile))
 
         def work() -> None:
-            def hand(item: _Part) -> None:
+            def hand(item: _EarlyBody) -> None:
                 results.append(item)
                 ready.set()
 
@@ -1132,7 +1094,7 @@ class _Run:
         if self.stop.is_set() and self.auth_error is None:
             self.cancelled = True
 
-    def _collect(self, threads: list[threading.Thread], results: deque[_Result | _Part],
+    def _collect(self, threads: list[threading.Thread], results: deque[_Result | _EarlyBody],
                  ready: threading.Event) -> None:
         """Cache and count the workers' results until they are all done (or abandoned)."""
         abandoned = False

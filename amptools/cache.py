@@ -24,7 +24,7 @@ nothing of clients or HTTP); direct calls use the scope ``""`` unless given one.
     or a run cancelled between the two, keeps the first answer, and the next run
     asks only for the part that is missing.
 ``outcomes`` — key ``(scope, id_type, id, query)``
-    The ledger: the last outcome of each id for the whole query (``ok``,
+    The outcomes: the last outcome of each id for the whole query (``ok``,
     ``not_found`` or ``failed``), with the HTTP status, the attempts, the error
     text and ``recorded_at``.
 ``rejected``
@@ -85,10 +85,10 @@ from .errors import AmptoolsWarning, CacheError, ConfigurationError, InvalidQuer
 from .models import ComputationNames, narrowed, read_error
 from .query import STATUSES, ProfileQuery
 
-__all__ = ["Answer", "CacheWarning", "PartHit", "ProfileCache", "StoredParts", "decide", "open_cache"]
+__all__ = ["CacheWarning", "Decision", "ProfileCache", "StoredBody", "StoredParts", "decide", "open_cache"]
 
 SCHEMA_VERSION = 2
-OUTCOMES = STATUSES  # an outcome recorded in the ledger is a bulk fetch's status
+OUTCOMES = STATUSES  # an outcome recorded here is a bulk fetch's status
 LEGACY_SCOPE = "legacy:v1"
 
 _NAMES_TABLE = """CREATE TABLE IF NOT EXISTS computation_names (
@@ -148,7 +148,7 @@ class CacheWarning(AmptoolsWarning):
 
 
 @dataclass(frozen=True)
-class PartHit:
+class StoredBody:
     """One stored body: the answer to one of ``ProfileQuery.parts()``."""
 
     part: str
@@ -164,7 +164,7 @@ class StoredParts:
     ``not_found`` outcome ``(recorded_at, http_status, attempts)`` when there is one."""
 
     id: str
-    parts: dict[str, PartHit] = field(default_factory=dict)
+    parts: dict[str, StoredBody] = field(default_factory=dict)
     not_found: tuple[float, int | None, int] | None = None
 
     @property
@@ -181,7 +181,7 @@ class StoredParts:
 
 
 @dataclass(frozen=True)
-class Answer:
+class Decision:
     """What the cache holds for one id and one way of asking it (see :func:`decide`).
 
     ``status`` is ``ok`` (``payloads`` holds one body per part, in order),
@@ -198,10 +198,15 @@ class Answer:
     error: str | None = None
 
 
+# The names before issue 23 (one class was called Answer in three modules; "part" meant a
+# sub-query and a body): kept for code that imported them.
+Answer = Decision
+PartHit = StoredBody
+
 NOT_FOUND_CACHED = "User id and device id not seen before (cached)"
 
 
-def decide(entry: StoredParts | None, parts: Sequence[ProfileQuery]) -> Answer:
+def decide(entry: StoredParts | None, parts: Sequence[ProfileQuery]) -> Decision:
     """The one rule for "is this id answered by the cache", for the requests ``parts``.
 
     - a ``not_found`` outcome newer than every stored body: ``not_found``;
@@ -215,10 +220,10 @@ def decide(entry: StoredParts | None, parts: Sequence[ProfileQuery]) -> Answer:
       without recommendations is simply asked again).
     """
     if entry is None:
-        return Answer("missing")
+        return Decision("missing")
     if entry.is_not_found:
         _, http_status, attempts = entry.not_found  # type: ignore[misc]
-        return Answer("not_found", http_status=http_status, attempts=attempts, error=NOT_FOUND_CACHED)
+        return Decision("not_found", http_status=http_status, attempts=attempts, error=NOT_FOUND_CACHED)
     keys = [part.canonical() for part in parts]
     have: dict[str, Any] = {}
     attempts = 0
@@ -230,7 +235,7 @@ def decide(entry: StoredParts | None, parts: Sequence[ProfileQuery]) -> Answer:
                 have[key], attempts = hit.payload, attempts + hit.attempts
                 continue
             if part.asks_recommendations:
-                return Answer("failed", http_status=200, attempts=hit.attempts, error=(
+                return Decision("failed", http_status=200, attempts=hit.attempts, error=(
                     f"{problem} (this body is kept in the cache and not fetched again, since "
                     "fetching recommendations logs an exposure event; pass max_age= or "
                     "cache.forget() to fetch it again)"))
@@ -238,8 +243,8 @@ def decide(entry: StoredParts | None, parts: Sequence[ProfileQuery]) -> Answer:
         if wider is not None:
             have[key] = wider
     if len(have) == len(keys):
-        return Answer("ok", [have[k] for k in keys], http_status=200, attempts=attempts)
-    return Answer("missing", have=have)
+        return Decision("ok", [have[k] for k in keys], http_status=200, attempts=attempts)
+    return Decision("missing", have=have)
 
 
 def _wider_answer(entry: StoredParts, part: ProfileQuery) -> dict[str, Any] | None:
@@ -620,7 +625,7 @@ class ProfileCache:
                     except (ValueError, RecursionError):
                         continue  # a damaged row is fetched again
                     entry = found.setdefault(id_, StoredParts(id_))
-                    entry.parts[part] = PartHit(part, body, at, attempts or 0, error)
+                    entry.parts[part] = StoredBody(part, body, at, attempts or 0, error)
                 # An id the service did not know is unknown whatever was asked of it.
                 for id_, at, http_status, attempts in conn.execute(
                     "SELECT id, MAX(recorded_at), http_status, attempts FROM outcomes "
@@ -661,7 +666,7 @@ class ProfileCache:
 
     def outcomes(self, id_type: str | None = None, query: ProfileQuery | str | None = None,
                  *, scope: str | None = None) -> Any:
-        """The ledger as a DataFrame: id_type, id, query, status, http_status, attempts,
+        """The outcomes table as a DataFrame: id_type, id, query, status, http_status, attempts,
         error, recorded_at (Unix seconds). Every scope unless ``scope`` is given."""
         import pandas as pd
 

@@ -495,7 +495,7 @@ def _cohort_ids(args: argparse.Namespace, profile_client: Any, stderr: TextIO) -
         print(f"amptools: {len(members) - len(ids)} cohort members have no user_id; the Profile API "
               "needs one, so they are left out.", file=stderr)
     if args.cohort_sample is not None and args.cohort_sample < len(ids):
-        from .explorer import sample_ids
+        from .controller import sample_ids
 
         ids = sample_ids(ids, args.cohort_sample, include=())
     print(f"amptools: cohort {info.get('name') or args.cohort!r}: {len(ids):,} users to fetch "
@@ -577,6 +577,10 @@ def cmd_fetch(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
 
         snapshot = snapshots.save(profile_set, args.snapshot, label=args.snapshot_label)
         print(f"saved snapshot {snapshot} to {Path(args.snapshot).resolve()}", file=stdout)
+        if profile_set.from_cache and args.max_age is None:
+            print(f"amptools: {profile_set.from_cache} answers of this snapshot came from the cache, as "
+                  "fetched then, not now; for a nightly snapshot pass --max-age (e.g. 72000 seconds) so "
+                  "older answers are fetched again.", file=stderr)
     return _report_failures(profile_set, stderr)
 
 
@@ -720,7 +724,7 @@ def cmd_preview(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int
     written = export.to_csv(previews, Path(args.out))
     counts = previews["status"].value_counts()
     print(f"{profiles!r}", file=stdout)
-    print(", ".join(f"{int(counts.get(status, 0)):,} {status}" for status in braze.STATUSES), file=stdout)
+    print(", ".join(f"{int(counts.get(status, 0)):,} {status}" for status in braze.PREVIEW_STATUSES), file=stdout)
     print(f"wrote {written}", file=stdout)
     errors = previews["error"].dropna()
     if len(errors):
@@ -741,7 +745,7 @@ def _snapshot_choice(value: str | None) -> str | int | None:
 
 
 def cmd_drift(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
-    from .explorer import OverTime
+    from .controller import OverTime
     from .snapshots import SnapshotError
 
     out = Path(args.out)

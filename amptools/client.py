@@ -125,7 +125,7 @@ def map_response(
     status: int, text: str, headers: Mapping[str, str], url: str
 ) -> dict[str, Any] | ProfileAPIError:
     """Turn one HTTP answer into the JSON payload, or the error it stands for."""
-    context: _Answer = {"status": status, "body": text, "url": url}
+    context: _ErrorContext = {"status": status, "body": text, "url": url}
     error_text = ""
     payload: Any = None
     try:
@@ -234,7 +234,7 @@ def _key_problem(secret_key: Any) -> str | None:
     return None
 
 
-class _Answer(TypedDict):
+class _ErrorContext(TypedDict):
     # What every error made from one HTTP answer carries.
     status: int
     body: str

@@ -38,6 +38,8 @@ query string.
 
 from __future__ import annotations
 
+import numbers
+
 import os
 import sys
 import warnings
@@ -102,12 +104,17 @@ class ConfigurationError(AmptoolsError, ValueError):
     """The client is set up wrongly (no key, unsafe URL, bad limit). Retrying cannot help."""
 
 
-def whole_number(name: str, value: object, *, minimum: int) -> int:
-    """``value`` when it is a whole number ≥ ``minimum`` (a bool is not), else a
-    :class:`ConfigurationError` that names the setting ``name``."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ConfigurationError(f"{name} must be a whole number ≥ {minimum}, got {value!r}.")
-    return value
+def whole_number(name: str, value: object, *, minimum: int, maximum: int | None = None,
+                 error: type[ValueError] | None = None) -> int:
+    """``value`` as an ``int`` when it is a whole number (numpy's too; a bool is not) between
+    ``minimum`` and ``maximum``, else ``error`` (a :class:`ConfigurationError` by default:
+    the caller says which kind of mistake it is) naming ``name``. The one check of "a whole
+    number ≥ N" everywhere."""
+    number = int(value) if isinstance(value, numbers.Integral) and not isinstance(value, bool) else None
+    if number is None or number < minimum or (maximum is not None and number > maximum):
+        upper = f" and ≤ {maximum}" if maximum is not None else ""
+        raise (error or ConfigurationError)(f"{name} must be a whole number ≥ {minimum}{upper}, got {value!r}.")
+    return number
 
 
 class PersonalDataError(AmptoolsError, ValueError):

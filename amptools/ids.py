@@ -1,25 +1,38 @@
-"""Reading ids the way analysts have them: pasted text or a CSV file.
+"""Ids: what one is (:func:`validate_id`), the unique ones of a list (:func:`unique_ids`),
+a reproducible pick of an org's (:func:`sample_ids`), and reading them the way analysts
+have them — pasted text or a CSV file (:func:`parse_ids`, :func:`parse_id_file`).
 
-Shared by the explorer (pasted text, uploaded files) and the command line (an ids
-file or stdin), so both read the same file the same way: a ``user_id`` or
-``device_id`` column (any case; ``userid``/``user``/``deviceid``/``device`` too) in a
-comma, semicolon, tab or pipe separated file, else one id per line. Values stay
-text, so leading zeros and long numeric ids survive.
+The first module of the data flow: a query names its ids with these rules. The explorer
+(pasted text, uploaded files) and the command line (an ids file or stdin) read the same
+file the same way: a ``user_id`` or ``device_id`` column (any case;
+``userid``/``user``/``deviceid``/``device`` too) in a comma, semicolon, tab or pipe
+separated file, else one id per line. Values stay text, so leading zeros and long
+numeric ids survive.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import random
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
-from .errors import InvalidQueryError
-from .query import ID_TYPES
+from .errors import InvalidQueryError, whole_number
 
-__all__ = ["SEPARATORS", "ParsedIds", "parse_id_file", "parse_ids"]
+__all__ = ["ID_TYPES", "SEPARATORS", "TEST_USER", "IdType", "ParsedIds", "parse_id_file", "parse_ids", "sample_ids",
+           "unique_ids", "validate_id"]
+
+IdType = Literal["user_id", "device_id"]
+#: The ids a user can be asked by; also the key columns of every table, in this order.
+ID_TYPES: tuple[IdType, IdType] = ("user_id", "device_id")
+#: The documented test user, which every org (the sample org too) answers.
+TEST_USER = "testUser"
+_SURROGATE = re.compile("[\ud800-\udfff]")
+# How many bad ids an error names (with their positions).
+_BAD_IDS_SHOWN = 5
 
 #: How pasted text may be split; ``auto`` is explained in :func:`parse_ids`.
 SEPARATORS = ("auto", "lines", "commas", "whitespace")
@@ -27,6 +40,119 @@ SEPARATORS = ("auto", "lines", "commas", "whitespace")
 _COLUMN_NAMES = {"user_id": "user_id", "userid": "user_id", "user": "user_id",
                  "device_id": "device_id", "deviceid": "device_id", "device": "device_id"}
 _QUOTES = "\"'"
+
+
+# ------------------------------------------------------------------------------- one id, many
+def validate_id(value: object, name: str = "user_id") -> str:
+    """Return ``value`` as an id string, or raise :class:`InvalidQueryError`.
+
+    Ids may hold any characters (they are URL-encoded when sent), but must be
+    non-empty and not only white space. Integers are accepted and turned into text
+    (ids read from spreadsheets often arrive as numbers); floats, booleans and
+    None are refused because their text form is ambiguous (``1e21``, ``1.0``).
+    """
+    if isinstance(value, bool) or value is None or isinstance(value, float):
+        raise InvalidQueryError(
+            f"{name} must be text, got {type(value).__name__} {value!r}; "
+            "pass ids as strings (read CSV columns with dtype=str to keep leading zeros)."
+        )
+    if isinstance(value, int):
+        value = str(value)
+    if not isinstance(value, str):
+        raise InvalidQueryError(f"{name} must be text, got {type(value).__name__}.")
+    if not value.strip():
+        raise InvalidQueryError(f"{name} is empty or blank; give a non-empty id.")
+    if "\x00" in value or _SURROGATE.search(value):
+        # A lone surrogate cannot be sent (it is not encodable) nor stored; a NUL is
+        # never part of a real id. Both come from broken decoding upstream.
+        raise InvalidQueryError(
+            f"{name} {ascii(value)} "
+            "holds a NUL or a lone surrogate (text that was decoded wrongly); fix the id at "
+            "its source or read the file as UTF-8.")
+    return value
+
+
+def unique_ids(ids: Iterable[str | int] | str, id_type: str = "user_id") -> list[str]:
+    """Validate every id and return the unique ones in input order.
+
+    ``ids`` comes from users (a list, a Series, a generator, one id): anything else
+    is refused with a message, whatever its static type says.
+
+    Raises
+    ------
+    InvalidQueryError
+        Before any request, listing the first few bad ids and their positions.
+    """
+    items: Iterable[object] = ids
+    if isinstance(ids, (str, bytes)):
+        items = [ids]
+    elif type(ids).__name__ == "DataFrame" and hasattr(ids, "columns"):  # pandas, not imported here
+        raise InvalidQueryError(
+            "ids is a DataFrame; pass one column of it, e.g. df['user_id']."
+        )
+    elif not isinstance(ids, Iterable):
+        raise InvalidQueryError(
+            f"ids must be an iterable of ids (a list, a pandas Series, a generator), "
+            f"got {type(ids).__name__}."
+        )
+    seen: dict[str, None] = {}
+    bad: list[tuple[int, Any, str]] = []
+    n_bad = 0
+    for position, value in enumerate(items):
+        if hasattr(value, "item") and type(value).__module__ == "numpy" and not isinstance(value, float):
+            value = value.item()  # numpy integers from arrays are plain ids too
+        try:
+            seen[validate_id(value, id_type)] = None
+        except InvalidQueryError as error:
+            n_bad += 1
+            if len(bad) < _BAD_IDS_SHOWN:
+                bad.append((position, value, str(error).split(";")[0]))
+    if n_bad:
+        shown = "; ".join(f"position {p}: {v!r} ({why})" for p, v, why in bad)
+        more = f" (and {n_bad - len(bad)} more)" if n_bad > len(bad) else ""
+        raise InvalidQueryError(
+            f"{n_bad} {id_type}{'s are' if n_bad > 1 else ' is'} not valid, nothing was fetched: "
+            f"{shown}{more}. Ids must be non-blank text (integers are accepted); read CSV "
+            "columns with dtype=str and drop missing values first."
+        )
+    return list(seen)
+
+
+def sample_ids(
+    org_ids: Sequence[str], n: int, *, seed: int = 0, include: Sequence[str] = (TEST_USER,)
+) -> list[str]:
+    """A reproducible pick of ``n`` ids from an org's ids.
+
+    Parameters
+    ----------
+    org_ids : sequence of str
+        Every id of the org (for the sample org: ``SampleServer.org.user_ids``).
+    n : int
+        How many ids to return (at most ``len(org_ids)``).
+    seed : int
+        Another seed gives another pick.
+    include : sequence of str
+        Ids always in the pick, first, when they belong to the org (``testUser``).
+
+    Returns
+    -------
+    list of str
+    """
+    whole_number("the number of users", n, minimum=0, error=InvalidQueryError)
+    total = len(org_ids)
+    n = min(n, total)
+    chosen: list[str] = [i for i in include if i in org_ids][:n]
+    taken = set(chosen)
+    rng = random.Random(seed)
+    # Index sampling, not list(org_ids): an org's id sequence may be computed lazily.
+    for index in rng.sample(range(total), min(total, n + len(taken))):
+        if len(chosen) >= n:
+            break
+        value = org_ids[index]
+        if value not in taken:
+            taken.add(value)
+            chosen.append(value)
+    return chosen
 
 
 # ---------------------------------------------------------------------------- choosing users

@@ -16,7 +16,8 @@ import pandas as pd
 
 from . import tables
 from ._types import CohortNamesLike, ProfilesLike
-from .errors import AmptoolsWarning, PersonalDataError, warn
+from .errors import AmptoolsWarning, PersonalDataError, warn, whole_number
+from .frames import deprecated_arguments
 from .files import PERSONAL_DATA_ATTR
 from .models import UserProfile
 
@@ -123,8 +124,9 @@ def _column_for_property(name: str, taken: Iterable[str]) -> str:
     return column
 
 
+@deprecated_arguments(ps="profiles")
 def marketing_table(
-    ps: ProfilesLike,
+    profiles: ProfilesLike,
     *,
     rec_id: str | None = None,
     top_n: int = 5,
@@ -138,7 +140,7 @@ def marketing_table(
 
     Parameters
     ----------
-    ps : ProfileSet, list of UserProfile, or list of response dicts
+    profiles : ProfileSet, list of UserProfile, or list of response dicts (formerly ``ps=``, deprecated)
         The profiles (see :func:`amptools.tables.as_profiles`).
     rec_id : str, optional
         The recommendation set. None picks the only set; with several sets a
@@ -198,11 +200,10 @@ def marketing_table(
         A property that looks like personal data was asked for by name without
         ``include_pii=True``.
     """
-    if isinstance(top_n, bool) or not isinstance(top_n, int) or top_n < 1:
-        raise ValueError(f"top_n must be a positive integer, got {top_n!r}")
+    whole_number("top_n", top_n, minimum=1, error=ValueError)
     if items_as not in ("columns", "list"):
         raise ValueError(f'items_as must be "columns" or "list", got {items_as!r}')
-    profiles = tables.as_profiles(ps)
+    profiles = tables.as_profiles(profiles)
     columns: dict[str, Any] = {
         "user_id": pd.array([p.user_id for p in profiles], dtype=tables.ID_DTYPE),
         "device_id": pd.array([p.device_id for p in profiles], dtype=tables.ID_DTYPE),

@@ -45,6 +45,7 @@ import numpy as np
 import pandas as pd
 
 from . import tables
+from .errors import whole_number
 from .frames import ID_COLUMNS, LIST_COLUMNS, deprecated_arguments, moved_names, shared_docs
 from .frames import require_columns as require_columns  # re-exported: braze.py imports it from here
 from .grouping import (
@@ -164,8 +165,8 @@ _SET_SIMILARITY_DOCS = """Parameters
 
 
 def _check_k(k: int | None) -> None:
-    if k is not None and (isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1):
-        raise ValueError(f"k must be a positive integer or None, got {k!r}")
+    if k is not None:
+        whole_number("k", k, minimum=1, error=ValueError)
 
 
 def _check_p(p: float) -> None:

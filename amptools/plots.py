@@ -37,6 +37,7 @@ from plotly.subplots import make_subplots
 from amptools import metrics
 from amptools.frames import ID_COLUMNS, LIST_COLUMNS, deprecated_arguments, moved_names, require_columns, shared_docs
 from amptools.grouping import user_codes
+from amptools.query import ORG_REQUESTS_PER_MINUTE
 from amptools.tables import cohort_labels
 
 __all__ = [
@@ -1154,7 +1155,7 @@ def call_plan(
     {returns}
     """
     require_columns(plan, list(NEEDS_CALL_PLAN), "call_plan")
-    limit = int(limit if limit is not None else plan.attrs.get("limit", 600))
+    limit = int(limit if limit is not None else plan.attrs.get("limit", ORG_REQUESTS_PER_MINUTE))
     throttled = plan["throttled"].to_numpy(dtype=bool)
     over = int(throttled.sum())
     minutes = len(plan)

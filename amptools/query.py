@@ -15,14 +15,13 @@ from typing import Any, Literal
 from urllib.parse import quote
 
 from .errors import InvalidQueryError
+from .ids import ID_TYPES, IdType, validate_id
 
 __all__ = ["ID_TYPES", "ORG_REQUESTS_PER_MINUTE", "PROPENSITY_TYPES", "REC_TYPES", "STATUSES", "IdType",
            "ProfileQuery", "Status", "encode_params", "validate_id"]
 
-# The vocabulary every stage shares, defined here, at the start of the data flow.
-IdType = Literal["user_id", "device_id"]
-#: The ids a user can be asked by; also the key columns of every table, in this order.
-ID_TYPES: tuple[IdType, IdType] = ("user_id", "device_id")
+# The vocabulary every stage shares, defined at the start of the data flow (the ids
+# themselves in ids.py, the first module of it).
 Status = Literal["ok", "not_found", "failed"]
 #: How each id of a bulk fetch ends (``ok + not_found + failed == unique ids``).
 STATUSES: tuple[Status, Status, Status] = ("ok", "not_found", "failed")
@@ -34,38 +33,8 @@ PROPENSITY_TYPES = ("score", "pct")
 REC_TYPES = ("model", "random")
 _TOKEN = re.compile(r"^[A-Za-z0-9_\-]+$")
 _PROPENSITY_ALIASES = {"percentile": "pct", "probability": "score"}
-_SURROGATE = re.compile("[\ud800-\udfff]")
 # Words that mean "all" or "none" to a person but would be sent as a comp_id.
 _NOT_COMPUTATION_IDS = {"all", "true", "false", "none", "*", "yes", "no"}
-
-
-def validate_id(value: object, name: str = "user_id") -> str:
-    """Return ``value`` as an id string, or raise :class:`InvalidQueryError`.
-
-    Ids may hold any characters (they are URL-encoded when sent), but must be
-    non-empty and not only white space. Integers are accepted and turned into text
-    (ids read from spreadsheets often arrive as numbers); floats, booleans and
-    None are refused because their text form is ambiguous (``1e21``, ``1.0``).
-    """
-    if isinstance(value, bool) or value is None or isinstance(value, float):
-        raise InvalidQueryError(
-            f"{name} must be text, got {type(value).__name__} {value!r}; "
-            "pass ids as strings (read CSV columns with dtype=str to keep leading zeros)."
-        )
-    if isinstance(value, int):
-        value = str(value)
-    if not isinstance(value, str):
-        raise InvalidQueryError(f"{name} must be text, got {type(value).__name__}.")
-    if not value.strip():
-        raise InvalidQueryError(f"{name} is empty or blank; give a non-empty id.")
-    if "\x00" in value or _SURROGATE.search(value):
-        # A lone surrogate cannot be sent (it is not encodable) nor stored; a NUL is
-        # never part of a real id. Both come from broken decoding upstream.
-        raise InvalidQueryError(
-            f"{name} {ascii(value)} "
-            "holds a NUL or a lone surrogate (text that was decoded wrongly); fix the id at "
-            "its source or read the file as UTF-8.")
-    return value
 
 
 # The parameters whose value is a comma-joined list of ids.

@@ -52,7 +52,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
-from .errors import ConfigurationError, FetchCancelled
+from .errors import ConfigurationError, FetchCancelled, whole_number
+from .query import ORG_REQUESTS_PER_MINUTE
 
 __all__ = [
     "BEYOND",
@@ -79,8 +80,9 @@ __all__ = [
 
 log = logging.getLogger("amptools")
 
-#: The requests a minute an Amplitude org may make across all its endpoints.
-ORG_LIMIT = 600
+#: The requests a minute an Amplitude org may make across all its endpoints (one name for it:
+#: :data:`amptools.query.ORG_REQUESTS_PER_MINUTE`).
+ORG_LIMIT = ORG_REQUESTS_PER_MINUTE
 
 #: How long a waiting thread sleeps at most before it looks again: a released permit or
 #: a cancel must not wait for a long computed delay to run out.
@@ -221,9 +223,13 @@ class PaceState:
     def _climbed(self, now: float, ceiling: float, period: float) -> float:
         rate, since = self.rate, self.updated
         if not self._remembers(now, period):
-            # Slow start: nothing before the probe's end, then doubling.
+            # Slow start: nothing before the probe's end, then doubling — never under the
+            # start pace of the largest ceiling now active (a cautious client may have
+            # started the scope before a larger one joined).
+            rate = max(rate, START_SHARE * ceiling)
             grow = max(now, self.probe_until) - max(since, self.probe_until)
             return min(ceiling, rate * math.exp2(max(0.0, grow) / (DOUBLING * period)))
+        rate = max(rate, MIN_SHARE * ceiling)
         start = max(since, self.decreased + HOLD * period)
         if now <= start:
             return min(ceiling, rate)
@@ -540,8 +546,7 @@ class RateLimiter:
         ledger: Ledger | None = None,
         retry_shared: float = 5.0,
     ) -> None:
-        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
-            raise ConfigurationError(f"rate limit must be a whole number of requests ≥ 1, got {limit!r}.")
+        whole_number("rate limit (requests per period)", limit, minimum=1)
         if not period > 0:
             raise ConfigurationError(f"rate-limit period must be positive seconds, got {period!r}.")
         self.limit = limit

@@ -48,7 +48,7 @@ import pandas as pd
 from pandas.api.types import infer_dtype
 
 from .errors import InvalidQueryError
-from .frames import ID_COLUMNS, require_columns, shared_docs
+from .frames import ID_COLUMNS, deprecated_arguments, require_columns, shared_docs
 from .models import KEY_KINDS, UserProfile
 from ._types import CohortNamesLike, ProfilesLike
 from .query import STATUSES, ProfileQuery
@@ -243,8 +243,8 @@ _PROFILE_TYPE = frozenset({UserProfile, AnswerFields})
 
 
 # What every table function takes, written once.
-_DATA_DOCS = """data : ProfileSet, list of UserProfile, or list of response dicts
-        The profiles (see :func:`as_profiles`)."""
+_DATA_DOCS = """profiles : ProfileSet, list of UserProfile, or list of response dicts
+        The profiles (see :func:`as_profiles`). Formerly ``data=`` (deprecated)."""
 _QUERY_DOCS = """query : ProfileQuery, optional
         Used only to parse raw response dicts."""
 _RETURNS_DOCS = """Returns
@@ -259,12 +259,13 @@ _TABLE_DOCS = shared_docs(
 
 
 # -- input ---------------------------------------------------------------------------
-def as_profiles(data: ProfilesLike, *, query: ProfileQuery | None = None) -> list[UserProfile]:
+@deprecated_arguments(data="profiles")
+def as_profiles(profiles: ProfilesLike, *, query: ProfileQuery | None = None) -> list[UserProfile]:
     """Turn any accepted input into a new list of profiles, in input order.
 
     Parameters
     ----------
-    data : ProfileSet, iterable of UserProfile or dict, UserProfile or dict
+    profiles : ProfileSet, iterable of UserProfile or dict, UserProfile or dict
         A ``ProfileSet`` (anything with ``.profiles``), profiles, raw response
         bodies (``{"userData": {...}}``), or a single one of these.
     query : ProfileQuery, optional
@@ -275,7 +276,7 @@ def as_profiles(data: ProfilesLike, *, query: ProfileQuery | None = None) -> lis
     Returns
     -------
     list of UserProfile
-        A new list; ``data`` is not changed.
+        A new list; ``profiles`` is not changed.
 
     Raises
     ------
@@ -284,22 +285,22 @@ def as_profiles(data: ProfilesLike, *, query: ProfileQuery | None = None) -> lis
     ResponseFormatError
         When a raw body is not the documented shape.
     """
-    if isinstance(data, UserProfile):
-        return [data]
-    if isinstance(data, Mapping):
-        return [UserProfile.from_json(data, query)]
-    profiles = getattr(data, "profiles", None)
-    if profiles is not None and not isinstance(data, pd.DataFrame):
-        data = profiles
-    if isinstance(data, (str, bytes, pd.DataFrame)) or not isinstance(data, Iterable):
+    if isinstance(profiles, UserProfile):
+        return [profiles]
+    if isinstance(profiles, Mapping):
+        return [UserProfile.from_json(profiles, query)]
+    listed = getattr(profiles, "profiles", None)
+    if listed is not None and not isinstance(profiles, pd.DataFrame):
+        profiles = listed
+    if isinstance(profiles, (str, bytes, pd.DataFrame)) or not isinstance(profiles, Iterable):
         raise TypeError(
             "expected a ProfileSet, a list of UserProfile or a list of response dicts, "
-            f"got {type(data).__name__}"
+            f"got {type(profiles).__name__}"
         )
-    if type(data) is list and set(map(type, data)) <= _PROFILE_TYPE:
-        return data.copy()  # the common case, in one C-level pass
+    if type(profiles) is list and set(map(type, profiles)) <= _PROFILE_TYPE:
+        return profiles.copy()  # the common case, in one C-level pass
     out: list[UserProfile] = []
-    for index, item in enumerate(data):
+    for index, item in enumerate(profiles):
         if isinstance(item, (UserProfile, AnswerFields)):
             out.append(item)  # AnswerFields: the fields the tables read, duck-typed
         elif isinstance(item, Mapping):
@@ -455,8 +456,9 @@ def _recommendation_frame(profiles: Sequence[UserProfile]) -> tuple[pd.DataFrame
     return _frame(columns, RECOMMENDATION_COLUMNS, RECOMMENDATION_DTYPES), rows
 
 
+@deprecated_arguments(data="profiles")
 @_TABLE_DOCS
-def recommendations(data: ProfilesLike, *, query: ProfileQuery | None = None) -> pd.DataFrame:
+def recommendations(profiles: ProfilesLike, *, query: ProfileQuery | None = None) -> pd.DataFrame:
     """One row per (user, recommendation set, item): the long recommendations table.
 
     {parameters}
@@ -477,7 +479,7 @@ def recommendations(data: ProfilesLike, *, query: ProfileQuery | None = None) ->
         A set with no items gives no rows; users without recommendations too
         (see :func:`summary` for who had none).
     """
-    return _recommendation_frame(as_profiles(data, query=query))[0]
+    return _recommendation_frame(as_profiles(profiles, query=query))[0]
 
 
 # -- properties --------------------------------------------------------------------------
@@ -595,9 +597,10 @@ def _unique_name(name: str, taken: set[str], prefix: str) -> str:
     return candidate
 
 
+@deprecated_arguments(data="profiles")
 @_TABLE_DOCS
 def properties(
-    data: ProfilesLike,
+    profiles: ProfilesLike,
     *,
     parse_dates: bool = False,
     strip_gp: bool = False,
@@ -641,7 +644,7 @@ def properties(
         - anything else (text and numbers, numbers and booleans, lists, all null):
           ``object`` holding the values exactly as sent.
     """
-    profiles = as_profiles(data, query=query)
+    profiles = as_profiles(profiles, query=query)
     rows = [props or _NO_PROPS for props in map(_AMP_PROPS, profiles)]
     names, grid = _property_grid(rows)
     columns = _id_columns(profiles)
@@ -747,8 +750,9 @@ def cohort_labels(ids: Iterable[str], names: CohortNamesLike) -> dict[str, str]:
     return {i: f"{n} ({i})" if n in repeated and n != i else n for i, n in shown.items()}
 
 
+@deprecated_arguments(data="profiles")
 @_TABLE_DOCS
-def cohorts(data: ProfilesLike, *, names: CohortNamesLike = None, query: ProfileQuery | None = None) -> pd.DataFrame:
+def cohorts(profiles: ProfilesLike, *, names: CohortNamesLike = None, query: ProfileQuery | None = None) -> pd.DataFrame:
     """One row per (user, cohort the user is in).
 
     Parameters
@@ -764,7 +768,7 @@ def cohorts(data: ProfilesLike, *, names: CohortNamesLike = None, query: Profile
         (category; :data:`COHORT_NAMED_COLUMNS`). Users in no cohort, or not
         asked, give no rows.
     """
-    frame = _cohort_frame(as_profiles(data, query=query))[0]
+    frame = _cohort_frame(as_profiles(profiles, query=query))[0]
     if names is None:
         return frame
     ids = frame["cohort_id"].cat.categories.tolist()
@@ -773,9 +777,10 @@ def cohorts(data: ProfilesLike, *, names: CohortNamesLike = None, query: Profile
     return frame
 
 
+@deprecated_arguments(data="profiles")
 @_TABLE_DOCS
 def cohort_matrix(
-    data: ProfilesLike,
+    profiles: ProfilesLike,
     *,
     cohorts: Sequence[str] | None = None,
     names: CohortNamesLike = None,
@@ -805,7 +810,7 @@ def cohort_matrix(
     if cohorts is not None and known:
         by_name = {name: cohort_id for cohort_id, name in known.items()}
         cohorts = [c if c in known else by_name.get(c, c) for c in ([cohorts] if isinstance(cohorts, str) else cohorts)]
-    profiles = as_profiles(data, query=query)
+    profiles = as_profiles(profiles, query=query)
     n = len(profiles)
     present, counts, not_asked = _flatten(list(map(_COHORT_IDS, profiles)))
     flat = _objects(chain.from_iterable(present), int(counts.sum()))
@@ -834,8 +839,9 @@ def cohort_matrix(
 
 
 # -- computations ----------------------------------------------------------------------------
+@deprecated_arguments(data="profiles")
 @_TABLE_DOCS
-def computations(data: ProfilesLike, *, query: ProfileQuery | None = None) -> pd.DataFrame:
+def computations(profiles: ProfilesLike, *, query: ProfileQuery | None = None) -> pd.DataFrame:
     """One row per (user, computation): the computed user properties.
 
     Only ``profile.computations`` is read, never ``amp_props``: user properties
@@ -864,7 +870,7 @@ def computations(data: ProfilesLike, *, query: ProfileQuery | None = None) -> pd
           with ``split_computations=True`` to be sure; :func:`keys` says how each key
           was known.
     """
-    profiles = as_profiles(data, query=query)
+    profiles = as_profiles(profiles, query=query)
     computed = [comps or {} for comps in map(_COMPUTATIONS, profiles)]
     counts = _lengths(computed)
     total = int(counts.sum())
@@ -884,8 +890,9 @@ def computations(data: ProfilesLike, *, query: ProfileQuery | None = None) -> pd
     return _frame(columns, COMPUTATION_COLUMNS, COMPUTATION_DTYPES)
 
 
+@deprecated_arguments(data="profiles")
 @_TABLE_DOCS
-def keys(data: ProfilesLike, *, query: ProfileQuery | None = None) -> pd.DataFrame:
+def keys(profiles: ProfilesLike, *, query: ProfileQuery | None = None) -> pd.DataFrame:
     """One row per key of ``amp_props``: what it is, for how many users, how it was known.
 
     A query for properties and computations is one request per user, and the service
@@ -910,7 +917,7 @@ def keys(data: ProfilesLike, *, query: ProfileQuery | None = None) -> pd.DataFra
           or why it is not known. A property that shares a computation's name on only
           *some* users is seen only when one of them is checked (``docs/profile-api.md``).
     """
-    profiles = as_profiles(data, query=query)
+    profiles = as_profiles(profiles, query=query)
     seen: dict[str, set[str]] = {}
     counts: dict[str, int] = {}
     how: dict[str, str] = {}
@@ -980,8 +987,9 @@ def _to_float(values: np.ndarray) -> np.ndarray:
 
 
 # -- propensities ----------------------------------------------------------------------------
+@deprecated_arguments(data="profiles")
 @_TABLE_DOCS
-def propensities(data: ProfilesLike, *, query: ProfileQuery | None = None) -> pd.DataFrame:
+def propensities(profiles: ProfilesLike, *, query: ProfileQuery | None = None) -> pd.DataFrame:
     """One row per (user, prediction): propensity scores or percentiles.
 
     {parameters}
@@ -996,7 +1004,7 @@ def propensities(data: ProfilesLike, *, query: ProfileQuery | None = None) -> pd
           each entry said
         - ``value`` : float64 — NaN for an unknown prediction
     """
-    profiles = as_profiles(data, query=query)
+    profiles = as_profiles(profiles, query=query)
     present, counts, _ = _flatten(list(map(_PROPENSITIES, profiles)))
     entries = list(chain.from_iterable(present))
     total = len(entries)
@@ -1012,14 +1020,15 @@ def propensities(data: ProfilesLike, *, query: ProfileQuery | None = None) -> pd
 
 
 # -- summary -----------------------------------------------------------------------------------
+@deprecated_arguments(data="profiles")
 @_TABLE_DOCS
-def summary(data: ProfilesLike, *, query: ProfileQuery | None = None) -> pd.DataFrame:
+def summary(profiles: ProfilesLike, *, query: ProfileQuery | None = None) -> pd.DataFrame:
     """One row per user: what came back, how much, and whether the fetch worked.
 
     Parameters
     ----------
     {data}
-        When ``data`` has a ``failures`` DataFrame (a ``ProfileSet``), its users
+        When ``profiles`` has a ``failures`` DataFrame (a ``ProfileSet``), its users
         are listed too, after the profiles, with their status.
     {query}
 
@@ -1042,8 +1051,8 @@ def summary(data: ProfilesLike, *, query: ProfileQuery | None = None) -> pd.Data
         - ``http_status``, ``attempts`` : Int64, ``error`` : str — from
           ``failures``; missing for ok rows
     """
-    profiles = as_profiles(data, query=query)
-    failures = getattr(data, "failures", None)
+    failures = getattr(profiles, "failures", None)
+    profiles = as_profiles(profiles, query=query)
     # The failures' rows (a few) as lists, as before; the profiles' rows column-wise.
     failed: dict[str, list[Any]] = {name: [] for name in SUMMARY_COLUMNS}
     if isinstance(failures, pd.DataFrame) and len(failures):

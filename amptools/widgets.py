@@ -1,7 +1,7 @@
 """ipywidgets for JupyterLab: choose users, choose what to ask, fetch, look, export.
 
 This is the only module that imports ipywidgets, and it holds no logic of its own:
-every callback reads widget values and calls :mod:`amptools.explorer` (which calls
+every callback reads widget values and calls :mod:`amptools.controller` (which calls
 ``bulk``, ``tables``, ``plots`` and ``export``), then shows what came back.
 
 >>> import amptools as amp
@@ -24,10 +24,11 @@ from typing import TYPE_CHECKING, Any
 
 import ipywidgets as widgets
 
-from . import explorer as logic
+from . import controller as logic
 from .connection import cohort_client_for, sample_server
 from .errors import InvalidQueryError
-from .explorer import TEST_USER, ChartOption, CohortPicker, ExplorerController, OverTime, ParsedIds
+from .controller import ChartOption, CohortPicker, ExplorerController, OverTime, ParsedIds
+from .ids import TEST_USER
 from .query import ProfileQuery
 
 if TYPE_CHECKING:
@@ -364,7 +365,7 @@ class QueryOptions(widgets.VBox):
     Parameters
     ----------
     recs, rec_type, amp_props, cohort_ids, computations, computation_ids, predictions, propensity_type
-        Initial values, as in :func:`amptools.explorer.build_query`.
+        Initial values, as in :func:`amptools.controller.build_query`.
     known : mapping, optional
         Ids to suggest, by kind (``"recs"``, ``"computations"``, ``"predictions"``);
         shown as hints, not enforced (an org may have ids the explorer does not know).
@@ -437,7 +438,7 @@ class QueryOptions(widgets.VBox):
 
     @property
     def values(self) -> dict[str, Any]:
-        """The form's plain values (the keywords of :func:`amptools.explorer.build_query`)."""
+        """The form's plain values (the keywords of :func:`amptools.controller.build_query`)."""
         return {
             "recs": list(self.recs.value),
             "rec_type": self.rec_type.value or None,

@@ -115,7 +115,7 @@ def run(args: object, *, strict: bool, window: float, seconds: float, start: flo
     left = limit / window - during / duration
     per_window = [campaign_calls(began + k * window, began + (k + 1) * window)[1]
                   for k in range(int(seconds // window) + 1)]
-    name = "refused requests count too" if strict else "admitted requests only"
+    name = "refused requests too" if strict else "admitted requests only"
     print(f"-- the org's limiter counts {name}")
     print(f"   baseline, the campaign alone for {start:g} s: {alone} calls, {alone_throttled} throttled")
     print(f"   campaign: {total} calls in all, {throttled} throttled ({throttled / total:.2%}); throttles per "

@@ -486,3 +486,13 @@ def test_claims_of_dead_processes_are_removed_from_disk(tmp_path: Path) -> None:
             "'SELECT count(*) FROM claims').fetchone()[0])")
     assert subprocess.run([sys.executable, "-c", read, str(tmp_path / "c.sqlite")],
                           capture_output=True, text=True, check=True).stdout.strip() == "0"
+
+
+def test_a_cautious_client_starting_the_org_does_not_set_everyones_start(tmp_path: Path) -> None:
+    """Found by bench_shared_budget: when the client with the smallest ceiling asked first,
+    the org's start pace was a fifth of *its* ceiling for everyone (4 a minute each)."""
+    (small, large), _, clock = limiters(tmp_path, [60, 540], 60.0, warmed=False)
+    with small.permit():
+        pass
+    take_turns([small, large], clock, 1.0)
+    assert small.quota().allowed_now + large.quota().allowed_now == round(START_SHARE * 540)

@@ -16,7 +16,7 @@ import pytest
 from amptools.cache import (
     LEGACY_SCOPE,
     SCHEMA_VERSION,
-    Answer,
+    Decision,
     CacheWarning,
     ProfileCache,
     decide,
@@ -54,13 +54,13 @@ def record(cache: ProfileCache, id_type: str, id_: str, query: ProfileQuery | st
 
 
 def lookup(cache: ProfileCache, id_type: str, ids: list[str], query: ProfileQuery | str, *,
-           max_age: object = None, scope: str = "") -> dict[str, Answer]:
+           max_age: object = None, scope: str = "") -> dict[str, Decision]:
     stored = cache.stored(id_type, ids, query, scope=scope, max_age=max_age)
     answers = {id_: decide(entry, _query(query).parts()) for id_, entry in stored.items()}
     return {id_: answer for id_, answer in answers.items() if answer.status != "missing"}
 
 
-def get(cache: ProfileCache, id_type: str, id_: str, query: ProfileQuery | str, **options: object) -> Answer | None:
+def get(cache: ProfileCache, id_type: str, id_: str, query: ProfileQuery | str, **options: object) -> Decision | None:
     return lookup(cache, id_type, [id_], query, **options).get(id_)  # type: ignore[arg-type]
 
 
@@ -353,13 +353,13 @@ def test_the_cache_imports_no_http_and_no_client() -> None:
 
 
 def test_decide_is_the_one_hit_rule() -> None:
-    from amptools.cache import PartHit, StoredParts
+    from amptools.cache import StoredBody, StoredParts
 
     split = ProfileQuery(recs=("r",), amp_props=True, computations=True, split_computations=True)
     main, comps = split.parts()
     good = {"userData": {"recommendations": [{"rec_id": "r", "items": ["a"]}], "amp_props": {}}}
     unreadable = {"userData": {"recommendations": "oops"}}
-    parts = lambda **bodies: {q.canonical(): PartHit(q.canonical(), body, 5.0, 2)  # noqa: E731
+    parts = lambda **bodies: {q.canonical(): StoredBody(q.canonical(), body, 5.0, 2)  # noqa: E731
                               for q, body in ((main, bodies.get("main")), (comps, bodies.get("comps")))
                               if body is not None}
     assert decide(None, split.parts()).status == "missing"

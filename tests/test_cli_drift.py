@@ -66,3 +66,15 @@ def test_drift_and_snapshot_usage_errors_say_what_to_do(tmp_path):
     assert code == 2 and "add --snapshot STORE" in stderr
     assert len(snapshots.list(store)) == 1  # nothing half-written by the refused runs
     assert isinstance(snapshots.load(store).cohorts, pd.DataFrame)
+
+
+def test_a_snapshot_from_the_cache_says_its_answers_are_old(tmp_path):
+    ids = tmp_path / "ids.csv"
+    ids.write_text("user_id\nuser-000001\nuser-000002\n", encoding="utf-8")
+    common = ["fetch", str(ids), "--sample", "--cohorts", "--no-progress", "--cache", str(tmp_path / "c.sqlite")]
+    assert run([*common, "--out", str(tmp_path / "a")])[0] == 0
+    code, _, stderr = run([*common, "--out", str(tmp_path / "b"), "--snapshot", str(tmp_path / "store")])
+    assert code == 0 and "2 answers of this snapshot came from the cache" in stderr and "--max-age" in stderr
+    code, _, stderr = run([*common, "--out", str(tmp_path / "c"), "--snapshot", str(tmp_path / "store"),
+                           "--max-age", "0"])
+    assert code == 0 and "came from the cache" not in stderr

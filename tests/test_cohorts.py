@@ -377,7 +377,7 @@ def test_cli_lists_cohorts_and_fetches_one(tmp_path, monkeypatch):
 
 # -- the explorer's "From a cohort" -------------------------------------------------------------
 def test_cohort_picker_lists_searches_fetches_and_caps(server):
-    from amptools.explorer import CohortPicker
+    from amptools.controller import CohortPicker
 
     picker = CohortPicker(fast(server))
     assert picker.choices() == [] and picker.ids() == []

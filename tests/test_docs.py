@@ -158,3 +158,31 @@ def test_make_images_builds_every_figure():
     for name, figure in figures.items():
         assert isinstance(figure, go.Figure), name
         assert figure.data, f"make_images.py draws an empty {name}"
+
+
+def test_the_readme_leads_to_every_page():
+    """The README's tour is short on purpose: every other page is one link away."""
+    linked = {(ROOT / target.partition("#")[0]).resolve() for target in _links(ROOT / "README.md")
+              if _relative(target) and target.partition("#")[0]}
+    for page in DOCS.glob("*.md"):
+        assert page.resolve() in linked, f"README.md does not link to docs/{page.name}"
+
+
+def _public_functions() -> list[str]:
+    """``amptools``' own names, and every function of the modules it exposes (``amp.tables`` ...)."""
+    import amptools
+
+    names = [f"amptools.{name}" for name in amptools.__all__ if not name.startswith("_")]
+    for module_name in sorted(amptools._SUBMODULES):
+        module = importlib.import_module(f"amptools.{module_name}")
+        names += [f"amptools.{module_name}.{name}" for name in getattr(module, "__all__", ())
+                  if inspect.isfunction(getattr(module, name))]
+    return names
+
+
+def test_every_public_function_is_named_in_the_docs():
+    text = "\n".join(page.read_text(encoding="utf-8") for page in PAGES)
+    missing = [name for name in _public_functions()
+               if not re.search(rf"\b{re.escape(name.rsplit('.', 1)[1])}\b", text)]
+    assert "amptools.notebooks.build_report" in _public_functions()
+    assert not missing, f"named on no page of README.md or docs/: {missing}"

@@ -14,7 +14,7 @@ import pytest
 
 from amptools import export, tables
 from amptools.errors import InvalidQueryError
-from amptools.explorer import (
+from amptools.controller import (
     CHARTS,
     ExplorerController,
     build_query,
@@ -280,7 +280,7 @@ def test_export_path_must_be_a_file_name(fetched, tmp_path):
 
 
 def test_fetching_the_same_users_again_asks_the_service_for_nothing(tmp_path):
-    from amptools.explorer import ExplorerController
+    from amptools.controller import ExplorerController
     from amptools.query import ProfileQuery
     from amptools.sample import SampleServer
 

@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 from amptools.bulk import Outcome, _Progress
-from amptools.ratelimit import RateLimiter
+from amptools.ratelimit import ClientPace, RateLimiter
 
 
 class Clock:
@@ -33,7 +33,8 @@ def test_the_eta_comes_from_the_pace_not_from_the_opening_burst():
 
     progress = _Progress(100, bar=False, hook=None, limiter=limiter, clock=clock)
     progress.start([])
-    assert progress.eta() == 100 / per_second()  # before anything came back
+    first_burst = ClientPace.burst(2.0, 60.0)  # a fresh run's first requests go at once
+    assert progress.eta() == (100 - first_burst) / per_second()  # before anything came back
     # The burst: six answers in a tenth of a second, a rate of 60 a second.
     for n in range(6):
         clock.now += 0.1 / 6
@@ -48,7 +49,7 @@ def test_the_eta_comes_from_the_pace_not_from_the_opening_burst():
     # Asking twice per id (a split query) takes twice as long at the same pace.
     double = _Progress(100, bar=False, hook=None, limiter=limiter, clock=clock, requests_per_id=2)
     double.start([])
-    assert double.eta() == 200 / per_second()
+    assert double.eta() == (200 - first_burst) / per_second()
 
 
 def test_a_run_slower_than_its_pace_gets_the_eta_of_its_measured_rate():
@@ -76,8 +77,9 @@ def test_piped_output_is_a_line_every_few_seconds_with_the_eta():
     lines = text.splitlines()
     assert "\r" not in text
     assert len(lines) == 1 + 25 // 5 + 1  # the first, one every 5 s, the last
-    # A fresh run starts at a fifth of its ceiling (120 a minute): 250 to go take 2:05.
-    assert lines[0] == "profiles: 50/300 (17%), 00:00 elapsed, ETA 02:05, pace 120/min, 50 cached"
+    # A fresh run starts at a fifth of its ceiling (120 a minute), after a first burst of 30:
+    # 220 to go take 1:50.
+    assert lines[0] == "profiles: 50/300 (17%), 00:00 elapsed, ETA 01:50, pace 120/min, 50 cached"
     assert lines[1].startswith("profiles: 100/300 (33%), 00:05 elapsed, ETA ")
     assert lines[-1] == "profiles: 300/300 in 00:25: 300 ok, 0 not_found, 0 failed"
 

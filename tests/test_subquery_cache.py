@@ -11,7 +11,7 @@ import pytest
 
 import amptools as amp
 from amptools import tables
-from amptools.cache import ProfileCache, StoredParts, PartHit, decide
+from amptools.cache import ProfileCache, StoredParts, StoredBody, decide
 from amptools.models import narrowed
 from amptools.query import ProfileQuery
 from amptools.sample import SampleServer
@@ -103,7 +103,7 @@ def test_decide_takes_the_narrower_answer_out_of_a_stored_wider_one() -> None:
                          "propensity": None, "propensities": [{"prop": 0.1, "pred_id": "p", "prop_type": "score"},
                                                               {"prop": 0.2, "pred_id": "q", "prop_type": "score"}]}}
     wide = ProfileQuery(recs=("a", "b"), amp_props=True, cohort_ids=True, predictions=("p", "q"))
-    entry = StoredParts("u", {wide.canonical(): PartHit(wide.canonical(), body, at=1.0, attempts=2)})
+    entry = StoredParts("u", {wide.canonical(): StoredBody(wide.canonical(), body, at=1.0, attempts=2)})
     answer = decide(entry, [ProfileQuery(recs=("b",), predictions=("q",))])
     assert answer.status == "ok"
     data = answer.payloads[0]["userData"]

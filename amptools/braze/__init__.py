@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from .files import to_braze_csv, to_braze_json
 from .plan import CALL_PLAN_COLUMNS, RENDERS_PER_MESSAGE, call_plan, recommended_rate
+from ..frames import moved_names
 from .previews import PREVIEW_COLUMNS, PREVIEW_STATUSES, RetryAbortWarning, preview, sort_for_review
 from .tag import CACHE_MAX_AGE_RANGE as CACHE_MAX_AGE_RANGE  # constants of the former module
 from .tag import DEFAULT_SAVE as DEFAULT_SAVE
@@ -44,7 +45,6 @@ __all__ = [
     "PREVIEW_COLUMNS",
     "PREVIEW_STATUSES",
     "RENDERS_PER_MESSAGE",
-    "STATUSES",
     "UNKNOWN_USER_BODY",
     "ConnectedContentCall",
     "RetryAbortWarning",
@@ -60,6 +60,6 @@ __all__ = [
     "to_braze_json",
 ]
 
-#: Deprecated (soft): the old name of :data:`PREVIEW_STATUSES`, kept working. It clashed
-#: with :data:`amptools.query.STATUSES`, a fetch's outcomes; use ``PREVIEW_STATUSES``.
-STATUSES = PREVIEW_STATUSES
+# The old name of PREVIEW_STATUSES, kept working with a DeprecationWarning: it clashed with
+# amptools.query.STATUSES, a fetch's outcomes.
+__getattr__ = moved_names("amptools.braze", {"STATUSES": ("amptools.braze.PREVIEW_STATUSES", PREVIEW_STATUSES)})

@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from .._types import PathLike
-from ..errors import AmptoolsWarning, BrazeImportError, warn
+from ..errors import AmptoolsWarning, BrazeImportError, warn, whole_number
 from ..files import PRIVATE_MODE, encoded_size, is_private, staged_files, write_atomic
 
 __all__ = [
@@ -431,13 +431,6 @@ class _BrazeTable:
         return {self.id_type: self.ids[row]}
 
 
-def _check_positive(name: str, value: Any, upper: int | None = None) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1 or (
-            upper is not None and value > upper):
-        limit = f" and at most {upper}" if upper is not None else ""
-        raise ValueError(f"{name} must be a positive integer{limit}, got {value!r}")
-
-
 def to_braze_csv(
     table: pd.DataFrame, path: PathLike,
     *,
@@ -526,7 +519,7 @@ def to_braze_csv(
     written as U+FFFD; all the files are written or none (an earlier export of
     the same name stays whole).
     """
-    _check_positive("max_bytes", max_bytes)
+    whole_number("max_bytes", max_bytes, minimum=1, error=ValueError)
     checked = _BrazeTable(table, external_id=external_id, id_type=id_type, alias_label=alias_label,
                           for_csv=True, clean_text=clean_text)
     header = ",".join(_quote_if_needed(n, typed=False) for n in checked.id_header() + checked.names) + "\n"
@@ -634,7 +627,7 @@ def to_braze_json(
     item once and, by default, at most 25 items). UTF-8, text that cannot be
     encoded written as U+FFFD; the file is written whole or not at all.
     """
-    _check_positive("batch", batch, BRAZE_MAX_BATCH)
+    whole_number("batch", batch, minimum=1, maximum=BRAZE_MAX_BATCH, error=ValueError)
     checked = _BrazeTable(table, external_id=external_id, id_type=id_type, alias_label=alias_label,
                           for_csv=False)
     columns = [table.iloc[:, position].tolist() for position in checked.positions]

@@ -12,7 +12,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..errors import InvalidQueryError
+from ..errors import InvalidQueryError, whole_number
+from ..query import ORG_REQUESTS_PER_MINUTE
 
 __all__ = [
     "CALL_PLAN_COLUMNS",
@@ -33,13 +34,11 @@ RENDERS_PER_MESSAGE = 3
 
 
 def _positive_int(value: Any, name: str, *, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise InvalidQueryError(f"{name} must be a whole number ≥ {minimum}, got {value!r}.")
-    return int(value)
+    return whole_number(name, value, minimum=minimum, error=InvalidQueryError)
 
 
 def recommended_rate(*, renders_per_message: int = RENDERS_PER_MESSAGE, other_calls_per_minute: int = 0,
-                     limit: int = 600) -> int:
+                     limit: int = ORG_REQUESTS_PER_MINUTE) -> int:
     """The Braze rate limit (messages a minute) that keeps a send under the org limit.
 
     It assumes no cache hit (the worst case: every user distinct): each message's
@@ -114,7 +113,7 @@ def call_plan(
     renders_per_message: int = RENDERS_PER_MESSAGE,
     cache_max_age: int | None = 300,
     other_calls_per_minute: int = 0,
-    limit: int = 600,
+    limit: int = ORG_REQUESTS_PER_MINUTE,
 ) -> pd.DataFrame:
     """Minute by minute, the Profile API calls a Braze send makes against the org limit.
 
