@@ -464,9 +464,10 @@ class RedisBudget:
 
     def beat(self, now: float) -> None:
         """The heartbeat's: give back a stash kept too long, tell what completed, say this
-        process lives every :data:`HEARTBEAT` seconds."""
+        process lives every :data:`HEARTBEAT` seconds (once the client has asked at all:
+        a client made and never used asks Redis nothing)."""
         self._give_back_stash(now, older_than=STASH_TTL)
-        self.flush(now, every=HEARTBEAT)
+        self.flush(now, every=HEARTBEAT if self._last_call > -math.inf else math.inf)
 
 
 # -- claims -------------------------------------------------------------------------------------
@@ -503,6 +504,6 @@ class RedisClaims(ClaimStore):
         return self._call("is_claimed", _hashed(key))[1] == "1"
 
     def beat(self, now: float) -> None:
-        """Say this process lives (its claims hold) every :data:`HEARTBEAT` seconds."""
-        if now - self._beaten >= HEARTBEAT:
+        """Say this process lives (its claims hold) every :data:`HEARTBEAT` seconds, once used."""
+        if self._beaten > -math.inf and now - self._beaten >= HEARTBEAT:
             self._call("alive", self.store.process)
