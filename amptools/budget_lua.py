@@ -119,9 +119,12 @@ end
 local function climbed(s, now, ceiling, period)
   local rate, since = s.rate, s.updated
   if not remembers(s, now, period) then
+    -- never under the start pace of the largest ceiling now active
+    rate = math.max(rate, START_SHARE * ceiling)
     local grow = math.max(now, s.probe_until) - math.max(since, s.probe_until)
     return math.min(ceiling, rate * exp2(math.max(0.0, grow) / (DOUBLING * period)))
   end
+  rate = math.max(rate, MIN_SHARE * ceiling)
   local start = math.max(since, s.decreased + HOLD * period)
   if now <= start then return math.min(ceiling, rate) end
   local elapsed = now - start
