@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed-stamp
 ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root,)
 LAB_PORT ?= 8888
 
-.PHONY: install test lab demo bench clean
+.PHONY: install test lab demo bench mutate clean
 
 install: $(STAMP)
 
@@ -33,5 +33,11 @@ demo: $(STAMP)
 bench: $(STAMP)
 	for script in benchmarks/bench_*.py; do echo "== $$script"; $(PY) $$script || exit 1; done
 
+## Mutation testing of the pacing, the budget and the client's retries and body reading
+## (mutmut; slow, so not part of `make test`): prints the score and every survivor.
+mutate: $(STAMP)
+	$(PY) -m pip install --quiet -e '.[test,mutate]'
+	$(PY) tools/mutate.py
+
 clean:
-	rm -rf $(VENV) out build *.egg-info .pytest_cache test-artifacts
+	rm -rf $(VENV) out build *.egg-info .pytest_cache test-artifacts mutants

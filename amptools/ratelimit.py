@@ -459,7 +459,6 @@ class LocalLedger:
         self._done: deque[float] = deque()  # completion times, ascending
         self._granted: deque[float] = deque()  # grant times of the last minute
         self._in_flight = 0
-        self._tokens = 0
         self.state = PaceState()
         self.pace = ClientPace()
 
@@ -488,8 +487,7 @@ class LocalLedger:
             self.pace.grant(now, share)
             self._in_flight += 1
             self._granted.append(now)
-            self._tokens += 1
-            return 0.0, self._tokens
+            return 0.0, 0  # finish() only counts: this ledger's permits need no number
 
     def finish(self, token: int, now: float) -> None:
         with self._lock:
@@ -724,8 +722,8 @@ class RateLimiter:
         which, counts = self._counts()
         per_minute = 60.0 / self.period
         where = self.ledger.where
-        if which == 1:
-            where = f"{where} (alone: {self._alone_reason})" if self.ledger.shared else where
+        if which == 1:  # only a shared ledger has a stand-in
+            where = f"{where} (alone: {self._alone_reason})"
         return Quota(used_last_minute=counts.used_last_minute,
                      allowed_now=round(counts.pace * self.period * per_minute),
                      limit=round(self.limit * per_minute), throttles=self.throttles,

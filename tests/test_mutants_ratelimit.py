@@ -1,0 +1,109 @@
+"""What mutation testing (``make mutate``) found the other tests of the limiter let through:
+the words of ``Quota``, the stand-in a failing shared ledger hands over, pauses while a
+client paces alone, and the quota at periods other than a minute."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from amptools.ratelimit import LocalLedger, Quota, RateLimiter, _expired
+from test_ratelimit import Broken, FakeClock, grants
+
+
+@pytest.mark.parametrize(("quota", "said"), [
+    (Quota(used_last_minute=3, allowed_now=120, limit=540, throttles=0, shared=False),
+     "quota: 3 requests in the last minute, pace 120/min of 540/min, 0 throttles, budget of this client"),
+    (Quota(used_last_minute=540, allowed_now=540, limit=540, throttles=1, shared=True),
+     "quota: 540 requests in the last minute, pace 540/min, 1 throttle, budget shared on this machine"),
+    (Quota(used_last_minute=0, allowed_now=600, limit=540, throttles=2, shared=True, clients=2),
+     "quota: 0 requests in the last minute, pace 540/min, 2 throttles, budget shared on this machine by 2 clients"),
+    (Quota(used_last_minute=9, allowed_now=60, limit=540, throttles=0, shared=True, clients=3,
+           budget="redis://cache:6379/0"),
+     "quota: 9 requests in the last minute, pace 60/min of 540/min, 0 throttles, "
+     "budget shared on redis://cache:6379/0 by 3 clients"),
+    (Quota(used_last_minute=1, allowed_now=1, limit=1, throttles=0, shared=False, budget="this client"),
+     "quota: 1 requests in the last minute, pace 1/min, 0 throttles, budget of this client"),
+])
+def test_a_quota_says_what_it_holds_in_words(quota: Quota, said: str) -> None:
+    assert str(quota) == said
+
+
+def test_counts_carry_the_pause() -> None:
+    ledger = LocalLedger()
+    ledger.pause(10.0, 5.0)
+    assert ledger.counts(10.0, 600, 60.0).not_before == 15.0
+
+
+class WithStandIn(Broken):
+    """A failing shared ledger that says how to pace alone (as a team's budget does)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stand_in_ledger = LocalLedger()
+
+    def stand_in(self) -> LocalLedger:
+        return self.stand_in_ledger
+
+
+def test_a_failing_ledger_hands_over_to_its_own_stand_in() -> None:
+    clock = FakeClock()
+    broken = WithStandIn()
+    limiter = RateLimiter(600, 60.0, clock=clock, sleep=clock.sleep, ledger=broken, retry_shared=5.0)
+    grants(limiter, clock, 3)
+    assert len(broken.stand_in_ledger._granted) == 3  # the ledger's stand-in paced them
+    limiter.pause(7.0)  # while alone, a pause holds the stand-in back
+    assert broken.stand_in_ledger.state.not_before == clock.now + 7.0
+
+
+def test_an_outage_is_said_once_and_its_end_once(caplog: pytest.LogCaptureFixture) -> None:
+    clock = FakeClock()
+    broken = Broken()
+    limiter = RateLimiter(600, 60.0, clock=clock, sleep=clock.sleep, ledger=broken, retry_shared=5.0)
+    caplog.set_level(logging.INFO, logger="amptools")
+    grants(limiter, clock, 2)
+    clock.now += 6.0
+    grants(limiter, clock, 2)  # the retry fails again: nothing new to say
+    said = [r.getMessage() for r in caplog.records]
+    assert said == ["the shared request budget (this machine) is unusable (OSError: database is locked); "
+                    "this client paces alone and tries it again every 5 s"]
+    assert [r.levelno for r in caplog.records] == [logging.WARNING]
+    broken.fixed = True
+    clock.now += 6.0
+    grants(limiter, clock, 1)
+    assert caplog.records[-1].getMessage() == ("the shared request budget (this machine) is usable again; "
+                                               "this client shares it")
+    broken.fixed = False
+    clock.now += 1.0
+    grants(limiter, clock, 1)  # a new outage is said again
+    assert sum("unusable" in r.getMessage() for r in caplog.records) == 2
+
+
+def test_the_quota_is_per_minute_at_any_period() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(20, 30.0, clock=clock, sleep=clock.sleep)  # 40 a minute
+    ledger = limiter.ledger
+    assert isinstance(ledger, LocalLedger)
+    ledger.state.rate = 20 / 30.0
+    ledger.state.active = ledger.state.updated = 0.0
+    quota = limiter.quota()
+    assert (quota.limit, quota.allowed_now) == (40, 40)
+
+
+def test_a_completion_leaves_the_window_exactly_a_period_later() -> None:
+    assert _expired(0.0, 60.0, 60.0) and not _expired(0.0, 60.0, 59.999)
+    # Where the two ways of writing it differ in the last bit, it has not left yet (either
+    # way a server may write it still counts it).
+    assert 0.5315657418993336 <= 0.8315657418993335 - 0.3 and not 0.5315657418993336 + 0.3 <= 0.8315657418993335
+    assert not _expired(0.5315657418993336, 0.3, 0.8315657418993335)
+    assert 221.69166627303505 + 60.0 <= 281.691666273035 and not 221.69166627303505 <= 281.691666273035 - 60.0
+    assert not _expired(221.69166627303505, 60.0, 281.691666273035)
+
+
+def test_the_last_minute_ends_exactly_sixty_seconds_back() -> None:
+    ledger = LocalLedger()
+    assert ledger.try_grant(0.0, 600, 60.0)[0] <= 0
+    ledger.finish(0, 0.5)
+    assert ledger.counts(59.9, 600, 60.0).used_last_minute == 1
+    assert ledger.counts(60.0, 600, 60.0).used_last_minute == 0

@@ -1,0 +1,105 @@
+"""``make mutate``: mutation testing of the promises that are hardest to see.
+
+mutmut (configured in ``[tool.mutmut]`` of pyproject.toml) changes one thing at a time
+in the pacing (``amptools/ratelimit.py``), the machine's budget (``amptools/budget.py``)
+and the client's retries and body reading (the functions of ``amptools/transport.py``
+and ``amptools/client.py`` named below), runs the tests that reach the changed function,
+and counts the mutants no test noticed. This prints the score per module and every
+survivor; a survivor is either killed by a new test or explained in a ``# mutmut:``
+comment beside the code (an equivalent mutant), marked ``# pragma: no mutate``.
+
+Not part of ``make test``: a full run takes the better part of an hour on two cores
+(mutmut remembers its work: a second run only retests what changed).
+
+    python tools/mutate.py            # run, then print the score and the survivors
+    python tools/mutate.py --report   # print them from the last run
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# Whole modules, and the retry and body-reading parts of the client.
+SELECTION = [
+    "amptools.ratelimit.*",
+    "amptools.budget.*",
+    *(f"amptools.transport.x_{name}__mutmut_*" for name in (
+        "should_retry", "jitter", "retry_delay", "parse_retry_after", "call_with_retries",
+        "_inflater", "read_body", "exchange", "checked_seconds", "checked_timeout", "_is_seconds")),
+    "amptools.transport.xǁRetryPolicyǁ*",
+    *(f"amptools.client.xǁProfileClientǁ{name}__mutmut_*" for name in (
+        "__init__", "request", "_before_retry", "_send_once", "_exchange")),
+    "amptools.client.x_map_response__mutmut_*",
+]
+
+LINE = re.compile(r"^\s*(?P<name>amptools\.\S+?__mutmut_\d+): (?P<status>.+?)\s*$")
+
+
+def mutmut(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "mutmut", *args], cwd=ROOT, text=True,
+                          capture_output=True, check=False)
+
+
+def results() -> dict[str, str]:
+    answer = mutmut("results", "--all", "true")
+    if answer.returncode != 0:
+        sys.exit(f"mutmut results failed:\n{answer.stderr}")
+    found = {}
+    for line in answer.stdout.splitlines():
+        match = LINE.match(line)
+        if match:
+            found[match["name"]] = match["status"]
+    return found
+
+
+def module_of(name: str) -> str:
+    return ".".join(name.split(".")[:2])
+
+
+def report(found: dict[str, str]) -> int:
+    by_module: dict[str, collections.Counter[str]] = collections.defaultdict(collections.Counter)
+    for name, status in found.items():
+        by_module[module_of(name)][status] += 1
+    survivors = sorted(name for name, status in found.items() if status != "killed")
+    print(f"{'module':24} {'mutants':>8} {'killed':>8} {'score':>7}  others")
+    total = killed = 0
+    for module, counts in sorted(by_module.items()):
+        n, k = sum(counts.values()), counts["killed"]
+        total, killed = total + n, killed + k
+        others = ", ".join(f"{count} {status}" for status, count in sorted(counts.items()) if status != "killed")
+        print(f"{module:24} {n:8} {k:8} {k / n:7.1%}  {others}")
+    if total:
+        print(f"{'all':24} {total:8} {killed:8} {killed / total:7.1%}")
+    if survivors:
+        print("\nNot killed (see them with: .venv/bin/mutmut show NAME):")
+        for name in survivors:
+            print(f"  {name}: {found[name]}")
+    return 1 if survivors else 0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--report", action="store_true", help="only print the last run's results")
+    # Most of the tests wait on a real server (a fifth of their time is CPU): more children
+    # than cores keep the cores busy.
+    parser.add_argument("--children", type=int, default=3 * (os.cpu_count() or 1),
+                        help="mutants tested at once (default: three per core)")
+    options = parser.parse_args()
+    if not options.report:
+        run = subprocess.run([sys.executable, "-m", "mutmut", "run", "--max-children", str(options.children),
+                              *SELECTION], cwd=ROOT, check=False)
+        if run.returncode not in (0, 1):
+            return run.returncode
+    return report(results())
+
+
+if __name__ == "__main__":
+    sys.exit(main())
