@@ -127,11 +127,10 @@ def map_response(
     """Turn one HTTP answer into the JSON payload, or the error it stands for."""
     context: _ErrorContext = {"status": status, "body": text, "url": url}
     error_text = ""
-    payload: Any = None
     try:
-        payload = json.loads(text) if text.strip() else None
-    except ValueError:
-        payload = None
+        payload: Any = json.loads(text)
+    except ValueError:  # empty, or not JSON: anything but an object is "no JSON object" below
+        payload = None  # pragma: no mutate — mutmut: "" or any non-dict here is the same answer
     except RecursionError:
         error = ResponseFormatError(
             f"the Profile API answered HTTP {status} with JSON nested too deeply to read "

@@ -342,7 +342,7 @@ def checked_timeout(timeout: Any) -> tuple[float, float]:
 # -- retries --------------------------------------------------------------------------
 def should_retry(error: BaseException, attempt: int, max_retries: int) -> bool:
     """Retry transient failures (5xx, throttling, resets, timeouts) up to ``max_retries`` times."""
-    return bool(getattr(error, "retryable", False)) and attempt <= max_retries
+    return isinstance(error, AmplitudeAPIError) and error.retryable and attempt <= max_retries
 
 
 def jitter(delay: float, rng: random.Random | None = None) -> float:

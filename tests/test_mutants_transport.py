@@ -1,0 +1,71 @@
+"""What mutation testing (``make mutate``) found the other tests of the retries and the
+answers' mapping let through: the retry delays' exact values and defaults, an HTTP-date
+``Retry-After``, and the context of an answer nested too deeply."""
+
+from __future__ import annotations
+
+import time
+from email.utils import formatdate
+
+import pytest
+
+import amptools as amp
+from amptools.client import map_response
+from amptools.errors import ServerError, ThrottledError, TransportError
+from amptools.transport import RetryPolicy, jitter, parse_retry_after, retry_delay, should_retry
+
+
+class Fixed:
+    """A random source that always draws the same number."""
+
+    def __init__(self, value: float) -> None:
+        self.value = value
+
+    def random(self) -> float:
+        return self.value
+
+
+def same(delay: float) -> float:
+    return delay
+
+
+def test_jitter_keeps_half_and_draws_the_other_half() -> None:
+    assert jitter(10.0, Fixed(0.0)) == 5.0  # type: ignore[arg-type]
+    assert jitter(10.0, Fixed(0.5)) == 7.5  # type: ignore[arg-type]
+    assert jitter(10.0, Fixed(0.999)) == pytest.approx(9.995)  # type: ignore[arg-type]
+
+
+def test_retry_delays_double_from_the_base_up_to_the_caps_documented() -> None:
+    assert [retry_delay(n, jitter=same) for n in (1, 2, 3, 7, 20)] == [0.5, 1.0, 2.0, 30.0, 30.0]
+    assert retry_delay(1, 1000.0) == 60.0  # the service's Retry-After, capped at 60 s
+    assert retry_delay(1, 12.5) == 12.5
+    # A Retry-After of zero (or less, or not finite) says nothing: the backoff applies.
+    for said in (0.0, -3.0, float("nan"), float("inf")):
+        assert retry_delay(2, said, jitter=same) == 1.0
+
+
+def test_a_retry_policy_uses_its_own_base_caps_and_random_source() -> None:
+    policy = RetryPolicy(max_retries=3, backoff_base=0.1, backoff_cap=0.3, retry_after_cap=2.0)
+    rng = Fixed(0.5)
+    assert policy.delay(1, ServerError("x"), rng) == pytest.approx(0.075)  # type: ignore[arg-type]
+    assert policy.delay(5, ServerError("x"), rng) == pytest.approx(0.225)  # type: ignore[arg-type]
+    assert policy.delay(1, ThrottledError("x", retry_after=9.0)) == 2.0
+    assert policy.delay(1, ValueError("not an API error"), rng) == pytest.approx(0.075)  # type: ignore[arg-type]
+
+
+def test_only_retryable_api_errors_are_retried_and_only_max_retries_times() -> None:
+    assert should_retry(TransportError("reset"), 4, 4) and not should_retry(TransportError("reset"), 5, 4)
+    assert not should_retry(amp.AuthenticationError("no"), 1, 4)
+    assert not should_retry(ValueError("x"), 1, 4)
+
+
+def test_a_retry_after_given_as_an_http_date_is_seconds_from_now() -> None:
+    seconds = parse_retry_after(formatdate(time.time() + 30, usegmt=True))
+    assert seconds is not None and 25 < seconds <= 31
+    assert parse_retry_after(formatdate(time.time() - 30, usegmt=True)) is None  # past: not sent
+
+
+def test_an_answer_nested_too_deeply_names_its_status_and_url() -> None:
+    error = map_response(200, "[" * 100_000 + "]" * 100_000, {}, "https://x.example/v1/userprofile")
+    assert isinstance(error, amp.ResponseFormatError) and error.field == "(body)"
+    assert (error.status, error.url) == (200, "https://x.example/v1/userprofile")
