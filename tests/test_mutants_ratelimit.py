@@ -8,7 +8,16 @@ import logging
 
 import pytest
 
-from amptools.ratelimit import LocalLedger, Quota, RateLimiter, _expired
+from amptools.ratelimit import (
+    DECREASE,
+    MIN_SHARE,
+    LocalLedger,
+    PaceState,
+    Quota,
+    RateLimiter,
+    _expired,
+    most_in_window,
+)
 from test_ratelimit import Broken, FakeClock, grants
 
 
@@ -107,3 +116,35 @@ def test_the_last_minute_ends_exactly_sixty_seconds_back() -> None:
     ledger.finish(0, 0.5)
     assert ledger.counts(59.9, 600, 60.0).used_last_minute == 1
     assert ledger.counts(60.0, 600, 60.0).used_last_minute == 0
+
+
+def test_a_throttle_with_nothing_in_the_window_drops_to_the_floor() -> None:
+    state = PaceState(rate=10.0)
+    assert state.throttled(10.0, None, 0, 10.0, 60.0)
+    # The room is never taken as less than the floor, nor the pace set under it.
+    assert state.peak == pytest.approx(MIN_SHARE * 10.0) and state.rate == pytest.approx(MIN_SHARE * 10.0)
+    assert state.throttled(20.0, None, 60, 10.0, 60.0)  # a full window of 1 a second
+    assert state.rate == pytest.approx(DECREASE * 1.0)
+
+
+@pytest.mark.parametrize(("times", "window", "most"), [
+    ([], 1.0, 0),
+    ([0.0], 1.0, 1),
+    ([0.0, 0.5, 1.0, 1.5, 2.0], 1.0, 2),
+    ([3.0, 0.0, 0.0, 0.99, 5.0], 1.0, 3),
+    ([0.0, 0.1, 0.2, 2.0, 2.05, 2.1, 2.15], 0.5, 4),
+])
+def test_most_in_window_counts_the_fullest_half_open_window(times: list[float], window: float, most: int) -> None:
+    assert most_in_window(times, window) == most
+
+
+def test_a_throttle_before_any_grant_and_while_alone_is_taken() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(600, 60.0, clock=clock, sleep=clock.sleep)
+    assert limiter.throttled(3.0)  # this thread was never granted: nothing to compare with
+    assert limiter._not_before == 3.0
+    broken = WithStandIn()
+    alone = RateLimiter(600, 60.0, clock=clock, sleep=clock.sleep, ledger=broken, retry_shared=5.0)
+    grants(alone, clock, 1)
+    assert alone.throttled(4.0)
+    assert broken.stand_in_ledger.state.not_before == clock.now + 4.0

@@ -69,3 +69,34 @@ def test_an_answer_nested_too_deeply_names_its_status_and_url() -> None:
     error = map_response(200, "[" * 100_000 + "]" * 100_000, {}, "https://x.example/v1/userprofile")
     assert isinstance(error, amp.ResponseFormatError) and error.field == "(body)"
     assert (error.status, error.url) == (200, "https://x.example/v1/userprofile")
+
+
+URL = "https://profile-api.amplitude.com/v1/userprofile?user_id=u"
+SAID = "Number of requests per minute exceeds system limit"
+
+
+def test_a_throttle_says_what_to_do_and_keeps_its_context() -> None:
+    error = map_response(429, SAID, {"Retry-After": "7"}, URL)
+    assert isinstance(error, ThrottledError) and error.retry_after == 7.0
+    assert (error.status, error.body, error.url) == (429, SAID, URL)
+    assert ("amptools slows down and retries. Lower rate_limit= if other tools share the org's "
+            "600 a minute.") in str(error)
+
+
+@pytest.mark.parametrize(("status", "body", "throttled"), [
+    (400, '{"error": "%s"}' % SAID, True),  # an error answer that says so
+    (300, SAID, True),  # not a 2xx, and the sentence in its text
+    (200, "<html>%s</html>" % SAID, False),  # a 2xx that is no JSON: not a throttle
+    (200, '{"userData": {"amp_props": {"note": "x"}}, "error": "%s"}' % SAID, False),  # a profile
+    (299, '{"userData": {}, "error": "%s"}' % SAID, False),
+    (300, '{"userData": {}, "error": "%s"}' % SAID, True),  # not a 2xx: not a profile either
+])
+def test_only_a_429_or_an_error_answer_saying_so_is_a_throttle(status: int, body: str, throttled: bool) -> None:
+    error = map_response(status, body, {}, URL)
+    assert isinstance(error, ThrottledError) is throttled
+
+
+def test_a_deep_answer_says_why_it_cannot_be_read() -> None:
+    error = map_response(200, "[" * 100_000 + "]" * 100_000, {}, URL)
+    assert str(error).startswith("the Profile API answered HTTP 200 with JSON nested too deeply to read "
+                                 "(no profile is nested like that).")
