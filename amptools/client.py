@@ -157,8 +157,8 @@ def map_response(
                    "is the key empty?")
         else:
             why = ("the service rejected the secret key (Invalid Api-Key) — check that "
-                   f"{KEY_VARIABLE} holds this project's *secret* key, not its API key")
-        return AuthenticationError(f"authentication failed (HTTP 401): {why}.", **context)
+                   f"{KEY_VARIABLE} holds this project's *secret* key, not its API key.")
+        return AuthenticationError(f"authentication failed (HTTP 401): {why}", **context)
     if UNKNOWN_USER_TEXT in error_text:
         return UnknownUserError(
             f"the service has not seen this user ({error_text}): the id may be mistyped or "
@@ -167,8 +167,9 @@ def map_response(
         )
     if 300 <= status < 400:
         location = urlsplit(headers.get("Location", ""))
+        where = f"{location.scheme}://{location.netloc}" if location.netloc else "an address it did not name"
         return RedirectError(
-            f"the service redirected (HTTP {status}) to {location.scheme}://{location.netloc}; "
+            f"the service redirected (HTTP {status}) to {where}; "
             "amptools never follows redirects so the key is not sent elsewhere. Use the "
             f"https:// base URL ({DEFAULT_BASE_URL}).",
             **context,

@@ -100,3 +100,33 @@ def test_a_deep_answer_says_why_it_cannot_be_read() -> None:
     error = map_response(200, "[" * 100_000 + "]" * 100_000, {}, URL)
     assert str(error).startswith("the Profile API answered HTTP 200 with JSON nested too deeply to read "
                                  "(no profile is nested like that).")
+
+
+@pytest.mark.parametrize(("status", "body", "headers", "kind", "said"), [
+    (401, "Missing Api-Key in Authorization header", {}, amp.AuthenticationError,
+     "authentication failed (HTTP 401): the request had no valid 'Authorization: Api-Key <key>' header — "
+     "is the key empty?"),
+    (401, "Invalid Api-Key", {}, amp.AuthenticationError,
+     "authentication failed (HTTP 401): the service rejected the secret key (Invalid Api-Key) — check that "
+     "AMPLITUDE_SECRET_KEY holds this project's *secret* key, not its API key."),
+    (400, '{"error": "User id u not seen before"}', {}, amp.UnknownUserError,
+     "the service has not seen this user (User id u not seen before): the id may be mistyped or belong to "
+     "another project."),
+    (300, "", {"Location": "https://elsewhere.example/x?k=1"}, amp.RedirectError,
+     "the service redirected (HTTP 300) to https://elsewhere.example; amptools never follows redirects so "
+     "the key is not sent elsewhere. Use the https:// base URL (https://profile-api.amplitude.com)."),
+    (302, "", {}, amp.RedirectError,
+     "the service redirected (HTTP 302) to an address it did not name; amptools never follows redirects so "
+     "the key is not sent elsewhere. Use the https:// base URL (https://profile-api.amplitude.com)."),
+    (404, "", {}, amp.NotFoundError,
+     "nothing at https://profile-api.amplitude.com/v1/userprofile (HTTP 404): the base URL or path is "
+     "wrong; the Profile API lives at https://profile-api.amplitude.com/v1/userprofile (no EU endpoint "
+     "exists)."),
+    (503, "", {}, amp.ServerError, "the Profile API failed (HTTP 503); retried with backoff."),
+    (418, "teapot", {}, amp.ProfileAPIError, "the Profile API refused the request (HTTP 418): teapot"),
+])
+def test_every_answer_maps_to_its_error_its_words_and_its_context(
+        status: int, body: str, headers: dict[str, str], kind: type, said: str) -> None:
+    error = map_response(status, body, headers, URL)
+    assert type(error) is kind and str(error) == said
+    assert (error.status, error.body, error.url) == (status, body, URL)  # type: ignore[union-attr]
