@@ -17,6 +17,7 @@ import time
 import traceback
 import warnings
 from collections.abc import Callable, Iterator
+from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -262,6 +263,26 @@ def test_an_impossible_last_updated_names_the_field(value):
     assert caught.value.field == "userData.recommendations[0].last_updated"
 
 
+# Each is a time Python reads (no overflow, no parse error): only the range refuses it.
+@pytest.mark.parametrize("value, year", [(8.8e9, 2248), (-6e8, 1950), ("2250-01-01", 2250), ("1950-06-01", 1950),
+                                         ("2200-01-01T00:00:00Z", 2200), (-1, 1969)])
+def test_a_readable_last_updated_outside_1970_to_2200_names_the_field(value, year):
+    moment = (datetime.fromtimestamp(value, tz=timezone.utc) if isinstance(value, float | int)
+              else datetime.fromisoformat(value.replace("Z", "+00:00")))
+    assert moment.year == year  # readable: the range check is what must refuse it
+    payload = {"userData": {"recommendations": [{"rec_id": "r", "items": ["a"], "last_updated": value}]}}
+    with pytest.raises(ResponseFormatError, match="between 1970 and 2200") as caught:
+        UserProfile.from_json(payload)
+    assert caught.value.field == "userData.recommendations[0].last_updated"
+
+
+@pytest.mark.parametrize("value", [0, "1970-01-01T00:00:00Z", "2199-12-31T23:59:59Z", 7258118399])
+def test_a_last_updated_at_the_ends_of_the_range_is_read(value):
+    payload = {"userData": {"recommendations": [{"rec_id": "r", "items": ["a"], "last_updated": value}]}}
+    (rec,) = UserProfile.from_json(payload).recommendations
+    assert rec.last_updated is not None and 1970 <= rec.last_updated.year <= 2199
+
+
 def test_json_nested_a_thousand_deep_is_a_format_error(hostile):
     hostile.answer = lambda h: send(h, 200, ('{"userData": {"amp_props": {"x": ' + "[" * 1000
                                              + "]" * 1000 + "}}}").encode())
@@ -333,7 +354,9 @@ def test_a_cache_in_a_read_only_folder_is_a_cache_error():
 
 
 # -- 17: files that hold personal data ------------------------------------------------------
-def test_the_cache_and_its_wal_are_readable_by_the_owner_only(sample_server, tmp_path):
+def test_the_cache_and_its_wal_are_readable_by_the_owner_only(sample_server, tmp_path, umask_022):
+    # Under the common umask 022 (the fixture), not the caller's: under 077 a file created
+    # 0666 would show 0600 too.
     path = tmp_path / "c.sqlite"
     with ProfileCache(path) as cache:
         sample_server.client().get_profiles(["testUser"], amp_props=True, cache=cache, progress=False)
