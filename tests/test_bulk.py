@@ -208,17 +208,36 @@ def test_window_never_exceeded(workers: int) -> None:
 
 
 def test_throttle_answers_slow_the_whole_client(srv: SampleServer) -> None:
-    srv.faults = Faults(throttle=0.3, seed=3)
-    client = srv.client(**UNLIMITED, backoff_base=0.001, retry_after_cap=0.2, max_retries=8)
-    started = time.monotonic()
-    ps = client.get_profiles(srv.org.user_ids[1:31], workers=8, progress=False)
-    assert ps.counts["ok"] == 30
-    throttled = [a for a in srv.arrivals if a.status == 429]
-    assert throttled
-    # Each 429 pauses every worker (Retry-After 1, capped at 0.2 s): the run cannot be
-    # faster than one pause, whereas eight independent threads would hardly notice.
-    assert time.monotonic() - started >= 0.2
-    assert client.limiter._not_before > 0
+    """A 429 pauses every worker for its Retry-After (1 s, capped at 0.3 s) through the
+    shared budget: within the pause the server sees only the requests that were already
+    in flight, at most one per other worker, however fast the machine."""
+    workers, pause = 8, 0.3
+    client = srv.client(**UNLIMITED, backoff_base=0.001, retry_after_cap=pause, max_retries=8)
+    assert client.quota().shared
+
+    def throttle_once_mid_run() -> None:
+        while len(srv.arrivals) < 20:
+            time.sleep(0.002)
+        srv.faults = Faults(throttle=1.0)
+        while not any(a.status == 429 for a in srv.arrivals):
+            time.sleep(0.001)
+        srv.faults = None
+
+    scripter = threading.Thread(target=throttle_once_mid_run)
+    scripter.start()
+    ps = client.get_profiles(srv.org.user_ids[1:101], workers=workers, progress=False)
+    scripter.join(10)
+    arrivals = srv.arrivals
+    assert ps.counts["ok"] == 100
+    throttled = [a.time for a in arrivals if a.status == 429]
+    assert throttled and client.quota().throttles == len(throttled)
+    # The pause ends `pause` seconds after the client heard the last 429 (its arrival at
+    # the server came first), and the run went on after it.
+    not_before = client.limiter._not_before
+    assert not_before >= max(throttled) + pause
+    assert any(a.time >= not_before for a in arrivals)
+    during = [a for a in arrivals if not_before - pause < a.time < not_before]
+    assert len(during) <= workers - 1  # granted before the pause; nothing was granted in it
 
 
 # -- outcomes under faults ------------------------------------------------------------------
