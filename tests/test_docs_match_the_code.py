@@ -164,8 +164,8 @@ def test_the_profile_client_s_defaults_are_the_numbers_reliability_md_gives():
         == number(r"`max_response_bytes=` (\d+) MiB", both["a body"]) * 2**20 == 8 * 2**20
     assert client.max_retries == number(r"`max_retries=` \((\d+)\)", bounded["retries"]) \
         == number(r"`max_retries=` (\d+)", both["retries"]) == 4
-    assert client.retry_after_cap == number(r"at most `retry_after_cap=`, (\d+) s",
-                                            next(row for what, row in retried.items() if "ThrottledError" in what)) == 60
+    throttled = next(row for what, row in retried.items() if "ThrottledError" in what)
+    assert client.retry_after_cap == number(r"at most `retry_after_cap=`, (\d+) s", throttled) == 60
     # "(0.5 s, 1 s, 2 s, 4 s by default), capped at `backoff_cap=` (30 s)": one delay per retry.
     backoff = re.search(r"\(([\d.]+ s(?:, [\d.]+ s)*)\s+by default\), capped at `backoff_cap=` \((\d+) s\)", text)
     assert backoff, "docs/reliability.md no longer gives the default backoff"
