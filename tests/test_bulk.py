@@ -244,7 +244,9 @@ def test_throttle_answers_slow_the_whole_client(srv: SampleServer) -> None:
 fault_rates = st.floats(0.0, 0.25)
 
 
-@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+# Nine dimensions: 50 examples (about 5 s; a stall costs its 0.2 s read timeout) rather than
+# the 6 that saw barely one combination of faults each.
+@settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     server_error=fault_rates, throttle=fault_rates, reset=st.floats(0.0, 0.1),
     stall=st.floats(0.0, 0.05), truncate=st.floats(0.0, 0.1), seed=st.integers(0, 2**16),
