@@ -16,7 +16,16 @@ import pytest
 from amptools import budget
 from amptools.budget import BudgetStore, BudgetWarning, Claims, ClaimStore, SharedBudget, budget_path, open_store
 from amptools.errors import FetchCancelled
-from amptools.ratelimit import DECREASE, START_SHARE, PaceState, RateLimiter, fair_shares, most_in_window
+from amptools.ratelimit import (
+    DECREASE,
+    START_SHARE,
+    Ledger,
+    LocalLedger,
+    PaceState,
+    RateLimiter,
+    fair_shares,
+    most_in_window,
+)
 from amptools.sample import Arrival, SampleServer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -146,6 +155,32 @@ def test_a_throttle_pauses_every_client_of_the_scope(tmp_path: Path) -> None:
     b.acquire()
     assert clock.now >= throttled_at + 5.0
     assert clock.now < throttled_at + 5.0 + 1.0
+
+
+@pytest.mark.parametrize("shared", [True, False], ids=["shared budget", "local ledger"])
+def test_a_pause_holds_every_grant_of_the_scope_back_to_the_second(tmp_path: Path, shared: bool) -> None:
+    """The ledgers themselves, at moments given explicitly: after ``pause(now, 5.0)`` the
+    next grant, of this client or another of the scope, waits exactly what is left."""
+    store = BudgetStore(tmp_path / "b.sqlite", clock=FakeClock())
+    ledger: Ledger = SharedBudget(store, "s") if shared else LocalLedger()
+    limit, period = 600, 60.0
+    wait, token = ledger.try_grant(1000.0, limit, period)
+    assert wait == 0.0
+    ledger.finish(token, 1000.0)
+    ledger.pause(1000.0, 5.0)  # a Retry-After of 5 s
+    assert ledger.try_grant(1000.5, limit, period)[0] == pytest.approx(4.5)
+    ledger.pause(1001.0, 1.0)  # a shorter pause never shortens a longer one
+    assert ledger.try_grant(1001.0, limit, period)[0] == pytest.approx(4.0)
+    assert 0 < ledger.try_grant(1004.99, limit, period)[0] <= 0.01 + 1e-9
+    if shared:  # another client of the scope (another notebook) waits as long
+        other = SharedBudget(store, "s")
+        assert other.try_grant(1002.0, limit, period)[0] == pytest.approx(3.0)
+        assert SharedBudget(store, "another scope").try_grant(1002.0, limit, period)[0] == 0.0
+    assert ledger.try_grant(1005.0, limit, period)[0] == 0.0
+    # The throttle path pauses too: a Retry-After of 2 s, with the pace's decrease.
+    ledger.pause(1006.0, 2.0)
+    ledger.throttled(1006.0, 1005.0, limit, period)
+    assert ledger.try_grant(1007.0, limit, period)[0] >= 1.0 - 1e-9
 
 
 def test_a_run_soon_after_a_throttle_starts_at_the_room_it_left(tmp_path: Path) -> None:

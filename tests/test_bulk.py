@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import _thread
+import logging
 import os
 import signal
 import sqlite3
@@ -207,24 +208,45 @@ def test_window_never_exceeded(workers: int) -> None:
 
 
 def test_throttle_answers_slow_the_whole_client(srv: SampleServer) -> None:
-    srv.faults = Faults(throttle=0.3, seed=3)
-    client = srv.client(**UNLIMITED, backoff_base=0.001, retry_after_cap=0.2, max_retries=8)
-    started = time.monotonic()
-    ps = client.get_profiles(srv.org.user_ids[1:31], workers=8, progress=False)
-    assert ps.counts["ok"] == 30
-    throttled = [a for a in srv.arrivals if a.status == 429]
-    assert throttled
-    # Each 429 pauses every worker (Retry-After 1, capped at 0.2 s): the run cannot be
-    # faster than one pause, whereas eight independent threads would hardly notice.
-    assert time.monotonic() - started >= 0.2
-    assert client.limiter._not_before > 0
+    """A 429 pauses every worker for its Retry-After (1 s, capped at 0.3 s) through the
+    shared budget: within the pause the server sees only the requests that were already
+    in flight, at most one per other worker, however fast the machine."""
+    workers, pause = 8, 0.3
+    client = srv.client(**UNLIMITED, backoff_base=0.001, retry_after_cap=pause, max_retries=8)
+    assert client.quota().shared
+
+    def throttle_once_mid_run() -> None:
+        while len(srv.arrivals) < 20:
+            time.sleep(0.002)
+        srv.faults = Faults(throttle=1.0)
+        while not any(a.status == 429 for a in srv.arrivals):
+            time.sleep(0.001)
+        srv.faults = None
+
+    scripter = threading.Thread(target=throttle_once_mid_run)
+    scripter.start()
+    ps = client.get_profiles(srv.org.user_ids[1:101], workers=workers, progress=False)
+    scripter.join(10)
+    arrivals = srv.arrivals
+    assert ps.counts["ok"] == 100
+    throttled = [a.time for a in arrivals if a.status == 429]
+    assert throttled and client.quota().throttles == len(throttled)
+    # The pause ends `pause` seconds after the client heard the last 429 (its arrival at
+    # the server came first), and the run went on after it.
+    not_before = client.limiter._not_before
+    assert not_before >= max(throttled) + pause
+    assert any(a.time >= not_before for a in arrivals)
+    during = [a for a in arrivals if not_before - pause < a.time < not_before]
+    assert len(during) <= workers - 1  # granted before the pause; nothing was granted in it
 
 
 # -- outcomes under faults ------------------------------------------------------------------
 fault_rates = st.floats(0.0, 0.25)
 
 
-@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+# Nine dimensions: 50 examples (about 5 s; a stall costs its 0.2 s read timeout) rather than
+# the 6 that saw barely one combination of faults each.
+@settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     server_error=fault_rates, throttle=fault_rates, reset=st.floats(0.0, 0.1),
     stall=st.floats(0.0, 0.05), truncate=st.floats(0.0, 0.1), seed=st.integers(0, 2**16),
@@ -372,6 +394,58 @@ def test_keyboard_interrupt_keeps_what_was_fetched(srv: SampleServer, tmp_path: 
     assert len(srv.arrivals) == ps.counts["ok"]  # every answer that arrived was kept
     with ProfileCache(tmp_path / "c.sqlite") as cache:
         assert len(cache) == ps.counts["ok"]
+
+
+def test_a_second_ctrl_c_abandons_the_requests_in_flight(fresh_server: SampleServer) -> None:
+    """The first Ctrl-C waits for the requests in flight; the second stops waiting. The
+    server holds every request far longer than the test runs, so a run that waited for
+    them would come back with their answers (and only after that delay)."""
+    workers = 4
+    fresh_server.latency = 10.0
+    ids = list(fresh_server.org.user_ids[1:41])
+    client = fresh_server.client(**UNLIMITED)
+    first_seen = threading.Event()
+
+    class FirstInterrupt(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if record.getMessage().startswith("interrupted: waiting for the requests in flight"):
+                first_seen.set()
+
+    def collecting() -> bool:
+        """Whether the main thread waits for results, not still handling the first Ctrl-C
+        (one landing in that handler's log call escapes the run: a race of microseconds
+        for a person, of every run for a test)."""
+        frame = sys._current_frames().get(threading.main_thread().ident or 0)
+        names = []
+        while frame is not None:
+            names.append(frame.f_code.co_name)
+            frame = frame.f_back
+        return bool(names) and names[0] == "wait" and "_collect" in names
+
+    def interrupt_twice() -> None:
+        while len(fresh_server.arrivals) < workers or not collecting():  # every worker waits for an answer
+            time.sleep(0.002)
+        _thread.interrupt_main()
+        assert first_seen.wait(5)
+        while not collecting():
+            time.sleep(0.002)
+        _thread.interrupt_main()
+
+    handler = FirstInterrupt()
+    logging.getLogger("amptools").addHandler(handler)
+    thread = threading.Thread(target=interrupt_twice)
+    thread.start()
+    try:
+        with pytest.warns(IncompleteFetchWarning, match="interrupted"):
+            ps = client.get_profiles(ids, workers=workers, progress=False)
+    finally:
+        thread.join()
+        logging.getLogger("amptools").removeHandler(handler)
+    assert first_seen.is_set() and ps.cancelled
+    check_invariant(ps, 40)
+    assert len(fresh_server.arrivals) == workers  # nothing more was asked after the first
+    assert ps.counts["ok"] == 0  # the answers in flight were not waited for
+    assert (ps.outcomes["status"] == "failed").all()
 
 
 # -- cache --------------------------------------------------------------------------------

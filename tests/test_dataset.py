@@ -61,8 +61,10 @@ def test_sample_files_are_verbatim_from_the_seed() -> None:
     candidates = [SAMPLE_DIR.parents[2] / "shared", Path("/work/shared")]
     seeds = [c / "seeds" / "000_07b98d14e13ff0fc.txt" for c in candidates]
     seed = next((s for s in seeds if s.exists()), None)
-    if seed is None:
-        pytest.skip("the seed document (shared/seeds) is not beside this checkout")
+    # A missing seed fails: a skip would silently drop the only check that the samples
+    # are the documented answers, byte for byte.
+    assert seed is not None, (f"the seed document is not beside this checkout (looked for {seeds[0]} "
+                              f"and {seeds[1]}): put shared/ beside it")
     blocks = re.findall(r"```json\n(.*?)```", seed.read_text(encoding="utf-8"), re.S)
     names = ["one_rec", "two_recs", "user_properties", "cohort_ids", "one_computation",
              "all_computations"]

@@ -12,11 +12,15 @@ import os
 import signal
 import sqlite3
 import stat
+import struct
 import threading
 import time
 import traceback
+import tracemalloc
 import warnings
+import zlib
 from collections.abc import Callable, Iterator
+from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -174,6 +178,64 @@ def test_cancel_returns_within_the_in_flight_deadline(hostile):
     assert result.cancelled and len(result.outcomes) == 20
 
 
+class Counted:
+    """An answer of ``head``, ``filler`` ``times`` over, then ``tail``, written a piece at a
+    time, counting what the client let the server send before it hung up: what it read,
+    plus what the kernel's socket buffers held (tens of MiB at most on loopback)."""
+
+    def __init__(self, head: bytes, filler: bytes, times: int, tail: bytes,
+                 headers: dict[str, str] | None = None) -> None:
+        self.pieces = [head, *[filler] * times, tail]
+        self.length = len(head) + len(filler) * times + len(tail)
+        self.headers = headers or {}
+        self.sent = 0
+        self.finished = threading.Event()
+
+    def __call__(self, handler: BaseHTTPRequestHandler) -> None:
+        try:
+            handler.send_response(200)
+            for name, value in {"Content-Type": "application/json", "Content-Length": str(self.length),
+                                **self.headers}.items():
+                handler.send_header(name, value)
+            handler.end_headers()
+            for piece in self.pieces:
+                handler.wfile.write(piece)
+                self.sent += len(piece)
+        finally:
+            self.finished.set()
+
+
+# Far more than the limit (1 MiB) plus what loopback socket buffers can hold (tcp_rmem
+# grows to 32 MiB at most, tcp_wmem to 4 MiB): a client that reads the whole body before
+# it looks at its size lets all of it through.
+HUGE = 128 * 2**20
+
+
+def gzip_bomb_with_a_long_tail(zeros: int, tail: int) -> Counted:
+    """A gzip answer: ``zeros`` bytes of "0" squeezed into a few kilobytes, then about
+    ``tail`` NUL bytes stored as they are, so the body is long on the wire too (a client
+    that checks as it reads refuses it at the first chunk and never takes the tail)."""
+    squeeze = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
+    head = squeeze.compress(b"0" * zeros) + squeeze.flush(zlib.Z_SYNC_FLUSH)  # ends byte-aligned
+    block = bytes(65535)
+    times = max(1, tail // len(block))
+    crc = zlib.crc32(b"0" * zeros)
+    for _ in range(times):
+        crc = zlib.crc32(block, crc)
+    return Counted(b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff" + head,
+                   b"\x00" + struct.pack("<HH", len(block), 0xFFFF ^ len(block)) + block,  # a stored block
+                   times,
+                   b"\x01\x00\x00\xff\xff"  # the last block: stored, empty
+                   + struct.pack("<II", crc, (zeros + times * len(block)) % 2**32),
+                   {"Content-Encoding": "gzip"})
+
+
+def test_the_long_tailed_bomb_is_a_true_gzip_stream():
+    small = gzip_bomb_with_a_long_tail(1000, 3 * 65535)
+    body = b"".join(small.pieces)
+    assert len(body) == small.length and gzip.decompress(body) == b"0" * 1000 + bytes(3 * 65535)
+
+
 def test_a_gzip_bomb_is_refused_by_its_decompressed_size(hostile):
     bomb = gzip.compress(b'{"userData": {"amp_props": {"x": "' + b"0" * (40 * 2**20) + b'"}}}')
     assert len(bomb) < 100_000
@@ -181,12 +243,30 @@ def test_a_gzip_bomb_is_refused_by_its_decompressed_size(hostile):
     with pytest.raises(ResponseFormatError, match="decompressed") as caught:
         hostile.client(max_response_bytes=2**20).get_profile("u1", amp_props=True)
     assert "max_response_bytes" in str(caught.value)
+    # Refused at the first chunk, before the rest is read or inflated: a bomb that is also
+    # long on the wire is not read whole, and the client never holds its 40 MiB of zeros.
+    answer = gzip_bomb_with_a_long_tail(40 * 2**20, HUGE)
+    hostile.answer = answer
+    tracemalloc.start()
+    try:
+        with pytest.raises(ResponseFormatError, match="decompressed"):
+            hostile.client(max_response_bytes=2**20).get_profile("u1", amp_props=True)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert answer.finished.wait(10)
+    assert answer.sent < HUGE // 2  # the tail stayed on the server
+    assert peak < 8 * 2**20  # about the 1 MiB cap and the buffers around it, not the 40 MiB inflated
 
 
 def test_a_huge_body_is_refused_without_reading_it_whole(hostile):
-    hostile.answer = lambda h: send(h, 200, b" " * (3 * 2**20) + json.dumps(PROFILE).encode())
+    answer = Counted(b"", b" " * 65536, HUGE // 65536, json.dumps(PROFILE).encode())
+    hostile.answer = answer
     with pytest.raises(ResponseFormatError, match="on the wire"):
         hostile.client(max_response_bytes=2**20).get_profile("u1", amp_props=True)
+    assert answer.finished.wait(10)  # the client hung up...
+    assert answer.sent < HUGE // 2  # ...long before the end: refused as it read, not after
+    assert len(hostile.requests) == 1  # and not asked again
 
 
 def test_a_gzip_answer_within_the_limit_is_read(hostile):
@@ -262,6 +342,26 @@ def test_an_impossible_last_updated_names_the_field(value):
     assert caught.value.field == "userData.recommendations[0].last_updated"
 
 
+# Each is a time Python reads (no overflow, no parse error): only the range refuses it.
+@pytest.mark.parametrize("value, year", [(8.8e9, 2248), (-6e8, 1950), ("2250-01-01", 2250), ("1950-06-01", 1950),
+                                         ("2200-01-01T00:00:00Z", 2200), (-1, 1969)])
+def test_a_readable_last_updated_outside_1970_to_2200_names_the_field(value, year):
+    moment = (datetime.fromtimestamp(value, tz=timezone.utc) if isinstance(value, float | int)
+              else datetime.fromisoformat(value.replace("Z", "+00:00")))
+    assert moment.year == year  # readable: the range check is what must refuse it
+    payload = {"userData": {"recommendations": [{"rec_id": "r", "items": ["a"], "last_updated": value}]}}
+    with pytest.raises(ResponseFormatError, match="between 1970 and 2200") as caught:
+        UserProfile.from_json(payload)
+    assert caught.value.field == "userData.recommendations[0].last_updated"
+
+
+@pytest.mark.parametrize("value", [0, "1970-01-01T00:00:00Z", "2199-12-31T23:59:59Z", 7258118399])
+def test_a_last_updated_at_the_ends_of_the_range_is_read(value):
+    payload = {"userData": {"recommendations": [{"rec_id": "r", "items": ["a"], "last_updated": value}]}}
+    (rec,) = UserProfile.from_json(payload).recommendations
+    assert rec.last_updated is not None and 1970 <= rec.last_updated.year <= 2199
+
+
 def test_json_nested_a_thousand_deep_is_a_format_error(hostile):
     hostile.answer = lambda h: send(h, 200, ('{"userData": {"amp_props": {"x": ' + "[" * 1000
                                              + "]" * 1000 + "}}}").encode())
@@ -333,7 +433,9 @@ def test_a_cache_in_a_read_only_folder_is_a_cache_error():
 
 
 # -- 17: files that hold personal data ------------------------------------------------------
-def test_the_cache_and_its_wal_are_readable_by_the_owner_only(sample_server, tmp_path):
+def test_the_cache_and_its_wal_are_readable_by_the_owner_only(sample_server, tmp_path, umask_022):
+    # Under the common umask 022 (the fixture), not the caller's: under 077 a file created
+    # 0666 would show 0600 too.
     path = tmp_path / "c.sqlite"
     with ProfileCache(path) as cache:
         sample_server.client().get_profiles(["testUser"], amp_props=True, cache=cache, progress=False)

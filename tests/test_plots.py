@@ -85,12 +85,16 @@ def test_item_frequency_against_pandas(tables):
     assert [trace.name for trace in fig.data] == ["cart", "home"]
     expected = recs.groupby(["rec_id", "item"], observed=True).size() / recs.groupby("rec_id", observed=True)["user_id"].nunique()
     for trace in fig.data:
-        for item, share in zip(trace.y, trace.x):
-            if not np.isnan(share):
-                assert share == pytest.approx(expected[(trace.name, item)])
+        # Every bar is pandas' share; none is missing here (every item is in both sets).
+        assert list(trace.x) == pytest.approx([expected[(trace.name, item)] for item in trace.y])
     assert fig.layout.xaxis.title.text == "Share of lists containing the item"
     assert fig.layout.yaxis.title.text == "Item"
     assert "never-used" not in set(fig.data[0].y)
+    # An item one set never holds has no bar in that set (NaN), and only there.
+    few = make_recs({("u1", "A"): ["a", "b"], ("u2", "A"): ["a"], ("u1", "B"): ["c"]})
+    bars = {trace.name: dict(zip(trace.y, trace.x)) for trace in plots.item_frequency(few, top_n=5).data}
+    assert bars == {"A": pytest.approx({"a": 1.0, "b": 0.5, "c": np.nan}, nan_ok=True),
+                    "B": pytest.approx({"a": np.nan, "b": np.nan, "c": 1.0}, nan_ok=True)}
 
 
 def test_control_vs_treatment(tables):

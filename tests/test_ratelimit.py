@@ -4,14 +4,18 @@ with an injected clock (minutes of pacing in milliseconds), and against the samp
 from __future__ import annotations
 
 import math
+import tempfile
 import threading
 import time
+from pathlib import Path
+from unittest import mock
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from amptools import ratelimit
+from amptools import budget, ratelimit
+from amptools.budget import BudgetStore, SharedBudget
 from amptools.errors import ConfigurationError, FetchCancelled
 from amptools.ratelimit import (
     BEYOND,
@@ -244,53 +248,98 @@ def test_bad_period_refused() -> None:
         RateLimiter(10, 0)
 
 
-@settings(max_examples=150, deadline=None)
-@given(
-    limit=st.integers(1, 400),
-    period=st.sampled_from([0.5, 1.0, 7.0, 60.0]),
-    warm=st.booleans(),
-    steps=st.lists(
-        st.tuples(st.sampled_from(["acquire", "acquire", "release", "advance", "pause", "throttle"]),
-                  st.floats(0.0, 1.5)),
-        max_size=120,
-    ),
-)
-def test_no_window_holds_more_than_the_limit(limit: int, period: float, warm: bool,
+def shared_limiter(limit: int, period: float, store: BudgetStore, *,
+                   warm: bool = False) -> tuple[RateLimiter, FakeClock]:
+    """A limiter on the shared budget of ``store`` (its clock is the limiter's fake one)."""
+    clock = FakeClock()
+    store._clock = clock
+    ledger = SharedBudget(store, "scope")
+    if warm:
+        with store.transaction() as db:
+            ledger._save(db, PaceState(rate=limit / period, updated=0.0, probe_until=0.0, active=0.0))
+    return RateLimiter(limit, period, clock=clock, sleep=clock.sleep, ledger=ledger), clock
+
+
+# Any period on the local ledger; short ones on the shared budget, whose limiter looks at the
+# file every POLL seconds while it waits (a 60-second pause would be 1,200 transactions).
+PERIODS = st.sampled_from([0.5, 1.0, 7.0, 60.0]) | st.floats(0.05, 120.0)
+SHARED_PERIODS = st.sampled_from([0.5, 1.0]) | st.floats(0.05, 2.0)
+LEDGERS_AND_PERIODS = st.booleans().flatmap(
+    lambda shared: st.tuples(st.just(shared), SHARED_PERIODS if shared else PERIODS))
+STEP = st.tuples(st.sampled_from(["acquire", "acquire", "release", "advance", "pause", "throttle"]),
+                 st.floats(0.0, 1.5))
+
+
+@settings(max_examples=250, deadline=None)
+@given(limit=st.integers(1, 400), ledger_and_period=LEDGERS_AND_PERIODS, warm=st.booleans(),
+       steps=st.lists(STEP, max_size=120))
+def test_no_window_holds_more_than_the_limit(limit: int, ledger_and_period: tuple[bool, float], warm: bool,
                                              steps: list[tuple[str, float]]) -> None:
     """Any interleaving of grants, completions, time, pauses and throttles, with bursts of
-    several requests (large limits), any period, fresh or under way: no window of the
-    server ever holds more than the limit."""
-    limiter, clock = make(limit, period, warm=warm)
-    in_flight: list[float] = []
-    intervals: list[tuple[float, float]] = []
+    several requests (large limits), any period, fresh or under way, on this client's own
+    ledger or the shared budget: no window of the server ever holds more than the limit,
+    and no request is granted inside a pause (a throttle's Retry-After)."""
+    check_the_window(limit, ledger_and_period, warm, steps)
 
-    def answer_while_waiting(seconds: float) -> None:
-        # A request in flight is answered within its deadline (here half a period): while
-        # the test's one thread waits for a permit, the server answers what it holds.
-        # (Without it a wait could last for ever: the pace may drop while it waits — a run
-        # idle for two periods restarts at the room a recent throttle showed.)
-        clock.sleep(seconds)
-        while in_flight and clock.now - in_flight[0] >= period / 2:
-            limiter.release()
-            intervals.append((in_flight.pop(0), clock.now))
 
-    limiter._sleep = answer_while_waiting
-    for action, amount in steps:
-        if action == "acquire":
-            limiter.acquire()
-            in_flight.append(clock.now)
-        elif action == "release" and in_flight:
-            limiter.release()
-            intervals.append((in_flight.pop(0), clock.now))
-        elif action == "pause":
-            limiter.pause(amount * period)
-        elif action == "throttle" and in_flight:
-            limiter.throttled(amount * period)
+@settings(max_examples=250, deadline=None)
+@given(limit=st.integers(1, 3), ledger_and_period=LEDGERS_AND_PERIODS, steps=st.lists(STEP, max_size=16))
+def test_no_window_of_a_small_limit_holds_one_request_too_many(
+        limit: int, ledger_and_period: tuple[bool, float], steps: list[tuple[str, float]]) -> None:
+    """The same with one to three requests a period, at full pace (no slow start to hide
+    behind) and short stories, where a window counted a little short shows at once."""
+    check_the_window(limit, ledger_and_period, True, steps)
+
+
+def check_the_window(limit: int, ledger_and_period: tuple[bool, float], warm: bool,
+                     steps: list[tuple[str, float]]) -> None:
+    """Play ``steps`` on a limiter on a fake clock; check every grant against the pauses
+    and, at the end, every window of the server against the limit."""
+    shared, period = ledger_and_period
+    with tempfile.TemporaryDirectory() as folder, \
+            mock.patch.object(budget, "LEASE", math.inf):  # nothing hangs here (leases: test_budget)
+        if shared:
+            limiter, clock = shared_limiter(limit, period, BudgetStore(Path(folder) / "b.sqlite"), warm=warm)
         else:
-            clock.now += amount * period
-    for grant in in_flight:  # still in flight: treat them as answered now
-        intervals.append((grant, clock.now))
-    assert max_in_window(intervals, period) <= limit
+            limiter, clock = make(limit, period, warm=warm)
+        in_flight: list[tuple[float, tuple[int, int]]] = []  # (grant time, token), oldest first
+        intervals: list[tuple[float, float]] = []
+        paused_until = 0.0
+
+        def answer_oldest() -> None:
+            grant, token = in_flight.pop(0)
+            limiter.release(token)
+            intervals.append((grant, clock.now))
+
+        def sleep(seconds: float) -> None:
+            clock.sleep(seconds)
+            # Only answers could let the client go on (its window holds nothing but requests
+            # in flight, and a pace that fell while it waited allows no more): the server
+            # answers the oldest now, as it would some time.
+            if in_flight and limiter.in_window() == len(in_flight) >= max(1.0, limiter.pace):
+                answer_oldest()
+
+        limiter._sleep = sleep
+        for action, amount in steps:
+            # At most what the pace allows in flight (the hook above answers when the pace
+            # falls while the client waits).
+            if action == "acquire" and len(in_flight) < min(limit, max(1, math.floor(limiter.pace))):
+                token = limiter.acquire()
+                assert clock.now >= paused_until - 1e-9 * max(1.0, paused_until)  # never inside a pause
+                in_flight.append((clock.now, token))
+            elif action == "release" and in_flight:
+                answer_oldest()
+            elif action == "pause":
+                limiter.pause(amount * period)
+                paused_until = max(paused_until, clock.now + amount * period)
+            elif action == "throttle" and in_flight:
+                limiter.throttled(amount * period)
+                paused_until = max(paused_until, clock.now + amount * period)
+            else:
+                clock.now += amount * period
+        for grant, _ in in_flight:  # still in flight: treat them as answered now
+            intervals.append((grant, clock.now))
+        assert max_in_window(intervals, period) <= limit
 
 
 def test_real_threads_share_one_window() -> None:

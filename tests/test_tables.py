@@ -15,6 +15,7 @@ import pandas as pd
 import pytest
 
 from amptools import tables
+from amptools.bulk import Outcome, ProfileSet
 from amptools.models import UserProfile
 from amptools.query import ProfileQuery
 
@@ -342,13 +343,11 @@ def test_summary_lists_failures_with_status() -> None:
 
 
 def test_summary_with_real_profileset() -> None:
-    bulk = pytest.importorskip("amptools.bulk")
-    ps = bulk.ProfileSet(
+    ps = ProfileSet(
         [
-            bulk.Outcome(id="testUser", status="ok", http_status=200, attempts=1,
-                         profile=profile("one_rec")),
-            bulk.Outcome(id="ghost", status="not_found", http_status=200, attempts=1,
-                         error="User id and device id not seen before"),
+            Outcome(id="testUser", status="ok", http_status=200, attempts=1, profile=profile("one_rec")),
+            Outcome(id="ghost", status="not_found", http_status=200, attempts=1,
+                    error="User id and device id not seen before"),
         ],
         query=QUERIES["one_rec"],
     )
