@@ -491,7 +491,8 @@ class ProfileClient(KeyHolder):
     def _exchange(self, url: str) -> HTTPAnswer | ProfileAPIError:
         """One HTTP attempt under its deadline and size limit (see :func:`transport.exchange`):
         the answer, or the error it stands for. Never lets a frame that held the key escape."""
-        session = thread_session(self._local, pool_connections=1, pool_maxsize=4)
+        # (mutmut: the pool sizes change how many sockets are kept, never an answer.)
+        session = thread_session(self._local, pool_connections=1, pool_maxsize=4)  # pragma: no mutate
         return exchange(session, url, auth=self._auth, timeout=self.timeout, deadline=self.deadline,
                         max_bytes=self.max_response_bytes, headers={"Accept": "application/json"},
                         too_large="; a profile is a few kilobytes")

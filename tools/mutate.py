@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import fnmatch
 import os
 import re
 import subprocess
@@ -64,22 +65,32 @@ def module_of(name: str) -> str:
     return ".".join(name.split(".")[:2])
 
 
+def selected(name: str) -> bool:
+    return any(fnmatch.fnmatchcase(name, pattern) for pattern in SELECTION)
+
+
 def report(found: dict[str, str]) -> int:
+    """The score of the selected mutants tested so far: killed (a timeout counts as caught:
+    the mutant hung a test) over tested; "not checked" ones are waiting for a run."""
     by_module: dict[str, collections.Counter[str]] = collections.defaultdict(collections.Counter)
     for name, status in found.items():
-        by_module[module_of(name)][status] += 1
-    survivors = sorted(name for name, status in found.items() if status != "killed")
-    print(f"{'module':24} {'mutants':>8} {'killed':>8} {'score':>7}  others")
-    total = killed = 0
+        if selected(name):
+            by_module[module_of(name)][status] += 1
+    survivors = sorted(name for name, status in found.items()
+                       if selected(name) and status not in ("killed", "timeout", "not checked"))
+    print(f"{'module':22} {'mutants':>8} {'tested':>7} {'caught':>7} {'score':>7}  not caught")
+    total = tested = caught = 0
     for module, counts in sorted(by_module.items()):
-        n, k = sum(counts.values()), counts["killed"]
-        total, killed = total + n, killed + k
-        others = ", ".join(f"{count} {status}" for status, count in sorted(counts.items()) if status != "killed")
-        print(f"{module:24} {n:8} {k:8} {k / n:7.1%}  {others}")
-    if total:
-        print(f"{'all':24} {total:8} {killed:8} {killed / total:7.1%}")
+        n = sum(counts.values())
+        t = n - counts["not checked"]
+        c = counts["killed"] + counts["timeout"]
+        total, tested, caught = total + n, tested + t, caught + c
+        others = ", ".join(f"{count} {status}" for status, count in sorted(counts.items())
+                           if status not in ("killed", "timeout", "not checked"))
+        print(f"{module:22} {n:8} {t:7} {c:7} {c / max(t, 1):7.1%}  {others}")
+    print(f"{'all':22} {total:8} {tested:7} {caught:7} {caught / max(tested, 1):7.1%}")
     if survivors:
-        print("\nNot killed (see them with: .venv/bin/mutmut show NAME):")
+        print("\nNot caught (see one with: .venv/bin/mutmut show NAME):")
         for name in survivors:
             print(f"  {name}: {found[name]}")
     return 1 if survivors else 0

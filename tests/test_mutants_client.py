@@ -1,0 +1,74 @@
+"""What mutation testing (``make mutate``) found the client's other tests let through: the
+Accept header, what a too-large answer says, a cancel that reaches the permit and the
+wait before a retry, and a throttle that reaches the limiter."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+
+import pytest
+
+import amptools as amp
+from amptools.sample.server import Faults, SampleServer
+from test_hardening import PROFILE, Hostile, send
+
+
+@pytest.fixture
+def hostile() -> Iterator[Hostile]:
+    server = Hostile()
+    yield server
+    server.close()
+
+
+def test_the_client_asks_for_json_and_says_why_a_large_answer_is_refused(hostile: Hostile) -> None:
+    hostile.answer = lambda h: send(h, 200, PROFILE)
+    hostile.client().get_profile("u1")
+    assert hostile.requests[-1]["Accept"] == "application/json"
+    hostile.answer = lambda h: send(h, 200, b"{" + b" " * 50_000 + b"}")
+    with pytest.raises(amp.ResponseFormatError) as info:
+        hostile.client(max_response_bytes=4096, max_retries=0).get_profile("u1")
+    assert str(info.value) == ("the answer is larger than max_response_bytes=4,096 (more than 4,096 bytes on the "
+                               "wire); a profile is a few kilobytes. Raise max_response_bytes= if this is expected.")
+
+
+def test_a_cancel_set_before_the_request_sends_nothing() -> None:
+    cancel = threading.Event()
+    cancel.set()
+    with SampleServer() as server:
+        with pytest.raises(amp.FetchCancelled):
+            server.client().request({"user_id": "testUser"}, cancel=cancel)
+        assert server.arrivals == []
+
+
+def test_the_wait_before_a_retry_is_on_the_cancel_and_a_throttle_reaches_the_limiter() -> None:
+    slept: list[float] = []
+    with SampleServer() as server:
+        server.faults = Faults(server_error=1.0)
+        client = server.client(max_retries=1, backoff_base=0.01, sleep=slept.append)
+        with pytest.raises(amp.ServerError):
+            client.request({"user_id": "testUser"}, cancel=threading.Event())
+        assert slept == []  # the wait was the cancel's (a cancel ends it), not a plain sleep
+        assert len(server.arrivals) == 2
+        server.faults = Faults(throttle=1.0)
+        client = server.client(max_retries=1, backoff_base=0.01, retry_after_cap=0.05)
+        with pytest.raises(amp.ThrottledError):
+            client.get_profile("testUser")
+        assert client.quota().throttles == 1
+
+
+class Fixed:
+    """A random source that always draws the same number."""
+
+    def random(self) -> float:
+        return 0.0
+
+
+def test_the_waits_between_retries_draw_from_the_client_s_random_source() -> None:
+    slept: list[float] = []
+    with SampleServer() as server:
+        server.faults = Faults(server_error=1.0)
+        client = server.client(max_retries=2, backoff_base=0.01, sleep=slept.append, rng=Fixed())
+        with pytest.raises(amp.ServerError):
+            client.get_profile("testUser")
+    assert slept == [0.005, 0.01]  # half of 0.01 and of 0.02: the jitter drew 0 each time
