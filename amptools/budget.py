@@ -249,10 +249,12 @@ def _stat_fields(pid: int) -> list[str] | None:
     or no /proc here)."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as handle:
-            text = handle.read().decode("ascii", "replace")
+            stat = handle.read()
     except OSError:
         return None
-    return text[text.rfind(")") + 2:].split()
+    # The command name, in parentheses, may hold anything (")", spaces, bytes that are not
+    # text): the fields follow its last ")" and are ASCII.
+    return stat[stat.rfind(b")") + 2:].decode().split()
 
 
 def process_start(pid: int | None = None) -> str:
@@ -286,8 +288,6 @@ def process_alive(pid: int, started: str = "") -> bool:
         if fields[0] in ("Z", "X"):
             return False
         return not started or len(fields) <= 19 or fields[19] == started
-    if os.path.isdir("/proc/self"):
-        return False  # /proc is there and has no such process
     if os.name != "posix":
         return True  # os.kill(pid, 0) would terminate the process on Windows
     try:
@@ -329,11 +329,14 @@ class BudgetStore(Budget):
         self.path = Path(path).expanduser()
         self._clock = clock
         self._lock = threading.RLock()
-        self._pid = -1
         self._db: sqlite3.Connection | None = None
-        self._identity: tuple[int, int] | None = None
-        self._checked = 0.0
         self._connect()
+
+    # Set by _connect (__init__ connects, or raises): the process that opened the
+    # connection, the file it opened (device, inode), and when that was last checked.
+    _pid: int
+    _identity: tuple[int, int]
+    _checked: float
 
     where = "this machine"
 
@@ -429,7 +432,6 @@ class BudgetStore(Budget):
             if self._db is not None and self._pid == os.getpid():
                 self._db.close()
             self._db = None
-            self._identity = None
 
 
 class Claims(ClaimStore):
