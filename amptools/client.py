@@ -166,6 +166,7 @@ def map_response(
             **context,
         )
     if 300 <= status < 400:
+        # (mutmut: any default for a missing Location is equivalent — it names no address.)
         location = urlsplit(headers.get("Location", ""))
         where = f"{location.scheme}://{location.netloc}" if location.netloc else "an address it did not name"
         return RedirectError(

@@ -72,3 +72,19 @@ def test_the_waits_between_retries_draw_from_the_client_s_random_source() -> Non
         with pytest.raises(amp.ServerError):
             client.get_profile("testUser")
     assert slept == [0.005, 0.01]  # half of 0.01 and of 0.02: the jitter drew 0 each time
+
+
+@pytest.mark.parametrize(("setting", "named"), [
+    ({"deadline": -1.0}, "deadline"),
+    ({"max_response_bytes": 5}, "max_response_bytes"),
+    ({"budget": 123}, "budget= takes a Redis URL as text (redis://host:6379/0), got int."),
+])
+def test_a_bad_client_setting_is_named(setting: dict[str, object], named: str) -> None:
+    with pytest.raises(amp.ConfigurationError) as info:
+        amp.ProfileClient("k" * 32, **setting)  # type: ignore[arg-type]
+    assert str(info.value).startswith(named)
+
+
+def test_a_budget_url_given_as_text_is_the_team_s_budget() -> None:
+    client = amp.ProfileClient("k" * 32, budget="  redis://127.0.0.1:1/0  ")
+    assert client.quota().budget.startswith("the team's Redis redis://127.0.0.1:1/0 (alone: ")  # stripped, and down

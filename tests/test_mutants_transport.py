@@ -124,9 +124,14 @@ def test_a_deep_answer_says_why_it_cannot_be_read() -> None:
      "exists)."),
     (503, "", {}, amp.ServerError, "the Profile API failed (HTTP 503); retried with backoff."),
     (418, "teapot", {}, amp.ProfileAPIError, "the Profile API refused the request (HTTP 418): teapot"),
+    (400, "bad request", {}, amp.ProfileAPIError, "the Profile API refused the request (HTTP 400): bad request"),
+    (418, "t" * 300, {}, amp.ProfileAPIError, "the Profile API refused the request (HTTP 418): " + "t" * 200),
+    (200, "[" + "1, " * 40 + "1]", {}, amp.ResponseFormatError,
+     "the Profile API answered HTTP 200 with a body that is not a JSON object (%r)." % ("[" + "1, " * 40 + "1]")[:80]),
 ])
 def test_every_answer_maps_to_its_error_its_words_and_its_context(
         status: int, body: str, headers: dict[str, str], kind: type, said: str) -> None:
     error = map_response(status, body, headers, URL)
     assert type(error) is kind and str(error) == said
+    assert getattr(error, "field", None) == ("(body)" if kind is amp.ResponseFormatError else None)
     assert (error.status, error.body, error.url) == (status, body, URL)  # type: ignore[union-attr]

@@ -8,7 +8,7 @@ and counts the mutants no test noticed. This prints the score per module and eve
 survivor; a survivor is either killed by a new test or explained in a ``# mutmut:``
 comment beside the code (an equivalent mutant), marked ``# pragma: no mutate``.
 
-Not part of ``make test``: a full run takes the better part of an hour on two cores
+Not part of ``make test``: a first full run takes hours on two cores
 (mutmut remembers its work: a second run only retests what changed).
 
     python tools/mutate.py            # run, then print the score and the survivors
