@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from amptools import budget
-from amptools.budget import BudgetStore, BudgetWarning, Claims, SharedBudget, open_budget
+from amptools.budget import BudgetStore, BudgetWarning, Claims, SharedBudget, budget_url, open_budget
 from amptools.errors import ConfigurationError
 from amptools.ratelimit import LocalLedger
 from test_budget import FakeClock, warm
@@ -439,3 +439,39 @@ def test_a_redis_url_chooses_the_team_budget_whatever_its_case() -> None:
         chosen = open_budget(url)
         assert chosen.where == "the team's Redis redis://localhost:1/0"
         assert "pa://ss" not in repr(chosen)
+
+
+# -- which budget a URL names (open_budget, budget_url): no Redis needed ---------------------------
+@pytest.mark.parametrize(("url", "given"), [
+    ("http://example.com/x", "a URL of scheme 'http'"),
+    ("not a url", "text that is not a URL"),
+])
+def test_a_budget_that_is_no_redis_url_is_refused_in_words(url: str, given: str) -> None:
+    with pytest.raises(ConfigurationError) as info:
+        open_budget(url, what="--budget")
+    assert str(info.value) == (
+        "--budget takes a Redis URL — redis://[:password@]host[:port][/db], rediss:// for TLS, or "
+        f"unix:///path/redis.sock — and got {given}; leave it out to share the budget on this machine only.")
+
+
+def test_the_budget_url_variable_is_read_stripped_and_named_in_its_errors(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("AMPTOOLS_CACHE_DIR", str(tmp_path))
+    monkeypatch.setenv("AMPTOOLS_BUDGET_URL", "   ")
+    assert budget_url() is None
+    store = open_budget()
+    assert isinstance(store, BudgetStore) and store.path == tmp_path / "budget.sqlite"
+    store.close()
+    monkeypatch.setenv("AMPTOOLS_BUDGET_URL", "  redis://:pw@127.0.0.1:1/0  ")
+    secret = budget_url()
+    assert secret is not None and secret.reveal() == "redis://:pw@127.0.0.1:1/0"
+    monkeypatch.setenv("AMPTOOLS_BUDGET_URL", " ftp://example.com ")
+    with pytest.raises(ConfigurationError, match="^AMPTOOLS_BUDGET_URL takes a Redis URL .* scheme 'ftp'"):
+        open_budget(what="budget=")
+
+
+def test_a_redis_url_opens_the_team_s_budget_and_its_errors_say_how_it_was_given() -> None:
+    pytest.importorskip("redis")  # the [team] extra
+    with pytest.raises(ConfigurationError) as info:
+        open_budget("redis://127.0.0.1:1/notadb", what="--budget")
+    assert str(info.value).startswith("--budget is not a Redis URL amptools can use")
