@@ -206,6 +206,8 @@ class RedisStore(Budget):
         How the URL was given, for errors.
     clock : callable, optional
         Tests only: a fake clock whose time every call passes instead of Redis's ``TIME``.
+        With it no heartbeat thread runs (a thread on real time would tell the fake
+        clock's time at moments the test does not choose); a test beats with ``beat(now)``.
     timeout : float
         Seconds a call may take (:data:`TIMEOUT`).
     """
@@ -274,6 +276,8 @@ class RedisStore(Budget):
         with self._lock:
             self._users.add(user)
             self._closed = False
+            if self._clock is not None:
+                return
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._beat, name="amptools-team-budget", daemon=True)
                 self._thread.start()

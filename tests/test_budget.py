@@ -284,7 +284,10 @@ def test_two_processes_never_exceed_a_shared_limit() -> None:
     assert len(arrivals) == 120
     assert sum(a.status == 429 for a in arrivals) == 0
     assert most_in_window([a.time for a in arrivals], period) <= limit
-    assert most_in_window([a.time for a in arrivals], period / 10) <= limit // 5
+    # Paced, not a window's worth at once (an unpaced pair sends all 40 in the first few
+    # milliseconds): at most twice the pace in any quarter window. A tenth of a window
+    # (0.1 s) was within one scheduling stall of the server under the full suite's load.
+    assert most_in_window([a.time for a in arrivals], period / 4) <= limit // 2
 
 
 @pytest.mark.slow
@@ -531,3 +534,13 @@ def test_a_cautious_client_starting_the_org_does_not_set_everyones_start(tmp_pat
         pass
     take_turns([small, large], clock, 1.0)
     assert small.quota().allowed_now + large.quota().allowed_now == round(START_SHARE * 540)
+
+
+def test_a_new_budget_file_another_process_is_setting_up_is_waited_for(tmp_path: Path, write_lock_held) -> None:
+    """Two processes starting together on a new budget file: the second waits for the
+    first's write lock instead of pacing alone (SQLite answers ``journal_mode=WAL`` at once)."""
+    path = tmp_path / "budget.sqlite"
+    with write_lock_held(path, 0.3):
+        store = BudgetStore(path)
+        assert not Claims(store).is_claimed("k")  # opened, not unusable
+    assert store._connect().execute("PRAGMA journal_mode").fetchone()[0] == "wal"
