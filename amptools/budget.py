@@ -61,6 +61,7 @@ from typing import TYPE_CHECKING
 
 from .errors import AmptoolsWarning, ConfigurationError, warn
 from .ratelimit import POLL, ClientPace, Counts, Ledger, PaceState, fair_shares, grant_wait
+from .stores import journal_wal
 
 if TYPE_CHECKING:
     from .transport import Secret
@@ -360,7 +361,7 @@ class BudgetStore(Budget):
         # taken before reading and two processes cannot both see a free slot.
         db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT, isolation_level=None, check_same_thread=False)
         try:
-            db.execute("PRAGMA journal_mode=WAL")
+            journal_wal(db, BUSY_TIMEOUT)  # a new file another process sets up: waited for
             db.execute("PRAGMA synchronous=NORMAL")
             with self._transaction(db):
                 if db.execute("PRAGMA user_version").fetchone()[0] != SCHEMA_VERSION:

@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from .errors import CacheError
 
-__all__ = ["PRIVATE_MODE", "connect", "create_private", "expand", "open_problem"]
+__all__ = ["PRIVATE_MODE", "connect", "create_private", "expand", "journal_wal", "open_problem"]
 
 #: The mode of every SQLite file amptools creates: its owner reads and writes it, nobody else.
 PRIVATE_MODE = 0o600
@@ -75,6 +76,28 @@ def open_problem(path: str, error: BaseException, *, what: str = "the cache") ->
     return f"{what} {path!r} {why}."
 
 
+def journal_wal(connection: sqlite3.Connection, timeout: float) -> None:
+    """``PRAGMA journal_mode=WAL`` on ``connection``, waiting up to ``timeout`` seconds for
+    another connection's write lock.
+
+    SQLite answers this pragma "database is locked" at once, without waiting its busy
+    timeout, while another connection holds the file's write lock (as one does while it
+    sets a new file up: two processes opening one new cache together met it, and one went
+    on without the cache). So this asks again, with pauses of 5 ms doubling up to 0.1 s.
+    """
+    deadline = time.monotonic() + timeout
+    pause = 0.005
+    while True:
+        try:
+            connection.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as error:
+            if error.sqlite_errorcode & 0xFF != sqlite3.SQLITE_BUSY or time.monotonic() + pause > deadline:
+                raise
+        time.sleep(pause)
+        pause = min(2 * pause, 0.1)
+
+
 def connect(
     path: str | os.PathLike[str],
     *,
@@ -115,7 +138,7 @@ def connect(
             create_private(Path(target))
         connection = sqlite3.connect(target, timeout=timeout, **options)
         if wal and target != ":memory:":
-            connection.execute("PRAGMA journal_mode=WAL")
+            journal_wal(connection, timeout)
             connection.execute("PRAGMA synchronous=NORMAL")
         if prepare is not None:
             prepare(connection)

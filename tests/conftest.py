@@ -54,6 +54,41 @@ def redis_server():
         yield server
 
 
+@pytest.fixture
+def hostile():
+    """A raw HTTP server on loopback whose every answer the test writes (tests/test_hardening.py's
+    ``Hostile``): the hostile answers a real org or a proxy may give."""
+    from test_hardening import Hostile
+
+    server = Hostile()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def write_lock_held():
+    """``with write_lock_held(path, seconds):`` — a new SQLite file whose write lock another
+    connection holds for ``seconds`` from the start, as a process setting the file up does
+    (SQLite answers ``PRAGMA journal_mode=WAL`` "database is locked" at once then)."""
+    import sqlite3
+    import threading
+    from contextlib import contextmanager
+
+    @contextmanager
+    def held(path: Path, seconds: float):
+        holder = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        holder.execute("BEGIN IMMEDIATE")
+        release = threading.Timer(seconds, holder.execute, ("COMMIT",))
+        release.start()
+        try:
+            yield
+        finally:
+            release.join()
+            holder.close()
+
+    return held
+
+
 def load_sample(name: str) -> dict[str, Any]:
     """One documented response from data/samples/<name>.json."""
     return json.loads((SAMPLES / f"{name}.json").read_text(encoding="utf-8"))

@@ -377,3 +377,17 @@ def test_decide_is_the_one_hit_rule() -> None:
     assert decide(newer_not_found, split.parts()).status == "not_found"
     older_not_found = StoredParts("u", parts(main=good, comps=BODY), (4.0, 400, 1))
     assert decide(older_not_found, split.parts()).status == "ok"
+
+
+def test_a_new_cache_another_process_is_setting_up_is_waited_for(tmp_path: Path, write_lock_held) -> None:
+    """Two processes opening one new cache together: SQLite answers the second one's
+    ``PRAGMA journal_mode=WAL`` "database is locked" at once, without its busy timeout
+    (one of two processes in the shared-cache test went on without the cache)."""
+    path = tmp_path / "new.sqlite"
+    with write_lock_held(path, 0.3):
+        cache = ProfileCache(path)  # waits for the lock, up to its timeout
+    assert cache._connection.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    cache.close()
+    with write_lock_held(tmp_path / "other.sqlite", 2.0):
+        with pytest.raises(CacheError, match="locked"):
+            ProfileCache(tmp_path / "other.sqlite", timeout=0.1)  # but no longer
