@@ -166,8 +166,7 @@ def map_response(
             **context,
         )
     if 300 <= status < 400:
-        # (mutmut: any default for a missing Location is equivalent — it names no address.)
-        location = urlsplit(headers.get("Location", ""))
+        location = urlsplit(headers.get("Location", ""))  # pragma: no mutate — mutmut: any default for a missing Location names no address
         where = f"{location.scheme}://{location.netloc}" if location.netloc else "an address it did not name"
         return RedirectError(
             f"the service redirected (HTTP {status}) to {where}; "

@@ -19,7 +19,7 @@ import traceback
 import tracemalloc
 import warnings
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -97,13 +97,6 @@ def send(handler: BaseHTTPRequestHandler, status: int, body: object, headers: di
         handler.send_header(name, value)
     handler.end_headers()
     handler.wfile.write(data)
-
-
-@pytest.fixture
-def hostile() -> Iterator[Hostile]:
-    server = Hostile()
-    yield server
-    server.close()
 
 
 # -- 2: text that cannot be encoded -------------------------------------------------------

@@ -284,6 +284,13 @@ def test_without_proc_a_signal_0_tells_and_harms_nobody(monkeypatch: pytest.Monk
         assert budget.process_alive(child.pid, "any start")
         assert budget.process_alive(1)  # init: another user's process unless we are root
         assert not budget.process_alive(999_999_999)
+
+        def refused(pid: int, signal: int) -> None:
+            raise PermissionError(1, "Operation not permitted")
+
+        with monkeypatch.context() as patch:  # as a user who is not root is answered for init
+            patch.setattr(budget.os, "kill", refused)
+            assert budget.process_alive(1)
         with monkeypatch.context() as patch:
             patch.setattr(budget.os, "name", "nt")  # Windows: no signal 0 to ask; the lease decides
             assert budget.process_alive(999_999_999)
@@ -381,7 +388,9 @@ def test_the_module_functions_pass_everything_on(fake_time: FakeTime) -> None:
     budget.release("mod:k1", owner="run-2")  # not run-2's to release
     assert budget.is_claimed("mod:k1")
     assert not budget.wait_claimed("mod:k1", timeout=0)
-    assert not budget.wait_claimed("mod:k1", timeout=1.0, poll=0.25)
+    start = fake_time.clock.now
+    assert not budget.wait_claimed("mod:k1", timeout=1.0, poll=0.3)
+    assert fake_time.clock.now - start == pytest.approx(1.2)  # polls of 0.3 s: the poll is passed on
     cancel = FakeCancel(fake_time)
     cancel.set()
     assert not budget.wait_claimed("mod:k1", cancel=cancel)

@@ -5,20 +5,13 @@ wait before a retry, and a throttle that reaches the limiter."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 
 import pytest
 
 import amptools as amp
 from amptools.sample.server import Faults, SampleServer
 from test_hardening import PROFILE, Hostile, send
-
-
-@pytest.fixture
-def hostile() -> Iterator[Hostile]:
-    server = Hostile()
-    yield server
-    server.close()
+from test_mutants_transport import Fixed
 
 
 def test_the_client_asks_for_json_and_says_why_a_large_answer_is_refused(hostile: Hostile) -> None:
@@ -57,18 +50,11 @@ def test_the_wait_before_a_retry_is_on_the_cancel_and_a_throttle_reaches_the_lim
         assert client.quota().throttles == 1
 
 
-class Fixed:
-    """A random source that always draws the same number."""
-
-    def random(self) -> float:
-        return 0.0
-
-
 def test_the_waits_between_retries_draw_from_the_client_s_random_source() -> None:
     slept: list[float] = []
     with SampleServer() as server:
         server.faults = Faults(server_error=1.0)
-        client = server.client(max_retries=2, backoff_base=0.01, sleep=slept.append, rng=Fixed())
+        client = server.client(max_retries=2, backoff_base=0.01, sleep=slept.append, rng=Fixed(0.0))
         with pytest.raises(amp.ServerError):
             client.get_profile("testUser")
     assert slept == [0.005, 0.01]  # half of 0.01 and of 0.02: the jitter drew 0 each time
@@ -88,3 +74,20 @@ def test_a_bad_client_setting_is_named(setting: dict[str, object], named: str) -
 def test_a_budget_url_given_as_text_is_the_team_s_budget() -> None:
     client = amp.ProfileClient("k" * 32, budget="  redis://127.0.0.1:1/0  ")
     assert client.quota().budget.startswith("the team's Redis redis://127.0.0.1:1/0 (alone: ")  # stripped, and down
+
+
+
+def test_a_refused_key_leaves_no_frame_holding_the_budget_url_as_text() -> None:
+    """The budget URL (it may hold a password) is a Secret before the key is checked: when
+    the key is refused, no frame of the error holds the URL as text (verbose tracebacks and
+    error trackers print locals). Text locals only: mutmut's trampolines hold a call's
+    arguments in a tuple and a dict (the key tests that walk every local are deselected there)."""
+    with pytest.raises(amp.ConfigurationError) as info:
+        amp.ProfileClient("", budget=" redis://:" + "CANARYpw" + "-1f2e@127.0.0.1:1/0 ")  # made in the call
+    texts: list[str] = []
+    tb = info.value.__traceback__
+    while tb is not None:
+        texts += [value for value in tb.tb_frame.f_locals.values() if isinstance(value, str)]
+        tb = tb.tb_next
+    assert "secret key" in str(info.value) and len(texts) > 0  # the key's error, and frames were read
+    assert not [text for text in texts if "CANARYpw-1f2e" in text]

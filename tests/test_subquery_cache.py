@@ -11,7 +11,7 @@ import pytest
 
 import amptools as amp
 from amptools import tables
-from amptools.cache import ProfileCache, StoredParts, StoredBody, decide
+from amptools.cache import StoredParts, StoredBody, decide
 from amptools.models import narrowed
 from amptools.query import ProfileQuery
 from amptools.sample import SampleServer

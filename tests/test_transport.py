@@ -24,7 +24,7 @@ from amptools.errors import (
     ThrottledError,
 )
 from amptools.transport import RetryPolicy, call_with_retries
-from test_hardening import CANARY, Hostile, cohort_api, hostile, send  # noqa: F401 - the fixture
+from test_hardening import CANARY, cohort_api, send
 
 PACKAGE = Path(amp.__file__).parent
 HTTP_LIBRARIES = {"requests", "urllib3", "http.client"}
