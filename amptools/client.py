@@ -292,7 +292,7 @@ class ProfileClient(KeyHolder):
         connect timeout plus the read timeout.
     max_response_bytes : int
         The largest body accepted, on the wire and once decompressed (8 MiB; a profile
-        is a few kilobytes). A larger one is a :class:`ResponseFormatError`.
+        is a few kilobytes; at least 1024). A larger one is a :class:`ResponseFormatError`.
     sleep, clock : callables
         Injected by tests; ``time.sleep`` and ``time.monotonic`` otherwise.
     rng : random.Random, optional
@@ -360,7 +360,7 @@ class ProfileClient(KeyHolder):
         self._sleep = sleep
         self._rng = rng or random.Random()
         self._local = threading.local()
-        self._exposure_warned = False
+        self._exposure_warned = False  # pragma: no mutate — mutmut: None reads as False (only `if` asks it)
         self._exposure_lock = threading.Lock()
 
     @staticmethod

@@ -4,7 +4,10 @@ wait before a retry, and a throttle that reaches the limiter."""
 
 from __future__ import annotations
 
+import gzip
+import json
 import threading
+import zlib
 
 import pytest
 
@@ -91,3 +94,78 @@ def test_a_refused_key_leaves_no_frame_holding_the_budget_url_as_text() -> None:
         tb = tb.tb_next
     assert "secret key" in str(info.value) and len(texts) > 0  # the key's error, and frames were read
     assert not [text for text in texts if "CANARYpw-1f2e" in text]
+
+
+def test_the_smallest_answer_limit_is_one_kib() -> None:
+    assert amp.ProfileClient("k" * 32, max_response_bytes=1024).max_response_bytes == 1024
+    with pytest.raises(amp.ConfigurationError, match="max_response_bytes"):
+        amp.ProfileClient("k" * 32, max_response_bytes=1023)
+
+
+def test_a_budget_url_and_shared_budget_false_are_refused_together_in_words() -> None:
+    with pytest.raises(amp.ConfigurationError) as info:
+        amp.ProfileClient("k" * 32, budget="redis://127.0.0.1:1/0", shared_budget=False)
+    assert str(info.value) == ("budget= names a shared budget and shared_budget=False asks for none: "
+                               "give only one of them.")
+    assert amp.ProfileClient("k" * 32, shared_budget=False).budget is None  # a client of its own
+
+
+def test_the_client_s_limiter_waits_on_the_client_s_clock_and_sleep() -> None:
+    """The clock and sleep a client is given are its limiter's (tests and notebooks inject them)."""
+    now = [1000.0]
+    slept: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        assert len(slept) < 50, "the limiter waits on another clock"
+        now[0] += seconds
+
+    client = amp.ProfileClient("k" * 32, rate_limit=2, rate_period=60.0, clock=lambda: now[0], sleep=sleep)
+    failed: list[BaseException] = []
+
+    def three_permits() -> None:
+        try:
+            for _ in range(3):
+                client.limiter.release(client.limiter.acquire())
+        except BaseException as error:  # noqa: BLE001 - told below
+            failed.append(error)
+
+    worker = threading.Thread(target=three_permits, daemon=True)
+    worker.start()
+    worker.join(10)  # a limiter on time.sleep would sleep half a minute here
+    assert not worker.is_alive(), "the limiter sleeps on another sleep"
+    assert not failed, failed
+    assert slept and now[0] > 1000.0  # the third permit waited, on the client's clock
+
+
+def raw_deflate(data: bytes) -> bytes:
+    packer = zlib.compressobj(wbits=-zlib.MAX_WBITS)
+    return packer.compress(data) + packer.flush()
+
+
+@pytest.mark.parametrize(("encoding", "encode"), [
+    ("identity", lambda data: data),
+    ("gzip", gzip.compress),
+    ("x-gzip", gzip.compress),
+    (" X-GZIP ", gzip.compress),
+    ("deflate", zlib.compress),  # RFC 9110's deflate: zlib-wrapped
+    ("Deflate", raw_deflate),  # what some servers send instead
+])
+def test_every_content_encoding_http_names_is_read(hostile: Hostile, encoding: str, encode) -> None:
+    body = encode(json.dumps(PROFILE).encode())
+    hostile.answer = lambda h: send(h, 200, body, {"Content-Encoding": encoding})
+    assert hostile.client(max_retries=0).get_profile("u1").user_id == PROFILE["userData"]["user_id"]
+
+
+@pytest.mark.parametrize(("encoding", "encode", "says"), [
+    ("gzip", zlib.compress, "incorrect header check"),  # a label that lies: refused, not guessed
+    ("br", lambda data: data, "unknown Content-Encoding 'br'"),  # one amptools does not read
+])
+def test_a_body_that_is_not_what_its_encoding_says_is_refused(hostile: Hostile, encoding: str, encode,
+                                                               says: str) -> None:
+    body = encode(json.dumps(PROFILE).encode())
+    hostile.answer = lambda h: send(h, 200, body, {"Content-Encoding": encoding})
+    with pytest.raises(amp.ResponseFormatError) as info:
+        hostile.client(max_retries=0).get_profile("u1")
+    assert str(info.value).startswith("the answer's compressed body could not be decompressed (")
+    assert says in str(info.value)

@@ -4,6 +4,8 @@ answers' mapping let through: the retry delays' exact values and defaults, an HT
 
 from __future__ import annotations
 
+import json
+import threading
 import time
 from email.utils import formatdate
 
@@ -135,3 +137,97 @@ def test_every_answer_maps_to_its_error_its_words_and_its_context(
     assert type(error) is kind and str(error) == said
     assert getattr(error, "field", None) == ("(body)" if kind is amp.ResponseFormatError else None)
     assert (error.status, error.body, error.url) == (status, body, URL)  # type: ignore[union-attr]
+
+
+def test_a_body_is_read_while_its_cancel_is_unset_and_refused_once_set(hostile) -> None:
+    import requests
+
+    from amptools.errors import FetchCancelled
+    from amptools.transport import read_body
+    from test_hardening import PROFILE, send
+
+    hostile.answer = lambda h: send(h, 200, PROFILE)
+    cancel = threading.Event()
+    with requests.get(hostile.url + "/v1/userprofile", stream=True, timeout=5) as response:
+        assert json.loads(read_body(response, 2**20, cancel)) == PROFILE
+    cancel.set()
+    with requests.get(hostile.url + "/v1/userprofile", stream=True, timeout=5) as response:
+        with pytest.raises(FetchCancelled):
+            read_body(response, 2**20, cancel)
+
+
+# -- one exchange: what it asks for, and a body that looks whole because it was cut --------------------
+def close_delimited(handler, first: bytes, then=lambda: None, rest: bytes = b"") -> None:
+    """An answer without a length: its body ends when the connection closes, so a cut one
+    looks whole to the reader."""
+    handler.send_response(200)
+    handler.send_header("Content-Type", "application/json")
+    handler.send_header("Connection", "close")
+    handler.end_headers()
+    handler.wfile.write(first)
+    handler.wfile.flush()
+    then()
+    handler.wfile.write(rest)
+    handler.close_connection = True
+
+
+def test_the_client_asks_for_gzip_or_deflate_only(hostile) -> None:
+    """Never br or zstd (requests asks for them when their packages are installed), which
+    amptools cannot read."""
+    hostile.client(max_retries=0).get_profile("u1")
+    assert hostile.requests[-1]["Accept-Encoding"] == "gzip, deflate"
+
+
+def test_a_body_cut_by_the_deadline_is_a_timeout_naming_it(hostile) -> None:
+    hostile.answer = lambda h: close_delimited(h, b'{"userData": {', lambda: time.sleep(3))
+    with pytest.raises(TransportError) as info:
+        hostile.client(max_retries=0, deadline=0.5).get_profile("u1")
+    assert str(info.value) == ("no complete answer within the attempt's 0.5 s deadline (TimeoutError); "
+                               "retried with backoff.")
+    assert info.value.url.startswith(hostile.url + "/v1/userprofile?")
+
+
+def one_exchange(url: str, cancel: threading.Event):
+    """One GET as the cohort client sends them (cancellable mid-body)."""
+    from amptools.transport import NoAuth, exchange, thread_session
+
+    session = thread_session(threading.local(), pool_connections=1, pool_maxsize=1)
+    return exchange(session, url, auth=NoAuth(), timeout=(5.0, 5.0), deadline=10.0, max_bytes=2**20,
+                    cancel=cancel)
+
+
+def test_a_body_cut_by_a_cancel_is_cancelled_not_an_answer(hostile) -> None:
+    """The deadline's watch cuts the connection on a cancel: the body then looks whole
+    (it ends when the connection does), and is no answer."""
+    from amptools.errors import FetchCancelled
+
+    cancel = threading.Event()
+    hostile.answer = lambda h: close_delimited(h, b'{"userData": {', lambda: time.sleep(3))
+    timer = threading.Timer(0.3, cancel.set)
+    timer.start()
+    with pytest.raises(FetchCancelled):
+        one_exchange(hostile.url + "/file", cancel)
+    timer.join()
+
+
+def test_a_cancel_seen_between_chunks_stops_the_read(hostile, monkeypatch) -> None:
+    """The body's reader looks at the cancel itself: the deadline's watch looks only every
+    _CANCEL_POLL seconds (made long here, so only the reader can see it)."""
+    import amptools.transport as transport
+    from amptools.errors import FetchCancelled
+
+    monkeypatch.setattr(transport, "_CANCEL_POLL", 60.0)
+    cancel = threading.Event()
+    hostile.answer = lambda h: close_delimited(h, b'{"a": ', cancel.set, b"1}")
+    with pytest.raises(FetchCancelled):
+        one_exchange(hostile.url + "/file", cancel)
+    assert one_exchange(hostile.url + "/file", threading.Event()).content == b'{"a": 1}'  # unset: read whole
+
+
+def test_a_too_large_answer_carries_its_status_and_url(hostile) -> None:
+    from test_hardening import send
+
+    hostile.answer = lambda h: send(h, 200, b"{" + b" " * 5000 + b"}")
+    with pytest.raises(amp.ResponseFormatError) as info:
+        hostile.client(max_retries=0, max_response_bytes=1024).get_profile("u1")
+    assert info.value.status == 200 and info.value.url.startswith(hostile.url + "/v1/userprofile?")
