@@ -595,15 +595,16 @@ def exchange(
     shown = url if shown_url is None else shown_url
     error: ProfileAPIError | None = None
     interrupted: tuple[type[BaseException], tuple[Any, ...]] | None = None
-    cancelled = False
-    status: int | None = None
+    cancelled = False  # pragma: no mutate — mutmut: only `if cancelled` reads it (None reads as False)
+    status: int | None = None  # pragma: no mutate — mutmut: read only after the answer set it
     watch = _Watch(deadline, cancel)
     try:
         with watch:
             # The key is added by the auth hook on the prepared request, so no frame of
             # ours holds it in a local that a verbose traceback shows.
             response = session.get(
-                url, auth=auth, timeout=timeout, allow_redirects=False, stream=True,
+                url, auth=auth, timeout=timeout, stream=True,
+                allow_redirects=False,  # pragma: no mutate — mutmut: None is as False to requests
                 headers={"Accept-Encoding": "gzip, deflate", **(headers or {})},
             )
             status = response.status_code

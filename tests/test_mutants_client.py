@@ -169,3 +169,5 @@ def test_a_body_that_is_not_what_its_encoding_says_is_refused(hostile: Hostile, 
         hostile.client(max_retries=0).get_profile("u1")
     assert str(info.value).startswith("the answer's compressed body could not be decompressed (")
     assert says in str(info.value)
+    assert info.value.status == 200 and info.value.field == "(body)"
+    assert info.value.url.startswith(hostile.url + "/v1/userprofile?")

@@ -187,13 +187,24 @@ def test_a_body_cut_by_the_deadline_is_a_timeout_naming_it(hostile) -> None:
     assert info.value.url.startswith(hostile.url + "/v1/userprofile?")
 
 
-def one_exchange(url: str, cancel: threading.Event):
+def one_exchange(url: str, cancel: threading.Event | None = None, auth=None, deadline: float = 10.0):
     """One GET as the cohort client sends them (cancellable mid-body)."""
     from amptools.transport import NoAuth, exchange, thread_session
 
     session = thread_session(threading.local(), pool_connections=1, pool_maxsize=1)
-    return exchange(session, url, auth=NoAuth(), timeout=(5.0, 5.0), deadline=10.0, max_bytes=2**20,
-                    cancel=cancel)
+    return exchange(session, url, auth=auth or NoAuth(), timeout=(5.0, 5.0), deadline=deadline,
+                    max_bytes=2**20, cancel=cancel)
+
+
+def with_length(handler, first: bytes, then=lambda: None) -> None:
+    """An answer that announces more body than it sends before ``then``."""
+    handler.send_response(200)
+    handler.send_header("Content-Type", "application/json")
+    handler.send_header("Content-Length", str(len(first) + 100))
+    handler.end_headers()
+    handler.wfile.write(first)
+    handler.wfile.flush()
+    then()
 
 
 def test_a_body_cut_by_a_cancel_is_cancelled_not_an_answer(hostile) -> None:
@@ -205,9 +216,50 @@ def test_a_body_cut_by_a_cancel_is_cancelled_not_an_answer(hostile) -> None:
     hostile.answer = lambda h: close_delimited(h, b'{"userData": {', lambda: time.sleep(3))
     timer = threading.Timer(0.3, cancel.set)
     timer.start()
+    with pytest.raises(FetchCancelled) as info:
+        one_exchange(hostile.url + "/file", cancel)
+    timer.join()
+    assert str(info.value) == "cancelled while downloading"
+
+
+def test_a_cut_body_of_known_length_is_cancelled_or_a_timeout(hostile) -> None:
+    """The watch's cut makes the reader fail (a body shorter than its length): the cancel
+    or the deadline behind it is what the caller is told, with the URL."""
+    from amptools.errors import FetchCancelled
+
+    cancel = threading.Event()
+    hostile.answer = lambda h: with_length(h, b'{"a": ', lambda: time.sleep(3))
+    timer = threading.Timer(0.3, cancel.set)
+    timer.start()
     with pytest.raises(FetchCancelled):
         one_exchange(hostile.url + "/file", cancel)
     timer.join()
+    error = one_exchange(hostile.url + "/file", deadline=0.5)
+    assert isinstance(error, TransportError) and error.url == hostile.url + "/file"
+    assert "within the attempt's 0.5 s deadline" in str(error)
+
+
+def test_an_unexpected_failure_is_an_api_error_and_an_interrupt_is_raised_bare(hostile) -> None:
+    """What no mapping knows is a ProfileAPIError naming only its type; an interrupt is raised
+    again without its arguments (a SystemExit keeps its code)."""
+    import requests
+
+    class Failing(requests.auth.AuthBase):
+        def __init__(self, error: BaseException) -> None:
+            self.error = error
+
+        def __call__(self, request):
+            raise self.error
+
+    error = one_exchange(hostile.url + "/file", auth=Failing(ValueError("a secret detail")))
+    assert type(error) is amp.ProfileAPIError and error.url == hostile.url + "/file"
+    assert str(error) == "the request failed unexpectedly (ValueError)."
+    with pytest.raises(KeyboardInterrupt) as interrupt:
+        one_exchange(hostile.url + "/file", auth=Failing(KeyboardInterrupt("a secret detail")))
+    assert interrupt.value.args == ()
+    with pytest.raises(SystemExit) as exit_:
+        one_exchange(hostile.url + "/file", auth=Failing(SystemExit(3)))
+    assert exit_.value.code == 3
 
 
 def test_a_cancel_seen_between_chunks_stops_the_read(hostile, monkeypatch) -> None:
@@ -231,3 +283,4 @@ def test_a_too_large_answer_carries_its_status_and_url(hostile) -> None:
     with pytest.raises(amp.ResponseFormatError) as info:
         hostile.client(max_retries=0, max_response_bytes=1024).get_profile("u1")
     assert info.value.status == 200 and info.value.url.startswith(hostile.url + "/v1/userprofile?")
+    assert info.value.field == "(body)"
