@@ -362,9 +362,10 @@ class BudgetStore(Budget):
         db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT, isolation_level=None, check_same_thread=False)
         try:
             journal_wal(db, BUSY_TIMEOUT)  # a new file another process sets up: waited for
-            db.execute("PRAGMA synchronous=NORMAL")
+            db.execute("PRAGMA synchronous=NORMAL")  # pragma: no mutate — mutmut: SQL ignores case
             with self._transaction(db):
-                if db.execute("PRAGMA user_version").fetchone()[0] != SCHEMA_VERSION:
+                version = db.execute("PRAGMA user_version").fetchone()[0]  # pragma: no mutate — mutmut: SQL ignores case
+                if version != SCHEMA_VERSION:
                     # Only counts of the last hour live here: an older layout is dropped.
                     for table in _TABLES:
                         db.execute(f"DROP TABLE IF EXISTS {table}")
@@ -403,14 +404,14 @@ class BudgetStore(Budget):
     @staticmethod
     @contextmanager
     def _transaction(db: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
-        db.execute("BEGIN IMMEDIATE")
+        db.execute("BEGIN IMMEDIATE")  # pragma: no mutate — mutmut: SQL ignores case
         try:
             yield db
         except BaseException:
             if db.in_transaction:
-                db.execute("ROLLBACK")
+                db.execute("ROLLBACK")  # pragma: no mutate — mutmut: SQL ignores case
             raise
-        db.execute("COMMIT")
+        db.execute("COMMIT")  # pragma: no mutate — mutmut: SQL ignores case
 
     def _still_the_file(self) -> None:
         """Reopen when the file on disk is no longer the one open (deleted, replaced)."""
@@ -531,13 +532,14 @@ class SharedBudget:
 
     # -- the scope's rows -------------------------------------------------------------------
     def _state(self, db: sqlite3.Connection) -> PaceState:
-        row = db.execute("SELECT rate, updated, probe_until, peak, decreased, not_before, active "
-                         "FROM pace WHERE scope = ?", (self.scope,)).fetchone()
+        row = db.execute("SELECT rate, updated, probe_until, peak, decreased, not_before, active "  # pragma: no mutate — mutmut: SQL ignores case
+                         "FROM pace WHERE scope = ?",  # pragma: no mutate — mutmut: SQL ignores case
+                         (self.scope,)).fetchone()
         return PaceState(*row) if row is not None else PaceState()
 
     def _save(self, db: sqlite3.Connection, state: PaceState) -> None:
-        db.execute("INSERT OR REPLACE INTO pace (scope, rate, updated, probe_until, peak, decreased, "
-                   "not_before, active) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        db.execute("INSERT OR REPLACE INTO pace (scope, rate, updated, probe_until, peak, decreased, "  # pragma: no mutate — mutmut: SQL ignores case
+                   "not_before, active) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",  # pragma: no mutate — mutmut: SQL ignores case
                    (self.scope, state.rate, state.updated, state.probe_until, state.peak,
                     state.decreased, state.not_before, state.active))
 
@@ -546,9 +548,10 @@ class SharedBudget:
         ``ceiling`` is given)."""
         if ceiling is not None:
             pid, proc = _me()
-            db.execute("INSERT OR REPLACE INTO clients (scope, client, pid, proc, ceiling, seen) "
-                       "VALUES (?, ?, ?, ?, ?, ?)", (self.scope, self.client, pid, proc, ceiling, now))
-        rows = db.execute("SELECT client, ceiling, pid, proc FROM clients WHERE scope = ? AND seen > ?",
+            db.execute("INSERT OR REPLACE INTO clients (scope, client, pid, proc, ceiling, seen) "  # pragma: no mutate — mutmut: SQL ignores case
+                       "VALUES (?, ?, ?, ?, ?, ?)",  # pragma: no mutate — mutmut: SQL ignores case
+                       (self.scope, self.client, pid, proc, ceiling, now))
+        rows = db.execute("SELECT client, ceiling, pid, proc FROM clients WHERE scope = ? AND seen > ?",  # pragma: no mutate — mutmut: SQL ignores case
                           (self.scope, now - ACTIVE)).fetchall()
         return {client: value for client, value, pid, proc in rows
                 if client == self.client or process_alive(pid, proc)}
@@ -556,11 +559,11 @@ class SharedBudget:
     def _in_window(self, db: sqlite3.Connection, now: float, period: float, *, mine: bool = False) -> int:
         # done + period > now, written as in LocalLedger so the float edge agrees.
         # Counted until both ways of writing "expired" agree (see ratelimit._expired).
-        sql = ("SELECT count(*) FROM permits WHERE scope = ? AND (done IS NULL OR done + ? > ? "
-               "OR done > ? - ?)")
+        sql = ("SELECT count(*) FROM permits WHERE scope = ? AND (done IS NULL OR done + ? > ? "  # pragma: no mutate — mutmut: SQL ignores case
+               "OR done > ? - ?)")  # pragma: no mutate — mutmut: SQL ignores case
         params: tuple[object, ...] = (self.scope, period, now, now, period)
         if mine:
-            sql += " AND client = ?"
+            sql += " AND client = ?"  # pragma: no mutate — mutmut: SQL ignores case
             params += (self.client,)
         return int(db.execute(sql, params).fetchone()[0])
 
@@ -596,8 +599,9 @@ class SharedBudget:
 
             def oldest() -> float | None:
                 self._reap(db, now)
-                (first,) = db.execute("SELECT min(done) FROM permits WHERE scope = ? AND (done + ? > ? "
-                                      "OR done > ? - ?)", (self.scope, period, now, now, period)).fetchone()
+                (first,) = db.execute("SELECT min(done) FROM permits WHERE scope = ? AND (done + ? > ? "  # pragma: no mutate — mutmut: SQL ignores case
+                                      "OR done > ? - ?)",  # pragma: no mutate — mutmut: SQL ignores case
+                                      (self.scope, period, now, now, period)).fetchone()
                 return float(first) if first is not None else None
 
             wait = grant_wait(state, self.pace, now=now, share=share, period=period, in_window=in_window,
@@ -610,15 +614,17 @@ class SharedBudget:
             self._save(db, state)
             pid, proc = _me()
             cursor = db.execute(
-                "INSERT INTO permits (scope, client, pid, proc, granted, done, lease) "
-                "VALUES (?, ?, ?, ?, ?, NULL, ?)", (self.scope, self.client, pid, proc, now, now + LEASE))
-            db.execute("DELETE FROM permits WHERE scope = ? AND granted < ? AND done + ? <= ?",
+                "INSERT INTO permits (scope, client, pid, proc, granted, done, lease) "  # pragma: no mutate — mutmut: SQL ignores case
+                "VALUES (?, ?, ?, ?, ?, NULL, ?)",  # pragma: no mutate — mutmut: SQL ignores case
+                (self.scope, self.client, pid, proc, now, now + LEASE))
+            db.execute("DELETE FROM permits WHERE scope = ? AND granted < ? AND done + ? <= ?",  # pragma: no mutate — mutmut: SQL ignores case
                        (self.scope, now - max(period, _MINUTE) - LEASE, period, now))
             return 0.0, int(cursor.lastrowid or 0)
 
     def finish(self, token: int, now: float) -> None:
         with self.store.transaction() as db:
-            db.execute("UPDATE permits SET done = ? WHERE id = ? AND done IS NULL", (now, token))
+            db.execute("UPDATE permits SET done = ? WHERE id = ? AND done IS NULL",  # pragma: no mutate — mutmut: SQL ignores case
+                       (now, token))
 
     def pause(self, now: float, seconds: float) -> None:
         with self.store.transaction() as db:

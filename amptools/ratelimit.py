@@ -197,8 +197,7 @@ class PaceState:
         else:
             self.peak = 0.0
             idle = max(0.0, now - max(self.active, self.not_before)) / period
-            decayed = self.rate * math.exp2(-idle) if self.rate > 0 else 0.0
-            self.rate = max(start, min(ceiling, decayed))
+            self.rate = max(start, min(ceiling, self.rate * math.exp2(-idle)))  # halves every idle period
             # Only a true start (nothing recent to go on) spends its first stretch at the start pace.
             self.probe_until = now + PROBE * period if self.rate <= start else now
         self.updated = now

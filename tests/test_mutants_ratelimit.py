@@ -148,3 +148,27 @@ def test_a_throttle_before_any_grant_and_while_alone_is_taken() -> None:
     grants(alone, clock, 1)
     assert alone.throttled(4.0)
     assert broken.stand_in_ledger.state.not_before == clock.now + 4.0
+
+
+def test_a_restart_is_exactly_what_the_slow_start_says() -> None:
+    """PaceState.restart on fixed numbers: a true start, an idle spell's decay, and a
+    throttle remembered (its room, never under MIN_SHARE of the ceiling)."""
+    from amptools.ratelimit import DECREASE, MEMORY, MIN_SHARE, PROBE, START_SHARE, PaceState
+
+    ceiling, period, now = 10.0, 60.0, 10_000.0
+    fresh = PaceState(rate=0.0, updated=0.0, probe_until=0.0, peak=0.0, decreased=0.0, not_before=0.0, active=0.0)
+    fresh.restart(now, ceiling, period)
+    assert (fresh.rate, fresh.probe_until, fresh.peak, fresh.updated) == (START_SHARE * ceiling, now + PROBE * period,
+                                                                          0.0, now)
+    # Half a second idle after 8 a second, a throttle long forgotten: it halves every idle
+    # period, and a pace above the start needs no probe.
+    warm = PaceState(rate=8.0, updated=now - 1, probe_until=0.0, peak=3.0, decreased=now - 2 * MEMORY * period,
+                     not_before=0.0, active=now - 0.5)
+    warm.restart(now, ceiling, period)
+    assert warm.rate == pytest.approx(8.0 * 2 ** (-0.5 / period), rel=1e-12)
+    assert (warm.probe_until, warm.peak) == (now, 0.0)
+    for peak, rate in ((0.2, MIN_SHARE * ceiling), (6.0, DECREASE * 6.0)):
+        recent = PaceState(rate=1.0, updated=now - 5, probe_until=0.0, peak=peak, decreased=now - 1,
+                           not_before=0.0, active=now - 5)
+        recent.restart(now, ceiling, period)
+        assert (recent.rate, recent.probe_until, recent.peak) == (pytest.approx(rate), now, peak)

@@ -284,3 +284,48 @@ def test_a_too_large_answer_carries_its_status_and_url(hostile) -> None:
         hostile.client(max_retries=0, max_response_bytes=1024).get_profile("u1")
     assert info.value.status == 200 and info.value.url.startswith(hostile.url + "/v1/userprofile?")
     assert info.value.field == "(body)"
+
+
+# -- settings: seconds and timeouts, named in their errors ---------------------------------------------
+def test_seconds_are_finite_numbers_never_text_or_booleans_and_their_errors_say_the_bound() -> None:
+    from amptools.errors import ConfigurationError
+    from amptools.transport import checked_seconds, checked_timeout
+
+    assert checked_seconds("deadline", 2) == 2.0 and checked_seconds("backoff_base", 0, zero=True) == 0.0
+    for value in ("5", True, None, float("inf"), float("nan")):
+        with pytest.raises(ConfigurationError):
+            checked_seconds("deadline", value)
+    with pytest.raises(ConfigurationError) as info:
+        checked_seconds("deadline", -1)
+    assert str(info.value) == "deadline must be positive, finite seconds, got -1."
+    with pytest.raises(ConfigurationError) as info:
+        checked_seconds("backoff_base", -1, zero=True)
+    assert str(info.value) == "backoff_base must be ≥ 0 finite seconds, got -1."
+    assert checked_timeout([3, 4.5]) == (3.0, 4.5) and checked_timeout(2) == (2.0, 2.0)
+    with pytest.raises(ConfigurationError) as info:
+        RetryPolicy(max_retries=-1)
+    assert str(info.value).startswith("max_retries ")
+
+
+def test_a_retry_is_logged_with_its_error_attempt_and_wait(caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    from amptools.transport import call_with_retries
+
+    answers = iter([ServerError("boom"), "done"])
+    with caplog.at_level(logging.INFO, logger="amptools"):
+        call_with_retries(lambda: next(answers), RetryPolicy(max_retries=2, backoff_base=0.5, backoff_cap=4.0),
+                          sleep=lambda seconds: None, rng=Fixed(0.0))
+    assert [r.getMessage() for r in caplog.records if "retrying" in r.getMessage()] == [
+        "retrying after ServerError (attempt 1 of 3) in 0.25s"]
+
+
+def test_a_cancel_during_the_wait_to_retry_says_so() -> None:
+    from amptools.errors import FetchCancelled
+    from amptools.transport import call_with_retries
+
+    cancel = threading.Event()
+    cancel.set()
+    with pytest.raises(FetchCancelled) as info:
+        call_with_retries(lambda: ServerError("boom"), RetryPolicy(max_retries=2), cancel=cancel)
+    assert str(info.value) == "cancelled while waiting to retry"
