@@ -169,6 +169,20 @@ def test_rows_of_a_process_whose_id_was_reused_are_removed_from_disk(tmp_path: P
     assert (rows(reopened, "claims"), rows(reopened, "clients")) == (1, 0)
 
 
+def test_a_client_of_a_dead_process_takes_no_share(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Its row stays until the file is tidied, but its share is free at once: a live client
+    of the scope is alone, and paces at the whole limit."""
+    clock = FakeClock()
+    store = BudgetStore(tmp_path / "b.sqlite", clock=clock)
+    with as_an_earlier_process(monkeypatch):
+        assert SharedBudget(store, "s").try_grant(clock.now, LIMIT, PERIOD)[0] <= 0
+    live = SharedBudget(store, "s")
+    assert SharedBudget(store, "s").counts(clock.now, LIMIT, PERIOD).clients == 1  # the dead one is not counted
+    assert live.try_grant(clock.now, LIMIT, PERIOD)[0] <= 0
+    assert live.counts(clock.now, LIMIT, PERIOD).clients == 1
+    assert rows(store, "clients") == 2  # the dead one's row is kept until the file is tidied, not counted
+
+
 def test_close_lets_go_of_the_file_at_once(tmp_path: Path) -> None:
     """Not when the garbage collector gets to it: the last connection gone, SQLite folds its
     -wal file back into the file and removes it and the -shm file."""
