@@ -183,6 +183,50 @@ def test_a_client_of_a_dead_process_takes_no_share(tmp_path: Path, monkeypatch: 
     assert rows(store, "clients") == 2  # the dead one's row is kept until the file is tidied, not counted
 
 
+def test_a_deleted_or_replaced_file_is_seen_within_check_file_seconds_and_said(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Looked at once every CHECK_FILE seconds (not on every grant): a deleted file, or
+    another one put in its place, is reopened and said in the log with what happened."""
+    clock = FakeClock()
+    path = tmp_path / "b.sqlite"
+    store = BudgetStore(path, clock=clock)
+    ledger = SharedBudget(store, "s")
+
+    def said() -> list[str]:
+        return [r.getMessage() for r in caplog.records if "reopening" in r.getMessage()]
+
+    with caplog.at_level(logging.WARNING, logger="amptools"):
+        ledger.counts(clock.now, LIMIT, PERIOD)
+        path.unlink()
+        clock.now += budget.CHECK_FILE - 0.5
+        ledger.counts(clock.now, LIMIT, PERIOD)
+        assert said() == [] and not path.exists()  # not looked at yet
+        clock.now += 0.5  # CHECK_FILE since it was opened, to the second
+        ledger.counts(clock.now, LIMIT, PERIOD)
+        assert said() == [f"the shared request budget {path} was deleted; reopening it"] and path.exists()
+        other = tmp_path / "other.sqlite"
+        BudgetStore(other, clock=clock).close()
+        os.replace(other, path)
+        clock.now += budget.CHECK_FILE
+        ledger.counts(clock.now, LIMIT, PERIOD)
+    assert said()[1:] == [f"the shared request budget {path} was replaced by another file; reopening it"]
+
+
+def test_the_last_minute_s_requests_are_kept_for_the_quota_however_short_the_window(tmp_path: Path) -> None:
+    """Completed permits leave the file a minute (and a lease) after they were granted, not
+    when they leave a shorter window: ``quota().used_last_minute`` counts them."""
+    clock = FakeClock()
+    store = BudgetStore(tmp_path / "b.sqlite", clock=clock)
+    warm(store, "s", 10.0, clock.now)
+    ledger = SharedBudget(store, "s")
+    for _ in range(3):
+        wait, token = ledger.try_grant(clock.now, 10, 1.0)
+        assert wait <= 0
+        ledger.finish(token, clock.now)
+        clock.now += 5.0  # each out of the 1-second window before the next is granted
+    assert ledger.counts(clock.now, 10, 1.0).used_last_minute == 3
+
+
 def test_close_lets_go_of_the_file_at_once(tmp_path: Path) -> None:
     """Not when the garbage collector gets to it: the last connection gone, SQLite folds its
     -wal file back into the file and removes it and the -shm file."""
