@@ -227,6 +227,29 @@ def test_the_last_minute_s_requests_are_kept_for_the_quota_however_short_the_win
     assert ledger.counts(clock.now, 10, 1.0).used_last_minute == 3
 
 
+def test_a_small_client_beside_a_large_one_never_exceeds_its_own_limit(tmp_path: Path) -> None:
+    """The scope's window is the large client's; the small one's own limit holds in every
+    window of its period, the burst its pace allows included (its permits complete at once)."""
+    from amptools.ratelimit import most_in_window
+
+    clock = FakeClock()
+    store = BudgetStore(tmp_path / "b.sqlite", clock=clock)
+    warm(store, "s", 660.0, clock.now)
+    small, large = SharedBudget(store, "s"), SharedBudget(store, "s")
+    granted: list[float] = []
+    end = clock.now + 3.0
+    while clock.now < end:
+        large.try_grant(clock.now, 600, 1.0)  # active, with the larger ceiling (finished or not)
+        wait, token = small.try_grant(clock.now, 60, 1.0)
+        if wait <= 0:
+            small.finish(token, clock.now)
+            granted.append(clock.now)
+        else:
+            clock.now += min(wait, 0.01)
+    assert len(granted) > 120  # it went at its pace
+    assert most_in_window(granted, 1.0) <= 60
+
+
 def test_close_lets_go_of_the_file_at_once(tmp_path: Path) -> None:
     """Not when the garbage collector gets to it: the last connection gone, SQLite folds its
     -wal file back into the file and removes it and the -shm file."""
