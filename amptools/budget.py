@@ -359,7 +359,10 @@ class BudgetStore(Budget):
         _create_private(self.path)
         # isolation_level=None: we write BEGIN IMMEDIATE ourselves, so the write lock is
         # taken before reading and two processes cannot both see a free slot.
-        db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT, isolation_level=None, check_same_thread=False)
+        # (mutmut: without isolation_level=None sqlite3 would begin a transaction before a write
+        # outside one; every write here is inside our BEGIN IMMEDIATE, so none is begun.)
+        db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT, check_same_thread=False,
+                             isolation_level=None)  # pragma: no mutate
         try:
             journal_wal(db, BUSY_TIMEOUT)  # a new file another process sets up: waited for
             db.execute("PRAGMA synchronous=NORMAL")  # pragma: no mutate — mutmut: SQL ignores case
