@@ -565,3 +565,96 @@ def test_a_redis_url_opens_the_team_s_budget_and_its_errors_say_how_it_was_given
     with pytest.raises(ConfigurationError) as info:
         open_budget("redis://127.0.0.1:1/notadb", what="--budget")
     assert str(info.value).startswith("--budget is not a Redis URL amptools can use")
+
+
+# -- releasing permits: with a token, without one, from another thread ---------------------------------
+def shared_limiter(tmp_path: Path):
+    from amptools.ratelimit import RateLimiter
+
+    clock = FakeClock()
+    store = BudgetStore(tmp_path / "b.sqlite", clock=clock)
+    warm(store, "s", 10.0, clock.now)
+    return RateLimiter(10, 1.0, clock=clock, sleep=clock.sleep, ledger=store.ledger("s")), clock
+
+
+def test_a_release_without_a_token_is_the_thread_s_last_permit(tmp_path: Path) -> None:
+    limiter, clock = shared_limiter(tmp_path)
+    limiter.acquire()
+    second = limiter.acquire()
+    limiter.release(second)
+    limiter.release()  # the first: the one this thread still holds
+    clock.now += 2.0
+    assert limiter.in_window() == 0  # both completed: none is left in flight
+    limiter.release()  # none held: nothing to do, and no error
+
+
+def test_a_permit_is_released_with_its_token_from_another_thread(tmp_path: Path) -> None:
+    limiter, clock = shared_limiter(tmp_path)
+    tokens: list[object] = []
+    failed: list[BaseException] = []
+    taker = threading.Thread(target=lambda: tokens.append(limiter.acquire()))
+    taker.start()
+    taker.join()
+
+    def give_back() -> None:
+        try:
+            limiter.release(tokens[0])  # type: ignore[arg-type]
+        except BaseException as error:  # noqa: BLE001 - told below
+            failed.append(error)
+
+    releaser = threading.Thread(target=give_back)  # a thread that never took a permit
+    releaser.start()
+    releaser.join()
+    assert not failed, failed
+    clock.now += 2.0
+    assert limiter.in_window() == 0
+
+
+def test_a_failed_release_is_said_with_its_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    limiter, clock = shared_limiter(tmp_path)
+    token = limiter.acquire()
+
+    def broken(self: SharedBudget, token: int, now: float) -> None:
+        raise sqlite3.OperationalError("disk I/O error")
+
+    monkeypatch.setattr(SharedBudget, "finish", broken)
+    limiter.release(token)  # never raises: the permit's lease frees it
+    assert limiter.quota().budget == "this machine (alone: OperationalError: disk I/O error)"
+
+
+def test_a_budget_locked_past_its_busy_timeout_is_left_for_pacing_alone(tmp_path: Path) -> None:
+    """BUSY_TIMEOUT (1 s), not SQLite's default 5 s: a lock held 2.5 s costs a client one
+    second, then it paces alone."""
+    from amptools.ratelimit import RateLimiter
+
+    path = tmp_path / "b.sqlite"
+    store = BudgetStore(path)
+    assert not Claims(store).is_claimed("k")  # the file exists, in WAL mode
+    store.close()  # opened again at the next grant, under the lock
+    holder = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    holder.execute("BEGIN IMMEDIATE")
+    release = threading.Timer(2.5, holder.execute, ("COMMIT",))
+    release.start()
+    try:
+        limiter = RateLimiter(10, 1.0, ledger=store.ledger("s"))
+        limiter.release(limiter.acquire())
+        assert not limiter.quota().shared and "alone: OperationalError: database is locked" in limiter.quota().budget
+    finally:
+        release.join()
+        holder.close()
+
+
+def test_a_permit_granted_alone_is_released_to_the_ledger_that_granted_it(tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    limiter, clock = shared_limiter(tmp_path)
+
+    def broken(self: SharedBudget, now: float, limit: int, period: float) -> tuple[float, int]:
+        raise sqlite3.OperationalError("disk I/O error")
+
+    monkeypatch.setattr(SharedBudget, "try_grant", broken)
+    for _ in range(5):
+        limiter.release(limiter.acquire())
+        clock.now += 0.2
+    assert not limiter.quota().shared  # paced alone...
+    clock.now += 2.0
+    assert limiter.in_window() == 0  # ...and every permit it granted completed there
