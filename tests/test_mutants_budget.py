@@ -658,3 +658,13 @@ def test_a_permit_granted_alone_is_released_to_the_ledger_that_granted_it(tmp_pa
     assert not limiter.quota().shared  # paced alone...
     clock.now += 2.0
     assert limiter.in_window() == 0  # ...and every permit it granted completed there
+
+
+def test_a_release_without_a_token_never_completes_another_thread_s_permit(tmp_path: Path) -> None:
+    limiter, clock = shared_limiter(tmp_path)
+    holder = threading.Thread(target=limiter.acquire)  # takes the scope's first permit and keeps it
+    holder.start()
+    holder.join()
+    limiter.release()  # this thread holds none
+    clock.now += 2.0
+    assert limiter.in_window() == 1  # still in flight (until its lease)
