@@ -5,6 +5,7 @@ client paces alone, and the quota at periods other than a minute."""
 from __future__ import annotations
 
 import logging
+import threading
 
 import pytest
 
@@ -172,3 +173,18 @@ def test_a_restart_is_exactly_what_the_slow_start_says() -> None:
                            not_before=0.0, active=now - 5)
         recent.restart(now, ceiling, period)
         assert (recent.rate, recent.probe_until, recent.peak) == (pytest.approx(rate), now, peak)
+
+
+def test_on_its_own_ledger_a_release_without_a_token_completes_a_permit_from_any_thread() -> None:
+    """``acquire``'s promise: a thread may release without the token. The client's own
+    ledger counts permits, so the one another thread took completes."""
+    from amptools.ratelimit import RateLimiter
+
+    now = [1000.0]
+    limiter = RateLimiter(10, 1.0, clock=lambda: now[0], sleep=lambda seconds: None)
+    taker = threading.Thread(target=limiter.acquire)
+    taker.start()
+    taker.join()
+    limiter.release()  # this thread took none
+    now[0] += 2.0
+    assert limiter.in_window() == 0
