@@ -501,7 +501,8 @@ def read_body(response: requests.Response, limit: int, cancel: threading.Event |
         if inflater is None:
             out.write(chunk)
             continue
-        # max_length is at least 1 here (0 would mean "no bound").
+        # max_length is at least 1 here (0 would mean "no bound"). (mutmut: one byte more, or
+        # the output so far added, only lets more be inflated before the check below refuses it.)
         out.write(inflater.decompress(chunk, limit + 1 - out.tell()))
         if out.tell() > limit or inflater.unconsumed_tail:
             raise _TooLarge(f"more than {limit:,} bytes once decompressed")

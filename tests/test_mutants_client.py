@@ -171,3 +171,16 @@ def test_a_body_that_is_not_what_its_encoding_says_is_refused(hostile: Hostile, 
     assert says in str(info.value)
     assert info.value.status == 200 and info.value.field == "(body)"
     assert info.value.url.startswith(hostile.url + "/v1/userprofile?")
+
+
+def test_a_compressed_answer_of_exactly_the_limit_is_read_and_one_byte_more_is_not(hostile: Hostile) -> None:
+    whole = json.dumps(PROFILE).encode()
+    for size, accepted in ((2048, True), (2049, False)):
+        body = gzip.compress(whole[:-1] + b" " * (size - len(whole)) + b"}")
+        hostile.answer = lambda h, body=body: send(h, 200, body, {"Content-Encoding": "gzip"})
+        client = hostile.client(max_retries=0, max_response_bytes=2048)
+        if accepted:
+            assert client.get_profile("u1").user_id == PROFILE["userData"]["user_id"]
+        else:
+            with pytest.raises(amp.ResponseFormatError, match="more than 2,048 bytes once decompressed"):
+                client.get_profile("u1")
