@@ -218,9 +218,9 @@ def test_a_body_cut_by_a_cancel_is_cancelled_not_an_answer(hostile) -> None:
     from amptools.errors import FetchCancelled
 
     cancel = threading.Event()
-    # A whole first chunk (64 KiB) is read before the cancel; the cut then ends the body
+    # Exactly one whole chunk (64 KiB) is read before the cancel; the cut then ends the body
     # with no chunk at all, so only the watch knows why it ended.
-    hostile.answer = lambda h: close_delimited(h, b'{"a": "' + b"x" * 70_000, lambda: time.sleep(3))
+    hostile.answer = lambda h: close_delimited(h, b'{"a": "' + b"x" * (65536 - 7), lambda: time.sleep(3))
     timer = threading.Timer(0.3, cancel.set)
     timer.start()
     with pytest.raises(FetchCancelled) as info:
