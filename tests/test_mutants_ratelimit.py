@@ -173,6 +173,12 @@ def test_a_restart_is_exactly_what_the_slow_start_says() -> None:
                            not_before=0.0, active=now - 5)
         recent.restart(now, ceiling, period)
         assert (recent.rate, recent.probe_until, recent.peak) == (pytest.approx(rate), now, peak)
+    # No room remembered (peak 0), or a throttle exactly MEMORY periods ago: a true start.
+    for peak, decreased in ((0.0, now - 1), (6.0, now - MEMORY * period)):
+        forgotten = PaceState(rate=0.0, updated=0.0, probe_until=0.0, peak=peak, decreased=decreased,
+                              not_before=0.0, active=0.0)
+        forgotten.restart(now, ceiling, period)
+        assert (forgotten.rate, forgotten.probe_until) == (START_SHARE * ceiling, now + PROBE * period)
 
 
 def test_on_its_own_ledger_a_release_without_a_token_completes_a_permit_from_any_thread() -> None:
