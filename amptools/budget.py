@@ -61,7 +61,7 @@ from typing import TYPE_CHECKING
 
 from .errors import AmptoolsWarning, ConfigurationError, warn
 from .ratelimit import POLL, ClientPace, Counts, Ledger, PaceState, fair_shares, grant_wait
-from .stores import journal_wal
+from .stores import create_private, journal_wal
 
 if TYPE_CHECKING:
     from .transport import Secret
@@ -303,16 +303,6 @@ def process_alive(pid: int, started: str = "") -> bool:
     return True
 
 
-def _create_private(path: Path) -> None:
-    """Create the file readable by its owner only (its claims hold user ids); SQLite gives
-    the ``-wal`` and ``-shm`` files the same mode. An existing file keeps its mode."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
-    except FileExistsError:
-        pass
-
-
 class BudgetStore(Budget):
     """The SQLite file behind every shared budget and claim of this process.
 
@@ -356,7 +346,7 @@ class BudgetStore(Budget):
     def _connect(self) -> sqlite3.Connection:
         if self._db is not None and self._pid == os.getpid():
             return self._db
-        _create_private(self.path)
+        create_private(self.path)  # its claims hold user ids: the owner's only
         # isolation_level=None: we write BEGIN IMMEDIATE ourselves, so the write lock is
         # taken before reading and two processes cannot both see a free slot.
         # (mutmut: without isolation_level=None sqlite3 would begin a transaction before a write

@@ -49,7 +49,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol, TypeVar
 
 from .errors import ConfigurationError, FetchCancelled, whole_number
@@ -213,8 +213,7 @@ class PaceState:
         """The scope's pace now, requests per second (``ceiling``: the largest ceiling of
         its active clients)."""
         if self._fresh(now, period):
-            probe = PaceState(self.rate, self.updated, self.probe_until, self.peak, self.decreased,
-                              self.not_before, self.active)
+            probe = replace(self)  # what a grant now would restart from, left unchanged
             probe.restart(now, ceiling, period)
             return probe._climbed(now, ceiling, period)
         return self._climbed(now, ceiling, period)

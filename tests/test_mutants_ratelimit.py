@@ -194,3 +194,21 @@ def test_on_its_own_ledger_a_release_without_a_token_completes_a_permit_from_any
     limiter.release()  # this thread took none
     now[0] += 2.0
     assert limiter.in_window() == 0
+
+
+def test_a_scope_idle_exactly_idle_periods_is_still_running() -> None:
+    """IDLE periods without a grant or pause: at exactly that idle spell the run goes on,
+    a moment later its next grant starts afresh (the pace it reads is the start's)."""
+    from amptools.ratelimit import IDLE, START_SHARE, PaceState
+
+    ceiling, period = 10.0, 60.0
+    for last_grant, last_pause in ((1_000.0, 0.0), (0.0, 1_000.0)):
+        state = PaceState(rate=4.0, updated=last_grant, probe_until=0.0, peak=0.0, not_before=last_pause,
+                          active=last_grant)
+        edge = 1_000.0 + IDLE * period
+        assert not state.starts_fresh(edge, period)
+        assert state.starts_fresh(edge + 0.001, period)
+        # Reading the pace after the idle spell changes nothing in the state it reads.
+        before = PaceState(**vars(state))
+        assert state.current(edge + 0.001, ceiling, period) == pytest.approx(START_SHARE * ceiling)
+        assert state == before
