@@ -8,10 +8,14 @@ and counts the mutants no test noticed. This prints the score per module and eve
 survivor; a survivor is either killed by a new test or explained in a ``# mutmut:``
 comment beside the code (an equivalent mutant), marked ``# pragma: no mutate``.
 
-Not part of ``make test``: a first full run takes hours on two cores
-(mutmut remembers its work: a second run only retests what changed).
+Not part of ``make test``: a first full run takes hours on two cores. A second run
+resumes: it tests the mutants never tested (new, or of a function that changed: mutmut
+forgets those verdicts) and the survivors again (a new test may catch them); a killed
+mutant stays killed. ``--all`` tests every selected mutant again (after tests were removed
+or weakened).
 
-    python tools/mutate.py            # run, then print the score and the survivors
+    python tools/mutate.py            # resume, then print the score and the survivors
+    python tools/mutate.py --all      # test every selected mutant again
     python tools/mutate.py --report   # print them from the last run
 """
 
@@ -96,19 +100,42 @@ def report(found: dict[str, str]) -> int:
     return 1 if survivors else 0
 
 
+# mutmut tests again every mutant named on its command line, and with no name every
+# mutant of the files (not only the selected functions): so the names to test are chosen
+# here, after mutmut has made the mutants of what changed (which resets their verdicts).
+GENERATE = ("from mutmut.__main__ import create_mutants; "
+            "from mutmut.mutation.trampoline import set_mutant_under_test; "
+            "set_mutant_under_test('mutant_generation'); create_mutants(1)")
+DONE = ("killed", "timeout")
+
+
+def to_test(found: dict[str, str], everything: bool) -> list[str]:
+    """The selected mutants a run tests: all of them, or those without a kill yet."""
+    return sorted(name for name, status in found.items()
+                  if selected(name) and (everything or status not in DONE))
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--report", action="store_true", help="only print the last run's results")
+    parser.add_argument("--all", action="store_true", help="test every selected mutant again")
     # Most of the tests wait on a real server (a fifth of their time is CPU): more children
     # than cores keep the cores busy.
     parser.add_argument("--children", type=int, default=3 * (os.cpu_count() or 1),
                         help="mutants tested at once (default: three per core)")
     options = parser.parse_args()
     if not options.report:
-        run = subprocess.run([sys.executable, "-m", "mutmut", "run", "--max-children", str(options.children),
-                              *SELECTION], cwd=ROOT, check=False)
-        if run.returncode not in (0, 1):
-            return run.returncode
+        made = subprocess.run([sys.executable, "-c", GENERATE], cwd=ROOT, check=False,
+                              capture_output=True, text=True)
+        if made.returncode != 0:
+            sys.exit(f"mutmut could not make the mutants:\n{made.stderr}")
+        names = to_test(results(), options.all)
+        print(f"{len(names)} mutants to test" + ("" if options.all else " (never tested, or not caught yet)"))
+        if names:
+            run = subprocess.run([sys.executable, "-m", "mutmut", "run", "--max-children", str(options.children),
+                                  *names], cwd=ROOT, check=False)
+            if run.returncode not in (0, 1):
+                return run.returncode
     return report(results())
 
 
