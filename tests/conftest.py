@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +24,24 @@ DOCUMENTED_QUERIES: dict[str, dict[str, str]] = {
     "one_computation": {"comp_id": "computed-prop-2"},
     "all_computations": {"get_computations": "true"},
 }
+
+
+@pytest.fixture(scope="session", autouse=True)
+def ctrl_c_raises():
+    """Ctrl-C raises KeyboardInterrupt, as in a terminal or a notebook, in every session.
+
+    A process started in the background of a script (``cmd &``, a CI step, mutmut's
+    workers) inherits SIGINT ignored, and Python then installs no handler: the tests that
+    press Ctrl-C (``signal.pthread_kill``, ``_thread.interrupt_main``) would fail for a
+    reason that is not the code's.
+    """
+    if threading.current_thread() is not threading.main_thread() or \
+            signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
+        yield
+        return
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 @pytest.fixture(scope="session", autouse=True)
