@@ -729,8 +729,10 @@ def _secret(url: object, what: str) -> Secret:
 def budget_url() -> Secret | None:
     """``$AMPTOOLS_BUDGET_URL`` as a :class:`~amptools.transport.Secret` (it may hold a
     password), or None when it is not set or blank."""
+    from .transport import Secret
+
     value = os.environ.get(BUDGET_URL_VARIABLE, "").strip()
-    return _secret(value, BUDGET_URL_VARIABLE) if value else None
+    return Secret(value) if value else None
 
 
 def _scheme(url: Secret) -> str:

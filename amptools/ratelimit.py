@@ -117,6 +117,8 @@ MEMORY = 10.0
 # A scope without any grant (or pause) for two periods is idle: its next run restarts (see
 # PaceState). Two, so that a client whose ceiling is one request a period is never idle.
 IDLE = 2.0
+# A permit of a ledger in this process needs no number: its finish() only counts.
+_UNNUMBERED = 0
 # When nothing has ever been decreased, the "last decrease" is far in the past.
 _NEVER = -1e18
 
@@ -480,12 +482,12 @@ class LocalLedger:
                               in_window=in_window, mine=in_window, limit=limit, ceiling=ceiling,
                               oldest=lambda: self._done[0] if self._done else None)
             if wait > 0:
-                return wait, 0
+                return wait, _UNNUMBERED
             self.state.grant(now, ceiling, period)
             self.pace.grant(now, share)
             self._in_flight += 1
             self._granted.append(now)
-            return 0.0, 0  # finish() only counts: this ledger's permits need no number
+            return 0.0, _UNNUMBERED
 
     def finish(self, token: int, now: float) -> None:
         with self._lock:

@@ -463,16 +463,18 @@ class _TooLarge(Exception):
     """A body past the byte cap (raw, or once decompressed)."""
 
 
+# The Content-Encodings amptools reads (lower case; "" when none is named).
+_ENCODINGS = ("", "identity", "gzip", "x-gzip", "deflate")
+
+
 def _inflater(encoding: str, first: bytes) -> Any:
-    """A zlib decompressor for a Content-Encoding, or None for none."""
+    """A zlib decompressor for one of :data:`_ENCODINGS`, or None for none."""
     if encoding in ("", "identity"):
         return None
-    if encoding in ("gzip", "x-gzip"):
-        return zlib.decompressobj(16 + zlib.MAX_WBITS)
     if encoding == "deflate":
         # RFC 9110's deflate is zlib-wrapped; some servers send raw deflate.
         return zlib.decompressobj(zlib.MAX_WBITS if first and (first[0] & 0x0F) == 8 else -zlib.MAX_WBITS)
-    raise zlib.error(f"unknown Content-Encoding {encoding!r}")
+    return zlib.decompressobj(16 + zlib.MAX_WBITS)  # gzip, x-gzip
 
 
 def read_body(response: requests.Response, limit: int, cancel: threading.Event | None = None) -> bytes:
@@ -484,6 +486,8 @@ def read_body(response: requests.Response, limit: int, cancel: threading.Event |
     """
     encoding = response.headers.get("Content-Encoding", "")  # pragma: no mutate — mutmut: requests' headers ignore case
     encoding = encoding.strip().lower()
+    if encoding not in _ENCODINGS:  # refused before reading, even for an empty body
+        raise zlib.error(f"unknown Content-Encoding {encoding!r}")
     inflater: Any = None
     out = io.BytesIO()  # grows in place; getvalue() hands over its buffer without a copy
     wire = 0
@@ -504,14 +508,12 @@ def read_body(response: requests.Response, limit: int, cancel: threading.Event |
         # max_length is at least 1 here (0 would mean "no bound"). (mutmut: one byte more, or
         # the output so far added, only lets more be inflated before the check below refuses it.)
         out.write(inflater.decompress(chunk, limit + 1 - out.tell()))
-        if out.tell() > limit or inflater.unconsumed_tail:
+        if out.tell() > limit:  # (input left unread means the output reached max_length: past it too)
             raise _TooLarge(f"more than {limit:,} bytes once decompressed")
     if inflater is not None:
         out.write(inflater.flush())
         if out.tell() > limit:
             raise _TooLarge(f"more than {limit:,} bytes once decompressed")
-    elif wire == 0:
-        _inflater(encoding, b"")  # an unknown encoding is refused even for an empty body
     return out.getvalue()
 
 

@@ -668,3 +668,42 @@ def test_a_release_without_a_token_never_completes_another_thread_s_permit(tmp_p
     limiter.release()  # this thread holds none
     clock.now += 2.0
     assert limiter.in_window() == 1  # still in flight (until its lease)
+
+
+# -- where the file lives, on every platform -------------------------------------------------------
+@pytest.mark.parametrize("platform, variables, expected", [
+    ("linux", {}, "HOME/.cache/amptools"),
+    ("linux", {"XDG_CACHE_HOME": "XDG"}, "XDG/amptools"),
+    ("linux", {"XDG_CACHE_HOME": ""}, "HOME/.cache/amptools"),
+    ("darwin", {"XDG_CACHE_HOME": "XDG"}, "HOME/Library/Caches/amptools"),
+    ("win32", {}, "HOME/AppData/Local/amptools/Cache"),
+    ("win32", {"LOCALAPPDATA": "LOCAL", "XDG_CACHE_HOME": "XDG"}, "LOCAL/amptools/Cache"),
+    ("linux", {"AMPTOOLS_CACHE_DIR": "  ~/mine  ", "XDG_CACHE_HOME": "XDG"}, "HOME/mine"),
+    ("win32", {"AMPTOOLS_CACHE_DIR": "HERE", "LOCALAPPDATA": "LOCAL"}, "HERE"),
+    ("darwin", {"AMPTOOLS_CACHE_DIR": "   "}, "HOME/Library/Caches/amptools"),
+])
+def test_the_budget_file_is_where_each_platform_keeps_caches(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                                              platform: str, variables: dict[str, str],
+                                                              expected: str) -> None:
+    """``$AMPTOOLS_CACHE_DIR`` (stripped, ``~`` expanded; blank is unset), else the
+    platform's user cache folder: ``$XDG_CACHE_HOME`` or ``~/.cache``, ``~/Library/Caches``,
+    ``%LOCALAPPDATA%`` or ``~/AppData/Local``, each with amptools' own folder."""
+    places = {"HOME": tmp_path / "home", "XDG": tmp_path / "xdg", "LOCAL": tmp_path / "local",
+              "HERE": tmp_path / "here"}
+    monkeypatch.setenv("HOME", str(places["HOME"]))
+    for name in ("AMPTOOLS_CACHE_DIR", "XDG_CACHE_HOME", "LOCALAPPDATA"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in variables.items():
+        monkeypatch.setenv(name, str(places.get(value, value)))
+    monkeypatch.setattr(sys, "platform", platform)
+    first, _, rest = expected.partition("/")
+    assert budget.budget_path() == places[first].joinpath(*rest.split("/") if rest else ()) / "budget.sqlite"
+
+
+def test_open_store_opens_the_path_it_is_given_once_per_process(tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    given = budget.open_store("~/team/b.sqlite")
+    assert given.path == tmp_path / "team" / "b.sqlite" != budget.budget_path()
+    assert budget.open_store(tmp_path / "team" / "b.sqlite") is given  # ~ or not, one file, one store
+    assert budget.open_store() is not given and budget.open_store().path == budget.budget_path()

@@ -160,6 +160,7 @@ def test_every_content_encoding_http_names_is_read(hostile: Hostile, encoding: s
 @pytest.mark.parametrize(("encoding", "encode", "says"), [
     ("gzip", zlib.compress, "incorrect header check"),  # a label that lies: refused, not guessed
     ("br", lambda data: data, "unknown Content-Encoding 'br'"),  # one amptools does not read
+    ("br", lambda data: b"", "unknown Content-Encoding 'br'"),  # ...even with nothing to decode
 ])
 def test_a_body_that_is_not_what_its_encoding_says_is_refused(hostile: Hostile, encoding: str, encode,
                                                                says: str) -> None:
@@ -183,4 +184,17 @@ def test_a_compressed_answer_of_exactly_the_limit_is_read_and_one_byte_more_is_n
             assert client.get_profile("u1").user_id == PROFILE["userData"]["user_id"]
         else:
             with pytest.raises(amp.ResponseFormatError, match="more than 2,048 bytes once decompressed"):
+                client.get_profile("u1")
+
+
+def test_a_plain_answer_of_exactly_the_limit_is_read_and_one_byte_more_is_not(hostile: Hostile) -> None:
+    whole = json.dumps(PROFILE).encode()
+    for size, accepted in ((2048, True), (2049, False)):
+        body = whole[:-1] + b" " * (size - len(whole)) + b"}"
+        hostile.answer = lambda h, body=body: send(h, 200, body)
+        client = hostile.client(max_retries=0, max_response_bytes=2048)
+        if accepted:
+            assert client.get_profile("u1").user_id == PROFILE["userData"]["user_id"]
+        else:
+            with pytest.raises(amp.ResponseFormatError, match="more than 2,048 bytes on the wire"):
                 client.get_profile("u1")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 
 import pytest
 
@@ -212,3 +213,53 @@ def test_a_scope_idle_exactly_idle_periods_is_still_running() -> None:
         before = PaceState(**vars(state))
         assert state.current(edge + 0.001, ceiling, period) == pytest.approx(START_SHARE * ceiling)
         assert state == before
+
+
+def test_a_cancel_is_seen_before_while_and_after_waiting_for_a_turn() -> None:
+    """A cancelled fetch waits for nothing: a cancel set before ``acquire``, set while another
+    thread holds the turn (waiting for the pace), or set while this thread waits for the pace
+    itself, raises FetchCancelled with the same words (each thread by its own event)."""
+    from amptools.errors import FetchCancelled
+    from amptools.ratelimit import RateLimiter
+
+    words = "cancelled while waiting for the rate limit"
+    limiter = RateLimiter(1, 60.0)  # one request a minute: the second waits a minute
+    limiter.release(limiter.acquire())
+    already = threading.Event()
+    already.set()
+    with pytest.raises(FetchCancelled, match=f"^{words}$"):
+        limiter.acquire(already)
+    holder_cancel, outcome = threading.Event(), {}
+
+    def hold() -> None:  # takes the turn and waits for the pace (a minute)
+        try:
+            limiter.acquire(holder_cancel)
+        except FetchCancelled as error:
+            outcome["holder"] = str(error)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    for _ in range(500):  # until the holder has the turn
+        if limiter._turn.locked():
+            break
+        time.sleep(0.01)
+    assert limiter._turn.locked()
+    mine = threading.Event()
+
+    def wait_for_the_turn() -> None:  # the holder has it
+        try:
+            limiter.acquire(mine)
+        except FetchCancelled as error:
+            outcome["mine"] = str(error)
+
+    waiter = threading.Thread(target=wait_for_the_turn)
+    waiter.start()
+    time.sleep(0.3)
+    mine.set()
+    waiter.join(10)
+    stuck = waiter.is_alive()
+    holder_cancel.set()  # ends both, whatever happened
+    holder.join(10)
+    waiter.join(10)
+    assert not stuck, "a cancel while another thread holds the turn was seen only when the turn came"
+    assert outcome == {"mine": words, "holder": words}

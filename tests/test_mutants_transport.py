@@ -336,3 +336,26 @@ def test_a_cancel_during_the_wait_to_retry_says_so() -> None:
     with pytest.raises(FetchCancelled) as info:
         call_with_retries(lambda: ServerError("boom"), RetryPolicy(max_retries=2), cancel=cancel)
     assert str(info.value) == "cancelled while waiting to retry"
+
+
+def test_an_exchange_shows_the_url_it_is_told_to_and_its_own_words_past_the_limit(hostile) -> None:
+    """``shown_url`` stands for the URL asked (a signed link) in the answer and in every
+    error; with no ``too_large`` the refusal says only the limit and what to do."""
+    from test_hardening import send
+
+    from amptools.transport import NoAuth, exchange, thread_session
+
+    session = thread_session(threading.local(), pool_connections=1, pool_maxsize=1)
+
+    def asked(**options):
+        return exchange(session, hostile.url + "/file?signature=secret", auth=NoAuth(), timeout=(5.0, 5.0),
+                        deadline=10.0, max_bytes=1024, **options)
+
+    hostile.answer = lambda h: send(h, 200, b"{}")
+    assert asked(shown_url="the file").url == "the file"
+    assert asked().url == hostile.url + "/file?signature=secret"
+    hostile.answer = lambda h: send(h, 200, b"{" + b" " * 2000 + b"}")
+    error = asked(shown_url="the file")
+    assert isinstance(error, amp.ResponseFormatError) and error.url == "the file"
+    assert str(error) == ("the answer is larger than max_response_bytes=1,024 (more than 1,024 bytes on the "
+                          "wire). Raise max_response_bytes= if this is expected.")
