@@ -234,10 +234,11 @@ class PaceState:
         if now <= start:
             return min(ceiling, rate)
         elapsed = now - start
-        if rate < self.peak:
+        if rate < self.peak:  # pragma: no mutate — mutmut: <= is the same (at the peak the climb takes 0 s)
             step = INCREASE * ceiling / period  # per second
             needed = (self.peak - rate) / step
-            if elapsed <= needed:
+            # (mutmut: < is the same: at `needed` the climb is at the peak, doubling from 2**0.)
+            if elapsed <= needed:  # pragma: no mutate
                 return min(ceiling, rate + step * elapsed)
             rate, elapsed = self.peak, elapsed - needed
         return min(ceiling, rate * math.exp2(elapsed / (BEYOND * period)))
@@ -555,8 +556,10 @@ class RateLimiter:
         # A stand-in while a shared ledger fails: this client paces alone, from the start.
         self._alone: LocalLedger | None = None
         self._alone_until = 0.0
-        self._alone_reason = ""
-        self._alone_said = False  # the outage was said (once, until the shared ledger answers again)
+        # (mutmut: the reason is read only while alone, after _failed set it; the flag only as a
+        # truth. The flag: the outage was said, once, until the shared ledger answers again.)
+        self._alone_reason = ""  # pragma: no mutate
+        self._alone_said = False  # pragma: no mutate
         self._retry_shared = retry_shared
         # One waiting thread at a time asks the ledger (the others queue here): a shared
         # ledger is a file or a server, and a herd of threads polling it only adds load.
@@ -602,7 +605,7 @@ class RateLimiter:
         except Exception as error:  # noqa: BLE001 - a budget error must never cost an answer
             return 1, what(self._failed(error, now))
         if self._alone_said:
-            self._alone_said = False
+            self._alone_said = False  # pragma: no mutate — mutmut: read only as a truth (None is False)
             log.info("the shared request budget (%s) is usable again; this client shares it",
                      self.ledger.where)
         return 0, answer

@@ -71,7 +71,7 @@ def test_a_failing_ledger_hands_over_to_its_own_stand_in() -> None:
 def test_an_outage_is_said_once_and_its_end_once(caplog: pytest.LogCaptureFixture) -> None:
     clock = FakeClock()
     broken = Broken()
-    limiter = RateLimiter(600, 60.0, clock=clock, sleep=clock.sleep, ledger=broken, retry_shared=5.0)
+    limiter = RateLimiter(600, 60.0, clock=clock, sleep=clock.sleep, ledger=broken)  # the default retry: 5 s
     caplog.set_level(logging.INFO, logger="amptools")
     grants(limiter, clock, 2)
     clock.now += 6.0
@@ -263,3 +263,92 @@ def test_a_cancel_is_seen_before_while_and_after_waiting_for_a_turn() -> None:
     waiter.join(10)
     assert not stuck, "a cancel while another thread holds the turn was seen only when the turn came"
     assert outcome == {"mine": words, "holder": words}
+
+
+def test_a_client_s_burst_credit_and_catch_up_after_a_throttle_on_fixed_numbers() -> None:
+    """ClientPace on numbers: the burst is a twentieth of a period's pace (one at least, so
+    one a minute is never two back to back); credit goes at once and is spent one by one;
+    after a throttle (or its pause) the credit is gone and the saved-up burst starts from
+    the later of the two."""
+    from amptools.ratelimit import ClientPace
+
+    assert (ClientPace.burst(10.0, 60.0), ClientPace.burst(1 / 60, 60.0)) == (30, 1)
+    assert ClientPace(tat=100.0, credit=1).wait(0.0, 1.0, 60.0) == 0.0  # one credit left: now
+    assert ClientPace(tat=100.0).wait(0.0, 1.0, 60.0) == 98.0  # else the pace, burst of 3
+    spending = ClientPace(tat=5.0, credit=2)
+    spending.grant(10.0, 2.0)
+    assert (spending.tat, spending.credit) == (5.0, 1)
+    spending.credit = 0
+    spending.grant(10.0, 2.0)
+    assert (spending.tat, spending.credit) == (10.5, 0)
+    # share 1/s at a 60 s period: a burst of 3, so 2 s of pace saved up.
+    for not_before, tat in ((130.0, 132.0), (90.0, 102.0)):
+        pace = ClientPace(tat=50.0, credit=5)
+        pace.after_decrease(PaceState(decreased=100.0, not_before=not_before), 1.0, 60.0)
+        assert (pace.tat, pace.credit, pace.seen_decrease) == (tat, 0, 100.0)
+    late = ClientPace(tat=200.0, credit=5)
+    late.after_decrease(PaceState(decreased=100.0, not_before=130.0), 1.0, 60.0)
+    assert late.tat == 200.0
+
+
+def test_a_pace_under_one_request_a_window_still_waits_for_the_window() -> None:
+    """One request a minute at the start pace allows a fifth of a request per window: the
+    window still holds one, so a client with one in it waits until it leaves."""
+    from amptools.ratelimit import ClientPace, grant_wait
+
+    now, ceiling = 1_000.0, 1 / 60
+    wait = grant_wait(PaceState(), ClientPace(), now=now, share=ceiling, period=60.0, in_window=1, mine=1,
+                      limit=5, ceiling=ceiling, oldest=lambda: 990.0)
+    assert wait == pytest.approx(50.0)
+
+
+def test_the_climb_after_a_throttle_on_fixed_numbers() -> None:
+    """After a throttle: held a window, then 3% of the ceiling a period up to the room it
+    had, then doubling every half period; never under MIN_SHARE of the ceiling now active."""
+    t0, ceiling, period = 10_000.0, 10.0, 60.0
+    state = PaceState(rate=5.1, updated=t0, probe_until=t0, peak=6.0, decreased=t0, active=t0)
+    assert state._climbed(t0 + 30, ceiling, period) == pytest.approx(5.1)  # held
+    assert state._climbed(t0 + 60 + 90, ceiling, period) == pytest.approx(5.1 + 0.005 * 90)  # 0.9 in 180 s
+    assert state._climbed(t0 + 60 + 180 + 15, ceiling, period) == pytest.approx(6.0 * 2 ** 0.5)
+    assert state._climbed(t0 + 60 + 180 + 90, ceiling, period) == ceiling
+    # A throttle at a small ceiling, read when a larger client is active: its floor.
+    small = PaceState(rate=0.1, updated=t0, probe_until=t0, peak=0.12, decreased=t0, active=t0)
+    assert small._climbed(t0 + 10, ceiling, period) == pytest.approx(MIN_SHARE * ceiling)
+
+
+def test_a_limiter_s_documented_defaults_and_words() -> None:
+    """Per minute by default; a bad limit or period names itself."""
+    from amptools.errors import ConfigurationError
+
+    assert RateLimiter(600).period == 60.0
+    with pytest.raises(ConfigurationError, match=r"^rate limit \(requests per period\) must be a whole number"):
+        RateLimiter(0)
+    with pytest.raises(ConfigurationError, match=r"^rate-limit period must be positive seconds, got 0\.$"):
+        RateLimiter(5, 0)
+
+
+@pytest.mark.parametrize("ledger", ["local", "shared", "failing"])
+def test_a_shared_or_failing_ledger_is_asked_again_every_poll_a_local_one_is_slept_on(ledger: str) -> None:
+    """A wait on a ledger other processes change (or one that failed and may come back) is
+    slept in POLL steps, asking again after each; a wait on this process's own ledger is
+    slept whole."""
+    from amptools.ratelimit import POLL
+
+    clock = FakeClock()
+    slept: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        clock.sleep(seconds)
+
+    chosen = {"local": None, "shared": Broken(), "failing": Broken()}[ledger]
+    if ledger == "shared":
+        chosen.fixed = True
+    limiter = RateLimiter(1, 60.0, clock=clock, sleep=sleep, ledger=chosen)
+    limiter.release(limiter.acquire())
+    limiter.release(limiter.acquire())  # one a minute: the second waits
+    assert sum(slept) > 10
+    if ledger == "local":
+        assert max(slept) > 10
+    else:
+        assert max(slept) <= POLL
