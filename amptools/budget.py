@@ -153,6 +153,11 @@ CREATE TABLE IF NOT EXISTS claims (
 );
 """
 _TABLES = ("permits", "pace", "clients", "claims")
+# A scope's permits in the window: done + period > now, written as in LocalLedger so the
+# float edge agrees, and counted until both ways of writing "expired" agree (see
+# ratelimit._expired).
+_IN_WINDOW = ("SELECT count(*) FROM permits WHERE scope = ? AND (done IS NULL OR done + ? > ? "
+              "OR done > ? - ?)")
 # SQL ignores case, so mutmut's changes of its case (make mutate) cannot be told apart:
 # a statement's text sits on a line of its own marked "# pragma: no mutate", and the
 # values beside it are still mutated.
@@ -550,10 +555,7 @@ class SharedBudget:
                 if client == self.client or process_alive(pid, proc)}
 
     def _in_window(self, db: sqlite3.Connection, now: float, period: float, *, mine: bool = False) -> int:
-        # done + period > now, written as in LocalLedger so the float edge agrees.
-        # Counted until both ways of writing "expired" agree (see ratelimit._expired).
-        sql = ("SELECT count(*) FROM permits WHERE scope = ? AND (done IS NULL OR done + ? > ? "  # pragma: no mutate — mutmut: SQL ignores case
-               "OR done > ? - ?)")  # pragma: no mutate — mutmut: SQL ignores case
+        sql = _IN_WINDOW
         params: tuple[object, ...] = (self.scope, period, now, now, period)
         if mine:
             sql += " AND client = ?"  # pragma: no mutate — mutmut: SQL ignores case
