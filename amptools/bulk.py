@@ -1120,8 +1120,11 @@ class _Run:
                     continue
                 self.interrupted = self.cancelled = True
                 self.stop.set()
-                log.warning("interrupted: waiting for the requests in flight "
-                            "(press Ctrl-C again to abandon them)")
+                try:
+                    log.warning("interrupted: waiting for the requests in flight "
+                                "(press Ctrl-C again to abandon them)")
+                except KeyboardInterrupt:
+                    abandoned = True  # the second Ctrl-C came while the first was being said
 
 
 def fetch_profiles(

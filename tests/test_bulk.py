@@ -413,8 +413,7 @@ def test_a_second_ctrl_c_abandons_the_requests_in_flight(fresh_server: SampleSer
 
     def collecting() -> bool:
         """Whether the main thread waits for results, not still handling the first Ctrl-C
-        (one landing in that handler's log call escapes the run: a race of microseconds
-        for a person, of every run for a test)."""
+        (one landing in that handler's log call is the next test's case)."""
         frame = sys._current_frames().get(threading.main_thread().ident or 0)
         names = []
         while frame is not None:
@@ -446,6 +445,40 @@ def test_a_second_ctrl_c_abandons_the_requests_in_flight(fresh_server: SampleSer
     assert len(fresh_server.arrivals) == workers  # nothing more was asked after the first
     assert ps.counts["ok"] == 0  # the answers in flight were not waited for
     assert (ps.outcomes["status"] == "failed").all()
+
+
+def test_a_second_ctrl_c_while_the_first_is_said_also_abandons_them(fresh_server: SampleServer) -> None:
+    """A second Ctrl-C landing inside the first one's log line (a handler that is slow,
+    or a person pressing twice at once) abandons the requests in flight like any second
+    Ctrl-C: the run returns what it has, never a bare KeyboardInterrupt."""
+    workers = 4
+    fresh_server.latency = 10.0
+    ids = list(fresh_server.org.user_ids[1:41])
+    client = fresh_server.client(**UNLIMITED)
+
+    class SecondInterruptWhileSaid(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if record.getMessage().startswith("interrupted: waiting for the requests in flight"):
+                raise KeyboardInterrupt  # what Ctrl-C raises wherever the main thread is
+
+    def interrupt_once() -> None:
+        while len(fresh_server.arrivals) < workers:
+            time.sleep(0.002)
+        _thread.interrupt_main()
+
+    handler = SecondInterruptWhileSaid()
+    logging.getLogger("amptools").addHandler(handler)
+    thread = threading.Thread(target=interrupt_once)
+    thread.start()
+    try:
+        with pytest.warns(IncompleteFetchWarning, match="interrupted"):
+            ps = client.get_profiles(ids, workers=workers, progress=False)
+    finally:
+        thread.join()
+        logging.getLogger("amptools").removeHandler(handler)
+    assert ps.cancelled
+    check_invariant(ps, 40)
+    assert len(fresh_server.arrivals) == workers and ps.counts["ok"] == 0
 
 
 # -- cache --------------------------------------------------------------------------------
