@@ -26,6 +26,7 @@ import collections
 import fnmatch
 import os
 import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -132,10 +133,15 @@ def main() -> int:
         names = to_test(results(), options.all)
         print(f"{len(names)} mutants to test" + ("" if options.all else " (never tested, or not caught yet)"))
         if names:
-            run = subprocess.run([sys.executable, "-m", "mutmut", "run", "--max-children", str(options.children),
-                                  *names], cwd=ROOT, check=False)
-            if run.returncode not in (0, 1):
-                return run.returncode
+            run = subprocess.Popen([sys.executable, "-m", "mutmut", "run", "--max-children", str(options.children),
+                                    *names], cwd=ROOT)
+            try:
+                code = run.wait()
+            except KeyboardInterrupt:  # mutmut had the same Ctrl-C: it stops and keeps its verdicts
+                code = run.wait()
+                print("stopped: the verdicts so far are kept, and the next run resumes")
+            if code not in (0, 1, -signal.SIGINT):
+                return code
     return report(results())
 
 
